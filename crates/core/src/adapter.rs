@@ -1,0 +1,443 @@
+//! The `Adapter` trait: what a vendor integration implements.
+//!
+//! An adapter has two halves that run in different places:
+//! - [`Adapter::fetch`] is async I/O on the tokio runtime. It hands raw pages
+//!   (bytes, never decoded) to the [`PageSink`] the engine provides; `send`
+//!   waits when the pipeline is full, which is how backpressure reaches the vendor.
+//! - [`Adapter::normalize`] is synchronous, pure CPU work on the engine's rayon
+//!   pool: one raw page in, normalized assets and per-record rejects out.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::asset::{Asset, AssetKind};
+use crate::metrics::RequestMetrics;
+
+/// One stream an adapter offers (for example CrowdStrike `hosts`, Graph `users`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamInfo {
+    pub name: String,
+    /// The single asset kind this stream produces.
+    pub kind: AssetKind,
+    /// The vendor field that becomes the asset's `source_id`.
+    pub key: String,
+    pub description: String,
+}
+
+/// The type of a config field, for `corral adapters` and config validation messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Integer,
+    Boolean,
+    Url,
+    Path,
+    Table,
+    List,
+}
+
+/// One field of an adapter's config, as documented to operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigField {
+    pub name: String,
+    pub ty: FieldType,
+    pub required: bool,
+    /// Secret fields are held in `secrecy` types and never printed.
+    pub secret: bool,
+    pub description: String,
+}
+
+impl ConfigField {
+    pub fn required(name: &str, ty: FieldType, description: &str) -> Self {
+        ConfigField { name: name.into(), ty, required: true, secret: false, description: description.into() }
+    }
+    pub fn optional(name: &str, ty: FieldType, description: &str) -> Self {
+        ConfigField { name: name.into(), ty, required: false, secret: false, description: description.into() }
+    }
+    pub fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+}
+
+/// Static description of an adapter: name, version, streams and config fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub streams: Vec<StreamInfo>,
+    pub config: Vec<ConfigField>,
+}
+
+impl AdapterInfo {
+    pub fn stream(&self, name: &str) -> Option<&StreamInfo> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+}
+
+/// An opaque resume position (cursor, offset, line number), saved by the
+/// engine only after the store acknowledged every record before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Checkpoint(pub serde_json::Value);
+
+/// One raw page as fetched: bytes plus where it came from. Never decoded on the runtime.
+#[derive(Debug, Clone)]
+pub struct RawPage {
+    pub stream: String,
+    pub body: Bytes,
+    /// Where this page sits in its stream, for error messages (`page 3`, `lines 1001-2000`, a URL).
+    pub locator: String,
+    /// A hint the adapter's normalize may use (for example the first line number of a file chunk).
+    pub first_record: u64,
+    /// Number of records in the page when the adapter knows it without decoding.
+    pub record_hint: Option<usize>,
+    /// Resume position valid once this page (and every page before it) is stored.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl RawPage {
+    pub fn new(stream: impl Into<String>, body: Bytes, locator: impl Into<String>) -> Self {
+        RawPage {
+            stream: stream.into(),
+            body,
+            locator: locator.into(),
+            first_record: 0,
+            record_hint: None,
+            checkpoint: None,
+        }
+    }
+    pub fn with_first_record(mut self, n: u64) -> Self {
+        self.first_record = n;
+        self
+    }
+    pub fn with_record_hint(mut self, n: usize) -> Self {
+        self.record_hint = Some(n);
+        self
+    }
+    pub fn with_checkpoint(mut self, c: Checkpoint) -> Self {
+        self.checkpoint = Some(c);
+        self
+    }
+}
+
+/// A record normalize could not turn into an asset. Kept for inspection, never dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// Which record: `line 17`, `id 42`, `record 3 of page 2`.
+    pub record: String,
+    /// A short stable reason code for grouping (`malformed_json`, `missing_key`, ...).
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The offending input, truncated to a few KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+impl Reject {
+    pub const MAX_RAW: usize = 4096;
+
+    pub fn new(record: impl Into<String>, reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Reject { record: record.into(), reason: reason.into(), detail: detail.into(), raw: None }
+    }
+
+    /// Attach the offending input, truncated on a char boundary.
+    pub fn with_raw(mut self, raw: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(raw);
+        let mut end = text.len().min(Self::MAX_RAW);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.raw = Some(text[..end].to_string());
+        self
+    }
+}
+
+/// What normalize made of one raw page.
+#[derive(Debug, Default)]
+pub struct NormalizedPage {
+    pub assets: Vec<Asset>,
+    pub rejects: Vec<Reject>,
+    /// Set when the page as a whole could not be decoded (malformed JSON,
+    /// truncated body). Its records are unknown, so the stream is not clean
+    /// and stale handling is skipped for it.
+    pub page_error: Option<String>,
+}
+
+impl NormalizedPage {
+    pub fn page_failed(reason: impl Into<String>) -> Self {
+        NormalizedPage { page_error: Some(reason.into()), ..Default::default() }
+    }
+}
+
+/// Result of [`Adapter::check`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Ok { detail: String },
+    AuthError { endpoint: String, status: Option<u16>, detail: String },
+    Unreachable { endpoint: String, detail: String },
+}
+
+impl CheckOutcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, CheckOutcome::Ok { .. })
+    }
+}
+
+impl fmt::Display for CheckOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckOutcome::Ok { detail } => write!(f, "ok: {detail}"),
+            CheckOutcome::AuthError { endpoint, status: Some(s), detail } => {
+                write!(f, "authentication failed at {endpoint} (HTTP {s}): {detail}")
+            }
+            CheckOutcome::AuthError { endpoint, status: None, detail } => {
+                write!(f, "authentication failed at {endpoint}: {detail}")
+            }
+            CheckOutcome::Unreachable { endpoint, detail } => write!(f, "unreachable: {endpoint}: {detail}"),
+        }
+    }
+}
+
+/// Errors an adapter's fetch reports. The engine records them against the
+/// stream; the stream then counts as not completed (no stale handling, no
+/// checkpoint past the failure).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("authentication failed at {endpoint}: {detail}")]
+    Auth { endpoint: String, detail: String },
+    #[error("request to {endpoint} failed: {detail}")]
+    Http { endpoint: String, detail: String },
+    #[error("i/o error reading {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unexpected response from {endpoint}: {detail}")]
+    Protocol { endpoint: String, detail: String },
+    #[error("unknown stream `{0}`")]
+    UnknownStream(String),
+    /// The pipeline behind the sink closed (the run is shutting down, usually
+    /// because the load stage failed).
+    #[error("pipeline closed")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Errors building an adapter from its config. Always name the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config field `{field}`: {message}")]
+    Field { field: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("unknown adapter `{0}`")]
+    UnknownAdapter(String),
+}
+
+impl ConfigError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Field { field: field.into(), message: message.into() }
+    }
+}
+
+/// Deserialize an adapter's typed config from the connection's config table;
+/// errors name the offending field (`columns.hostname`, `page_size`, ...).
+///
+/// Error messages never quote the offending value: it may be a secret.
+pub fn parse_config<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = redact_serde_message(&inner.to_string());
+        if path == "." || path.is_empty() {
+            // serde reports missing fields at the parent: "missing field `x`".
+            match message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+                Some(f) => ConfigError::field(f, "is required"),
+                None => ConfigError::Invalid(message),
+            }
+        } else {
+            match message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+                Some(f) => ConfigError::field(format!("{path}.{f}"), "is required"),
+                None => ConfigError::field(path, message),
+            }
+        }
+    })
+}
+
+/// serde quotes invalid values (`invalid type: string "hunter2", expected ...`);
+/// keep the shape of the message but drop the value.
+fn redact_serde_message(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if in_quote {
+                out.push_str("\"…\"");
+            }
+            in_quote = !in_quote;
+            continue;
+        }
+        if !in_quote {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Where fetch sends raw pages. Sending waits while the pipeline is full.
+#[derive(Debug, Clone)]
+pub struct PageSink {
+    tx: mpsc::Sender<RawPage>,
+    gauge: Arc<crate::metrics::PipelineGauges>,
+}
+
+impl PageSink {
+    pub(crate) fn new(tx: mpsc::Sender<RawPage>, gauge: Arc<crate::metrics::PipelineGauges>) -> Self {
+        PageSink { tx, gauge }
+    }
+
+    /// Hand one page to the pipeline. Returns [`FetchError::Closed`] when the
+    /// run is shutting down; fetch should then return promptly.
+    pub async fn send(&self, page: RawPage) -> Result<(), FetchError> {
+        let bytes = page.body.len();
+        let records = page.record_hint.unwrap_or(0);
+        self.gauge.raw_page_entered(bytes, records);
+        if self.tx.send(page).await.is_err() {
+            self.gauge.raw_page_left(bytes, records);
+            return Err(FetchError::Closed);
+        }
+        Ok(())
+    }
+}
+
+/// Everything fetch gets from the engine for one stream.
+#[derive(Debug, Clone)]
+pub struct FetchContext {
+    pub connection: String,
+    pub stream: StreamInfo,
+    /// Where the last successful run of this stream stopped, if the adapter saves checkpoints.
+    pub checkpoint: Option<Checkpoint>,
+    pub sink: PageSink,
+    /// Counters the HTTP toolkit fills in (requests by status, retries, 429s, limiter waits).
+    pub requests: Arc<RequestMetrics>,
+}
+
+/// A configured vendor integration for one connection.
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    fn info(&self) -> &AdapterInfo;
+
+    /// One cheap call that verifies credentials and reachability.
+    async fn check(&self) -> CheckOutcome;
+
+    /// Fetch one stream, sending raw pages to `ctx.sink`. Return `Ok` only
+    /// when the stream was fetched completely: stale handling depends on it.
+    async fn fetch(&self, ctx: FetchContext) -> Result<(), FetchError>;
+
+    /// Turn one raw page into assets and rejects. Pure CPU work; runs on the
+    /// rayon pool, never on the tokio runtime. Must not panic on bad input.
+    fn normalize(&self, page: &RawPage) -> NormalizedPage;
+}
+
+/// Builds adapters of one kind from connection config. Registered by name.
+pub trait AdapterFactory: Send + Sync + 'static {
+    fn info(&self) -> AdapterInfo;
+
+    /// Validate the connection's config and build the adapter. Nothing may run
+    /// (no network, no file reads beyond validation) before this succeeds.
+    fn build(&self, connection: &str, config: serde_json::Value) -> Result<Arc<dyn Adapter>, ConfigError>;
+}
+
+/// The adapters a binary knows about, by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    factories: std::collections::BTreeMap<String, Arc<dyn AdapterFactory>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, factory: impl AdapterFactory) -> &mut Self {
+        let info = factory.info();
+        self.factories.insert(info.name, Arc::new(factory));
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn AdapterFactory>> {
+        self.factories.get(name)
+    }
+
+    pub fn infos(&self) -> Vec<AdapterInfo> {
+        self.factories.values().map(|f| f.info()).collect()
+    }
+
+    pub fn build(&self, adapter: &str, connection: &str, config: serde_json::Value) -> Result<Arc<dyn Adapter>, ConfigError> {
+        let factory = self.get(adapter).ok_or_else(|| ConfigError::UnknownAdapter(adapter.to_string()))?;
+        factory.build(connection, config)
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.factories.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Cfg {
+        path: String,
+        page_size: u32,
+        #[serde(default)]
+        nested: Option<Nested>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Nested {
+        token: String,
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = parse_config::<Cfg>(serde_json::json!({"page_size": 3})).expect_err("missing path");
+        assert_eq!(err.to_string(), "config field `path`: is required");
+        let err = parse_config::<Cfg>(serde_json::json!({"path": "x", "page_size": 3, "nested": {}})).expect_err("missing token");
+        assert_eq!(err.to_string(), "config field `nested.token`: is required");
+    }
+
+    #[test]
+    fn invalid_field_is_named_without_its_value() {
+        let err = parse_config::<Cfg>(serde_json::json!({"path": "x", "page_size": "hunter2"})).expect_err("wrong type");
+        let msg = err.to_string();
+        assert!(msg.starts_with("config field `page_size`:"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn reject_raw_is_truncated_on_char_boundary() {
+        let raw = "é".repeat(Reject::MAX_RAW);
+        let r = Reject::new("line 1", "x", "y").with_raw(raw.as_bytes());
+        let kept = r.raw.expect("raw kept");
+        assert!(kept.len() <= Reject::MAX_RAW);
+        assert!(kept.chars().all(|c| c == 'é'));
+    }
+}

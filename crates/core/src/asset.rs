@@ -1,0 +1,235 @@
+//! The normalized asset schema every adapter produces and every store keeps.
+//!
+//! Field values are already canonical when they reach an [`Asset`]: adapters
+//! build them with the helpers in [`crate::fields`], so a MAC address or a
+//! hostname from CrowdStrike compares equal to the same one from Intune.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::fields::MacAddr;
+
+/// What kind of thing an asset is. Each stream produces exactly one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetKind {
+    Device,
+    User,
+}
+
+impl AssetKind {
+    pub const ALL: [AssetKind; 2] = [AssetKind::Device, AssetKind::User];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetKind::Device => "device",
+            AssetKind::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for AssetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AssetKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "device" | "devices" => Ok(AssetKind::Device),
+            "user" | "users" => Ok(AssetKind::User),
+            other => Err(format!("unknown asset kind `{other}` (expected device or user)")),
+        }
+    }
+}
+
+/// Operating system facts, as far as the vendor tells them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Os {
+    /// One of `windows`, `macos`, `linux`, `ios`, `android`, `chromeos`, `unix`, `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Os {
+    pub fn is_empty(&self) -> bool {
+        self.family.is_none() && self.name.is_none() && self.version.is_none()
+    }
+}
+
+/// A device: an endpoint, server, phone or VM as one product sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// The vendor's own id for this device; with the connection it is the key.
+    pub source_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mac_addresses: Vec<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Os::is_empty")]
+    pub os: Os,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The user the vendor associates with the device (login, UPN or email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A user account in an identity provider or directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub source_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// The body of a normalized asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum AssetBody {
+    Device(Device),
+    User(User),
+}
+
+/// One normalized asset as it travels from normalize to load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Asset {
+    /// The stream that produced it: stale handling is scoped per stream.
+    pub stream: String,
+    #[serde(flatten)]
+    pub body: AssetBody,
+    /// The vendor's record as received, kept only when the connection asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<serde_json::Value>,
+}
+
+impl Asset {
+    pub fn device(stream: impl Into<String>, device: Device) -> Self {
+        Asset { stream: stream.into(), body: AssetBody::Device(device), raw: None }
+    }
+
+    pub fn user(stream: impl Into<String>, user: User) -> Self {
+        Asset { stream: stream.into(), body: AssetBody::User(user), raw: None }
+    }
+
+    pub fn with_raw(mut self, raw: Option<serde_json::Value>) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    pub fn kind(&self) -> AssetKind {
+        match &self.body {
+            AssetBody::Device(_) => AssetKind::Device,
+            AssetBody::User(_) => AssetKind::User,
+        }
+    }
+
+    pub fn source_id(&self) -> &str {
+        match &self.body {
+            AssetBody::Device(d) => &d.source_id,
+            AssetBody::User(u) => &u.source_id,
+        }
+    }
+
+    /// The asset's fields (without stream and raw) as a JSON object; what stores persist.
+    pub fn fields_json(&self) -> serde_json::Value {
+        // Serializing plain data structs into a Value cannot fail.
+        match &self.body {
+            AssetBody::Device(d) => serde_json::to_value(d),
+            AssetBody::User(u) => serde_json::to_value(u),
+        }
+        .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A stable fingerprint of the asset's content, used by stores to tell
+    /// "updated" from "unchanged". Independent of the sync that produced it.
+    pub fn content_hash(&self) -> String {
+        let mut bytes = serde_json::to_vec(&self.body).unwrap_or_default();
+        if let Some(raw) = &self.raw {
+            bytes.extend(serde_json::to_vec(raw).unwrap_or_default());
+        }
+        format!("{:016x}", fnv1a64(&bytes))
+    }
+
+    /// Approximate serialized size in bytes, used to close load batches by size.
+    pub fn approx_size(&self) -> usize {
+        // Cheap estimate: serialized JSON length. Computed once per asset on the CPU pool.
+        serde_json::to_vec(self).map(|v| v.len()).unwrap_or(256)
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_ignores_nothing_but_sync_metadata() {
+        let a = Asset::device("hosts", Device { source_id: "1".into(), hostname: Some("a".into()), ..Default::default() });
+        let mut b = a.clone();
+        assert_eq!(a.content_hash(), b.content_hash());
+        if let AssetBody::Device(d) = &mut b.body {
+            d.hostname = Some("b".into());
+        }
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    #[test]
+    fn asset_serializes_with_kind_tag() {
+        let a = Asset::user("users", User { source_id: "u1".into(), email: Some("x@y.z".into()), ..Default::default() });
+        let v = serde_json::to_value(&a).expect("serialize");
+        assert_eq!(v["kind"], "user");
+        assert_eq!(v["source_id"], "u1");
+        let back: Asset = serde_json::from_value(v).expect("deserialize");
+        assert_eq!(back, a);
+    }
+}

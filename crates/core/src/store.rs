@@ -1,0 +1,196 @@
+//! The `Store` trait: where normalized assets, checkpoints and run summaries live.
+//!
+//! Implementations (SQLite, MongoDB) are in `corral-store`. Every method is
+//! async and must never block the tokio runtime; every write is idempotent.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{Checkpoint, Reject};
+use crate::asset::{Asset, AssetKind};
+use crate::summary::RunSummary;
+
+/// One load batch: assets of one connection from one sync.
+#[derive(Debug, Clone)]
+pub struct LoadBatch {
+    pub sync_id: String,
+    pub connection: String,
+    /// When this sync started; written as `last_seen` (and `first_seen` on insert).
+    pub seen_at: DateTime<Utc>,
+    pub assets: Vec<Asset>,
+}
+
+/// What the store did with one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadOutcome {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Records the store refused one by one (document too large, validation):
+    /// the rest of the batch was stored.
+    pub rejected: Vec<Reject>,
+}
+
+impl LoadOutcome {
+    pub fn stored(&self) -> u64 {
+        self.inserted + self.updated + self.unchanged
+    }
+
+    pub fn add(&mut self, other: LoadOutcome) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.rejected.extend(other.rejected);
+    }
+}
+
+/// How to treat assets a completed stream no longer returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum StalePolicy {
+    /// Leave them alone.
+    Keep,
+    /// Set `stale_since`; delete those stale for longer than `delete_after` (if set).
+    Mark {
+        #[serde(default, with = "opt_duration_secs")]
+        delete_after: Option<Duration>,
+    },
+}
+
+impl Default for StalePolicy {
+    fn default() -> Self {
+        StalePolicy::Mark { delete_after: None }
+    }
+}
+
+mod opt_duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}
+
+/// The scope stale handling may touch: one stream of one connection, after
+/// a sync whose fetch of that stream completed cleanly and whose loads all succeeded.
+#[derive(Debug, Clone)]
+pub struct StaleScope {
+    pub connection: String,
+    pub stream: String,
+    /// Assets last seen by a different sync are stale.
+    pub sync_id: String,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleOutcome {
+    /// Newly marked stale by this run.
+    pub marked: u64,
+    /// Deleted because they had been stale longer than the configured age.
+    pub deleted: u64,
+}
+
+/// Filter for `corral assets`.
+#[derive(Debug, Clone, Default)]
+pub struct AssetFilter {
+    pub connection: Option<String>,
+    pub kind: Option<AssetKind>,
+    pub include_stale: bool,
+}
+
+/// An asset as stored, with the bookkeeping fields the store maintains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAsset {
+    pub connection: String,
+    pub kind: AssetKind,
+    pub source_id: String,
+    pub stream: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub last_sync_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<DateTime<Utc>>,
+    /// The asset's fields (as [`Asset::fields_json`]).
+    pub fields: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<serde_json::Value>,
+}
+
+/// Count of stored assets per (connection, kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetCount {
+    pub connection: String,
+    pub kind: AssetKind,
+    pub count: u64,
+    pub stale: u64,
+}
+
+/// A rejected record kept for inspection, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredReject {
+    pub sync_id: String,
+    pub connection: String,
+    pub stream: String,
+    #[serde(flatten)]
+    pub reject: Reject,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying: network blip, primary stepping down, lock timeout.
+    #[error("transient store error: {0}")]
+    Transient(String),
+    /// Not worth retrying: the store is gone, misconfigured or refused the operation.
+    #[error("store error: {0}")]
+    Permanent(String),
+    #[error("store configuration error: {0}")]
+    Config(String),
+    #[error("stored data could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and summaries (`sqlite:./corral.db`, `mongodb:corral`), never with credentials.
+    fn describe(&self) -> String;
+
+    /// Idempotent upsert keyed by (connection, kind, source_id). Keeps
+    /// `first_seen` from the first insert, sets `last_seen` and `last_sync_id`,
+    /// clears `stale_since`. Returns inserted / updated / unchanged counts.
+    async fn upsert(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError>;
+
+    /// Stale handling for one scope. The engine calls this only for a stream
+    /// whose fetch completed and whose every batch was acknowledged.
+    async fn handle_stale(&self, scope: &StaleScope, policy: StalePolicy) -> Result<StaleOutcome, StoreError>;
+
+    async fn save_checkpoint(&self, connection: &str, stream: &str, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    async fn load_checkpoint(&self, connection: &str, stream: &str) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Keep rejected records for inspection (`corral runs --rejects`).
+    async fn save_rejects(&self, rejects: Vec<StoredReject>) -> Result<(), StoreError>;
+    async fn rejects(&self, sync_id: &str, limit: usize) -> Result<Vec<StoredReject>, StoreError>;
+
+    async fn save_run(&self, summary: &RunSummary) -> Result<(), StoreError>;
+    /// Most recent first.
+    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+
+    async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError>;
+    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError>;
+}

@@ -1,0 +1,185 @@
+//! Run summaries: what one sync of one connection did, for people and machines.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::Reject;
+use crate::metrics::{InFlight, RequestStats};
+use crate::store::StaleOutcome;
+
+/// How a run ended. Ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Everything fetched, normalized and stored.
+    Success,
+    /// Stored what it could; some records were rejected or some streams failed.
+    Partial,
+    /// The run did not do its job (nothing usable fetched, or the store failed).
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Wall time spent in each stage, in milliseconds. Stages overlap, so these
+/// add up to more than the run's duration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageTimes {
+    /// From the first fetch call until the last stream finished fetching.
+    pub fetch_ms: u64,
+    /// CPU time spent in normalize, summed over the pool's threads.
+    pub normalize_cpu_ms: u64,
+    /// Time the store took to acknowledge batches, summed over batches.
+    pub load_ms: u64,
+    /// Time fetch spent waiting for room in the pipeline (backpressure).
+    pub fetch_blocked_ms: u64,
+}
+
+/// Runtime lag measured while the run was going, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LagStats {
+    pub samples: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// Samples over the warning threshold.
+    pub over_threshold: u64,
+}
+
+/// Rejected records of one reason: how many, and the first few.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RejectGroup {
+    pub count: u64,
+    pub samples: Vec<Reject>,
+}
+
+/// What happened to one stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    pub pages: u64,
+    pub records_fetched: u64,
+    pub assets_normalized: u64,
+    pub rejected: u64,
+    /// The fetch finished without error.
+    pub fetch_completed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_error: Option<String>,
+    /// Pages that could not be decoded at all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub page_errors: Vec<String>,
+    /// Stale handling ran for this stream (only after a clean fetch and load).
+    pub stale_handled: bool,
+    #[serde(default)]
+    pub stale: StaleOutcome,
+}
+
+/// The summary of one sync of one connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub sync_id: String,
+    pub connection: String,
+    pub adapter: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub status: RunStatus,
+    pub stages: StageTimes,
+    pub pages: u64,
+    pub records_fetched: u64,
+    pub assets_normalized: u64,
+    pub records_rejected: u64,
+    /// Rejected records grouped by reason, with samples.
+    pub rejects: BTreeMap<String, RejectGroup>,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub batches: u64,
+    pub failed_batches: u64,
+    pub stale_marked: u64,
+    pub stale_deleted: u64,
+    pub streams: BTreeMap<String, StreamSummary>,
+    pub requests: RequestStats,
+    pub lag: LagStats,
+    pub in_flight: InFlight,
+    /// Every error that affected the run, in the order they happened.
+    pub errors: Vec<String>,
+}
+
+impl RunSummary {
+    pub fn loaded(&self) -> u64 {
+        self.inserted + self.updated + self.unchanged
+    }
+
+    pub fn duration_ms(&self) -> i64 {
+        (self.ended_at - self.started_at).num_milliseconds()
+    }
+}
+
+/// The worst status across several runs (empty: success).
+pub fn overall_status<'a>(runs: impl IntoIterator<Item = &'a RunSummary>) -> RunStatus {
+    runs.into_iter().map(|r| r.status).max().unwrap_or(RunStatus::Success)
+}
+
+/// Render summaries as a plain-text table for terminals.
+pub fn render_table(runs: &[RunSummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8} {:>10}",
+        "CONNECTION", "ADAPTER", "STATUS", "FETCHED", "ASSETS", "REJECTED", "INSERTED", "UPDATED", "UNCHANGED", "STALE", "TIME", "LAG p99/max"
+    );
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7.1}s {:>10}",
+            truncate(&r.connection, 20),
+            truncate(&r.adapter, 12),
+            r.status.as_str(),
+            r.records_fetched,
+            r.assets_normalized,
+            r.records_rejected,
+            r.inserted,
+            r.updated,
+            r.unchanged,
+            r.stale_marked + r.stale_deleted,
+            r.duration_ms() as f64 / 1000.0,
+            format!("{}/{}ms", r.lag.p99_us / 1000, r.lag.max_us / 1000),
+        );
+    }
+    for r in runs {
+        if r.rejects.is_empty() && r.errors.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{} ({}, sync {}):", r.connection, r.status, r.sync_id);
+        for e in &r.errors {
+            let _ = writeln!(out, "  error: {e}");
+        }
+        for (reason, group) in &r.rejects {
+            let _ = writeln!(out, "  rejected {} record(s): {reason}", group.count);
+            for s in &group.samples {
+                let _ = writeln!(out, "    {}: {}", s.record, s.detail);
+            }
+        }
+    }
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+}

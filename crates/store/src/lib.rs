@@ -1,0 +1,8 @@
+//! corral-store: implementations of `corral_core::Store`.
+//!
+//! - [`sqlite`]: the embedded default (`./corral.db`), no server needed.
+//! - [`mongo`]: the production store, through the official `mongodb` driver.
+//! - [`conformance`]: the suite every store implementation must pass.
+pub mod conformance;
+pub mod mongo;
+pub mod sqlite;
