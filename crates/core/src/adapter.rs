@@ -296,16 +296,40 @@ fn redact_serde_message(msg: &str) -> String {
     out
 }
 
+/// What travels from fetch to normalize: pages, then one end marker per stream.
+#[derive(Debug)]
+pub(crate) enum FetchItem {
+    Page(RawPage),
+    StreamEnd { stream: String, result: Result<(), String> },
+}
+
 /// Where fetch sends raw pages. Sending waits while the pipeline is full.
 #[derive(Debug, Clone)]
 pub struct PageSink {
-    tx: mpsc::Sender<RawPage>,
+    tx: mpsc::Sender<FetchItem>,
     gauge: Arc<crate::metrics::PipelineGauges>,
 }
 
 impl PageSink {
-    pub(crate) fn new(tx: mpsc::Sender<RawPage>, gauge: Arc<crate::metrics::PipelineGauges>) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<FetchItem>, gauge: Arc<crate::metrics::PipelineGauges>) -> Self {
         PageSink { tx, gauge }
+    }
+
+    /// A sink outside the engine, for testing an adapter's `fetch` on its own:
+    /// the receiver yields the pages it sent.
+    pub fn channel(capacity: usize) -> (PageSink, mpsc::Receiver<RawPage>) {
+        let (tx, mut rx) = mpsc::channel::<FetchItem>(capacity.max(1));
+        let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                if let FetchItem::Page(p) = item
+                    && out_tx.send(p).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        (PageSink::new(tx, Arc::default()), out_rx)
     }
 
     /// Hand one page to the pipeline. Returns [`FetchError::Closed`] when the
@@ -314,11 +338,26 @@ impl PageSink {
         let bytes = page.body.len();
         let records = page.record_hint.unwrap_or(0);
         self.gauge.raw_page_entered(bytes, records);
-        if self.tx.send(page).await.is_err() {
+        let started = std::time::Instant::now();
+        let sent = self.tx.send(FetchItem::Page(page)).await;
+        self.gauge.fetch_blocked(started.elapsed());
+        if sent.is_err() {
             self.gauge.raw_page_left(bytes, records);
             return Err(FetchError::Closed);
         }
         Ok(())
+    }
+
+    pub(crate) async fn end_stream(&self, stream: String, result: Result<(), String>) {
+        // If the pipeline is gone the run is already shutting down; nothing to tell.
+        let _ = self.tx.send(FetchItem::StreamEnd { stream, result }).await;
+    }
+}
+
+/// A [`FetchContext`] for testing an adapter's `fetch` outside the engine.
+impl FetchContext {
+    pub fn for_test(connection: &str, stream: StreamInfo, sink: PageSink) -> Self {
+        FetchContext { connection: connection.to_string(), stream, checkpoint: None, sink, requests: Arc::default() }
     }
 }
 
@@ -385,7 +424,12 @@ impl Registry {
         self.factories.values().map(|f| f.info()).collect()
     }
 
-    pub fn build(&self, adapter: &str, connection: &str, config: serde_json::Value) -> Result<Arc<dyn Adapter>, ConfigError> {
+    pub fn build(
+        &self,
+        adapter: &str,
+        connection: &str,
+        config: serde_json::Value,
+    ) -> Result<Arc<dyn Adapter>, ConfigError> {
         let factory = self.get(adapter).ok_or_else(|| ConfigError::UnknownAdapter(adapter.to_string()))?;
         factory.build(connection, config)
     }
@@ -420,13 +464,15 @@ mod tests {
     fn missing_field_is_named() {
         let err = parse_config::<Cfg>(serde_json::json!({"page_size": 3})).expect_err("missing path");
         assert_eq!(err.to_string(), "config field `path`: is required");
-        let err = parse_config::<Cfg>(serde_json::json!({"path": "x", "page_size": 3, "nested": {}})).expect_err("missing token");
+        let err = parse_config::<Cfg>(serde_json::json!({"path": "x", "page_size": 3, "nested": {}}))
+            .expect_err("missing token");
         assert_eq!(err.to_string(), "config field `nested.token`: is required");
     }
 
     #[test]
     fn invalid_field_is_named_without_its_value() {
-        let err = parse_config::<Cfg>(serde_json::json!({"path": "x", "page_size": "hunter2"})).expect_err("wrong type");
+        let err =
+            parse_config::<Cfg>(serde_json::json!({"path": "x", "page_size": "hunter2"})).expect_err("wrong type");
         let msg = err.to_string();
         assert!(msg.starts_with("config field `page_size`:"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");

@@ -214,7 +214,8 @@ mod tests {
 
     #[test]
     fn content_hash_ignores_nothing_but_sync_metadata() {
-        let a = Asset::device("hosts", Device { source_id: "1".into(), hostname: Some("a".into()), ..Default::default() });
+        let a =
+            Asset::device("hosts", Device { source_id: "1".into(), hostname: Some("a".into()), ..Default::default() });
         let mut b = a.clone();
         assert_eq!(a.content_hash(), b.content_hash());
         if let AssetBody::Device(d) = &mut b.body {
@@ -225,7 +226,8 @@ mod tests {
 
     #[test]
     fn asset_serializes_with_kind_tag() {
-        let a = Asset::user("users", User { source_id: "u1".into(), email: Some("x@y.z".into()), ..Default::default() });
+        let a =
+            Asset::user("users", User { source_id: "u1".into(), email: Some("x@y.z".into()), ..Default::default() });
         let v = serde_json::to_value(&a).expect("serialize");
         assert_eq!(v["kind"], "user");
         assert_eq!(v["source_id"], "u1");

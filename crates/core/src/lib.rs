@@ -8,15 +8,18 @@
 //! - [`summary`]: run summaries.
 pub mod adapter;
 pub mod asset;
+pub mod engine;
 pub mod fields;
 pub mod metrics;
 pub mod store;
 pub mod summary;
+pub mod testing;
 
 pub use adapter::{
     Adapter, AdapterFactory, AdapterInfo, CheckOutcome, Checkpoint, ConfigError, ConfigField, FetchContext, FetchError,
     FieldType, NormalizedPage, PageSink, RawPage, Registry, Reject, StreamInfo, parse_config,
 };
 pub use asset::{Asset, AssetBody, AssetKind, Device, Os, User};
+pub use engine::{Connection, Engine, EngineConfig};
 pub use store::{LoadBatch, LoadOutcome, StalePolicy, StaleScope, Store, StoreError};
 pub use summary::{RunStatus, RunSummary};

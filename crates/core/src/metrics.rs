@@ -21,6 +21,7 @@ pub struct PipelineGauges {
     peak_raw_pages: AtomicUsize,
     peak_raw_bytes: AtomicUsize,
     peak_records: AtomicUsize,
+    fetch_blocked_micros: AtomicU64,
 }
 
 fn add_and_track_peak(value: &AtomicUsize, peak: &AtomicUsize, delta: usize) {
@@ -38,6 +39,14 @@ impl PipelineGauges {
         add_and_track_peak(&self.raw_pages, &self.peak_raw_pages, 1);
         add_and_track_peak(&self.raw_bytes, &self.peak_raw_bytes, bytes);
         add_and_track_peak(&self.records, &self.peak_records, records);
+    }
+
+    pub(crate) fn fetch_blocked(&self, waited: Duration) {
+        self.fetch_blocked_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn fetch_blocked_ms(&self) -> u64 {
+        self.fetch_blocked_micros.load(Ordering::Relaxed) / 1000
     }
 
     pub(crate) fn raw_page_left(&self, bytes: usize, records: usize) {
@@ -67,6 +76,7 @@ impl PipelineGauges {
             peak_raw_pages: self.peak_raw_pages.load(Ordering::Acquire),
             peak_raw_bytes: self.peak_raw_bytes.load(Ordering::Acquire),
             peak_records: self.peak_records.load(Ordering::Acquire),
+            record_bound: 0,
         }
     }
 }
@@ -80,6 +90,9 @@ pub struct InFlight {
     pub peak_raw_pages: usize,
     pub peak_raw_bytes: usize,
     pub peak_records: usize,
+    /// The configured bound on `records` for this run ([`crate::EngineConfig::in_flight_record_bound`]).
+    #[serde(default)]
+    pub record_bound: usize,
 }
 
 /// Request counters for one connection, filled in by the HTTP toolkit.

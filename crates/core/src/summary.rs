@@ -53,7 +53,7 @@ pub struct StageTimes {
 }
 
 /// Runtime lag measured while the run was going, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LagStats {
     pub samples: u64,
     pub p50_us: u64,
@@ -61,6 +61,14 @@ pub struct LagStats {
     pub max_us: u64,
     /// Samples over the warning threshold.
     pub over_threshold: u64,
+    /// Engine task polls that took longer than the threshold (a blocked worker).
+    #[serde(default)]
+    pub long_polls: u64,
+    #[serde(default)]
+    pub max_poll_us: u64,
+    /// The stage whose poll blocked longest, if any blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking_stage: Option<String>,
 }
 
 /// Rejected records of one reason: how many, and the first few.
@@ -142,7 +150,18 @@ pub fn render_table(runs: &[RunSummary]) -> String {
     let _ = writeln!(
         out,
         "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8} {:>10}",
-        "CONNECTION", "ADAPTER", "STATUS", "FETCHED", "ASSETS", "REJECTED", "INSERTED", "UPDATED", "UNCHANGED", "STALE", "TIME", "LAG p99/max"
+        "CONNECTION",
+        "ADAPTER",
+        "STATUS",
+        "FETCHED",
+        "ASSETS",
+        "REJECTED",
+        "INSERTED",
+        "UPDATED",
+        "UNCHANGED",
+        "STALE",
+        "TIME",
+        "LAG p99/max"
     );
     for r in runs {
         let _ = writeln!(

@@ -1,0 +1,275 @@
+//! The engine: runs connections through fetch -> normalize -> load.
+//!
+//! ```text
+//!  fetch (tokio, one task per stream)          normalize (rayon pool)        load (tokio)
+//!  adapter.fetch ─► PageSink ─► [raw channel] ─► ordered dispatch ─► [normalized channel] ─► batcher ─► store.upsert
+//!                   bounded                      ≤ normalize_in_flight    bounded                     ≤ batches_in_flight
+//! ```
+//!
+//! Every hop is bounded, so a slow store slows fetching and the data in flight
+//! never exceeds [`EngineConfig::in_flight_record_bound`]. Connections run
+//! concurrently up to `max_connections`; each one's failure is its own.
+
+mod lag;
+mod pipeline;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+pub use lag::{LagMonitor, LagRecorder, Staged};
+
+use crate::adapter::Adapter;
+use crate::store::{StalePolicy, Store};
+use crate::summary::RunSummary;
+
+/// Engine limits. Memory in flight is bounded by these, never by inventory size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Connections synced at the same time.
+    pub max_connections: usize,
+    /// Raw pages waiting between fetch and normalize, per connection.
+    pub raw_channel_capacity: usize,
+    /// Pages being normalized at once, per connection (0: the pool's thread count).
+    pub normalize_in_flight: usize,
+    /// Normalized pages waiting for the batcher, per connection.
+    pub normalized_channel_capacity: usize,
+    /// A load batch closes at this many records...
+    pub batch_max_records: usize,
+    /// ...or this many bytes...
+    pub batch_max_bytes: usize,
+    /// ...or when its first record has waited this long (milliseconds).
+    pub batch_max_wait_ms: u64,
+    /// Batches written concurrently, per connection.
+    pub batches_in_flight: usize,
+    /// Threads of the normalize pool (0: one per core).
+    pub normalize_threads: usize,
+    /// Largest page an adapter is expected to hand over, in records; used for the in-flight bound.
+    pub max_page_records: usize,
+    /// Rejected records kept in the store per run (all are counted).
+    pub max_rejects_kept: usize,
+    /// Sample rejects per reason in the summary.
+    pub reject_samples: usize,
+    /// Runtime lag above this is logged as a warning (milliseconds).
+    pub lag_warn_ms: u64,
+    /// How often the lag monitor samples (milliseconds).
+    pub lag_interval_ms: u64,
+    /// Attempts for a batch whose store error is transient.
+    pub load_attempts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_connections: 16,
+            raw_channel_capacity: 8,
+            normalize_in_flight: 0,
+            normalized_channel_capacity: 8,
+            batch_max_records: 1000,
+            batch_max_bytes: 4 * 1024 * 1024,
+            batch_max_wait_ms: 2000,
+            batches_in_flight: 2,
+            normalize_threads: 0,
+            max_page_records: 10_000,
+            max_rejects_kept: 10_000,
+            reject_samples: 5,
+            lag_warn_ms: 50,
+            lag_interval_ms: 10,
+            load_attempts: 4,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let positive = [
+            ("max_connections", self.max_connections),
+            ("raw_channel_capacity", self.raw_channel_capacity),
+            ("normalized_channel_capacity", self.normalized_channel_capacity),
+            ("batch_max_records", self.batch_max_records),
+            ("batch_max_bytes", self.batch_max_bytes),
+            ("batches_in_flight", self.batches_in_flight),
+            ("max_page_records", self.max_page_records),
+            ("load_attempts", self.load_attempts as usize),
+            ("lag_interval_ms", self.lag_interval_ms as usize),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(EngineError::Config(format!("engine.{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    fn normalize_threads(&self) -> usize {
+        if self.normalize_threads > 0 {
+            self.normalize_threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        }
+    }
+
+    fn normalize_in_flight(&self) -> usize {
+        if self.normalize_in_flight > 0 { self.normalize_in_flight } else { self.normalize_threads() }
+    }
+
+    /// The most records one connection fetching `streams` streams at once can
+    /// hold between fetch and the store's acknowledgement: every page slot
+    /// times the largest page, plus the open batch and the batches in flight.
+    pub fn in_flight_record_bound(&self, streams: usize) -> usize {
+        // Page slots: the raw channel, one page per fetcher waiting to send,
+        // the pages on the pool (or finished and waiting to be passed on), the
+        // normalized channel and the page the batcher is taking apart.
+        let page_slots =
+            self.raw_channel_capacity + streams + self.normalize_in_flight() + self.normalized_channel_capacity + 1;
+        page_slots * self.max_page_records + (self.batches_in_flight + 1) * self.batch_max_records
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("engine configuration: {0}")]
+    Config(String),
+    #[error("could not start the normalize pool: {0}")]
+    Pool(String),
+}
+
+/// One configured connection, ready to sync.
+#[derive(Clone)]
+pub struct Connection {
+    pub name: String,
+    pub adapter: Arc<dyn Adapter>,
+    /// Streams to sync; empty means every stream the adapter offers.
+    pub streams: Vec<String>,
+    pub stale: StalePolicy,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.name)
+            .field("adapter", &self.adapter.info().name)
+            .field("streams", &self.streams)
+            .field("stale", &self.stale)
+            .finish()
+    }
+}
+
+/// Live counters for one connection, for progress bars.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub records_fetched: AtomicU64,
+    pub assets_loaded: AtomicU64,
+    pub rejected: AtomicU64,
+    pub done: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    pub fn fetched(&self) -> u64 {
+        self.records_fetched.load(Ordering::Relaxed)
+    }
+    pub fn loaded(&self) -> u64 {
+        self.assets_loaded.load(Ordering::Relaxed)
+    }
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs syncs. Cheap to clone; clones share the pool, the store and the lag monitor.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: EngineConfig,
+    store: Arc<dyn Store>,
+    pool: rayon::ThreadPool,
+    lag: LagMonitor,
+    progress: Mutex<BTreeMap<String, Arc<Progress>>>,
+}
+
+impl Engine {
+    /// Build an engine. Must be called inside a tokio runtime (it starts the lag monitor).
+    pub fn new(config: EngineConfig, store: Arc<dyn Store>) -> Result<Self, EngineError> {
+        config.validate()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.normalize_threads())
+            .thread_name(|i| format!("corral-normalize-{i}"))
+            .build()
+            .map_err(|e| EngineError::Pool(e.to_string()))?;
+        let lag =
+            LagMonitor::start(Duration::from_millis(config.lag_interval_ms), Duration::from_millis(config.lag_warn_ms));
+        Ok(Engine { shared: Arc::new(Shared { config, store, pool, lag, progress: Mutex::default() }) })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Live progress of the connections run so far, by name.
+    pub fn progress(&self) -> Vec<(String, Arc<Progress>)> {
+        match self.shared.progress.lock() {
+            Ok(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Sync several connections concurrently (at most `max_connections` at a
+    /// time). Returns one summary per connection, in the order given. A
+    /// connection that fails, or whose adapter panics, never stops the others.
+    pub async fn run(&self, connections: Vec<Connection>) -> Vec<RunSummary> {
+        let limit = self.shared.config.max_connections;
+        let mut summaries: Vec<(usize, RunSummary)> = futures::stream::iter(connections.into_iter().enumerate())
+            .map(|(i, conn)| {
+                let engine = self.clone();
+                async move { (i, engine.sync_isolated(conn).await) }
+            })
+            .buffer_unordered(limit)
+            .collect()
+            .await;
+        summaries.sort_by_key(|(i, _)| *i);
+        summaries.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Sync one connection: fetch, normalize, load, stale handling, summary saved in the store.
+    pub async fn sync(&self, conn: Connection) -> RunSummary {
+        let progress = Arc::new(Progress::default());
+        if let Ok(mut map) = self.shared.progress.lock() {
+            map.insert(conn.name.clone(), progress.clone());
+        }
+        let mut summary = pipeline::run_connection(self, conn, progress.clone()).await;
+        if let Err(e) = self.shared.store.save_run(&summary).await {
+            tracing::error!(connection = %summary.connection, sync_id = %summary.sync_id, error = %e, "could not save the run summary");
+            summary.errors.push(format!("saving the run summary failed: {e}"));
+            summary.status = crate::summary::RunStatus::Failed;
+        }
+        progress.done.store(true, Ordering::Relaxed);
+        summary
+    }
+
+    /// Like [`Engine::sync`], on its own task so that a panicking adapter
+    /// fails its own connection only.
+    async fn sync_isolated(&self, conn: Connection) -> RunSummary {
+        let name = conn.name.clone();
+        let adapter = conn.adapter.info().name.clone();
+        let engine = self.clone();
+        match tokio::spawn(async move { engine.sync(conn).await }).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                tracing::error!(connection = %name, error = %e, "connection task panicked");
+                pipeline::failed_summary(&name, &adapter, format!("connection task panicked: {e}"))
+            }
+        }
+    }
+}

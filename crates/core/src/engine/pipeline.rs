@@ -1,0 +1,702 @@
+//! One connection's sync: the three stages wired together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::lag::{LagRecorder, Staged};
+use super::{Connection, Engine, Progress};
+use crate::adapter::{Adapter, Checkpoint, FetchContext, FetchItem, NormalizedPage, PageSink, RawPage, Reject};
+use crate::asset::Asset;
+use crate::metrics::{PipelineGauges, RequestMetrics};
+use crate::store::{LoadBatch, LoadOutcome, StaleScope, Store, StoreError, StoredReject};
+use crate::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
+
+/// What normalize hands to load, in fetch order.
+enum Normalized {
+    Page(PageResult),
+    StreamEnd { stream: String, result: Result<(), String> },
+}
+
+struct PageResult {
+    stream: String,
+    locator: String,
+    assets: Vec<(Asset, usize)>,
+    rejects: Vec<Reject>,
+    page_error: Option<String>,
+    checkpoint: Option<Checkpoint>,
+    records: u64,
+    cpu: Duration,
+}
+
+/// Things that take effect once every batch before them is acknowledged.
+enum Marker {
+    Checkpoint { stream: String, checkpoint: Checkpoint },
+    StreamEnd { stream: String, result: Result<(), String> },
+}
+
+struct BatchDone {
+    result: Result<LoadOutcome, StoreError>,
+    records: usize,
+    markers: Vec<Marker>,
+    took: Duration,
+}
+
+/// A summary for a connection that could not even start.
+pub(super) fn failed_summary(connection: &str, adapter: &str, error: String) -> RunSummary {
+    let now = Utc::now();
+    RunSummary {
+        sync_id: new_sync_id(),
+        connection: connection.to_string(),
+        adapter: adapter.to_string(),
+        started_at: now,
+        ended_at: now,
+        status: RunStatus::Failed,
+        stages: StageTimes::default(),
+        pages: 0,
+        records_fetched: 0,
+        assets_normalized: 0,
+        records_rejected: 0,
+        rejects: BTreeMap::new(),
+        inserted: 0,
+        updated: 0,
+        unchanged: 0,
+        batches: 0,
+        failed_batches: 0,
+        stale_marked: 0,
+        stale_deleted: 0,
+        streams: BTreeMap::new(),
+        requests: Default::default(),
+        lag: Default::default(),
+        in_flight: Default::default(),
+        errors: vec![error],
+    }
+}
+
+fn new_sync_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: Arc<Progress>) -> RunSummary {
+    let shared = &engine.shared;
+    let cfg = &shared.config;
+    let info = conn.adapter.info().clone();
+    let mut summary = failed_summary(&conn.name, &info.name, String::new());
+    summary.errors.clear();
+    summary.status = RunStatus::Success;
+    let started = Instant::now();
+    let name: Arc<str> = Arc::from(conn.name.as_str());
+    let recorder = shared.lag.recorder();
+    tracing::info!(connection = %conn.name, adapter = %info.name, sync_id = %summary.sync_id, "sync started");
+
+    // Which streams to fetch.
+    let mut streams = Vec::new();
+    let wanted: Vec<String> = if conn.streams.is_empty() {
+        info.streams.iter().map(|s| s.name.clone()).collect()
+    } else {
+        conn.streams.clone()
+    };
+    for s in wanted {
+        match info.stream(&s) {
+            Some(si) => streams.push(si.clone()),
+            None => {
+                let msg = format!("stream `{s}`: the {} adapter has no such stream", info.name);
+                summary.streams.insert(s, StreamSummary { fetch_error: Some(msg.clone()), ..Default::default() });
+                summary.errors.push(msg);
+            }
+        }
+    }
+
+    let gauges = Arc::new(PipelineGauges::default());
+    let requests = Arc::new(RequestMetrics::default());
+    let (raw_tx, raw_rx) = mpsc::channel::<FetchItem>(cfg.raw_channel_capacity);
+    let (norm_tx, norm_rx) = mpsc::channel::<Normalized>(cfg.normalized_channel_capacity);
+    let fetch_ended = Arc::new(Mutex::new(started));
+
+    // Stage 1: fetch, one task per stream.
+    let mut fetchers = JoinSet::new();
+    let mut resumed = BTreeSet::new();
+    for stream in streams {
+        let checkpoint = match shared.store.load_checkpoint(&conn.name, &stream.name).await {
+            Ok(Some(c)) if !c.0.is_null() => Some(c),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(connection = %conn.name, stream = %stream.name, error = %e, "could not read the checkpoint; fetching from the start");
+                None
+            }
+        };
+        if checkpoint.is_some() {
+            resumed.insert(stream.name.clone());
+        }
+        summary.streams.entry(stream.name.clone()).or_default();
+        let ctx = FetchContext {
+            connection: conn.name.clone(),
+            stream,
+            checkpoint,
+            sink: PageSink::new(raw_tx.clone(), gauges.clone()),
+            requests: requests.clone(),
+        };
+        let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone());
+        fetchers.spawn(Staged::new("fetch", name.clone(), recorder.clone(), fut));
+    }
+    drop(raw_tx);
+    let fetching = fetchers.len();
+
+    // Stage 2: normalize on the rayon pool, results in fetch order.
+    let normalizer = tokio::spawn(Staged::new(
+        "normalize-dispatch",
+        name.clone(),
+        recorder.clone(),
+        normalize_stage(engine.clone(), conn.adapter.clone(), raw_rx, norm_tx, gauges.clone()),
+    ));
+
+    // Stage 3: load, on this task.
+    let mut loader = Loader {
+        engine: engine.clone(),
+        conn: &conn,
+        sync_id: summary.sync_id.clone(),
+        seen_at: summary.started_at,
+        gauges: gauges.clone(),
+        recorder: recorder.clone(),
+        progress,
+        summary: &mut summary,
+        batch: OpenBatch::default(),
+        in_flight: FuturesOrdered::new(),
+        in_flight_aborts: Default::default(),
+        tainted: BTreeSet::new(),
+        resumed,
+        rejects_buffer: Vec::new(),
+        rejects_kept: 0,
+        load_failure: None,
+        ended: BTreeSet::new(),
+    };
+    Staged::new("load", name.clone(), recorder.clone(), loader.run(norm_rx)).await;
+    let load_failed = loader.load_failure.is_some();
+    let ended = std::mem::take(&mut loader.ended);
+    drop(loader);
+
+    if load_failed {
+        // Stop fetching: nothing more can be stored in this run.
+        fetchers.abort_all();
+        normalizer.abort();
+    }
+    while let Some(joined) = fetchers.join_next().await {
+        if let Err(e) = joined
+            && !e.is_cancelled()
+        {
+            summary.errors.push(format!("fetch task failed: {e}"));
+        }
+    }
+    let normalize_cpu = match normalizer.await {
+        Ok(cpu) => cpu,
+        Err(e) if e.is_cancelled() => Duration::ZERO,
+        Err(e) => {
+            summary.errors.push(format!("normalize stage failed: {e}"));
+            Duration::ZERO
+        }
+    };
+
+    // Streams that never reported an end did not complete.
+    for (stream, s) in summary.streams.iter_mut() {
+        if !ended.contains(stream) && s.fetch_error.is_none() {
+            s.fetch_completed = false;
+            if !load_failed {
+                s.fetch_error = Some("fetch did not finish".to_string());
+            }
+        }
+    }
+
+    let fetch_ms = fetch_ended.lock().map(|t| t.duration_since(started)).unwrap_or_default().as_millis() as u64;
+    summary.stages.fetch_ms = fetch_ms;
+    summary.stages.normalize_cpu_ms = normalize_cpu.as_millis() as u64;
+    summary.stages.fetch_blocked_ms = gauges.fetch_blocked_ms();
+    summary.requests = requests.snapshot();
+    summary.in_flight = gauges.snapshot();
+    summary.in_flight.record_bound = cfg.in_flight_record_bound(fetching);
+    summary.lag = recorder.stats();
+    summary.ended_at = Utc::now();
+    summary.status = status_of(&summary, load_failed);
+    log_end(&summary);
+    summary
+}
+
+fn status_of(s: &RunSummary, load_failed: bool) -> RunStatus {
+    let streams = s.streams.len();
+    let fetch_failed = s.streams.values().filter(|st| st.fetch_error.is_some()).count();
+    if load_failed || (streams > 0 && fetch_failed == streams) || streams == 0 {
+        RunStatus::Failed
+    } else if fetch_failed > 0 || s.records_rejected > 0 || !s.errors.is_empty() {
+        RunStatus::Partial
+    } else {
+        RunStatus::Success
+    }
+}
+
+fn log_end(s: &RunSummary) {
+    let fields = (s.records_fetched, s.loaded(), s.records_rejected);
+    match s.status {
+        RunStatus::Success => tracing::info!(connection = %s.connection, sync_id = %s.sync_id, status = %s.status,
+            fetched = fields.0, loaded = fields.1, rejected = fields.2, "sync finished"),
+        _ => tracing::warn!(connection = %s.connection, sync_id = %s.sync_id, status = %s.status,
+            fetched = fields.0, loaded = fields.1, rejected = fields.2, errors = s.errors.len(), "sync finished with problems"),
+    }
+}
+
+/// Run the adapter's fetch for one stream and always report how it ended.
+async fn fetch_stream(adapter: Arc<dyn Adapter>, ctx: FetchContext, ended: Arc<Mutex<Instant>>) {
+    let sink = ctx.sink.clone();
+    let stream = ctx.stream.name.clone();
+    let connection = ctx.connection.clone();
+    let result = match AssertUnwindSafe(adapter.fetch(ctx)).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(crate::adapter::FetchError::Closed)) => return,
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => Err(format!("fetch panicked: {}", panic_message(&panic))),
+    };
+    if let Err(e) = &result {
+        tracing::error!(connection = %connection, stream = %stream, error = %e, "fetch failed");
+    }
+    if let Ok(mut t) = ended.lock() {
+        *t = (*t).max(Instant::now());
+    }
+    sink.end_stream(stream, result).await;
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Stage 2: hand pages to the rayon pool, at most `normalize_in_flight` at
+/// once, and pass results on in the order the pages arrived. Returns the CPU
+/// time spent normalizing.
+async fn normalize_stage(
+    engine: Engine,
+    adapter: Arc<dyn Adapter>,
+    mut rx: mpsc::Receiver<FetchItem>,
+    tx: mpsc::Sender<Normalized>,
+    gauges: Arc<PipelineGauges>,
+) -> Duration {
+    let max = engine.shared.config.normalize_in_flight();
+    let mut pending: FuturesOrdered<futures::future::BoxFuture<'static, Normalized>> = FuturesOrdered::new();
+    let mut input_open = true;
+    let mut cpu = Duration::ZERO;
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = pending.next(), if !pending.is_empty() => {
+                if let Normalized::Page(p) = &done {
+                    cpu += p.cpu;
+                }
+                if tx.send(done).await.is_err() {
+                    return cpu;
+                }
+            }
+            item = rx.recv(), if input_open && pending.len() < max => match item {
+                None => input_open = false,
+                Some(FetchItem::Page(page)) => {
+                    pending.push_back(dispatch(&engine, adapter.clone(), page, gauges.clone()).boxed());
+                }
+                Some(FetchItem::StreamEnd { stream, result }) => {
+                    pending.push_back(futures::future::ready(Normalized::StreamEnd { stream, result }).boxed());
+                }
+            },
+            else => return cpu,
+        }
+    }
+}
+
+fn dispatch(
+    engine: &Engine,
+    adapter: Arc<dyn Adapter>,
+    page: RawPage,
+    gauges: Arc<PipelineGauges>,
+) -> impl std::future::Future<Output = Normalized> + Send + 'static {
+    let (tx, rx) = oneshot::channel();
+    let stream = page.stream.clone();
+    let locator = page.locator.clone();
+    engine.shared.pool.spawn(move || {
+        if tx.is_closed() {
+            return; // the run was cancelled: skip the work
+        }
+        let started = Instant::now();
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| adapter.normalize(&page)))
+            .unwrap_or_else(|p| NormalizedPage::page_failed(format!("normalize panicked: {}", panic_message(&p))));
+        let mut rejects = out.rejects;
+        if let Some(err) = &out.page_error {
+            rejects.push(Reject::new(page.locator.clone(), "malformed_page", err.clone()).with_raw(&page.body));
+        }
+        let records = page.record_hint.map(|n| n as u64).unwrap_or((out.assets.len() + rejects.len()) as u64);
+        let assets: Vec<(Asset, usize)> =
+            out.assets.into_iter().map(|a| (a.approx_size(), a)).map(|(n, a)| (a, n)).collect();
+        gauges.normalized(page.body.len(), page.record_hint.unwrap_or(0), assets.len());
+        let _ = tx.send(PageResult {
+            stream: page.stream,
+            locator: page.locator,
+            assets,
+            rejects,
+            page_error: out.page_error,
+            checkpoint: page.checkpoint,
+            records,
+            cpu: started.elapsed(),
+        });
+    });
+    async move {
+        match rx.await {
+            Ok(result) => Normalized::Page(result),
+            Err(_) => Normalized::Page(PageResult {
+                stream,
+                locator,
+                assets: Vec::new(),
+                rejects: Vec::new(),
+                page_error: Some("normalize worker stopped before finishing the page".to_string()),
+                checkpoint: None,
+                records: 0,
+                cpu: Duration::ZERO,
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct OpenBatch {
+    assets: Vec<Asset>,
+    bytes: usize,
+    opened: Option<tokio::time::Instant>,
+    markers: Vec<Marker>,
+}
+
+/// Stage 3: cut batches, keep several in flight, apply markers in order.
+struct Loader<'a> {
+    engine: Engine,
+    conn: &'a Connection,
+    sync_id: String,
+    seen_at: DateTime<Utc>,
+    gauges: Arc<PipelineGauges>,
+    recorder: Arc<LagRecorder>,
+    progress: Arc<Progress>,
+    summary: &'a mut RunSummary,
+    batch: OpenBatch,
+    in_flight: FuturesOrdered<tokio::task::JoinHandle<BatchDone>>,
+    /// Abort handles of the batches in `in_flight`, in the same order.
+    in_flight_aborts: std::collections::VecDeque<tokio::task::AbortHandle>,
+    /// Streams with a page that could not be decoded: no checkpoint past it, no stale handling.
+    tainted: BTreeSet<String>,
+    /// Streams that resumed from a checkpoint: they did not see the whole inventory.
+    resumed: BTreeSet<String>,
+    rejects_buffer: Vec<StoredReject>,
+    rejects_kept: usize,
+    load_failure: Option<String>,
+    ended: BTreeSet<String>,
+}
+
+impl Loader<'_> {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.engine.shared.store
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<Normalized>) {
+        let max_wait = Duration::from_millis(self.engine.shared.config.batch_max_wait_ms);
+        loop {
+            let deadline = self.batch.opened.map(|t| t + max_wait);
+            tokio::select! {
+                biased;
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => self.on_done(done).await,
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(Normalized::Page(page)) => self.on_page(page).await,
+                    Some(Normalized::StreamEnd { stream, result }) => {
+                        self.batch.markers.push(Marker::StreamEnd { stream, result });
+                    }
+                },
+                _ = sleep_until_opt(deadline), if deadline.is_some() => self.submit().await,
+            }
+            if self.load_failure.is_some() {
+                return;
+            }
+        }
+        self.submit().await;
+        while let Some(done) = self.in_flight.next().await {
+            self.on_done(done).await;
+            if self.load_failure.is_some() {
+                return;
+            }
+        }
+        self.flush_rejects().await;
+    }
+
+    async fn on_page(&mut self, page: PageResult) {
+        let PageResult { stream, locator, assets, rejects, page_error, checkpoint, records, .. } = page;
+        let st = self.summary.streams.entry(stream.clone()).or_default();
+        st.pages += 1;
+        st.records_fetched += records;
+        st.assets_normalized += assets.len() as u64;
+        st.rejected += rejects.len() as u64;
+        self.summary.pages += 1;
+        self.summary.records_fetched += records;
+        self.summary.assets_normalized += assets.len() as u64;
+        self.progress.records_fetched.fetch_add(records, Ordering::Relaxed);
+        if let Some(err) = page_error {
+            tracing::warn!(connection = %self.conn.name, stream = %stream, page = %locator, error = %err, "page could not be decoded");
+            st.page_errors.push(format!("{locator}: {err}"));
+            self.summary.errors.push(format!("stream {stream}: {locator}: page could not be decoded: {err}"));
+            self.tainted.insert(stream.clone());
+        }
+        self.record_rejects(&stream, rejects).await;
+
+        let cfg = &self.engine.shared.config;
+        let (max_records, max_bytes) = (cfg.batch_max_records, cfg.batch_max_bytes);
+        for (asset, size) in assets {
+            if self.batch.opened.is_none() {
+                self.batch.opened = Some(tokio::time::Instant::now());
+            }
+            self.batch.assets.push(asset);
+            self.batch.bytes += size;
+            if self.batch.assets.len() >= max_records || self.batch.bytes >= max_bytes {
+                self.submit().await;
+                if self.load_failure.is_some() {
+                    return;
+                }
+            }
+        }
+        if let Some(checkpoint) = checkpoint
+            && !self.tainted.contains(&stream)
+        {
+            self.batch.markers.push(Marker::Checkpoint { stream, checkpoint });
+        }
+    }
+
+    async fn record_rejects(&mut self, stream: &str, rejects: Vec<Reject>) {
+        if rejects.is_empty() {
+            return;
+        }
+        let cfg = &self.engine.shared.config;
+        self.summary.records_rejected += rejects.len() as u64;
+        self.progress.rejected.fetch_add(rejects.len() as u64, Ordering::Relaxed);
+        for r in rejects {
+            let group: &mut RejectGroup = self.summary.rejects.entry(r.reason.clone()).or_default();
+            group.count += 1;
+            if group.samples.len() < cfg.reject_samples {
+                tracing::warn!(connection = %self.conn.name, stream, record = %r.record, reason = %r.reason, detail = %r.detail, "record rejected");
+                group.samples.push(Reject { raw: None, ..r.clone() });
+            } else {
+                tracing::debug!(connection = %self.conn.name, stream, record = %r.record, reason = %r.reason, "record rejected");
+            }
+            if self.rejects_kept < cfg.max_rejects_kept {
+                self.rejects_kept += 1;
+                self.rejects_buffer.push(StoredReject {
+                    sync_id: self.sync_id.clone(),
+                    connection: self.conn.name.clone(),
+                    stream: stream.to_string(),
+                    reject: r,
+                });
+            }
+        }
+        if self.rejects_buffer.len() >= 500 {
+            self.flush_rejects().await;
+        }
+    }
+
+    async fn flush_rejects(&mut self) {
+        if self.rejects_buffer.is_empty() {
+            return;
+        }
+        let rejects = std::mem::take(&mut self.rejects_buffer);
+        if let Err(e) = self.store().save_rejects(rejects).await {
+            tracing::error!(connection = %self.conn.name, error = %e, "could not keep rejected records");
+            self.summary.errors.push(format!("keeping rejected records failed: {e}"));
+        }
+    }
+
+    /// Close the open batch and start writing it, waiting first if too many are in flight.
+    async fn submit(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.assets.is_empty() && batch.markers.is_empty() {
+            return;
+        }
+        let limit = self.engine.shared.config.batches_in_flight;
+        while self.in_flight.len() >= limit {
+            let Some(done) = self.in_flight.next().await else { break };
+            self.on_done(done).await;
+            if self.load_failure.is_some() {
+                self.gauges.records_done(batch.assets.len());
+                return;
+            }
+        }
+        let store = self.store().clone();
+        let attempts = self.engine.shared.config.load_attempts;
+        let records = batch.assets.len();
+        let load = LoadBatch {
+            sync_id: self.sync_id.clone(),
+            connection: self.conn.name.clone(),
+            seen_at: self.seen_at,
+            assets: batch.assets,
+        };
+        let markers = batch.markers;
+        let fut = async move {
+            let started = Instant::now();
+            let result = if load.assets.is_empty() {
+                Ok(LoadOutcome::default())
+            } else {
+                upsert_with_retry(&*store, load, attempts).await
+            };
+            BatchDone { result, records, markers, took: started.elapsed() }
+        };
+        let name: Arc<str> = Arc::from(self.conn.name.as_str());
+        let handle = tokio::spawn(Staged::new("load", name, self.recorder.clone(), fut));
+        self.in_flight_aborts.push_back(handle.abort_handle());
+        self.in_flight.push_back(handle);
+    }
+
+    async fn on_done(&mut self, joined: Result<BatchDone, tokio::task::JoinError>) {
+        self.in_flight_aborts.pop_front();
+        let done = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                self.fail(format!("load task failed: {e}"));
+                return;
+            }
+        };
+        self.gauges.records_done(done.records);
+        if done.records > 0 {
+            self.summary.batches += 1;
+        }
+        self.summary.stages.load_ms += done.took.as_millis() as u64;
+        match done.result {
+            Ok(outcome) => {
+                self.summary.inserted += outcome.inserted;
+                self.summary.updated += outcome.updated;
+                self.summary.unchanged += outcome.unchanged;
+                self.progress.assets_loaded.fetch_add(outcome.stored(), Ordering::Relaxed);
+                if !outcome.rejected.is_empty() {
+                    // Refused one by one by the store; which stream is not known per record here.
+                    self.record_rejects("(store)", outcome.rejected).await;
+                }
+            }
+            Err(e) => {
+                self.summary.failed_batches += 1;
+                self.fail(format!("load of a batch of {} records failed: {e}", done.records));
+                return;
+            }
+        }
+        for marker in done.markers {
+            match marker {
+                Marker::Checkpoint { stream, checkpoint } => {
+                    if self.tainted.contains(&stream) {
+                        continue;
+                    }
+                    if let Err(e) = self.store().save_checkpoint(&self.conn.name, &stream, &checkpoint).await {
+                        self.fail(format!("saving the checkpoint of stream {stream} failed: {e}"));
+                        return;
+                    }
+                }
+                Marker::StreamEnd { stream, result } => self.on_stream_end(stream, result).await,
+            }
+            if self.load_failure.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Every record of the stream before this point is stored.
+    async fn on_stream_end(&mut self, stream: String, result: Result<(), String>) {
+        self.ended.insert(stream.clone());
+        let st = self.summary.streams.entry(stream.clone()).or_default();
+        match result {
+            Err(e) => {
+                st.fetch_error = Some(e.clone());
+                self.summary.errors.push(format!("stream {stream}: fetch failed: {e}"));
+                return;
+            }
+            Ok(()) => st.fetch_completed = true,
+        }
+        if self.tainted.contains(&stream) {
+            tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: a page of this stream could not be decoded");
+            return;
+        }
+        if self.resumed.contains(&stream) {
+            tracing::info!(connection = %self.conn.name, stream = %stream, "stale handling skipped: this run resumed from a checkpoint");
+        } else {
+            // Everything before this marker is acknowledged and the fetch was clean.
+            self.flush_rejects().await;
+            let scope = StaleScope {
+                connection: self.conn.name.clone(),
+                stream: stream.clone(),
+                sync_id: self.sync_id.clone(),
+                now: Utc::now(),
+            };
+            match self.store().handle_stale(&scope, self.conn.stale).await {
+                Ok(outcome) => {
+                    let st = self.summary.streams.entry(stream.clone()).or_default();
+                    st.stale_handled = true;
+                    st.stale = outcome;
+                    self.summary.stale_marked += outcome.marked;
+                    self.summary.stale_deleted += outcome.deleted;
+                }
+                Err(e) => {
+                    self.fail(format!("stale handling of stream {stream} failed: {e}"));
+                    return;
+                }
+            }
+        }
+        // A clean, complete stream: the next run starts from the beginning.
+        if let Err(e) =
+            self.store().save_checkpoint(&self.conn.name, &stream, &Checkpoint(serde_json::Value::Null)).await
+        {
+            self.fail(format!("clearing the checkpoint of stream {stream} failed: {e}"));
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        tracing::error!(connection = %self.conn.name, sync_id = %self.sync_id, error = %error, "load failed; stopping this connection");
+        self.summary.errors.push(error.clone());
+        self.load_failure = Some(error);
+    }
+}
+
+impl Drop for Loader<'_> {
+    fn drop(&mut self) {
+        // Batches still in flight when the loader gives up are abandoned.
+        for handle in self.in_flight_aborts.drain(..) {
+            handle.abort();
+        }
+        self.gauges.records_done(self.batch.assets.len());
+    }
+}
+
+async fn upsert_with_retry(store: &dyn Store, batch: LoadBatch, attempts: u32) -> Result<LoadOutcome, StoreError> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        // Upserts are idempotent, so retrying a batch whose outcome is unknown is safe.
+        match store.upsert(batch.clone()).await {
+            Ok(o) => return Ok(o),
+            Err(e) if e.is_transient() && attempt < attempts => {
+                tracing::warn!(connection = %batch.connection, attempt, error = %e, "transient store error; retrying the batch");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

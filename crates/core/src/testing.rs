@@ -1,0 +1,234 @@
+//! Test support for adapter authors and engine tests: an in-memory [`Store`]
+//! with fault injection, and helpers that run one adapter end to end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::adapter::Checkpoint;
+use crate::asset::AssetKind;
+use crate::store::{
+    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
+    StoredAsset, StoredReject,
+};
+use crate::summary::RunSummary;
+
+type Key = (String, AssetKind, String);
+
+/// A `Store` in memory. Knobs make it slow or make it fail, to test the engine.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    assets: Mutex<HashMap<Key, (StoredAsset, String)>>,
+    checkpoints: Mutex<BTreeMap<(String, String), Checkpoint>>,
+    runs: Mutex<Vec<RunSummary>>,
+    rejects: Mutex<Vec<StoredReject>>,
+    /// Fail every upsert after this many succeeded (None: never).
+    fail_after_batches: Mutex<Option<u64>>,
+    batches: AtomicU64,
+    /// Sleep this long in each upsert (milliseconds).
+    delay_ms: AtomicU64,
+    /// Block the calling thread instead of sleeping asynchronously (to test the lag monitor).
+    block_thread: AtomicBool,
+    stale_calls: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every upsert after the first `n` fails with a permanent error.
+    pub fn fail_after(&self, n: u64) {
+        if let Ok(mut f) = self.fail_after_batches.lock() {
+            *f = Some(n);
+        }
+    }
+
+    pub fn set_delay(&self, delay: Duration, block_thread: bool) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+        self.block_thread.store(block_thread, Ordering::Relaxed);
+    }
+
+    pub fn asset_count(&self) -> usize {
+        self.assets.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    pub fn stale_count(&self) -> usize {
+        self.assets.lock().map(|a| a.values().filter(|(s, _)| s.stale_since.is_some()).count()).unwrap_or(0)
+    }
+
+    /// How many times stale handling was called.
+    pub fn stale_calls(&self) -> u64 {
+        self.stale_calls.load(Ordering::Relaxed)
+    }
+
+    pub fn checkpoint(&self, connection: &str, stream: &str) -> Option<Checkpoint> {
+        self.checkpoints.lock().ok()?.get(&(connection.to_string(), stream.to_string())).cloned()
+    }
+
+    pub fn all_assets(&self) -> Vec<StoredAsset> {
+        self.assets.lock().map(|a| a.values().map(|(s, _)| s.clone()).collect()).unwrap_or_default()
+    }
+
+    fn poisoned() -> StoreError {
+        StoreError::Permanent("memory store lock poisoned".into())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    async fn upsert(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::Relaxed));
+        if !delay.is_zero() {
+            if self.block_thread.load(Ordering::Relaxed) {
+                std::thread::sleep(delay);
+            } else {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let done = self.batches.fetch_add(1, Ordering::SeqCst);
+        if let Some(limit) = *self.fail_after_batches.lock().map_err(|_| Self::poisoned())?
+            && done >= limit
+        {
+            return Err(StoreError::Permanent("injected failure: the store went away".into()));
+        }
+        let mut assets = self.assets.lock().map_err(|_| Self::poisoned())?;
+        let mut out = LoadOutcome::default();
+        for a in batch.assets {
+            let key = (batch.connection.clone(), a.kind(), a.source_id().to_string());
+            let hash = a.content_hash();
+            match assets.get_mut(&key) {
+                Some((stored, old_hash)) => {
+                    if *old_hash == hash {
+                        out.unchanged += 1;
+                    } else {
+                        out.updated += 1;
+                        stored.fields = a.fields_json();
+                        stored.raw = a.raw.clone();
+                        *old_hash = hash;
+                    }
+                    stored.stream = a.stream.clone();
+                    stored.last_seen = batch.seen_at;
+                    stored.last_sync_id = batch.sync_id.clone();
+                    stored.stale_since = None;
+                }
+                None => {
+                    out.inserted += 1;
+                    let stored = StoredAsset {
+                        connection: batch.connection.clone(),
+                        kind: a.kind(),
+                        source_id: a.source_id().to_string(),
+                        stream: a.stream.clone(),
+                        first_seen: batch.seen_at,
+                        last_seen: batch.seen_at,
+                        last_sync_id: batch.sync_id.clone(),
+                        stale_since: None,
+                        fields: a.fields_json(),
+                        raw: a.raw.clone(),
+                    };
+                    assets.insert(key, (stored, hash));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn handle_stale(&self, scope: &StaleScope, policy: StalePolicy) -> Result<StaleOutcome, StoreError> {
+        self.stale_calls.fetch_add(1, Ordering::Relaxed);
+        let StalePolicy::Mark { delete_after } = policy else { return Ok(StaleOutcome::default()) };
+        let mut assets = self.assets.lock().map_err(|_| Self::poisoned())?;
+        let mut out = StaleOutcome::default();
+        for (a, _) in assets.values_mut() {
+            if a.connection == scope.connection
+                && a.stream == scope.stream
+                && a.last_sync_id != scope.sync_id
+                && a.stale_since.is_none()
+            {
+                a.stale_since = Some(scope.now);
+                out.marked += 1;
+            }
+        }
+        if let Some(age) = delete_after {
+            let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+            let before = assets.len();
+            assets.retain(|_, (a, _)| {
+                !(a.connection == scope.connection
+                    && a.stream == scope.stream
+                    && a.stale_since.is_some_and(|t| t <= scope.now - age))
+            });
+            out.deleted = (before - assets.len()) as u64;
+        }
+        Ok(out)
+    }
+
+    async fn save_checkpoint(&self, connection: &str, stream: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.checkpoints
+            .lock()
+            .map_err(|_| Self::poisoned())?
+            .insert((connection.to_string(), stream.to_string()), checkpoint.clone());
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, connection: &str, stream: &str) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.checkpoint(connection, stream))
+    }
+
+    async fn save_rejects(&self, rejects: Vec<StoredReject>) -> Result<(), StoreError> {
+        self.rejects.lock().map_err(|_| Self::poisoned())?.extend(rejects);
+        Ok(())
+    }
+
+    async fn rejects(&self, sync_id: &str, limit: usize) -> Result<Vec<StoredReject>, StoreError> {
+        let all = self.rejects.lock().map_err(|_| Self::poisoned())?;
+        Ok(all.iter().filter(|r| r.sync_id == sync_id).take(limit).cloned().collect())
+    }
+
+    async fn save_run(&self, summary: &RunSummary) -> Result<(), StoreError> {
+        let mut runs = self.runs.lock().map_err(|_| Self::poisoned())?;
+        runs.retain(|r| r.sync_id != summary.sync_id);
+        runs.push(summary.clone());
+        Ok(())
+    }
+
+    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let mut runs = self.runs.lock().map_err(|_| Self::poisoned())?.clone();
+        runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
+        let mut counts: BTreeMap<(String, AssetKind), (u64, u64)> = BTreeMap::new();
+        for a in self.list_assets(filter, usize::MAX).await? {
+            let c = counts.entry((a.connection, a.kind)).or_default();
+            c.0 += 1;
+            c.1 += u64::from(a.stale_since.is_some());
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((connection, kind), (count, stale))| AssetCount { connection, kind, count, stale })
+            .collect())
+    }
+
+    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
+        let assets = self.assets.lock().map_err(|_| Self::poisoned())?;
+        let mut out: Vec<StoredAsset> = assets
+            .values()
+            .map(|(a, _)| a)
+            .filter(|a| filter.connection.as_ref().is_none_or(|c| *c == a.connection))
+            .filter(|a| filter.kind.is_none_or(|k| k == a.kind))
+            .filter(|a| filter.include_stale || a.stale_since.is_none())
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (&a.connection, a.kind, &a.source_id).cmp(&(&b.connection, b.kind, &b.source_id)));
+        out.truncate(limit);
+        Ok(out)
+    }
+}

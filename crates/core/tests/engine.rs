@@ -1,0 +1,316 @@
+//! Engine behaviour with a synthetic adapter and the in-memory store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use corral_core::testing::MemoryStore;
+use corral_core::{
+    Adapter, AdapterInfo, AssetKind, CheckOutcome, Checkpoint, Connection, Device, Engine, EngineConfig, FetchContext,
+    FetchError, NormalizedPage, RawPage, Reject, RunStatus, StalePolicy, Store, StreamInfo,
+};
+
+/// Pages of `{"id":..}` lines; knobs for the failure modes under test.
+struct Synthetic {
+    info: AdapterInfo,
+    pages: u64,
+    per_page: u64,
+    /// Page indexes whose body is garbage.
+    malformed_pages: Vec<u64>,
+    /// Streams whose fetch fails after their first page.
+    failing_streams: Vec<String>,
+    /// Busy-loop this long per page in normalize.
+    cpu_per_page: Duration,
+    /// Record ids divisible by this are rejected (0: none).
+    reject_every: u64,
+    generation: AtomicU64,
+}
+
+impl Synthetic {
+    fn new(pages: u64, per_page: u64) -> Self {
+        let stream = |name: &str| StreamInfo {
+            name: name.into(),
+            kind: AssetKind::Device,
+            key: "id".into(),
+            description: String::new(),
+        };
+        Synthetic {
+            info: AdapterInfo {
+                name: "synthetic".into(),
+                version: "0".into(),
+                description: String::new(),
+                streams: vec![stream("hosts"), stream("phones")],
+                config: vec![],
+            },
+            pages,
+            per_page,
+            malformed_pages: vec![],
+            failing_streams: vec![],
+            cpu_per_page: Duration::ZERO,
+            reject_every: 0,
+            generation: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for Synthetic {
+    fn info(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    async fn check(&self) -> CheckOutcome {
+        CheckOutcome::Ok { detail: "synthetic".into() }
+    }
+
+    async fn fetch(&self, ctx: FetchContext) -> Result<(), FetchError> {
+        let stream = ctx.stream.name.clone();
+        let start = ctx.checkpoint.as_ref().and_then(|c| c.0["next_page"].as_u64()).unwrap_or(0);
+        let generation = self.generation.load(Ordering::Relaxed);
+        for page in start..self.pages {
+            if page == 1 && self.failing_streams.contains(&stream) {
+                return Err(FetchError::Http {
+                    endpoint: "https://vendor.example/api".into(),
+                    detail: "HTTP 500".into(),
+                });
+            }
+            let body = if self.malformed_pages.contains(&page) {
+                "{not json".to_string()
+            } else {
+                (0..self.per_page)
+                    .map(|i| format!("{{\"id\":\"{stream}-{}\",\"gen\":{generation}}}\n", page * self.per_page + i))
+                    .collect()
+            };
+            let raw = RawPage::new(stream.clone(), Bytes::from(body), format!("page {page}"))
+                .with_record_hint(self.per_page as usize)
+                .with_checkpoint(Checkpoint(serde_json::json!({ "next_page": page + 1 })));
+            ctx.sink.send(raw).await?;
+        }
+        Ok(())
+    }
+
+    fn normalize(&self, page: &RawPage) -> NormalizedPage {
+        let started = std::time::Instant::now();
+        while started.elapsed() < self.cpu_per_page {
+            std::hint::spin_loop();
+        }
+        let mut out = NormalizedPage::default();
+        for (n, line) in page.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let v: serde_json::Value = match serde_json::from_slice(line) {
+                Ok(v) => v,
+                Err(_) => return NormalizedPage::page_failed(format!("{}: not JSON", page.locator)),
+            };
+            let id = v["id"].as_str().unwrap_or_default().to_string();
+            let num: u64 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            if self.reject_every > 0 && num % self.reject_every == 0 {
+                out.rejects.push(
+                    Reject::new(format!("record {n} of {}", page.locator), "bad_record", "divisible").with_raw(line),
+                );
+                continue;
+            }
+            let host = format!("host-{id}-g{}", v["gen"]);
+            out.assets.push(corral_core::Asset::device(
+                page.stream.clone(),
+                Device { source_id: id, hostname: Some(host), ..Default::default() },
+            ));
+        }
+        out
+    }
+}
+
+fn conn(name: &str, adapter: Synthetic) -> Connection {
+    Connection {
+        name: name.into(),
+        adapter: Arc::new(adapter),
+        streams: vec![],
+        stale: StalePolicy::Mark { delete_after: None },
+    }
+}
+
+fn small_config() -> EngineConfig {
+    EngineConfig {
+        raw_channel_capacity: 2,
+        normalized_channel_capacity: 2,
+        normalize_in_flight: 2,
+        batch_max_records: 50,
+        batches_in_flight: 2,
+        max_page_records: 100,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_store_bounds_in_flight_records() {
+    let store = Arc::new(MemoryStore::new());
+    store.set_delay(Duration::from_millis(2), false);
+    let config = small_config();
+    let bound = config.in_flight_record_bound(2);
+    let engine = Engine::new(config, store.clone()).expect("engine");
+    let s = engine.sync(conn("a", Synthetic::new(100, 100))).await;
+    assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
+    assert_eq!(s.inserted, 2 * 100 * 100);
+    assert_eq!(store.asset_count(), 20_000);
+    assert_eq!(s.in_flight.record_bound, bound);
+    assert!(s.in_flight.peak_records <= bound, "peak {} > bound {bound}", s.in_flight.peak_records);
+    assert!(s.in_flight.peak_records < 20_000 / 4, "in-flight grew with the inventory: {}", s.in_flight.peak_records);
+    assert!(s.stages.fetch_blocked_ms > 0, "a slow store must slow fetching down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sync_counts_unchanged_and_updated() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(small_config(), store.clone()).expect("engine");
+    let adapter = Arc::new(Synthetic::new(5, 20));
+    let c = Connection {
+        name: "a".into(),
+        adapter: adapter.clone(),
+        streams: vec!["hosts".into()],
+        stale: Default::default(),
+    };
+    let first = engine.sync(c.clone()).await;
+    assert_eq!((first.inserted, first.updated, first.unchanged), (100, 0, 0));
+    let second = engine.sync(c.clone()).await;
+    assert_eq!((second.inserted, second.updated, second.unchanged), (0, 0, 100));
+    assert!(store.all_assets().iter().all(|a| a.last_sync_id == second.sync_id && a.last_seen > a.first_seen));
+    adapter.generation.store(1, Ordering::Relaxed);
+    let third = engine.sync(c).await;
+    assert_eq!((third.inserted, third.updated, third.unchanged), (0, 100, 0));
+    assert_eq!(store.asset_count(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failure_fails_the_run_and_marks_nothing_stale() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(EngineConfig { load_attempts: 1, ..small_config() }, store.clone()).expect("engine");
+    let first = engine.sync(conn("a", Synthetic::new(10, 10))).await;
+    assert_eq!(first.status, RunStatus::Success);
+    let stale_calls = store.stale_calls();
+    store.fail_after(3 + 0); // a few more batches, then the store "goes away"
+    let mut shrunk = Synthetic::new(4, 10);
+    shrunk.pages = 40; // a longer run that will not finish
+    let s = engine.sync(conn("a", shrunk)).await;
+    assert_eq!(s.status, RunStatus::Failed, "{:?}", s.errors);
+    assert!(s.failed_batches >= 1);
+    assert!(s.errors.iter().any(|e| e.contains("injected failure")), "{:?}", s.errors);
+    assert_eq!(store.stale_calls(), stale_calls, "stale handling ran after a failed load");
+    assert_eq!(store.stale_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_never_passes_unacknowledged_data() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(EngineConfig { load_attempts: 1, ..small_config() }, store.clone()).expect("engine");
+    store.fail_after(7);
+    let mut c = conn("a", Synthetic::new(60, 10));
+    c.streams = vec!["hosts".into()];
+    let s = engine.sync(c).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    let stored = store.asset_count() as u64;
+    let cp = store.checkpoint("a", "hosts").expect("a checkpoint was saved before the failure");
+    let next_page = cp.0["next_page"].as_u64().expect("next_page");
+    // Every page before the checkpoint must be in the store.
+    assert!(next_page * 10 <= stored, "checkpoint at page {next_page} but only {stored} records stored");
+    // A resumed run starts at the checkpoint, completes, and skips stale handling (it did not see everything).
+    let mut resumed = conn("a", Synthetic::new(60, 10));
+    resumed.streams = vec!["hosts".into()];
+    store.fail_after(u64::MAX);
+    let calls = store.stale_calls();
+    let s2 = engine.sync(resumed).await;
+    assert_eq!(s2.status, RunStatus::Success, "{:?}", s2.errors);
+    assert_eq!(store.asset_count(), 600);
+    assert_eq!(store.stale_calls(), calls, "a resumed run must not handle stale assets");
+    assert_eq!(
+        store.checkpoint("a", "hosts").map(|c| c.0),
+        Some(serde_json::Value::Null),
+        "a completed stream clears its checkpoint"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_page_is_partial_and_skips_stale_for_that_stream_only() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(small_config(), store.clone()).expect("engine");
+    let first = engine.sync(conn("a", Synthetic::new(5, 10))).await;
+    assert_eq!(first.inserted, 100);
+    let mut bad = Synthetic::new(5, 10);
+    bad.malformed_pages = vec![2];
+    bad.reject_every = 7;
+    let s = engine.sync(conn("a", bad)).await;
+    assert_eq!(s.status, RunStatus::Partial);
+    assert!(s.rejects.contains_key("malformed_page"));
+    let bad_records = s.rejects.get("bad_record").expect("per-record rejects");
+    assert!(bad_records.count > 0 && !bad_records.samples.is_empty());
+    assert!(bad_records.samples[0].record.starts_with("record "));
+    // hosts and phones both had page 2 malformed: neither stream is clean.
+    assert!(s.streams.values().all(|st| !st.stale_handled && st.fetch_completed));
+    assert_eq!(store.stale_count(), 0);
+    let kept = store.rejects(&s.sync_id, 1000).await.expect("rejects");
+    assert_eq!(kept.len() as u64, s.records_rejected);
+    assert!(kept.iter().any(|r| r.reject.reason == "malformed_page" && r.reject.raw.as_deref() == Some("{not json")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_stream_does_not_stop_the_other_and_gets_no_stale_handling() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(small_config(), store.clone()).expect("engine");
+    engine.sync(conn("a", Synthetic::new(3, 10))).await;
+    let mut flaky = Synthetic::new(3, 10);
+    flaky.failing_streams = vec!["phones".into()];
+    flaky.pages = 2; // hosts shrinks: one page no longer returned
+    let s = engine.sync(conn("a", flaky)).await;
+    assert_eq!(s.status, RunStatus::Partial);
+    let hosts = &s.streams["hosts"];
+    let phones = &s.streams["phones"];
+    assert!(hosts.fetch_completed && hosts.stale_handled && hosts.stale.marked == 10, "{hosts:?}");
+    assert!(!phones.fetch_completed && !phones.stale_handled, "{phones:?}");
+    assert!(phones.fetch_error.as_deref().unwrap_or_default().contains("vendor.example"));
+    assert_eq!(store.stale_count(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_connection_never_stops_the_others() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(EngineConfig { max_connections: 3, ..small_config() }, store.clone()).expect("engine");
+    let mut conns: Vec<Connection> = (0..6).map(|i| conn(&format!("c{i}"), Synthetic::new(3, 10))).collect();
+    let mut broken = Synthetic::new(3, 10);
+    broken.failing_streams = vec!["hosts".into(), "phones".into()];
+    conns.push(conn("broken", broken));
+    let summaries = engine.run(conns).await;
+    assert_eq!(summaries.len(), 7);
+    for s in &summaries[..6] {
+        assert_eq!(s.status, RunStatus::Success, "{}: {:?}", s.connection, s.errors);
+        assert_eq!(s.inserted, 60);
+    }
+    assert_eq!(summaries[6].status, RunStatus::Failed);
+    assert_eq!(engine.store().runs(100).await.expect("runs").len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_heavy_normalize_keeps_the_runtime_responsive() {
+    let store = Arc::new(MemoryStore::new());
+    let config = EngineConfig { lag_warn_ms: 50, ..small_config() };
+    let engine = Engine::new(config, store.clone()).expect("engine");
+    let mut heavy = Synthetic::new(40, 50);
+    heavy.cpu_per_page = Duration::from_millis(25);
+    let s = engine.sync(conn("heavy", heavy)).await;
+    assert_eq!(s.status, RunStatus::Success);
+    assert!(s.stages.normalize_cpu_ms >= 2 * 40 * 25, "normalize did not do its CPU work: {:?}", s.stages);
+    assert!(s.lag.samples > 10, "{:?}", s.lag);
+    assert_eq!(s.lag.long_polls, 0, "an engine task blocked the runtime: {:?}", s.lag);
+    assert!(s.lag.p99_us < 50_000, "runtime lag p99 too high under CPU-heavy normalize: {:?}", s.lag);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_monitor_catches_a_blocked_runtime_and_names_the_stage() {
+    let store = Arc::new(MemoryStore::new());
+    // A badly written store that sleeps on the runtime thread.
+    store.set_delay(Duration::from_millis(120), true);
+    let engine = Engine::new(EngineConfig { lag_warn_ms: 50, ..small_config() }, store.clone()).expect("engine");
+    let s = engine.sync(conn("blocky", Synthetic::new(2, 50))).await;
+    assert_eq!(s.status, RunStatus::Success);
+    assert!(s.lag.long_polls >= 1, "{:?}", s.lag);
+    assert_eq!(s.lag.blocking_stage.as_deref(), Some("load"));
+    assert!(s.lag.max_poll_us >= 120_000, "{:?}", s.lag);
+}
