@@ -1,1 +1,157 @@
-fn main() {}
+//! `corral`: sync security product inventories into one asset store.
+//!
+//! Exit codes: 0 success, 1 error (bad config, store unreachable),
+//! 2 usage error, 3 partial (some records rejected or streams failed),
+//! 4 failed (a connection or check failed).
+
+mod commands;
+mod config;
+mod demo;
+mod progress;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use corral_core::RunStatus;
+
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_PARTIAL: u8 = 3;
+pub const EXIT_FAILED: u8 = 4;
+
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about = "Sync security product inventories into one asset store")]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(long, short, global = true, default_value = "corral.toml", env = "CORRAL_CONFIG")]
+    config: PathBuf,
+    /// Log as JSON lines (default: human-readable).
+    #[arg(long, global = true)]
+    log_json: bool,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sync connections: fetch, normalize, load, handle stale assets.
+    Sync {
+        /// Only these connections (repeatable); default: all.
+        #[arg(long = "connection", short = 'n')]
+        connections: Vec<String>,
+        /// Print run summaries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify each connection's credentials and reachability with one cheap call.
+    Check {
+        #[arg(long = "connection", short = 'n')]
+        connections: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the adapters this build knows, their streams and config fields.
+    Adapters {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent run summaries, or the rejected records of one run.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Show the rejected records kept for this sync id.
+        #[arg(long, value_name = "SYNC_ID")]
+        rejects: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count (default) or list stored assets.
+    Assets {
+        #[arg(long)]
+        connection: Option<String>,
+        /// device or user
+        #[arg(long)]
+        kind: Option<corral_core::AssetKind>,
+        /// List assets instead of counting them.
+        #[arg(long)]
+        list: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Include assets marked stale.
+        #[arg(long)]
+        include_stale: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate sample exports and sync them into the embedded store (./corral.db).
+    Demo {
+        /// Store to load into: a SQLite path or a mongodb:// URI.
+        #[arg(long, default_value = "corral.db")]
+        store: String,
+        /// Devices to generate.
+        #[arg(long, default_value_t = 20_000)]
+        devices: u64,
+        /// Users to generate.
+        #[arg(long, default_value_t = 5_000)]
+        users: u64,
+        /// Where the sample files go.
+        #[arg(long, default_value = ".corral-demo")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let interactive = std::io::stderr().is_terminal();
+    init_logging(cli.verbose, cli.log_json, interactive);
+    let redactor = config::Redactor::default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("corral-io").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = runtime.block_on(commands::run(cli, redactor.clone(), interactive));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // Secrets resolved from the config never reach the terminal.
+            eprintln!("error: {}", redactor.redact(&format!("{e:#}")));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, json: bool, interactive: bool) {
+    use tracing_subscriber::EnvFilter;
+    // With progress bars on a terminal, only warnings interrupt them.
+    let default = match (verbose, interactive) {
+        (0, true) => "warn",
+        (0, false) => "info",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(interactive).init();
+    }
+}
+
+/// The exit code for a set of run summaries.
+pub fn exit_code(status: RunStatus) -> u8 {
+    match status {
+        RunStatus::Success => 0,
+        RunStatus::Partial => EXIT_PARTIAL,
+        RunStatus::Failed => EXIT_FAILED,
+    }
+}

@@ -1,0 +1,251 @@
+//! The subcommands.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use corral_core::store::AssetFilter;
+use corral_core::summary::{overall_status, render_table};
+use corral_core::{Connection, Engine, EngineConfig, Registry, Store};
+
+use crate::config::{Config, ConnectionConfig, Redactor, StoreConfig};
+use crate::{Cli, Command, EXIT_FAILED, exit_code};
+
+/// Every adapter this binary ships.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(corral_adapter_file::FileAdapterFactory);
+    r
+}
+
+pub async fn run(cli: Cli, redactor: Redactor, interactive: bool) -> Result<u8> {
+    match cli.command {
+        Command::Adapters { json } => {
+            adapters(json);
+            Ok(0)
+        }
+        Command::Demo { store, devices, users, dir, json } => {
+            crate::demo::run(&store, devices, users, &dir, json, interactive).await
+        }
+        Command::Sync { connections, json } => {
+            let config = Config::load(&cli.config, &redactor)?;
+            let store = open_store(&config.store).await?;
+            let conns = build_connections(&registry(), &config.connections, &connections)?;
+            sync(store, config.engine, conns, json, interactive, &redactor).await
+        }
+        Command::Check { connections, json } => {
+            let config = Config::load(&cli.config, &redactor)?;
+            let conns = build_connections(&registry(), &config.connections, &connections)?;
+            check(conns, json, &redactor).await
+        }
+        Command::Runs { limit, rejects, json } => {
+            let config = Config::load_or_default(&cli.config, &redactor)?;
+            let store = open_store(&config.store).await?;
+            runs(&*store, limit, rejects, json).await
+        }
+        Command::Assets { connection, kind, list, limit, include_stale, json } => {
+            let config = Config::load_or_default(&cli.config, &redactor)?;
+            let store = open_store(&config.store).await?;
+            let filter = AssetFilter { connection, kind, include_stale };
+            assets(&*store, &filter, list, limit, json).await
+        }
+    }
+}
+
+pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    match config {
+        StoreConfig::Sqlite { path } => {
+            let store = corral_store::sqlite::SqliteStore::open(path)
+                .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Mongodb { uri, database } => {
+            let store = corral_store::mongo::MongoStore::connect(uri, database)
+                .await
+                .with_context(|| format!("connecting to the MongoDB store (database {database})"))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Build (and so validate) every selected connection before anything runs.
+pub fn build_connections(registry: &Registry, all: &[ConnectionConfig], only: &[String]) -> Result<Vec<Connection>> {
+    for name in only {
+        if !all.iter().any(|c| &c.name == name) {
+            bail!("no connection named `{name}` in the config");
+        }
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for c in all.iter().filter(|c| only.is_empty() || only.contains(&c.name)) {
+        let config = match serde_json::to_value(&c.config) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!("connection `{}`: config: {e}", c.name));
+                continue;
+            }
+        };
+        let stale = match c.stale.policy(&c.name) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        match registry.build(&c.adapter, &c.name, config) {
+            Ok(adapter) => out.push(Connection { name: c.name.clone(), adapter, streams: c.streams.clone(), stale }),
+            Err(e) => errors.push(format!("connection `{}` (adapter {}): {e}", c.name, c.adapter)),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("invalid configuration:\n  {}", errors.join("\n  "));
+    }
+    if out.is_empty() {
+        bail!("no connections configured: add [[connection]] entries to the config (see `corral adapters`)");
+    }
+    Ok(out)
+}
+
+pub async fn sync(
+    store: Arc<dyn Store>,
+    engine_config: EngineConfig,
+    conns: Vec<Connection>,
+    json: bool,
+    interactive: bool,
+    redactor: &Redactor,
+) -> Result<u8> {
+    let engine = Engine::new(engine_config, store).context("starting the engine")?;
+    let bars = interactive
+        .then(|| crate::progress::Bars::start(engine.clone(), conns.iter().map(|c| c.name.clone()).collect()));
+    let mut summaries = engine.run(conns).await;
+    if let Some(bars) = bars {
+        bars.finish().await;
+    }
+    for s in &mut summaries {
+        for e in &mut s.errors {
+            *e = redactor.redact(e);
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else {
+        print!("{}", render_table(&summaries));
+    }
+    Ok(exit_code(overall_status(&summaries)))
+}
+
+async fn check(conns: Vec<Connection>, json: bool, redactor: &Redactor) -> Result<u8> {
+    let checks =
+        futures::future::join_all(conns.iter().map(|c| async move { (c.name.clone(), c.adapter.check().await) })).await;
+    let mut failed = false;
+    let mut rows = Vec::new();
+    for (name, outcome) in checks {
+        failed |= !outcome.is_ok();
+        let text = redactor.redact(&outcome.to_string());
+        if json {
+            rows.push(serde_json::json!({ "connection": name, "ok": outcome.is_ok(), "result": text }));
+        } else {
+            println!("{:<24} {}", name, text);
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(if failed { EXIT_FAILED } else { 0 })
+}
+
+fn adapters(json: bool) {
+    let infos = registry().infos();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&infos).unwrap_or_default());
+        return;
+    }
+    for a in infos {
+        println!("{} {} — {}", a.name, a.version, a.description);
+        println!("  streams:");
+        for s in &a.streams {
+            println!("    {:<12} {:<7} key {:<12} {}", s.name, s.kind.as_str(), s.key, s.description);
+        }
+        println!("  config:");
+        for f in &a.config {
+            let req = if f.required { "required" } else { "optional" };
+            let secret = if f.secret { ", secret" } else { "" };
+            println!("    {:<14} {:?} ({req}{secret}): {}", f.name, f.ty, f.description);
+        }
+        println!();
+    }
+}
+
+async fn runs(store: &dyn Store, limit: usize, rejects: Option<String>, json: bool) -> Result<u8> {
+    if let Some(sync_id) = rejects {
+        let kept = store.rejects(&sync_id, limit).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&kept)?);
+        } else {
+            for r in &kept {
+                println!("{} {} {} [{}] {}", r.connection, r.stream, r.reject.record, r.reject.reason, r.reject.detail);
+                if let Some(raw) = &r.reject.raw {
+                    println!("    {}", raw.trim_end());
+                }
+            }
+            if kept.is_empty() {
+                println!("no rejected records kept for sync {sync_id}");
+            }
+        }
+        return Ok(0);
+    }
+    let runs = store.runs(limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else if runs.is_empty() {
+        println!("no runs yet in {}", store.describe());
+    } else {
+        println!("{:<38} {:<20} {}", "SYNC ID", "STARTED", "");
+        for r in &runs {
+            println!("{:<38} {:<20}", r.sync_id, r.started_at.format("%Y-%m-%d %H:%M:%S"));
+        }
+        println!();
+        print!("{}", render_table(&runs));
+    }
+    Ok(0)
+}
+
+async fn assets(store: &dyn Store, filter: &AssetFilter, list: bool, limit: usize, json: bool) -> Result<u8> {
+    if list {
+        let rows = store.list_assets(filter, limit).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(0);
+        }
+        println!(
+            "{:<18} {:<7} {:<24} {:<28} {:<20} {}",
+            "CONNECTION", "KIND", "SOURCE ID", "NAME", "LAST SEEN", "STALE"
+        );
+        for a in rows {
+            let name =
+                a.fields.get("hostname").or_else(|| a.fields.get("username")).and_then(|v| v.as_str()).unwrap_or("-");
+            println!(
+                "{:<18} {:<7} {:<24} {:<28} {:<20} {}",
+                a.connection,
+                a.kind.as_str(),
+                a.source_id,
+                name,
+                a.last_seen.format("%Y-%m-%d %H:%M:%S"),
+                a.stale_since.map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
+            );
+        }
+        return Ok(0);
+    }
+    let counts = store.count_assets(filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&counts)?);
+        return Ok(0);
+    }
+    println!("{:<24} {:<8} {:>10} {:>8}", "CONNECTION", "KIND", "ASSETS", "STALE");
+    for c in &counts {
+        println!("{:<24} {:<8} {:>10} {:>8}", c.connection, c.kind.as_str(), c.count, c.stale);
+    }
+    if counts.is_empty() {
+        println!("(no assets in {})", store.describe());
+    }
+    Ok(0)
+}

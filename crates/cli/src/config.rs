@@ -1,0 +1,299 @@
+//! corral.toml: the store, engine limits and connections.
+//!
+//! String values may reference secrets as `${ENV_VAR}` or `${file:/path/to/secret}`.
+//! Resolved secret values are remembered by a [`Redactor`] so that no error
+//! message, log line or summary can print them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use corral_core::{EngineConfig, StalePolicy};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default, rename = "connection")]
+    pub connections: Vec<ConnectionConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    Sqlite {
+        #[serde(default = "default_db_path")]
+        path: PathBuf,
+    },
+    Mongodb {
+        /// Usually `${MONGODB_URI}`; TLS and credentials go in the URI.
+        uri: String,
+        #[serde(default = "default_database")]
+        database: String,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite { path: default_db_path() }
+    }
+}
+
+fn default_db_path() -> PathBuf {
+    PathBuf::from("corral.db")
+}
+
+fn default_database() -> String {
+    "corral".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub adapter: String,
+    /// Streams to sync; empty or absent: all of the adapter's streams.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    #[serde(default)]
+    pub stale: StaleConfig,
+    /// The adapter's own settings, validated by the adapter.
+    #[serde(default = "empty_table")]
+    pub config: toml::Value,
+}
+
+fn empty_table() -> toml::Value {
+    toml::Value::Table(Default::default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaleConfig {
+    /// `mark` (default): flag assets a clean sync no longer returned; `keep`: do nothing.
+    #[serde(default = "default_stale_mode")]
+    pub mode: String,
+    /// Delete assets stale for longer than this (`30d`, `12h`); absent: never delete.
+    #[serde(default)]
+    pub delete_after: Option<String>,
+}
+
+impl Default for StaleConfig {
+    fn default() -> Self {
+        StaleConfig { mode: default_stale_mode(), delete_after: None }
+    }
+}
+
+fn default_stale_mode() -> String {
+    "mark".into()
+}
+
+impl StaleConfig {
+    pub fn policy(&self, connection: &str) -> Result<StalePolicy> {
+        let delete_after = match &self.delete_after {
+            None => None,
+            Some(s) => Some(humantime::parse_duration(s).with_context(|| {
+                format!("connection `{connection}`: config field `stale.delete_after`: `{s}` is not a duration like 30d or 12h")
+            })?),
+        };
+        match self.mode.as_str() {
+            "mark" => Ok(StalePolicy::Mark { delete_after }),
+            "keep" if delete_after.is_none() => Ok(StalePolicy::Keep),
+            "keep" => bail!("connection `{connection}`: `stale.delete_after` needs `stale.mode = \"mark\"`"),
+            other => bail!("connection `{connection}`: config field `stale.mode`: `{other}` is not one of mark, keep"),
+        }
+    }
+}
+
+/// Remembers every secret value the config resolved and scrubs it from text.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<RwLock<Vec<String>>>,
+}
+
+impl Redactor {
+    pub fn add(&self, secret: &str) {
+        // Very short values would redact innocent text and are no real secret.
+        if secret.len() >= 4
+            && let Ok(mut s) = self.secrets.write()
+        {
+            s.push(secret.to_string());
+            s.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        if let Ok(secrets) = self.secrets.read() {
+            for s in secrets.iter() {
+                if out.contains(s.as_str()) {
+                    out = out.replace(s.as_str(), "[redacted]");
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path, redactor: &Redactor) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text, path, redactor)
+    }
+
+    /// The config at `path`, or defaults (the embedded store ./corral.db) when that file does not exist.
+    pub fn load_or_default(path: &Path, redactor: &Redactor) -> Result<Config> {
+        if path.exists() {
+            Self::load(path, redactor)
+        } else {
+            Ok(Config { store: StoreConfig::default(), engine: EngineConfig::default(), connections: Vec::new() })
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path, redactor: &Redactor) -> Result<Config> {
+        Self::parse_with_env(text, path, redactor, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::parse`], with environment lookups through `env`.
+    pub fn parse_with_env(text: &str, path: &Path, redactor: &Redactor, env: &Env<'_>) -> Result<Config> {
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        resolve_secrets(&mut value, "", redactor, env)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            anyhow::anyhow!(
+                "{}: config field `{field}`: {}",
+                path.display(),
+                redactor.redact(&e.into_inner().to_string())
+            )
+        })?;
+        config.engine.validate()?;
+        let mut names = std::collections::BTreeSet::new();
+        for c in &config.connections {
+            if c.name.trim().is_empty() {
+                bail!("{}: a connection has an empty `name`", path.display());
+            }
+            if !names.insert(c.name.as_str()) {
+                bail!("{}: two connections are named `{}`", path.display(), c.name);
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Looks up an environment variable.
+pub type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+/// Replace `${VAR}` and `${file:PATH}` in every string of the config.
+fn resolve_secrets(value: &mut toml::Value, path: &str, redactor: &Redactor, env: &Env<'_>) -> Result<()> {
+    match value {
+        toml::Value::String(s) => {
+            if s.contains("${") {
+                *s = substitute(s, path, redactor, env)?;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                resolve_secrets(v, &format!("{path}[{i}]"), redactor, env)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                resolve_secrets(v, &p, redactor, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn substitute(s: &str, field: &str, redactor: &Redactor, env: &Env<'_>) -> Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { bail!("config field `{field}`: unterminated `${{`") };
+        let reference = &after[..end];
+        let resolved = if let Some(file) = reference.strip_prefix("file:") {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("config field `{field}`: reading secret file {file}"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        } else {
+            env(reference)
+                .with_context(|| format!("config field `{field}`: environment variable {reference} is not set"))?
+        };
+        redactor.add(&resolved);
+        out.push_str(&resolved);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_resolve_from_env_and_file_and_are_redacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "file-secret-value\n").expect("write");
+        let toml = format!(
+            r#"
+            [[connection]]
+            name = "okta"
+            adapter = "file"
+            [connection.config]
+            token = "SSWS ${{CORRAL_TEST_TOKEN_1}}"
+            key = "${{file:{}}}"
+            "#,
+            file.display()
+        );
+        let r = Redactor::default();
+        let env = |name: &str| (name == "CORRAL_TEST_TOKEN_1").then(|| "env-secret-value".to_string());
+        let cfg = Config::parse_with_env(&toml, Path::new("t.toml"), &r, &env).expect("parse");
+        let c = &cfg.connections[0].config;
+        assert_eq!(c["token"].as_str(), Some("SSWS env-secret-value"));
+        assert_eq!(c["key"].as_str(), Some("file-secret-value"));
+        assert_eq!(r.redact("bad token env-secret-value and file-secret-value"), "bad token [redacted] and [redacted]");
+    }
+
+    #[test]
+    fn missing_env_var_names_the_field() {
+        let toml = r#"
+            [[connection]]
+            name = "x"
+            adapter = "file"
+            config = { client_secret = "${CORRAL_TEST_SURELY_UNSET_VAR}" }
+        "#;
+        let err = Config::parse(toml, Path::new("t.toml"), &Redactor::default()).expect_err("unset var");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("connection[0].config.client_secret"), "{msg}");
+        assert!(msg.contains("CORRAL_TEST_SURELY_UNSET_VAR"), "{msg}");
+    }
+
+    #[test]
+    fn bad_engine_and_stale_settings_are_named() {
+        let err = Config::parse("[engine]\nbatch_max_records = 0\n", Path::new("t.toml"), &Redactor::default())
+            .expect_err("zero batch");
+        assert!(format!("{err:#}").contains("engine.batch_max_records"));
+        let err = Config::parse("[engine]\nbatch_size = 3\n", Path::new("t.toml"), &Redactor::default())
+            .expect_err("unknown field");
+        assert!(format!("{err:#}").contains("batch_size"), "{err:#}");
+        let stale = StaleConfig { mode: "mark".into(), delete_after: Some("soon".into()) };
+        assert!(format!("{:#}", stale.policy("c").expect_err("bad age")).contains("stale.delete_after"));
+        let stale = StaleConfig { mode: "mark".into(), delete_after: Some("30d".into()) };
+        assert_eq!(
+            stale.policy("c").expect("30d"),
+            StalePolicy::Mark { delete_after: Some(Duration::from_secs(30 * 86400)) }
+        );
+    }
+}
