@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use corral_core::{EngineConfig, StalePolicy};
@@ -239,6 +238,8 @@ fn substitute(s: &str, field: &str, redactor: &Redactor, env: &Env<'_>) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
