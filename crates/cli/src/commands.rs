@@ -199,9 +199,15 @@ async fn runs(store: &dyn Store, limit: usize, rejects: Option<String>, json: bo
     } else if runs.is_empty() {
         println!("no runs yet in {}", store.describe());
     } else {
-        println!("{:<38} {:<20} {}", "SYNC ID", "STARTED", "");
+        println!("{:<38} {:<20} {:<20} STATUS", "SYNC ID", "STARTED", "CONNECTION");
         for r in &runs {
-            println!("{:<38} {:<20}", r.sync_id, r.started_at.format("%Y-%m-%d %H:%M:%S"));
+            println!(
+                "{:<38} {:<20} {:<20} {}",
+                r.sync_id,
+                r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                r.connection,
+                r.status
+            );
         }
         println!();
         print!("{}", render_table(&runs));
@@ -216,10 +222,7 @@ async fn assets(store: &dyn Store, filter: &AssetFilter, list: bool, limit: usiz
             println!("{}", serde_json::to_string_pretty(&rows)?);
             return Ok(0);
         }
-        println!(
-            "{:<18} {:<7} {:<24} {:<28} {:<20} {}",
-            "CONNECTION", "KIND", "SOURCE ID", "NAME", "LAST SEEN", "STALE"
-        );
+        println!("{:<18} {:<7} {:<24} {:<28} {:<20} STALE", "CONNECTION", "KIND", "SOURCE ID", "NAME", "LAST SEEN");
         for a in rows {
             let name =
                 a.fields.get("hostname").or_else(|| a.fields.get("username")).and_then(|v| v.as_str()).unwrap_or("-");

@@ -190,11 +190,7 @@ pub type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 /// Replace `${VAR}` and `${file:PATH}` in every string of the config.
 fn resolve_secrets(value: &mut toml::Value, path: &str, redactor: &Redactor, env: &Env<'_>) -> Result<()> {
     match value {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                *s = substitute(s, path, redactor, env)?;
-            }
-        }
+        toml::Value::String(s) if s.contains("${") => *s = substitute(s, path, redactor, env)?,
         toml::Value::Array(items) => {
             for (i, v) in items.iter_mut().enumerate() {
                 resolve_secrets(v, &format!("{path}[{i}]"), redactor, env)?;

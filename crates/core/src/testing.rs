@@ -199,7 +199,7 @@ impl Store for MemoryStore {
 
     async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         let mut runs = self.runs.lock().map_err(|_| Self::poisoned())?.clone();
-        runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         runs.truncate(limit);
         Ok(runs)
     }

@@ -104,7 +104,7 @@ impl Adapter for Synthetic {
             };
             let id = v["id"].as_str().unwrap_or_default().to_string();
             let num: u64 = id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(1);
-            if self.reject_every > 0 && num % self.reject_every == 0 {
+            if self.reject_every > 0 && num.is_multiple_of(self.reject_every) {
                 out.rejects.push(
                     Reject::new(format!("record {n} of {}", page.locator), "bad_record", "divisible").with_raw(line),
                 );
@@ -187,7 +187,7 @@ async fn store_failure_fails_the_run_and_marks_nothing_stale() {
     let first = engine.sync(conn("a", Synthetic::new(10, 10))).await;
     assert_eq!(first.status, RunStatus::Success);
     let stale_calls = store.stale_calls();
-    store.fail_after(3 + 0); // a few more batches, then the store "goes away"
+    store.fail_after(3); // a few more batches, then the store "goes away"
     let mut shrunk = Synthetic::new(4, 10);
     shrunk.pages = 40; // a longer run that will not finish
     let s = engine.sync(conn("a", shrunk)).await;

@@ -1,0 +1,212 @@
+//! CSV imports end to end: fetch (page splitting) then normalize.
+
+mod common;
+
+use common::{adapter, pages, reasons, run};
+use corral_core::{Adapter, AssetBody, Device, User};
+use serde_json::json;
+
+fn device(a: &corral_core::Asset) -> &Device {
+    match &a.body {
+        AssetBody::Device(d) => d,
+        AssetBody::User(_) => panic!("expected a device"),
+    }
+}
+
+fn user(a: &corral_core::Asset) -> &User {
+    match &a.body {
+        AssetBody::User(u) => u,
+        AssetBody::Device(_) => panic!("expected a user"),
+    }
+}
+
+const DEVICES: &str = "\u{feff}id,Host Name,IPs,MACs,OS,OS Version,Serial,Vendor,Last Seen,Tags,Notes\r\n\
+1,WS-001.corp.example.com,\"10.0.0.1, 10.0.0.2\",AA-BB-CC-DD-EE-01,Windows 11 Pro,23H2,SN-1,Dell Inc.,2024-05-01T10:00:00Z,\"prod; eu\",\"a, b\"\r\n\
+2,srv02,10.0.0.3 fe80::1;bogus,aabb.ccdd.ee02,Ubuntu,22.04,,,,,\"multi\r\nline, with \"\"quotes\"\"\"\r\n\
+\r\n\
+3,Bücher-PC,not-an-ip,\"aa:bb:cc:dd:ee:03 AABBCCDDEE04,00-00-00-00-00-00\",macOS,14.4,,Apple,not a date,,\r\n\
+4,,,,,,,,,,last line without terminator";
+
+fn device_cfg() -> serde_json::Value {
+    json!({
+        "page_records": 2,
+        "keep_raw": true,
+        "columns": {
+            "source_id": "id",
+            "hostname": "Host Name",
+            "ip_addresses": "IPs",
+            "mac_addresses": "macs",
+            "os_name": "OS",
+            "os_version": "OS Version",
+            "serial_number": "Serial",
+            "manufacturer": "Vendor",
+            "last_seen": "Last Seen",
+            "tags": "Tags"
+        }
+    })
+}
+
+#[tokio::test]
+async fn csv_devices_bom_crlf_quotes_unicode_and_macs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, path) = adapter(dir.path(), "devices.csv", DEVICES.as_bytes(), device_cfg());
+
+    let ps = pages(&a).await.expect("fetch");
+    let locators: Vec<&str> = ps.iter().map(|p| p.locator.as_str()).collect();
+    let shown = path.display();
+    assert_eq!(locators, [format!("{shown} lines 2-4"), format!("{shown} lines 6-7")]);
+    assert_eq!(ps.iter().map(|p| p.first_record).collect::<Vec<_>>(), [2, 6]);
+    assert_eq!(ps.iter().map(|p| p.record_hint).collect::<Vec<_>>(), [Some(2), Some(2)]);
+    assert!(ps.iter().all(|p| p.stream == "devices"));
+
+    let (assets, rejects) = run(&a).await;
+    assert!(rejects.is_empty(), "{rejects:?}");
+    let ids: Vec<&str> = assets.iter().map(|a| a.source_id()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4"]);
+
+    let d1 = device(&assets[0]);
+    assert_eq!(d1.hostname.as_deref(), Some("ws-001"));
+    assert_eq!(d1.domain.as_deref(), Some("corp.example.com"));
+    assert_eq!(d1.ip_addresses, ["10.0.0.1".parse::<std::net::IpAddr>().expect("ip"), "10.0.0.2".parse().expect("ip")]);
+    assert_eq!(d1.mac_addresses.iter().map(|m| String::from(*m)).collect::<Vec<_>>(), ["aa:bb:cc:dd:ee:01"]);
+    assert_eq!(d1.os.family.as_deref(), Some("windows"));
+    assert_eq!(d1.os.version.as_deref(), Some("23H2"));
+    assert_eq!(d1.serial_number.as_deref(), Some("SN-1"));
+    assert!(d1.manufacturer.is_some());
+    assert_eq!(d1.last_seen.map(|t| t.to_rfc3339()), Some("2024-05-01T10:00:00+00:00".into()));
+    assert_eq!(d1.tags, ["prod", "eu"]);
+    let raw = assets[0].raw.as_ref().expect("keep_raw");
+    assert_eq!(raw["Notes"], "a, b");
+    assert_eq!(raw["Host Name"], "WS-001.corp.example.com");
+
+    let d2 = device(&assets[1]);
+    assert_eq!(d2.hostname.as_deref(), Some("srv02"));
+    assert_eq!(d2.ip_addresses.len(), 2, "{:?}", d2.ip_addresses);
+    assert_eq!(d2.mac_addresses.iter().map(|m| String::from(*m)).collect::<Vec<_>>(), ["aa:bb:cc:dd:ee:02"]);
+    assert_eq!(d2.serial_number, None);
+    assert_eq!(assets[1].raw.as_ref().expect("raw")["Notes"], "multi\r\nline, with \"quotes\"");
+
+    let d3 = device(&assets[2]);
+    assert_eq!(d3.hostname.as_deref(), Some("bücher-pc"));
+    assert!(d3.ip_addresses.is_empty());
+    assert_eq!(
+        d3.mac_addresses.iter().map(|m| String::from(*m)).collect::<Vec<_>>(),
+        ["aa:bb:cc:dd:ee:03", "aa:bb:cc:dd:ee:04"]
+    );
+    assert_eq!(d3.last_seen, None, "an unparseable date drops the field, not the record");
+    assert_eq!(d3.os.family.as_deref(), Some("macos"));
+
+    let d4 = device(&assets[3]);
+    assert_eq!(d4, &Device { source_id: "4".into(), ..Default::default() });
+}
+
+#[tokio::test]
+async fn csv_pages_normalize_independently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, _) = adapter(dir.path(), "devices.csv", DEVICES.as_bytes(), device_cfg());
+    let ps = pages(&a).await.expect("fetch");
+    // The second page alone (as another worker would get it) still parses with its header.
+    let n = a.normalize(&ps[1]);
+    assert_eq!(n.page_error, None);
+    assert_eq!(n.assets.iter().map(|a| a.source_id()).collect::<Vec<_>>(), ["3", "4"]);
+    assert!(ps[1].body.starts_with(b"id,Host Name,"), "no BOM, header first");
+}
+
+#[tokio::test]
+async fn csv_malformed_records_are_rejected_with_their_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut data = b"id,name,mail\n".to_vec(); // line 1
+    data.extend_from_slice(b"u1,Ann,ann@example.com\n"); // 2
+    data.extend_from_slice(b"u2,\"Bob\nBobson\",bob@example.com\n"); // 3-4
+    data.extend_from_slice(b"u3,too,many,fields\n"); // 5
+    data.extend_from_slice(b"\n"); // 6
+    data.extend_from_slice(b",nobody,x@example.com\n"); // 7
+    data.extend_from_slice(b"u4,\xff\xfe,bad@example.com\n"); // 8
+    data.extend_from_slice(b"u5,short\n"); // 9
+    data.extend_from_slice(b"  ,Spaces,\n"); // 10
+    data.extend_from_slice(b"u6,Last,last@example.com\n"); // 11
+    let cfg = json!({
+        "kind": "user",
+        "page_records": 3,
+        "columns": {"source_id": "id", "display_name": "name", "email": "mail"}
+    });
+    let (a, _) = adapter(dir.path(), "users.csv", &data, cfg);
+    let (assets, rejects) = run(&a).await;
+    assert_eq!(assets.iter().map(|a| a.source_id()).collect::<Vec<_>>(), ["u1", "u2", "u6"]);
+    assert!(assets.iter().all(|a| a.stream == "users"));
+    assert_eq!(user(&assets[1]).display_name.as_deref(), Some("Bob\nBobson"));
+    assert_eq!(user(&assets[0]).email.as_deref(), Some("ann@example.com"));
+    assert_eq!(
+        reasons(&rejects),
+        [
+            ("line 5".to_string(), "malformed_csv".to_string()),
+            ("line 7".into(), "missing_source_id".into()),
+            ("line 8".into(), "invalid_utf8".into()),
+            ("line 9".into(), "malformed_csv".into()),
+            ("line 10".into(), "missing_source_id".into()),
+        ]
+    );
+    assert_eq!(rejects[0].raw.as_deref(), Some("u3,too,many,fields"));
+    assert!(rejects[0].detail.contains("expected 3 fields, found 4"), "{}", rejects[0].detail);
+    assert_eq!(rejects[2].raw.as_deref(), Some("u4,\u{fffd}\u{fffd},bad@example.com"));
+}
+
+#[tokio::test]
+async fn csv_users_fields_and_custom_delimiter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = "ID;Login;Mail;First;Last;Enabled;State;Created;LastLogon;Groups\n\
+                7;jdoe;John Doe <JDoe@Example.COM>;John;Doe;yes;active;2023-01-02T03:04:05Z;1714557600;\"admins, vpn\"\n\
+                8;asmith;not-an-email;Ann;Smith;maybe;;;;\n";
+    let cfg = json!({
+        "kind": "user",
+        "format": "csv",
+        "delimiter": ";",
+        "columns": {
+            "source_id": "id", "username": "Login", "email": "Mail", "first_name": "First", "last_name": "Last",
+            "active": "Enabled", "status": "State", "created": "Created", "last_login": "LastLogon", "tags": "Groups"
+        }
+    });
+    let (a, _) = adapter(dir.path(), "users.txt", data.as_bytes(), cfg);
+    let (assets, rejects) = run(&a).await;
+    assert!(rejects.is_empty(), "{rejects:?}");
+    let u = user(&assets[0]);
+    assert_eq!(u.source_id, "7");
+    assert_eq!(u.username.as_deref(), Some("jdoe"));
+    assert_eq!(u.email.as_deref(), Some("jdoe@example.com"));
+    assert_eq!((u.first_name.as_deref(), u.last_name.as_deref()), (Some("John"), Some("Doe")));
+    assert_eq!(u.active, Some(true));
+    assert_eq!(u.status.as_deref(), Some("active"));
+    assert!(u.created.is_some());
+    assert!(u.last_login.is_some(), "epoch seconds");
+    assert_eq!(u.tags, ["admins", "vpn"]);
+    let u = user(&assets[1]);
+    assert_eq!((u.email.as_deref(), u.active, u.status.as_deref()), (None, None, None));
+}
+
+#[tokio::test]
+async fn csv_header_missing_a_mapped_column_fails_fetch_and_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = json!({"columns": {"source_id": "id", "hostname": "Hostname"}});
+    let (a, path) = adapter(dir.path(), "d.csv", b"id,name\n1,a\n", cfg);
+    let err = pages(&a).await.expect_err("missing column");
+    let msg = err.to_string();
+    assert!(msg.contains("`Hostname` (columns.hostname)"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+
+    match a.check().await {
+        corral_core::CheckOutcome::Unreachable { endpoint, detail } => {
+            assert_eq!(endpoint, path.display().to_string());
+            assert!(detail.contains("columns.hostname"), "{detail}");
+        }
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn csv_header_match_is_case_insensitive_when_unambiguous() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = json!({"columns": {"source_id": "ID", "hostname": "hostname"}});
+    let (a, _) = adapter(dir.path(), "d.csv", b" id , HostName\n1,alpha\n", cfg);
+    let (assets, _) = run(&a).await;
+    assert_eq!(device(&assets[0]).hostname.as_deref(), Some("alpha"));
+}

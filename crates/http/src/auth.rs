@@ -1,0 +1,196 @@
+//! Authentication settings and static credentials (OAuth2 tokens: `oauth.rs`).
+//!
+//! Secrets live in [`SecretString`]s, go into header values marked sensitive,
+//! and never appear in `Debug` output, logs or error messages: error details
+//! that quote a vendor's answer are scrubbed of every secret the client knows.
+
+use std::fmt;
+
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::HttpError;
+
+/// How a connection authenticates.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(SecretString),
+    /// A whole header: Okta `Authorization: SSWS <t>`, SentinelOne
+    /// `Authorization: ApiToken <t>`, Tenable `X-ApiKeys: accessKey=..;secretKey=..`.
+    Header { name: String, value: SecretString },
+    /// HTTP Basic (Qualys, ServiceNow).
+    Basic { user: String, password: SecretString },
+    /// OAuth2 client credentials (CrowdStrike, Microsoft Graph, Jamf).
+    OAuth2ClientCredentials(OAuth2Config),
+}
+
+impl Auth {
+    /// Okta API token: `Authorization: SSWS <token>`.
+    pub fn okta_ssws(token: &SecretString) -> Self {
+        Auth::Header { name: "Authorization".into(), value: format!("SSWS {}", token.expose_secret()).into() }
+    }
+    /// SentinelOne API token: `Authorization: ApiToken <token>`.
+    pub fn sentinelone(token: &SecretString) -> Self {
+        Auth::Header { name: "Authorization".into(), value: format!("ApiToken {}", token.expose_secret()).into() }
+    }
+    /// Tenable keys: `X-ApiKeys: accessKey=<a>;secretKey=<s>`.
+    pub fn tenable(access_key: &SecretString, secret_key: &SecretString) -> Self {
+        Auth::Header {
+            name: "X-ApiKeys".into(),
+            value: format!("accessKey={};secretKey={}", access_key.expose_secret(), secret_key.expose_secret()).into(),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Auth::None => "None",
+            Auth::Bearer(_) => "Bearer",
+            Auth::Header { .. } => "Header",
+            Auth::Basic { .. } => "Basic",
+            Auth::OAuth2ClientCredentials(_) => "OAuth2ClientCredentials",
+        }
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None | Auth::Bearer(_) => write!(f, "{}", self.kind()),
+            Auth::Header { name, .. } => f.debug_struct("Header").field("name", name).field("value", &"***").finish(),
+            Auth::Basic { user, .. } => f.debug_struct("Basic").field("user", user).field("password", &"***").finish(),
+            Auth::OAuth2ClientCredentials(c) => c.fmt(f),
+        }
+    }
+}
+
+/// OAuth2 client-credentials grant settings.
+#[derive(Clone)]
+pub struct OAuth2Config {
+    /// Absolute (`https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`)
+    /// or a path under the base URL (`/oauth2/token`).
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scope: Option<String>,
+    /// Extra form fields (`member_cid` for CrowdStrike child tenants, `audience`, ...).
+    pub extra_params: Vec<(String, String)>,
+    /// Send the client credentials as HTTP Basic instead of form fields.
+    pub basic_client_auth: bool,
+}
+
+impl OAuth2Config {
+    pub fn new(token_url: impl Into<String>, client_id: impl Into<String>, client_secret: SecretString) -> Self {
+        OAuth2Config {
+            token_url: token_url.into(),
+            client_id: client_id.into(),
+            client_secret,
+            scope: None,
+            extra_params: Vec::new(),
+            basic_client_auth: false,
+        }
+    }
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_params.push((name.into(), value.into()));
+        self
+    }
+}
+
+impl fmt::Debug for OAuth2Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuth2ClientCredentials")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A header value marked sensitive (hidden from `HeaderMap`'s Debug).
+pub(crate) fn sensitive(value: &str) -> Result<HeaderValue, HttpError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| HttpError::Config("a credential contains characters not allowed in an HTTP header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Static credentials turned into one header, ready to attach.
+pub(crate) fn static_header(auth: &Auth) -> Result<Option<(HeaderName, HeaderValue)>, HttpError> {
+    Ok(match auth {
+        Auth::None | Auth::OAuth2ClientCredentials(_) => None,
+        Auth::Bearer(t) => Some((AUTHORIZATION, sensitive(&format!("Bearer {}", t.expose_secret()))?)),
+        Auth::Header { name, value } => {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HttpError::Config(format!("invalid auth header name `{name}`")))?;
+            Some((name, sensitive(value.expose_secret())?))
+        }
+        Auth::Basic { user, password } => {
+            let raw = format!("{user}:{}", password.expose_secret());
+            Some((AUTHORIZATION, sensitive(&format!("Basic {}", base64(raw.as_bytes())))?))
+        }
+    })
+}
+
+pub(crate) fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn scrub(text: &str, secret: &str) -> String {
+    if secret.len() < 4 { text.to_string() } else { text.replace(secret, "***") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let s = SecretString::from("hunter2-secret");
+        let all = [
+            Auth::Bearer(s.clone()),
+            Auth::okta_ssws(&s),
+            Auth::tenable(&s, &s),
+            Auth::Basic { user: "u".into(), password: s.clone() },
+            Auth::OAuth2ClientCredentials(OAuth2Config::new("/oauth2/token", "cid", s.clone()).scope("x")),
+        ];
+        for a in all {
+            let d = format!("{a:?} {a:#?}");
+            assert!(!d.contains("hunter2"), "{d}");
+        }
+        let (_, v) = static_header(&Auth::Bearer(s)).ok().flatten().expect("header");
+        assert!(!format!("{v:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,309 @@
+//! OAuth2 client credentials: a token cache shared by every clone of a
+//! client, refreshed ahead of expiry and once after a 401, single-flight so
+//! concurrent requests never stampede the token endpoint.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use corral_core::metrics::RequestMetrics;
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::auth::{OAuth2Config, base64, scrub, sensitive};
+use crate::config::RetryConfig;
+use crate::error::{HttpError, describe_reqwest, redact_url, snippet};
+use crate::retry::{Class, backoff, classify};
+
+/// One access token and when to replace it.
+pub(crate) struct CachedToken {
+    pub(crate) header: HeaderValue,
+    secret: SecretString,
+    refresh_at: Instant,
+    pub(crate) generation: u64,
+}
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<Arc<CachedToken>>,
+    generation: u64,
+    failures: u64,
+    last_error: Option<HttpError>,
+}
+
+/// Token cache shared by every clone of a client. Refreshes are single-flight:
+/// concurrent callers wait for the one refresh in progress and reuse its result.
+pub(crate) struct TokenSource {
+    cfg: OAuth2Config,
+    pub(crate) url: Url,
+    state: Mutex<TokenState>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+impl TokenSource {
+    pub(crate) fn new(cfg: OAuth2Config, url: Url) -> Self {
+        TokenSource { cfg, url, state: Mutex::new(TokenState::default()), refresh: tokio::sync::Mutex::new(()) }
+    }
+
+    fn cached(&self) -> (Option<Arc<CachedToken>>, u64) {
+        match self.state.lock() {
+            Ok(s) => (s.token.clone(), s.failures),
+            Err(_) => (None, 0),
+        }
+    }
+
+    /// A valid token, fetching one if none is cached or it is due for refresh.
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        retry: &RetryConfig,
+        m: &RequestMetrics,
+    ) -> Result<Arc<CachedToken>, HttpError> {
+        let (cached, failures) = self.cached();
+        if let Some(t) = cached.filter(|t| t.refresh_at > Instant::now()) {
+            return Ok(t);
+        }
+        let _guard = self.refresh.lock().await;
+        let (cached, now_failures) = self.cached();
+        if let Some(t) = cached.filter(|t| t.refresh_at > Instant::now()) {
+            return Ok(t);
+        }
+        self.refresh_locked(http, retry, m, failures, now_failures).await
+    }
+
+    /// The API refused token `rejected`: get a new one, unless another
+    /// request already did.
+    pub(crate) async fn refresh_after_reject(
+        &self,
+        rejected: u64,
+        http: &reqwest::Client,
+        retry: &RetryConfig,
+        m: &RequestMetrics,
+    ) -> Result<Arc<CachedToken>, HttpError> {
+        let (_, failures) = self.cached();
+        let _guard = self.refresh.lock().await;
+        let (cached, now_failures) = self.cached();
+        if let Some(t) = cached.filter(|t| t.generation != rejected && t.refresh_at > Instant::now()) {
+            return Ok(t);
+        }
+        self.refresh_locked(http, retry, m, failures, now_failures).await
+    }
+
+    async fn refresh_locked(
+        &self,
+        http: &reqwest::Client,
+        retry: &RetryConfig,
+        m: &RequestMetrics,
+        seen_failures: u64,
+        now_failures: u64,
+    ) -> Result<Arc<CachedToken>, HttpError> {
+        // A refresh failed while we waited: share its error instead of hammering the endpoint.
+        if now_failures != seen_failures
+            && let Ok(s) = self.state.lock()
+            && let Some(e) = &s.last_error
+        {
+            return Err(e.clone());
+        }
+        match self.fetch(http, retry, m).await {
+            Ok((secret, expires_in)) => {
+                let header = sensitive(&format!("Bearer {}", secret.expose_secret()))?;
+                let mut s = self.state.lock().map_err(|_| HttpError::Config("token cache poisoned".into()))?;
+                s.generation += 1;
+                let token = Arc::new(CachedToken {
+                    header,
+                    secret,
+                    refresh_at: Instant::now() + refresh_after(expires_in),
+                    generation: s.generation,
+                });
+                s.token = Some(token.clone());
+                s.last_error = None;
+                tracing::debug!(endpoint = %redact_url(&self.url), expires_in_s = expires_in.as_secs(), "OAuth2 token refreshed");
+                Ok(token)
+            }
+            Err(e) => {
+                if let Ok(mut s) = self.state.lock() {
+                    s.failures += 1;
+                    s.last_error = Some(e.clone());
+                    s.token = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        retry: &RetryConfig,
+        m: &RequestMetrics,
+    ) -> Result<(SecretString, Duration), HttpError> {
+        let endpoint = redact_url(&self.url);
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        if !self.cfg.basic_client_auth {
+            form.push(("client_id", &self.cfg.client_id));
+            form.push(("client_secret", self.cfg.client_secret.expose_secret()));
+        }
+        if let Some(scope) = &self.cfg.scope {
+            form.push(("scope", scope));
+        }
+        for (k, v) in &self.cfg.extra_params {
+            form.push((k, v));
+        }
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = http.post(self.url.clone()).header("Accept", "application/json").form(&form);
+            if self.cfg.basic_client_auth {
+                let raw = format!("{}:{}", self.cfg.client_id, self.cfg.client_secret.expose_secret());
+                req = req.header(AUTHORIZATION, sensitive(&format!("Basic {}", base64(raw.as_bytes())))?);
+            }
+            let (class, failure) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    m.record_status(status);
+                    let headers = resp.headers().clone();
+                    let body = match resp.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let (kind, detail) = describe_reqwest(e);
+                            return Err(HttpError::Transport { endpoint, kind, attempts: attempt, detail });
+                        }
+                    };
+                    if status == 200 || status == 201 {
+                        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| HttpError::Auth {
+                            endpoint: endpoint.clone(),
+                            status: Some(status),
+                            detail: format!("token response is not the expected JSON ({})", e.classify_name()),
+                        })?;
+                        return Ok((SecretString::from(parsed.access_token), expires_in(parsed.expires_in.as_ref())));
+                    }
+                    let class = classify(status, &headers, false, SystemTime::now());
+                    (
+                        class,
+                        HttpError::Auth {
+                            endpoint: endpoint.clone(),
+                            status: Some(status),
+                            detail: self.scrub(&error_detail(&body)),
+                        },
+                    )
+                }
+                Err(e) => {
+                    m.record_transport_error();
+                    let (kind, detail) = describe_reqwest(e);
+                    (
+                        Class::Retry(None),
+                        HttpError::Transport { endpoint: endpoint.clone(), kind, attempts: attempt, detail },
+                    )
+                }
+            };
+            let wait = match class {
+                Class::Retry(hint) | Class::RateLimited(hint) if attempt < retry.max_attempts.max(1) => {
+                    hint.unwrap_or_else(|| backoff(retry, attempt))
+                }
+                _ => return Err(failure),
+            };
+            if started.elapsed() + wait > retry.total_budget {
+                return Err(failure);
+            }
+            m.record_retry(wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Remove every secret this source knows from `text`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let mut out = scrub(text, self.cfg.client_secret.expose_secret());
+        if let Ok(s) = self.state.lock()
+            && let Some(t) = &s.token
+        {
+            out = scrub(&out, t.secret.expose_secret());
+        }
+        out
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "i/o",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "missing access_token",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+/// The OAuth2 error fields of a token endpoint's answer, or a short snippet.
+fn error_detail(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: Option<String>,
+        error_description: Option<String>,
+    }
+    match serde_json::from_slice::<OAuthError>(body) {
+        Ok(OAuthError { error: Some(e), error_description: Some(d) }) => format!("{e}: {}", snippet(d.as_bytes(), 300)),
+        Ok(OAuthError { error: Some(e), .. }) => e,
+        _ => snippet(body, 300),
+    }
+}
+
+/// `expires_in` as a number or a numeric string (older Microsoft endpoints);
+/// one hour when absent or unreadable (a 401 still triggers a refresh).
+fn expires_in(v: Option<&serde_json::Value>) -> Duration {
+    let secs = match v {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s.min(86_400.0 * 365.0)),
+        _ => Duration::from_secs(3600),
+    }
+}
+
+/// Refresh ahead of expiry: 60 s early (at most half the lifetime), and never
+/// later than 90 % of the lifetime.
+pub(crate) fn refresh_after(lifetime: Duration) -> Duration {
+    let lead = Duration::from_secs(60).min(lifetime / 2).max(lifetime / 10);
+    lifetime.saturating_sub(lead)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_schedule() {
+        assert_eq!(refresh_after(Duration::from_secs(1799)), Duration::from_secs_f64(1799.0 * 0.9));
+        assert_eq!(refresh_after(Duration::from_secs(599)), Duration::from_secs(539));
+        assert_eq!(refresh_after(Duration::from_secs(60)), Duration::from_secs(30));
+        assert_eq!(refresh_after(Duration::from_secs(2)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn expires_in_forms() {
+        assert_eq!(expires_in(Some(&serde_json::json!(1799))), Duration::from_secs(1799));
+        assert_eq!(expires_in(Some(&serde_json::json!("3599"))), Duration::from_secs(3599));
+        assert_eq!(expires_in(Some(&serde_json::json!(-1))), Duration::from_secs(3600));
+        assert_eq!(expires_in(None), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn token_error_detail_is_scrubbed() {
+        let body = br#"{"error":"invalid_client","error_description":"bad secret hunter2-secret"}"#;
+        let d = scrub(&error_detail(body), "hunter2-secret");
+        assert_eq!(d, "invalid_client: bad secret ***");
+    }
+}

@@ -1,0 +1,218 @@
+//! Response classification, backoff and the vendors' "wait this long" headers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::HeaderMap;
+
+use crate::config::RetryConfig;
+
+/// What to do with one answer (or transport failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Success,
+    /// Transient: 5xx, 408, transport errors, timeouts, truncated bodies.
+    /// Carries the vendor's requested wait, if it sent one (503 + Retry-After).
+    Retry(Option<Duration>),
+    /// "Slow down": 429, or Qualys' 409 with `X-RateLimit-ToWait-Sec`.
+    RateLimited(Option<Duration>),
+    /// 401 while using OAuth2: refresh the token once and try again.
+    RefreshAuth,
+    /// 400/401/403/404/405/410/422: the request or the credentials are wrong;
+    /// retrying cannot help.
+    ConfigError,
+    /// Anything else that is not success (3xx left over, 409 conflicts, other 4xx).
+    Fatal,
+}
+
+/// Classify a status. `oauth2` says whether a 401 may be cured by a new token.
+pub fn classify(status: u16, headers: &HeaderMap, oauth2: bool, now: SystemTime) -> Class {
+    match status {
+        200..=299 => Class::Success,
+        429 => Class::RateLimited(wait_from_headers(headers, now)),
+        409 if headers.contains_key("x-ratelimit-towait-sec") => Class::RateLimited(wait_from_headers(headers, now)),
+        401 if oauth2 => Class::RefreshAuth,
+        400 | 401 | 403 | 404 | 405 | 410 | 422 => Class::ConfigError,
+        408 | 500 | 502 | 503 | 504 | 507 | 509 | 520..=599 => Class::Retry(wait_from_headers(headers, now)),
+        _ => Class::Fatal,
+    }
+}
+
+/// Epoch seconds from here on are read as an instant, not a delay
+/// (2001-09-09; no vendor asks to wait 31 years).
+const EPOCH_SECONDS_FLOOR: f64 = 1_000_000_000.0;
+/// Epoch milliseconds from here on.
+const EPOCH_MILLIS_FLOOR: f64 = 1_000_000_000_000.0;
+
+/// Parse a "wait" header value into a delay from `now`:
+/// - delay in seconds: `120`, `1.5` (Retry-After, `X-RateLimit-ToWait-Sec`);
+/// - HTTP date: `Wed, 21 Oct 2015 07:28:00 GMT`;
+/// - an epoch instant in seconds or milliseconds (CrowdStrike's
+///   `X-Ratelimit-Retryafter: 1700000000`), told apart from a delay by magnitude.
+///
+/// Instants in the past give zero; anything unparseable gives `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let n: f64 = v.parse().ok()?;
+        if !n.is_finite() {
+            return None;
+        }
+        if n >= EPOCH_MILLIS_FLOOR {
+            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n / 1000.0), now));
+        }
+        if n >= EPOCH_SECONDS_FLOOR {
+            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n), now));
+        }
+        return Some(Duration::from_secs_f64(n));
+    }
+    httpdate::parse_http_date(v).ok().map(|at| until(at, now))
+}
+
+fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or(Duration::ZERO)
+}
+
+/// Headers that say how long to wait, in order of preference.
+const WAIT_HEADERS: &[&str] =
+    &["retry-after", "x-ratelimit-retryafter", "x-ratelimit-towait-sec", "x-rate-limit-retry-after"];
+
+/// The wait a vendor asked for: an explicit wait header, else (when its
+/// budget is exhausted) the reset time of its rate-limit window.
+pub fn wait_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    for name in WAIT_HEADERS {
+        if let Some(d) = headers.get(*name).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now)) {
+            return Some(d);
+        }
+    }
+    let reset = crate::ratelimit::VendorRate::from_headers(headers, now)?;
+    match reset.remaining {
+        Some(0) | None => reset.reset_in,
+        Some(_) => None,
+    }
+}
+
+/// Full-jitter exponential backoff for retry number `n` (1-based):
+/// a uniform delay in `[0, min(max_delay, base_delay * 2^(n-1))]`.
+pub fn backoff(cfg: &RetryConfig, n: u32) -> Duration {
+    let cap = backoff_cap(cfg, n);
+    if cap.is_zero() {
+        return cap;
+    }
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::random_range(0..=nanos))
+}
+
+/// The upper bound [`backoff`] draws from.
+pub fn backoff_cap(cfg: &RetryConfig, n: u32) -> Duration {
+    let factor = 2u32.saturating_pow(n.saturating_sub(1).min(31));
+    cfg.base_delay.saturating_mul(factor).min(cfg.max_delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let now = at(1_700_000_000);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("1.5", now), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn retry_after_http_date() {
+        // Wed, 21 Oct 2015 07:28:00 GMT = 1445412480
+        let now = at(1_445_412_480 - 30);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(30)));
+        // In the past: no wait.
+        let later = at(1_445_412_480 + 3600);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", later), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_epoch_instant_by_magnitude() {
+        let now = at(1_699_999_990);
+        assert_eq!(parse_retry_after("1700000000", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("1700000000000", now), Some(Duration::from_secs(10)));
+        // Past instant.
+        assert_eq!(parse_retry_after("1600000000", now), Some(Duration::ZERO));
+        // Just under the floor is still a (long) delay, not an instant.
+        assert_eq!(parse_retry_after("999999999", now), Some(Duration::from_secs(999_999_999)));
+    }
+
+    #[test]
+    fn retry_after_garbage() {
+        let now = at(1_700_000_000);
+        for bad in ["", "soon", "-5", "1e3", "12s", "Wed, 99 Foo 2015", "1.2.3", "NaN"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn waits_from_vendor_headers() {
+        let now = at(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-towait-sec", HeaderValue::from_static("7"));
+        assert_eq!(wait_from_headers(&h, now), Some(Duration::from_secs(7)));
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-retryafter", HeaderValue::from_static("1700000003"));
+        assert_eq!(wait_from_headers(&h, now), Some(Duration::from_secs(3)));
+        // Retry-After wins over the others.
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(wait_from_headers(&h, now), Some(Duration::from_secs(2)));
+        // Okta: remaining 0, reset as epoch seconds.
+        let mut h = HeaderMap::new();
+        h.insert("x-rate-limit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-rate-limit-reset", HeaderValue::from_static("1700000042"));
+        assert_eq!(wait_from_headers(&h, now), Some(Duration::from_secs(42)));
+        // Budget left: the reset is no reason to wait.
+        h.insert("x-rate-limit-remaining", HeaderValue::from_static("5"));
+        assert_eq!(wait_from_headers(&h, now), None);
+    }
+
+    #[test]
+    fn classification() {
+        let now = at(1_700_000_000);
+        let h = HeaderMap::new();
+        assert_eq!(classify(200, &h, false, now), Class::Success);
+        assert_eq!(classify(201, &h, false, now), Class::Success);
+        assert_eq!(classify(503, &h, false, now), Class::Retry(None));
+        assert_eq!(classify(408, &h, false, now), Class::Retry(None));
+        assert_eq!(classify(429, &h, false, now), Class::RateLimited(None));
+        assert_eq!(classify(401, &h, true, now), Class::RefreshAuth);
+        for s in [400, 401, 403, 404] {
+            assert_eq!(classify(s, &h, false, now), Class::ConfigError, "{s}");
+        }
+        assert_eq!(classify(403, &h, true, now), Class::ConfigError);
+        assert_eq!(classify(409, &h, false, now), Class::Fatal);
+        let mut q = HeaderMap::new();
+        q.insert("x-ratelimit-towait-sec", HeaderValue::from_static("3"));
+        assert_eq!(classify(409, &q, false, now), Class::RateLimited(Some(Duration::from_secs(3))));
+        assert_eq!(classify(501, &h, false, now), Class::Fatal);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let cfg = RetryConfig {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..RetryConfig::default()
+        };
+        assert_eq!(backoff_cap(&cfg, 1), Duration::from_millis(100));
+        assert_eq!(backoff_cap(&cfg, 3), Duration::from_millis(400));
+        assert_eq!(backoff_cap(&cfg, 10), Duration::from_secs(1));
+        assert_eq!(backoff_cap(&cfg, u32::MAX), Duration::from_secs(1));
+        for n in 1..20 {
+            assert!(backoff(&cfg, n) <= backoff_cap(&cfg, n));
+        }
+    }
+}

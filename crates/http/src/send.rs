@@ -1,0 +1,219 @@
+//! The request loop: limiter -> auth -> send -> read body -> classify ->
+//! (refresh | back off | wait as told | fail).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use corral_core::metrics::RequestMetrics;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::{StatusCode, Url};
+
+use crate::client::{Body, RequestBuilder, Response};
+use crate::error::{HttpError, TransportKind, describe_reqwest, redact_url, snippet};
+use crate::retry::{Class, backoff, backoff_cap, classify};
+
+/// How much of an error answer is read (for its detail) before giving up on it.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Never pre-allocate more than this on the word of a `Content-Length`.
+const MAX_PREALLOC: usize = 64 * 1024 * 1024;
+/// Length of a vendor's error body quoted in an error.
+const DETAIL_CHARS: usize = 300;
+
+enum Outcome {
+    Answer { status: StatusCode, headers: HeaderMap, body: Bytes, url: Url },
+    Transport(TransportKind, String),
+    TooLarge(StatusCode),
+}
+
+pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
+    let RequestBuilder { client, method, url, headers, body, idempotent, allow, timeout, max_body, retry } = rb;
+    let url = url?;
+    let shared = &client.shared;
+    let m: &RequestMetrics = &client.metrics;
+    let endpoint = redact_url(&url);
+    // Credentials go only to the vendor's own origin.
+    let same_origin = url.origin() == shared.base.origin();
+    let oauth = shared.oauth.as_ref().filter(|_| same_origin);
+    let max_body = max_body.unwrap_or(shared.max_body);
+    let started = Instant::now();
+    let (mut attempts, mut errors, mut slowdowns, mut refreshed) = (0u32, 0u32, 0u32, false);
+
+    loop {
+        attempts += 1;
+        let mut req = shared
+            .http
+            .request(method.clone(), url.clone())
+            .headers(headers.clone())
+            .timeout(timeout.unwrap_or(shared.total_timeout));
+        let mut token_generation = 0;
+        // The token first: a slow token endpoint must not hold an in-flight slot.
+        if let Some(o) = oauth {
+            let t = o.token(&shared.http, &retry, m).await?;
+            token_generation = t.generation;
+            req = req.header(AUTHORIZATION, t.header.clone());
+        } else if same_origin && let Some((name, value)) = &shared.static_auth {
+            req = req.header(name.clone(), value.clone());
+        }
+        let permit = shared.limiter.acquire(m).await;
+        req = match &body {
+            Body::None => req,
+            Body::Bytes { data, content_type } => req.header(CONTENT_TYPE, *content_type).body(data.clone()),
+            Body::Form(fields) => req.form(fields),
+        };
+        let allowed = |s: StatusCode| s.is_success() || allow.contains(&s.as_u16());
+
+        let (wait, failure) = match read(req, max_body, allowed).await {
+            Outcome::TooLarge(status) => {
+                m.record_status(status.as_u16());
+                return Err(HttpError::BodyTooLarge { endpoint, limit: max_body });
+            }
+            Outcome::Transport(kind, detail) => {
+                m.record_transport_error();
+                drop(permit);
+                let failure =
+                    HttpError::Transport { endpoint: endpoint.clone(), kind, attempts, detail: client.scrub(&detail) };
+                // Only a failed connect proves a non-idempotent request was never sent.
+                errors += 1;
+                if !(idempotent || kind == TransportKind::Connect) || errors >= retry.max_attempts {
+                    return Err(failure);
+                }
+                (backoff(&retry, errors), failure)
+            }
+            Outcome::Answer { status, headers, body, url } => {
+                m.record_status(status.as_u16());
+                shared.limiter.observe(&headers);
+                drop(permit);
+                if allow.contains(&status.as_u16()) {
+                    return Ok(Response { status, headers, body, url });
+                }
+                let code = status.as_u16();
+                let detail = || client.scrub(&snippet(&body, DETAIL_CHARS));
+                match classify(code, &headers, oauth.is_some(), SystemTime::now()) {
+                    Class::Success => return Ok(Response { status, headers, body, url }),
+                    Class::RefreshAuth => {
+                        let Some(o) = oauth else {
+                            return Err(HttpError::Auth { endpoint, status: Some(code), detail: detail() });
+                        };
+                        if refreshed {
+                            return Err(HttpError::Auth {
+                                endpoint,
+                                status: Some(code),
+                                detail: format!(
+                                    "a fresh token from {} was refused too: {}",
+                                    redact_url(&o.url),
+                                    detail()
+                                ),
+                            });
+                        }
+                        refreshed = true;
+                        tracing::debug!(%endpoint, "HTTP 401 with an OAuth2 token; refreshing it once");
+                        o.refresh_after_reject(token_generation, &shared.http, &retry, m).await?;
+                        m.record_retry(Duration::ZERO);
+                        continue;
+                    }
+                    Class::ConfigError if code == 401 || code == 403 => {
+                        return Err(HttpError::Auth { endpoint, status: Some(code), detail: detail() });
+                    }
+                    Class::ConfigError | Class::Fatal => {
+                        return Err(HttpError::Status { endpoint, status: code, attempts, detail: detail() });
+                    }
+                    Class::RateLimited(hint) => {
+                        if code != 429 {
+                            m.record_rate_limited();
+                        }
+                        slowdowns += 1;
+                        let failure =
+                            HttpError::RateLimited { endpoint: endpoint.clone(), status: code, attempts, wait: hint };
+                        if slowdowns > retry.max_rate_limited {
+                            return Err(failure);
+                        }
+                        // Without a vendor hint: "equal jitter", never a near-zero wait.
+                        let wait =
+                            hint.unwrap_or_else(|| backoff_cap(&retry, slowdowns) / 2 + backoff(&retry, slowdowns) / 2);
+                        if started.elapsed() + wait <= retry.total_budget {
+                            shared.limiter.pause_for(wait);
+                        }
+                        tracing::warn!(%endpoint, status = code, wait_ms = wait.as_millis() as u64, "vendor rate limit; waiting");
+                        (wait, failure)
+                    }
+                    Class::Retry(hint) => {
+                        errors += 1;
+                        let failure =
+                            HttpError::Status { endpoint: endpoint.clone(), status: code, attempts, detail: detail() };
+                        if !idempotent || errors >= retry.max_attempts {
+                            return Err(failure);
+                        }
+                        (backoff(&retry, errors).max(hint.unwrap_or_default()), failure)
+                    }
+                }
+            }
+        };
+        if started.elapsed() + wait > retry.total_budget {
+            return Err(failure);
+        }
+        tracing::debug!(%endpoint, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %failure, "retrying");
+        m.record_retry(wait);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Send and read the body: success bodies whole (up to `max`), error bodies
+/// up to [`ERROR_BODY_LIMIT`] (only their start is ever quoted).
+async fn read(req: reqwest::RequestBuilder, max: usize, allowed: impl Fn(StatusCode) -> bool) -> Outcome {
+    let mut resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let (kind, detail) = describe_reqwest(e);
+            return Outcome::Transport(kind, detail);
+        }
+    };
+    let status = resp.status();
+    let keep_all = allowed(status);
+    let limit = if keep_all { max } else { ERROR_BODY_LIMIT.min(max) };
+    let declared = resp.content_length().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if keep_all && declared.is_some_and(|n| n > max) {
+        return Outcome::TooLarge(status);
+    }
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
+    let mut len = 0usize;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if len + chunk.len() > limit {
+                    if keep_all {
+                        return Outcome::TooLarge(status);
+                    }
+                    break; // enough of an error body
+                }
+                len += chunk.len();
+                match (&mut buf, first.take()) {
+                    (Some(b), _) => b.extend_from_slice(&chunk),
+                    (None, None) => first = Some(chunk),
+                    (None, Some(f)) => {
+                        let cap = declared.unwrap_or(0).clamp(len, limit.min(MAX_PREALLOC).max(len));
+                        let mut b = BytesMut::with_capacity(cap);
+                        b.extend_from_slice(&f);
+                        b.extend_from_slice(&chunk);
+                        buf = Some(b);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // A connection cut mid-body: a truncated answer is never passed on.
+                let (kind, detail) = describe_reqwest(e);
+                let kind = if kind == TransportKind::Timeout { kind } else { TransportKind::Body };
+                return Outcome::Transport(kind, detail);
+            }
+        }
+    }
+    let body = match (buf, first) {
+        (Some(b), _) => b.freeze(),
+        (None, Some(f)) => f,
+        (None, None) => Bytes::new(),
+    };
+    let url = resp.url().clone();
+    let headers = std::mem::take(resp.headers_mut());
+    Outcome::Answer { status, headers, body, url }
+}
