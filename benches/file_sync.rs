@@ -48,12 +48,26 @@ fn main() {
     let cpu = cpu_seconds() - cpu0 - parse_cpu;
     let secs = summary.duration_ms() as f64 / 1000.0;
     println!("file_sync: {devices} devices, {:.1} MB CSV", bytes as f64 / 1e6);
-    println!("  parse-only reference : {:>10.0} records/s ({parse_secs:.2} s, {parsed} records)", parsed as f64 / parse_secs);
-    println!("  corral end to end    : {:>10.0} records/s ({secs:.2} s) = {:.2} of parse-only", devices as f64 / secs, (devices as f64 / secs) / (parsed as f64 / parse_secs));
+    println!(
+        "  parse-only reference : {:>10.0} records/s ({parse_secs:.2} s, {parsed} records)",
+        parsed as f64 / parse_secs
+    );
+    println!(
+        "  corral end to end    : {:>10.0} records/s ({secs:.2} s) = {:.2} of parse-only",
+        devices as f64 / secs,
+        (devices as f64 / secs) / (parsed as f64 / parse_secs)
+    );
     println!("  cpu seconds          : {cpu:.2}");
     println!("  peak RSS             : {:.1} MB", peak_rss_kb() as f64 / 1024.0);
-    println!("  runtime lag p99/max  : {:.1} / {:.1} ms", summary.lag.p99_us as f64 / 1000.0, summary.lag.max_us as f64 / 1000.0);
-    println!("  in-flight peak/bound : {} / {} records", summary.in_flight.peak_records, summary.in_flight.record_bound);
+    println!(
+        "  runtime lag p99/max  : {:.1} / {:.1} ms",
+        summary.lag.p99_us as f64 / 1000.0,
+        summary.lag.max_us as f64 / 1000.0
+    );
+    println!(
+        "  in-flight peak/bound : {} / {} records",
+        summary.in_flight.peak_records, summary.in_flight.record_bound
+    );
     println!("  stages (ms)          : {:?}", summary.stages);
 }
 
@@ -61,7 +75,9 @@ fn main() {
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -71,6 +87,7 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name (which may contain spaces) start after ')'.
     let Some(rest) = stat.rsplit(')').next() else { return 0.0 };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / 100.0
 }

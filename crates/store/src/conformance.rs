@@ -1,1 +1,777 @@
-//! Store conformance suite.
+//! Store conformance suite: the behaviour every [`Store`] implementation must have.
+//!
+//! Each case is a public async function that takes a **fresh, empty** store
+//! and panics with a message naming the case when the store misbehaves. Run
+//! them all with [`run_all`], giving it a factory that makes a new empty store
+//! per case (the case name is passed in, e.g. to name a MongoDB database):
+//!
+//! ```ignore
+//! corral_store::conformance::run_all(|case| async move {
+//!     Arc::new(SqliteStore::open_in_memory().expect("open")) as Arc<dyn Store>
+//! })
+//! .await;
+//! ```
+//!
+//! or run one case with its function (`conformance::idempotent_upsert(&store).await`),
+//! or iterate [`CASES`].
+//!
+//! Contract details the suite pins down (beyond the `Store` docs):
+//! - Timestamps round-trip exactly at whole-second precision (the suite only uses whole seconds).
+//! - `count_assets` and `list_assets` apply the filter first: without
+//!   `include_stale`, stale assets are neither listed nor counted (so `stale`
+//!   is 0); with it, `count` includes them and `stale` says how many.
+//!   Counts come one per (connection, kind) that has matching assets, ordered
+//!   by connection then kind (`device` < `user`); assets are ordered by
+//!   connection, kind, source_id (byte order).
+//! - `limit` 0 returns nothing (note that MongoDB's `limit(0)` means "no limit").
+//! - `rejects(sync_id, ..)` returns them in the order they were saved.
+//! - A record a store refuses on its own (document too large) is reported in
+//!   `LoadOutcome::rejected` with its source id in `Reject::record` (e.g.
+//!   `device huge-1`); every other record of the batch is stored.
+//! - Duplicate source ids within one batch: the later one wins; the first is
+//!   counted as inserted, the second as updated or unchanged.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use corral_core::adapter::{Checkpoint, Reject};
+use corral_core::asset::{Asset, AssetKind, Device, Os, User};
+use corral_core::metrics::RequestStats;
+use corral_core::store::{
+    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
+    StoredAsset, StoredReject,
+};
+use corral_core::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+/// One conformance case: its name and how to run it on a fresh store.
+#[derive(Clone, Copy)]
+pub struct Case {
+    pub name: &'static str,
+    pub run: for<'a> fn(&'a dyn Store) -> BoxFuture<'a, ()>,
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Case").field("name", &self.name).finish()
+    }
+}
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        /// Every case, in the order [`run_all`] runs them.
+        pub const CASES: &[Case] = &[
+            $(Case { name: stringify!($name), run: |s| Box::pin($name(s)) },)*
+        ];
+    };
+}
+
+cases![
+    idempotent_upsert,
+    changed_asset_updates,
+    duplicate_source_id_in_batch,
+    key_is_connection_kind_source_id,
+    stale_marking_is_scoped,
+    stale_delete_after_age,
+    stale_keep_does_nothing,
+    checkpoints_round_trip,
+    runs_most_recent_first,
+    rejects_by_sync_id,
+    count_and_list_filters,
+    limit_zero_returns_nothing,
+    large_batch_stored,
+    oversized_asset_isolated,
+];
+
+/// Run every case in [`CASES`], each on a fresh store from `make(case_name)`.
+/// All cases run even when one fails; then it panics listing every failure.
+pub async fn run_all<F, Fut>(mut make: F)
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let mut failures = Vec::new();
+    for case in CASES {
+        let store = make(case.name).await;
+        if let Err(msg) = run_case(case, store.as_ref()).await {
+            failures.push(msg);
+        }
+    }
+    assert!(failures.is_empty(), "{} store conformance case(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Run one case, turning its panic into an error message naming the case and store.
+pub async fn run_case(case: &Case, store: &dyn Store) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let result = AssertUnwindSafe((case.run)(store)).catch_unwind().await;
+    match result {
+        Ok(()) => {
+            eprintln!("conformance: {} ok on {} ({:?})", case.name, store.describe(), started.elapsed());
+            Ok(())
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(non-string panic)".to_string());
+            Err(format!("  {} on {}: {msg}", case.name, store.describe()))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers (public so other store tests can build the same fixtures).
+// ---------------------------------------------------------------------------
+
+/// A fixed base time (2024-05-01T12:00:00Z) plus `secs` seconds.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_714_564_800 + secs, 0).expect("conformance: timestamp in range")
+}
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+
+/// A device on stream `stream` with a few fields filled in.
+pub fn device(stream: &str, source_id: &str, hostname: &str) -> Asset {
+    Asset::device(
+        stream,
+        Device {
+            source_id: source_id.to_string(),
+            hostname: Some(hostname.to_string()),
+            ip_addresses: vec!["10.0.0.7".parse().expect("ip"), "fe80::1".parse().expect("ip")],
+            serial_number: Some(format!("SN-{source_id}")),
+            os: Os { family: Some("linux".into()), name: Some("Ubuntu".into()), version: Some("24.04".into()) },
+            last_seen: Some(at(-DAY)),
+            owner: Some("alice@example.com".into()),
+            tags: vec!["prod".into(), "web".into()],
+            ..Default::default()
+        },
+    )
+}
+
+/// A user on stream `stream`.
+pub fn user(stream: &str, source_id: &str, email: &str) -> Asset {
+    Asset::user(
+        stream,
+        User {
+            source_id: source_id.to_string(),
+            username: Some(source_id.to_string()),
+            email: Some(email.to_string()),
+            display_name: Some(format!("User {source_id}")),
+            active: Some(true),
+            created: Some(at(-30 * DAY)),
+            ..Default::default()
+        },
+    )
+}
+
+pub fn batch(connection: &str, sync_id: &str, seen_at: DateTime<Utc>, assets: Vec<Asset>) -> LoadBatch {
+    LoadBatch { sync_id: sync_id.to_string(), connection: connection.to_string(), seen_at, assets }
+}
+
+pub fn scope(connection: &str, stream: &str, sync_id: &str, now: DateTime<Utc>) -> StaleScope {
+    StaleScope { connection: connection.to_string(), stream: stream.to_string(), sync_id: sync_id.to_string(), now }
+}
+
+/// A fully populated run summary (every map and list non-empty), ended 90 s after `started_at`.
+pub fn run_summary(sync_id: &str, connection: &str, started_at: DateTime<Utc>) -> RunSummary {
+    let mut rejects = BTreeMap::new();
+    rejects.insert(
+        "malformed_json".to_string(),
+        RejectGroup {
+            count: 2,
+            samples: vec![Reject::new("line 3", "malformed_json", "expected value at column 1").with_raw(b"{oops")],
+        },
+    );
+    let mut streams = BTreeMap::new();
+    streams.insert(
+        "hosts".to_string(),
+        StreamSummary {
+            pages: 4,
+            records_fetched: 100,
+            assets_normalized: 98,
+            rejected: 2,
+            fetch_completed: true,
+            fetch_error: None,
+            page_errors: vec!["page 3: truncated body".into()],
+            stale_handled: true,
+            stale: StaleOutcome { marked: 3, deleted: 1 },
+        },
+    );
+    let mut by_status = BTreeMap::new();
+    by_status.insert(200u16, 4u64);
+    by_status.insert(429u16, 1u64);
+    RunSummary {
+        sync_id: sync_id.to_string(),
+        connection: connection.to_string(),
+        adapter: "file".to_string(),
+        started_at,
+        ended_at: started_at + chrono::Duration::seconds(90),
+        status: RunStatus::Partial,
+        stages: StageTimes { fetch_ms: 1200, normalize_cpu_ms: 300, load_ms: 450, fetch_blocked_ms: 20 },
+        pages: 4,
+        records_fetched: 100,
+        assets_normalized: 98,
+        records_rejected: 2,
+        rejects,
+        inserted: 90,
+        updated: 5,
+        unchanged: 3,
+        batches: 2,
+        failed_batches: 0,
+        stale_marked: 3,
+        stale_deleted: 1,
+        streams,
+        requests: RequestStats { total: 5, by_status, retries: 1, rate_limited: 1, ..Default::default() },
+        lag: Default::default(),
+        in_flight: Default::default(),
+        errors: vec!["page 3: truncated body".to_string()],
+    }
+}
+
+fn ok<T>(r: Result<T, StoreError>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
+
+fn all_filter() -> AssetFilter {
+    AssetFilter { connection: None, kind: None, include_stale: true }
+}
+
+/// Every stored asset (stale included), in store order.
+async fn all_assets(store: &dyn Store) -> Vec<StoredAsset> {
+    ok(store.list_assets(&all_filter(), 1_000_000).await, "list_assets(all)")
+}
+
+/// One stored asset by key, stale included.
+async fn find(store: &dyn Store, connection: &str, kind: AssetKind, source_id: &str) -> Option<StoredAsset> {
+    let filter = AssetFilter { connection: Some(connection.to_string()), kind: Some(kind), include_stale: true };
+    let all = ok(store.list_assets(&filter, 1_000_000).await, "list_assets(connection, kind)");
+    all.into_iter().find(|a| a.source_id == source_id)
+}
+
+async fn get(store: &dyn Store, connection: &str, kind: AssetKind, source_id: &str) -> StoredAsset {
+    match find(store, connection, kind, source_id).await {
+        Some(a) => a,
+        None => panic!("asset ({connection}, {kind}, {source_id}) should be stored but list_assets does not return it"),
+    }
+}
+
+async fn total(store: &dyn Store) -> u64 {
+    ok(store.count_assets(&all_filter()).await, "count_assets(all)").iter().map(|c| c.count).sum()
+}
+
+fn outcome(inserted: u64, updated: u64, unchanged: u64) -> LoadOutcome {
+    LoadOutcome { inserted, updated, unchanged, rejected: Vec::new() }
+}
+
+fn count(connection: &str, kind: AssetKind, count: u64, stale: u64) -> AssetCount {
+    AssetCount { connection: connection.to_string(), kind, count, stale }
+}
+
+fn keys(assets: &[StoredAsset]) -> Vec<(String, AssetKind, String)> {
+    assets.iter().map(|a| (a.connection.clone(), a.kind, a.source_id.clone())).collect()
+}
+
+fn key(connection: &str, kind: AssetKind, source_id: &str) -> (String, AssetKind, String) {
+    (connection.to_string(), kind, source_id.to_string())
+}
+
+const D: AssetKind = AssetKind::Device;
+const U: AssetKind = AssetKind::User;
+
+// ---------------------------------------------------------------------------
+// Cases.
+// ---------------------------------------------------------------------------
+
+/// The same batch twice: second time all unchanged, nothing duplicated,
+/// `first_seen` kept, `last_seen`/`last_sync_id` from the second sync.
+pub async fn idempotent_upsert(store: &dyn Store) {
+    let empty = ok(store.upsert(batch("conn-a", "sync-0", at(0), Vec::new())).await, "upsert(empty batch)");
+    assert_eq!(empty, LoadOutcome::default(), "an empty batch must change nothing");
+
+    let raw = serde_json::json!({"id": "d2", "score": 42, "nested": {"ok": true, "list": [1, 2.5, "x"]}});
+    let assets = vec![
+        device("hosts", "d1", "web-1.example.com"),
+        device("hosts", "d2", "web-2.example.com").with_raw(Some(raw.clone())),
+        user("users", "u1", "alice@example.com"),
+    ];
+    let first = ok(store.upsert(batch("conn-a", "sync-1", at(0), assets.clone())).await, "first upsert");
+    assert_eq!(first, outcome(3, 0, 0), "first upsert of 3 new assets must insert 3");
+    assert_eq!(total(store).await, 3, "3 assets after the first upsert");
+
+    let second = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), assets.clone())).await, "second upsert");
+    assert_eq!(second, outcome(0, 0, 3), "the same assets again must be counted unchanged");
+    assert_eq!(total(store).await, 3, "an identical upsert must not add assets");
+
+    // A retry of the very same batch (same sync, same time) is also a no-op.
+    let retry = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), assets.clone())).await, "retried upsert");
+    assert_eq!(retry, outcome(0, 0, 3), "a retried batch must be counted unchanged");
+    assert_eq!(total(store).await, 3, "a retried upsert must not add assets");
+
+    for asset in &assets {
+        let stored = get(store, "conn-a", asset.kind(), asset.source_id()).await;
+        assert_eq!(
+            stored.first_seen,
+            at(0),
+            "first_seen of {} must stay at the first sync's seen_at",
+            asset.source_id()
+        );
+        assert_eq!(stored.last_seen, at(HOUR), "last_seen of {} must be the latest seen_at", asset.source_id());
+        assert_eq!(stored.last_sync_id, "sync-2", "last_sync_id of {} must be the latest sync", asset.source_id());
+        assert_eq!(stored.stream, asset.stream, "stream of {}", asset.source_id());
+        assert_eq!(stored.stale_since, None, "{} must not be stale", asset.source_id());
+        assert_eq!(stored.fields, asset.fields_json(), "fields of {} must round-trip", asset.source_id());
+        assert_eq!(stored.raw, asset.raw, "raw of {} must round-trip", asset.source_id());
+    }
+}
+
+/// A changed asset is counted updated, its fields replaced, `first_seen` kept;
+/// a change of raw alone is a change; a stream change alone is not, but is recorded.
+pub async fn changed_asset_updates(store: &dyn Store) {
+    let v1 = vec![device("hosts", "d1", "old.example.com"), device("hosts", "d2", "same.example.com")];
+    ok(store.upsert(batch("conn-a", "sync-1", at(0), v1)).await, "upsert v1");
+
+    let changed = device("hosts", "d1", "new.example.com");
+    let v2 =
+        vec![changed.clone(), device("hosts", "d2", "same.example.com"), device("hosts", "d3", "fresh.example.com")];
+    let out = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), v2)).await, "upsert v2");
+    assert_eq!(out, outcome(1, 1, 1), "v2: d3 new, d1 changed, d2 unchanged");
+
+    let d1 = get(store, "conn-a", D, "d1").await;
+    assert_eq!(d1.fields, changed.fields_json(), "an updated asset's fields must be replaced");
+    assert_eq!(d1.fields["hostname"], "new.example.com", "hostname must be the new one");
+    assert_eq!(d1.first_seen, at(0), "an update must keep first_seen");
+    assert_eq!(d1.last_seen, at(HOUR), "an update must set last_seen");
+    assert_eq!(d1.last_sync_id, "sync-2", "an update must set last_sync_id");
+    let d3 = get(store, "conn-a", D, "d3").await;
+    assert_eq!((d3.first_seen, d3.last_seen), (at(HOUR), at(HOUR)), "a new asset has first_seen = last_seen = seen_at");
+
+    // Raw alone changing is a change (the content hash covers raw).
+    let with_raw = changed.clone().with_raw(Some(serde_json::json!({"vendor": "v1"})));
+    let out = ok(store.upsert(batch("conn-a", "sync-3", at(2 * HOUR), vec![with_raw.clone()])).await, "upsert raw");
+    assert_eq!(out, outcome(0, 1, 0), "adding raw to an asset must count as updated");
+    assert_eq!(get(store, "conn-a", D, "d1").await.raw, with_raw.raw, "raw must be replaced");
+
+    // The same content under another stream is unchanged, but the stream is recorded.
+    let moved = Asset { stream: "hosts-v2".into(), ..with_raw.clone() };
+    let out = ok(store.upsert(batch("conn-a", "sync-4", at(3 * HOUR), vec![moved])).await, "upsert moved");
+    assert_eq!(out, outcome(0, 0, 1), "a stream change alone must count as unchanged");
+    let d1 = get(store, "conn-a", D, "d1").await;
+    assert_eq!(d1.stream, "hosts-v2", "the stream must follow the latest batch");
+    assert_eq!(
+        (d1.last_seen, d1.last_sync_id.as_str()),
+        (at(3 * HOUR), "sync-4"),
+        "unchanged still refreshes last_seen"
+    );
+    assert_eq!(total(store).await, 3, "updates must not add assets");
+}
+
+/// The same source id twice in one batch: the later one wins.
+pub async fn duplicate_source_id_in_batch(store: &dyn Store) {
+    let assets = vec![device("hosts", "d1", "first.example.com"), device("hosts", "d1", "second.example.com")];
+    let out = ok(store.upsert(batch("conn-a", "sync-1", at(0), assets)).await, "upsert duplicates");
+    assert_eq!(out.inserted, 1, "the first occurrence is inserted: {out:?}");
+    assert_eq!(out.updated + out.unchanged, 1, "the second occurrence is counted updated or unchanged: {out:?}");
+    assert!(out.rejected.is_empty(), "duplicates must not be rejected: {out:?}");
+    assert_eq!(total(store).await, 1, "one asset for one key");
+    assert_eq!(get(store, "conn-a", D, "d1").await.fields["hostname"], "second.example.com", "the later one wins");
+}
+
+/// (connection, kind, source_id) is the key: the same source id under another
+/// connection or another kind is another asset.
+pub async fn key_is_connection_kind_source_id(store: &dyn Store) {
+    let out = ok(
+        store.upsert(batch("conn-a", "sync-a", at(0), vec![device("s", "x", "a-dev"), user("u", "x", "a@x.io")])).await,
+        "upsert conn-a",
+    );
+    assert_eq!(out, outcome(2, 0, 0), "device x and user x under one connection are two assets");
+    let out =
+        ok(store.upsert(batch("conn-b", "sync-b", at(0), vec![device("s", "x", "b-dev")])).await, "upsert conn-b");
+    assert_eq!(out, outcome(1, 0, 0), "device x under another connection is another asset");
+    assert_eq!(total(store).await, 3, "three distinct keys");
+
+    let out = ok(store.upsert(batch("conn-a", "sync-a2", at(HOUR), vec![device("s", "x", "a-dev-2")])).await, "update");
+    assert_eq!(out, outcome(0, 1, 0), "changing conn-a's device x is an update");
+    assert_eq!(get(store, "conn-b", D, "x").await.fields["hostname"], "b-dev", "conn-b's device must be untouched");
+    assert_eq!(get(store, "conn-b", D, "x").await.last_sync_id, "sync-b", "conn-b's device must be untouched");
+    let ux = get(store, "conn-a", U, "x").await;
+    assert_eq!((ux.fields["email"].as_str(), ux.last_sync_id.as_str()), (Some("a@x.io"), "sync-a"), "user x untouched");
+    assert_eq!(get(store, "conn-a", D, "x").await.fields["hostname"], "a-dev-2", "conn-a's device updated");
+}
+
+/// Marking touches only (connection, stream) assets the sync did not see;
+/// re-seen assets are cleared; marking again does not move `stale_since`.
+pub async fn stale_marking_is_scoped(store: &dyn Store) {
+    let mark = StalePolicy::Mark { delete_after: None };
+    ok(
+        store
+            .upsert(batch(
+                "conn-a",
+                "a-1",
+                at(0),
+                vec![
+                    device("s1", "a1", "a1"),
+                    device("s1", "a2", "a2"),
+                    device("s1", "a3", "a3"),
+                    device("s2", "b1", "b1"),
+                ],
+            ))
+            .await,
+        "upsert conn-a sync 1",
+    );
+    // conn-b has the same stream name and an overlapping source id.
+    ok(
+        store.upsert(batch("conn-b", "b-1", at(0), vec![device("s1", "a2", "b-a2"), device("s1", "c1", "c1")])).await,
+        "upsert conn-b sync 1",
+    );
+
+    ok(store.upsert(batch("conn-a", "a-2", at(HOUR), vec![device("s1", "a1", "a1")])).await, "upsert conn-a sync 2");
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-2", at(HOUR)), mark).await, "handle_stale a-2");
+    assert_eq!(out, StaleOutcome { marked: 2, deleted: 0 }, "a2 and a3 (conn-a, s1) not seen by a-2 must be marked");
+
+    let stale_of = |a: StoredAsset| a.stale_since;
+    assert_eq!(stale_of(get(store, "conn-a", D, "a1").await), None, "a1 was seen by a-2: not stale");
+    assert_eq!(stale_of(get(store, "conn-a", D, "a2").await), Some(at(HOUR)), "a2 stale since scope.now");
+    assert_eq!(stale_of(get(store, "conn-a", D, "a3").await), Some(at(HOUR)), "a3 stale since scope.now");
+    assert_eq!(stale_of(get(store, "conn-a", D, "b1").await), None, "stream s2 must not be touched");
+    assert_eq!(stale_of(get(store, "conn-b", D, "a2").await), None, "another connection must not be touched");
+    assert_eq!(stale_of(get(store, "conn-b", D, "c1").await), None, "another connection must not be touched");
+
+    // Again, later: nothing newly marked, stale_since unchanged, nothing deleted without delete_after.
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-2", at(5 * DAY)), mark).await, "handle_stale again");
+    assert_eq!(out, StaleOutcome { marked: 0, deleted: 0 }, "already-stale assets are not marked again");
+    assert_eq!(stale_of(get(store, "conn-a", D, "a3").await), Some(at(HOUR)), "stale_since must not move");
+
+    // a2 is seen again: no longer stale (and its content is unchanged).
+    let out = ok(
+        store
+            .upsert(batch("conn-a", "a-3", at(2 * HOUR), vec![device("s1", "a1", "a1"), device("s1", "a2", "a2")]))
+            .await,
+        "upsert conn-a sync 3",
+    );
+    assert_eq!(out, outcome(0, 0, 2), "re-seen unchanged assets are unchanged");
+    let a2 = get(store, "conn-a", D, "a2").await;
+    assert_eq!(
+        (a2.stale_since, a2.last_sync_id.as_str()),
+        (None, "a-3"),
+        "a re-seen asset must have stale_since cleared"
+    );
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-3", at(2 * HOUR)), mark).await, "handle_stale a-3");
+    assert_eq!(out, StaleOutcome { marked: 0, deleted: 0 }, "only a3 is stale, and it already was");
+    assert_eq!(total(store).await, 6, "marking never deletes");
+}
+
+/// `delete_after` deletes only assets of the scope stale for at least that long.
+pub async fn stale_delete_after_age(store: &dyn Store) {
+    let five_days = StalePolicy::Mark { delete_after: Some(Duration::from_secs(5 * DAY as u64)) };
+    let all =
+        vec![device("s1", "a1", "a1"), device("s1", "a2", "a2"), device("s1", "a3", "a3"), device("s2", "b1", "b1")];
+    ok(store.upsert(batch("conn-a", "a-1", at(0), all)).await, "upsert a-1");
+    ok(store.upsert(batch("conn-b", "b-1", at(0), vec![device("s1", "a3", "other")])).await, "upsert b-1");
+    // conn-b's asset is stale too, since long ago: another connection's policy run must not delete it.
+    ok(store.handle_stale(&scope("conn-b", "s1", "b-2", at(HOUR)), StalePolicy::default()).await, "mark conn-b");
+
+    // a3 goes stale at T+1h, a2 at T+10d.
+    ok(
+        store.upsert(batch("conn-a", "a-2", at(HOUR), vec![device("s1", "a1", "a1"), device("s1", "a2", "a2")])).await,
+        "a-2",
+    );
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-2", at(HOUR)), five_days).await, "stale a-2");
+    assert_eq!(out, StaleOutcome { marked: 1, deleted: 0 }, "a3 marked, too recently to be deleted");
+
+    ok(store.upsert(batch("conn-a", "a-3", at(10 * DAY), vec![device("s1", "a1", "a1")])).await, "a-3");
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-3", at(10 * DAY)), five_days).await, "stale a-3");
+    assert_eq!(out, StaleOutcome { marked: 1, deleted: 1 }, "a2 marked; a3 (stale ~10 days > 5) deleted");
+    assert!(find(store, "conn-a", D, "a3").await.is_none(), "a3 must be deleted");
+    assert_eq!(get(store, "conn-a", D, "a2").await.stale_since, Some(at(10 * DAY)), "a2 stale but kept");
+    assert!(find(store, "conn-a", D, "b1").await.is_some(), "stream s2 must not be touched");
+    assert!(find(store, "conn-b", D, "a3").await.is_some(), "another connection's stale asset must not be deleted");
+
+    // Simulate the passing of time with scope.now in the future.
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-3", at(16 * DAY)), five_days).await, "stale later");
+    assert_eq!(out, StaleOutcome { marked: 0, deleted: 1 }, "a2 stale for 6 days > 5 must now be deleted");
+    assert!(find(store, "conn-a", D, "a2").await.is_none(), "a2 must be deleted");
+    assert!(find(store, "conn-a", D, "a1").await.is_some(), "a1 (seen by a-3) must be kept");
+    let left = keys(&all_assets(store).await);
+    assert_eq!(
+        left,
+        vec![key("conn-a", D, "a1"), key("conn-a", D, "b1"), key("conn-b", D, "a3")],
+        "only the deleted assets may be gone"
+    );
+}
+
+/// `Keep` marks and deletes nothing.
+pub async fn stale_keep_does_nothing(store: &dyn Store) {
+    ok(
+        store.upsert(batch("conn-a", "a-1", at(0), vec![device("s1", "a1", "a1"), device("s1", "a2", "a2")])).await,
+        "a-1",
+    );
+    ok(store.upsert(batch("conn-a", "a-2", at(HOUR), vec![device("s1", "a1", "a1")])).await, "a-2");
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-2", at(100 * DAY)), StalePolicy::Keep).await, "keep");
+    assert_eq!(out, StaleOutcome::default(), "Keep must report nothing marked or deleted");
+    assert_eq!(get(store, "conn-a", D, "a2").await.stale_since, None, "Keep must not mark");
+
+    // Already-stale assets are not deleted by Keep either.
+    ok(store.handle_stale(&scope("conn-a", "s1", "a-2", at(HOUR)), StalePolicy::default()).await, "mark");
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-2", at(100 * DAY)), StalePolicy::Keep).await, "keep 2");
+    assert_eq!(out, StaleOutcome::default(), "Keep must not delete");
+    assert_eq!(total(store).await, 2, "Keep must not delete");
+}
+
+/// Checkpoints round-trip, are overwritten, are independent per (connection, stream).
+pub async fn checkpoints_round_trip(store: &dyn Store) {
+    assert_eq!(ok(store.load_checkpoint("conn-a", "hosts").await, "load absent"), None, "absent checkpoint is None");
+
+    let c1 = Checkpoint(serde_json::json!({"cursor": "abc", "page": 3, "nested": {"at": "2024-05-01T12:00:00Z"}}));
+    ok(store.save_checkpoint("conn-a", "hosts", &c1).await, "save c1");
+    assert_eq!(ok(store.load_checkpoint("conn-a", "hosts").await, "load c1"), Some(c1.clone()), "round-trip");
+
+    let c2 = Checkpoint(serde_json::json!({"cursor": "def"}));
+    ok(store.save_checkpoint("conn-a", "hosts", &c2).await, "save c2");
+    assert_eq!(ok(store.load_checkpoint("conn-a", "hosts").await, "load c2"), Some(c2.clone()), "overwrite");
+
+    let scalar = Checkpoint(serde_json::json!(12345));
+    ok(store.save_checkpoint("conn-a", "users", &scalar).await, "save scalar");
+    let text = Checkpoint(serde_json::json!("line 1000"));
+    ok(store.save_checkpoint("conn-b", "hosts", &text).await, "save text");
+    assert_eq!(ok(store.load_checkpoint("conn-a", "users").await, "load"), Some(scalar), "a scalar checkpoint");
+    assert_eq!(ok(store.load_checkpoint("conn-b", "hosts").await, "load"), Some(text), "a string checkpoint");
+    assert_eq!(ok(store.load_checkpoint("conn-a", "hosts").await, "load"), Some(c2), "other keys must not interfere");
+    assert_eq!(ok(store.load_checkpoint("conn-b", "users").await, "load"), None, "still absent");
+}
+
+/// Runs are listed most recent first (by `started_at`, not by save order);
+/// saving a sync id again replaces the run.
+pub async fn runs_most_recent_first(store: &dyn Store) {
+    assert!(ok(store.runs(10).await, "runs on empty store").is_empty(), "no runs yet");
+    let older = run_summary("sync-old", "conn-a", at(0));
+    let newer = run_summary("sync-new", "conn-b", at(HOUR));
+    ok(store.save_run(&newer).await, "save newer");
+    ok(store.save_run(&older).await, "save older");
+    assert_eq!(ok(store.runs(10).await, "runs(10)"), vec![newer.clone(), older.clone()], "most recent first, intact");
+    assert_eq!(ok(store.runs(1).await, "runs(1)"), vec![newer.clone()], "limit 1 gives the most recent");
+
+    let mut replaced = older.clone();
+    replaced.status = RunStatus::Failed;
+    replaced.errors.push("store unavailable".into());
+    replaced.ended_at = at(600);
+    ok(store.save_run(&replaced).await, "save again");
+    assert_eq!(ok(store.runs(10).await, "runs after replace"), vec![newer, replaced], "same sync id replaces the run");
+}
+
+/// Rejects are listed by sync id, in save order, with a limit.
+pub async fn rejects_by_sync_id(store: &dyn Store) {
+    ok(store.save_rejects(Vec::new()).await, "save no rejects");
+    let rej = |sync: &str, stream: &str, n: u32| StoredReject {
+        sync_id: sync.to_string(),
+        connection: "conn-a".to_string(),
+        stream: stream.to_string(),
+        reject: Reject::new(format!("line {n}"), "missing_key", format!("record {n} has no id")),
+    };
+    let mut with_raw = rej("sync-1", "users", 9);
+    with_raw.reject = with_raw.reject.with_raw(b"{\"name\": \"no id\"}");
+    let first = vec![rej("sync-1", "hosts", 1), rej("sync-2", "hosts", 1), rej("sync-1", "hosts", 5)];
+    ok(store.save_rejects(first.clone()).await, "save rejects");
+    ok(store.save_rejects(vec![with_raw.clone()]).await, "save reject with raw");
+
+    let got = ok(store.rejects("sync-1", 100).await, "rejects(sync-1)");
+    assert_eq!(got, vec![first[0].clone(), first[2].clone(), with_raw.clone()], "sync-1's rejects in save order");
+    assert_eq!(ok(store.rejects("sync-2", 100).await, "rejects(sync-2)"), vec![first[1].clone()], "sync-2's rejects");
+    assert_eq!(ok(store.rejects("sync-1", 2).await, "rejects(limit 2)").len(), 2, "limit must be honoured");
+    assert!(ok(store.rejects("sync-x", 100).await, "rejects(unknown)").is_empty(), "unknown sync id: none");
+}
+
+/// `count_assets` and `list_assets` honour connection, kind and include_stale.
+pub async fn count_and_list_filters(store: &dyn Store) {
+    let alpha =
+        vec![device("devices", "d1", "a-d1"), device("devices", "d2", "a-d2"), user("users", "u1", "a-u1@x.io")];
+    let beta =
+        vec![device("devices", "d1", "b-d1"), user("users", "u2", "b-u2@x.io"), user("users", "u1", "b-u1@x.io")];
+    ok(store.upsert(batch("beta", "beta-1", at(0), beta)).await, "upsert beta");
+    ok(store.upsert(batch("alpha", "alpha-1", at(0), alpha)).await, "upsert alpha");
+    // alpha's d2 goes stale.
+    ok(store.upsert(batch("alpha", "alpha-2", at(HOUR), vec![device("devices", "d1", "a-d1")])).await, "alpha-2");
+    let out =
+        ok(store.handle_stale(&scope("alpha", "devices", "alpha-2", at(HOUR)), StalePolicy::default()).await, "mark");
+    assert_eq!(out.marked, 1, "alpha d2 marked stale");
+
+    let filter = |connection: Option<&str>, kind: Option<AssetKind>, include_stale: bool| AssetFilter {
+        connection: connection.map(str::to_string),
+        kind,
+        include_stale,
+    };
+    let counts = |f: AssetFilter| async move { ok(store.count_assets(&f).await, "count_assets") };
+    let list =
+        |f: AssetFilter, limit: usize| async move { keys(&ok(store.list_assets(&f, limit).await, "list_assets")) };
+
+    assert_eq!(
+        counts(filter(None, None, false)).await,
+        vec![count("alpha", D, 1, 0), count("alpha", U, 1, 0), count("beta", D, 1, 0), count("beta", U, 2, 0)],
+        "without include_stale, stale assets are not counted"
+    );
+    assert_eq!(
+        counts(filter(None, None, true)).await,
+        vec![count("alpha", D, 2, 1), count("alpha", U, 1, 0), count("beta", D, 1, 0), count("beta", U, 2, 0)],
+        "with include_stale, stale assets are counted and reported in `stale`"
+    );
+    assert_eq!(
+        counts(filter(Some("beta"), None, false)).await,
+        vec![count("beta", D, 1, 0), count("beta", U, 2, 0)],
+        "connection filter"
+    );
+    assert_eq!(
+        counts(filter(None, Some(U), false)).await,
+        vec![count("alpha", U, 1, 0), count("beta", U, 2, 0)],
+        "kind filter"
+    );
+    assert_eq!(
+        counts(filter(Some("alpha"), Some(D), true)).await,
+        vec![count("alpha", D, 2, 1)],
+        "connection + kind + include_stale"
+    );
+    assert!(counts(filter(Some("gamma"), None, true)).await.is_empty(), "unknown connection: no counts");
+
+    assert_eq!(
+        list(filter(None, None, false), 100).await,
+        vec![
+            key("alpha", D, "d1"),
+            key("alpha", U, "u1"),
+            key("beta", D, "d1"),
+            key("beta", U, "u1"),
+            key("beta", U, "u2"),
+        ],
+        "all fresh assets ordered by connection, kind, source_id"
+    );
+    assert_eq!(
+        list(filter(None, None, true), 100).await,
+        vec![
+            key("alpha", D, "d1"),
+            key("alpha", D, "d2"),
+            key("alpha", U, "u1"),
+            key("beta", D, "d1"),
+            key("beta", U, "u1"),
+            key("beta", U, "u2"),
+        ],
+        "include_stale lists the stale asset too"
+    );
+    assert_eq!(
+        list(filter(Some("beta"), Some(U), false), 100).await,
+        vec![key("beta", U, "u1"), key("beta", U, "u2")],
+        "connection + kind filter"
+    );
+    assert_eq!(
+        list(filter(None, Some(D), true), 100).await,
+        vec![key("alpha", D, "d1"), key("alpha", D, "d2"), key("beta", D, "d1")],
+        "kind filter"
+    );
+    assert_eq!(
+        list(filter(None, None, true), 2).await,
+        vec![key("alpha", D, "d1"), key("alpha", D, "d2")],
+        "limit keeps the first in order"
+    );
+    let stale = ok(store.list_assets(&filter(Some("alpha"), Some(D), true), 10).await, "list stale");
+    assert_eq!(
+        stale.iter().map(|a| a.stale_since).collect::<Vec<_>>(),
+        vec![None, Some(at(HOUR))],
+        "stale_since listed"
+    );
+}
+
+/// `limit` 0 means nothing, not "no limit", for every listing.
+pub async fn limit_zero_returns_nothing(store: &dyn Store) {
+    ok(store.upsert(batch("conn-a", "sync-1", at(0), vec![device("s", "d1", "h")])).await, "upsert");
+    ok(store.save_run(&run_summary("sync-1", "conn-a", at(0))).await, "save run");
+    let reject = StoredReject {
+        sync_id: "sync-1".into(),
+        connection: "conn-a".into(),
+        stream: "s".into(),
+        reject: Reject::new("line 1", "bad", "bad"),
+    };
+    ok(store.save_rejects(vec![reject]).await, "save reject");
+    assert!(ok(store.list_assets(&all_filter(), 0).await, "list_assets(0)").is_empty(), "list_assets limit 0");
+    assert!(ok(store.runs(0).await, "runs(0)").is_empty(), "runs limit 0");
+    assert!(ok(store.rejects("sync-1", 0).await, "rejects(0)").is_empty(), "rejects limit 0");
+    assert_eq!(ok(store.list_assets(&all_filter(), 1).await, "list_assets(1)").len(), 1, "limit 1");
+}
+
+/// 5,000 assets in one batch are all stored (a store must split internally if it needs to).
+pub async fn large_batch_stored(store: &dyn Store) {
+    const N: usize = 5_000;
+    let assets: Vec<Asset> =
+        (0..N).map(|i| device("hosts", &format!("dev-{i:05}"), &format!("host-{i}.example.com"))).collect();
+    let out = ok(store.upsert(batch("conn-a", "sync-1", at(0), assets.clone())).await, "upsert 5000");
+    assert_eq!(out, outcome(N as u64, 0, 0), "all 5000 inserted");
+    assert_eq!(total(store).await, N as u64, "5000 stored");
+    let listed = all_assets(store).await;
+    assert_eq!(listed.len(), N, "list_assets returns all 5000");
+    assert_eq!(listed[0].source_id, "dev-00000", "ordered by source_id");
+    assert_eq!(listed[N - 1].source_id, "dev-04999", "ordered by source_id");
+    assert_eq!(listed[1234].fields, assets[1234].fields_json(), "fields stored");
+
+    let out = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), assets)).await, "upsert 5000 again");
+    assert_eq!(out, outcome(0, 0, N as u64), "all 5000 unchanged the second time");
+    let out =
+        ok(store.handle_stale(&scope("conn-a", "hosts", "sync-2", at(HOUR)), StalePolicy::default()).await, "stale");
+    assert_eq!(out.marked, 0, "every asset was seen by sync-2");
+}
+
+/// Source id of the oversized device in [`oversized_asset_isolated`].
+pub const OVERSIZED_SOURCE_ID: &str = "huge-1";
+
+/// A device whose tags total more than 17 MB (over MongoDB's 16 MiB document limit).
+pub fn oversized_device(stream: &str) -> Asset {
+    let tag = "t".repeat(1023);
+    let tags: Vec<String> = (0..18 * 1024).map(|i| format!("{i:05}{tag}")).collect();
+    Asset::device(
+        stream,
+        Device {
+            source_id: OVERSIZED_SOURCE_ID.to_string(),
+            hostname: Some("huge".into()),
+            tags,
+            ..Default::default()
+        },
+    )
+}
+
+/// One oversized asset in a batch: the store stores it, or rejects it alone
+/// (in `LoadOutcome::rejected`, its source id in `Reject::record`); the other
+/// records of the batch are stored either way.
+pub async fn oversized_asset_isolated(store: &dyn Store) {
+    let huge = oversized_device("hosts");
+    let assets = vec![device("hosts", "small-1", "s1"), huge.clone(), device("hosts", "small-2", "s2")];
+    let out = ok(store.upsert(batch("conn-a", "sync-1", at(0), assets)).await, "upsert with an oversized asset");
+    assert!(out.rejected.len() <= 1, "only the oversized asset may be rejected: {:?}", out.rejected);
+    assert_eq!(out.stored() + out.rejected.len() as u64, 3, "every record is stored or rejected: {out:?}");
+    assert!(find(store, "conn-a", D, "small-1").await.is_some(), "small-1 must be stored despite the oversized asset");
+    assert!(find(store, "conn-a", D, "small-2").await.is_some(), "small-2 must be stored despite the oversized asset");
+    match out.rejected.first() {
+        Some(reject) => {
+            assert!(
+                reject.record.contains(OVERSIZED_SOURCE_ID),
+                "the reject must name the oversized asset ({OVERSIZED_SOURCE_ID}) in `record`: {reject:?}"
+            );
+            assert_eq!(out.inserted, 2, "the two small assets inserted: {out:?}");
+            assert!(
+                find(store, "conn-a", D, OVERSIZED_SOURCE_ID).await.is_none(),
+                "a rejected asset must not be stored"
+            );
+        }
+        None => {
+            assert_eq!(out.inserted, 3, "all three inserted: {out:?}");
+            let stored = get(store, "conn-a", D, OVERSIZED_SOURCE_ID).await;
+            assert_eq!(stored.fields, huge.fields_json(), "the oversized asset stored intact");
+        }
+    }
+    // A retry of the same batch behaves the same way and never fails the batch.
+    let again = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), vec![huge])).await, "upsert oversized alone");
+    assert_eq!(again.stored() + again.rejected.len() as u64, 1, "the oversized asset alone: stored or rejected");
+}

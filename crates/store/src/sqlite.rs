@@ -1,1 +1,738 @@
-//! SQLite store.
+//! SQLite store: the embedded default (`./corral.db`), no server needed.
+//!
+//! - One writer connection and (for file databases) one read-only reader
+//!   connection, each behind a `std::sync::Mutex`. Every call runs on tokio's
+//!   blocking pool (`spawn_blocking`), never on the runtime's worker threads.
+//!   In WAL mode the reader sees the last committed state, so `runs`,
+//!   `assets` and `load_checkpoint` never wait behind a long load.
+//! - WAL journal, `synchronous=NORMAL`, a busy timeout; write transactions
+//!   start `IMMEDIATE` so two processes on one file queue instead of failing.
+//! - Timestamps are stored as fixed-width RFC 3339 UTC text with nanoseconds
+//!   (`2024-05-01T12:00:00.000000000Z`), so text order is time order.
+//! - The schema is created idempotently; `meta.schema_version` records its version.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use corral_core::adapter::{Checkpoint, Reject};
+use corral_core::asset::{Asset, AssetBody, AssetKind};
+use corral_core::store::{
+    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
+    StoredAsset, StoredReject,
+};
+use corral_core::summary::RunSummary;
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection's lock before failing
+/// with `SQLITE_BUSY` (reported as [`StoreError::Transient`]).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assets (
+    connection   TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    source_id    TEXT NOT NULL,
+    stream       TEXT NOT NULL,
+    fields       TEXT NOT NULL,
+    raw          TEXT,
+    content_hash TEXT NOT NULL,
+    first_seen   TEXT NOT NULL,
+    last_seen    TEXT NOT NULL,
+    last_sync_id TEXT NOT NULL,
+    stale_since  TEXT,
+    -- What the last upsert did: 0 inserted, 1 updated, 2 unchanged; +4 stream changed.
+    last_change  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (connection, kind, source_id)
+);
+CREATE INDEX IF NOT EXISTS assets_stream ON assets (connection, stream);
+CREATE INDEX IF NOT EXISTS assets_stale_since ON assets (connection, stream, stale_since) WHERE stale_since IS NOT NULL;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    connection TEXT NOT NULL,
+    stream     TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (connection, stream)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    sync_id    TEXT PRIMARY KEY NOT NULL,
+    connection TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    summary    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_started_at ON runs (started_at, sync_id);
+CREATE TABLE IF NOT EXISTS rejects (
+    id         INTEGER PRIMARY KEY,
+    sync_id    TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    stream     TEXT NOT NULL,
+    record     TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    raw        TEXT
+);
+CREATE INDEX IF NOT EXISTS rejects_sync_id ON rejects (sync_id, id);
+";
+
+/// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    describe: String,
+    writer: Mutex<Connection>,
+    /// Read-only connection for file databases; `None` in memory (reads use the writer).
+    reader: Option<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("db", &self.inner.describe).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file at `path` and its schema.
+    ///
+    /// This is a short synchronous call (it may wait up to the busy timeout if
+    /// another process holds the write lock while creating the schema).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let mut writer = Connection::open(&path)
+            .map_err(|e| StoreError::Config(format!("cannot open SQLite database {shown}: {e}")))?;
+        configure(&writer, true).ctx(&format!("configure {shown}"))?;
+        create_schema(&mut writer)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|e| StoreError::Config(format!("cannot open SQLite database {shown} for reading: {e}")))?;
+        configure(&reader, false).ctx(&format!("configure reader {shown}"))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                describe: format!("sqlite:{shown}"),
+                writer: Mutex::new(writer),
+                reader: Some(Mutex::new(reader)),
+            }),
+        })
+    }
+
+    /// A private in-memory database (for tests); gone when the store is dropped.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut writer = Connection::open_in_memory()
+            .map_err(|e| StoreError::Config(format!("cannot open in-memory SQLite database: {e}")))?;
+        configure(&writer, false).ctx("configure in-memory database")?;
+        create_schema(&mut writer)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                describe: "sqlite::memory:".to_string(),
+                writer: Mutex::new(writer),
+                reader: None,
+            }),
+        })
+    }
+
+    /// Run `f` on the writer connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves the connection usable: any
+            // open transaction was rolled back when it was dropped.
+            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    /// Run `f` on the reader connection (the writer in memory) on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let lock = inner.reader.as_ref().unwrap_or(&inner.writer);
+            let conn = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> StoreError {
+    if e.is_panic() {
+        StoreError::Permanent(format!("SQLite task panicked: {e}"))
+    } else {
+        StoreError::Transient(format!("SQLite task cancelled: {e}"))
+    }
+}
+
+fn configure(conn: &Connection, wal: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    if wal {
+        // Returns the resulting mode as a row; WAL is unavailable only on odd filesystems.
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // 32 MiB page cache per connection.
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    // After a checkpoint, truncate a WAL that a big batch grew beyond 64 MiB.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    Ok(())
+}
+
+fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin schema transaction")?;
+    tx.execute_batch(SCHEMA).ctx("create schema")?;
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
+        params![SCHEMA_VERSION.to_string()],
+    )
+    .ctx("record schema version")?;
+    let found: String = tx
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .ctx("read schema version")?;
+    let found: i64 =
+        found.parse().map_err(|_| StoreError::Corrupt(format!("meta.schema_version is not a number: {found:?}")))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Config(format!(
+            "database schema version {found} is newer than this corral supports ({SCHEMA_VERSION}); upgrade corral"
+        )));
+    }
+    tx.commit().ctx("commit schema")?;
+    Ok(())
+}
+
+/// Map rusqlite errors: busy/locked are worth retrying, the rest are not;
+/// values that do not decode mean the stored data is corrupt.
+fn sql_error(what: &str, e: rusqlite::Error) -> StoreError {
+    use rusqlite::Error as E;
+    match &e {
+        E::SqliteFailure(err, _) if matches!(err.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Transient(format!("{what}: {e}"))
+        }
+        E::FromSqlConversionFailure(..)
+        | E::InvalidColumnType(..)
+        | E::Utf8Error(..)
+        | E::IntegralValueOutOfRange(..) => StoreError::Corrupt(format!("{what}: {e}")),
+        _ => StoreError::Permanent(format!("{what}: {e}")),
+    }
+}
+
+trait SqlContext<T> {
+    fn ctx(self, what: &str) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn ctx(self, what: &str) -> Result<T, StoreError> {
+        self.map_err(|e| sql_error(what, e))
+    }
+}
+
+/// Fixed-width RFC 3339 UTC text: lexical order is chronological order.
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn parse_ts(what: &str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("{what}: invalid timestamp {s:?}: {e}")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn parse_kind(s: &str) -> Result<AssetKind, StoreError> {
+    AssetKind::from_str(s).map_err(|e| StoreError::Corrupt(format!("assets.kind: {e}")))
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// One asset prepared for writing (serialized off the connection lock).
+struct PreparedAsset {
+    kind: &'static str,
+    source_id: String,
+    stream: String,
+    fields: String,
+    raw: Option<String>,
+    hash: String,
+}
+
+fn prepare(asset: Asset) -> Result<PreparedAsset, Reject> {
+    let kind = asset.kind().as_str();
+    let source_id = asset.source_id().to_string();
+    let hash = asset.content_hash();
+    let fields = match &asset.body {
+        AssetBody::Device(d) => serde_json::to_string(d),
+        AssetBody::User(u) => serde_json::to_string(u),
+    };
+    let fields = fields.map_err(|e| {
+        Reject::new(format!("{kind} {source_id}"), "store_encode", format!("could not encode fields: {e}"))
+    })?;
+    let raw = match &asset.raw {
+        Some(v) => Some(serde_json::to_string(v).map_err(|e| {
+            Reject::new(format!("{kind} {source_id}"), "store_encode", format!("could not encode raw record: {e}"))
+        })?),
+        None => None,
+    };
+    Ok(PreparedAsset { kind, source_id, stream: asset.stream, fields, raw, hash })
+}
+
+/// What the last upsert did to a row, in `assets.last_change` (returned by the
+/// upsert itself): 0 inserted, 1 updated, 2 unchanged, plus 4 when the stream changed.
+const CHANGE_INSERTED: i64 = 0;
+const CHANGE_UPDATED: i64 = 1;
+const CHANGE_UNCHANGED: i64 = 2;
+const CHANGE_STREAM: i64 = 4;
+
+/// One statement per asset: insert, or update keeping `first_seen`. In the
+/// `DO UPDATE` clause bare column names are the existing row's values, so
+/// `last_change` records whether the content hash (and the stream) changed,
+/// and `RETURNING` hands it back: no separate lookup needed.
+///
+/// `stream` is deliberately not in the `SET` list: SQLite rewrites the entries
+/// of every index on a column it sets, and the `(connection, stream)` index
+/// would then be rewritten on every re-sync. A changed stream (rare) is
+/// written by [`SET_STREAM_SQL`] instead.
+const UPSERT_SQL: &str = "\
+INSERT INTO assets (connection, kind, source_id, stream, fields, raw, content_hash, \
+                    first_seen, last_seen, last_sync_id, stale_since, last_change) \
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, NULL, 0) \
+ON CONFLICT (connection, kind, source_id) DO UPDATE SET \
+    last_change = CASE WHEN content_hash = excluded.content_hash THEN 2 ELSE 1 END \
+                + CASE WHEN stream = excluded.stream THEN 0 ELSE 4 END, \
+    fields = excluded.fields, \
+    raw = excluded.raw, \
+    content_hash = excluded.content_hash, \
+    last_seen = excluded.last_seen, \
+    last_sync_id = excluded.last_sync_id, \
+    stale_since = NULL \
+RETURNING last_change";
+
+const SET_STREAM_SQL: &str = "UPDATE assets SET stream = ?4 WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
+
+fn upsert_blocking(
+    conn: &mut Connection,
+    connection: &str,
+    sync_id: &str,
+    seen: &str,
+    assets: Vec<PreparedAsset>,
+) -> Result<LoadOutcome, StoreError> {
+    let mut outcome = LoadOutcome::default();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin upsert")?;
+    {
+        let mut upsert = tx.prepare_cached(UPSERT_SQL).ctx("prepare upsert")?;
+        for a in &assets {
+            let change: i64 = upsert
+                .query_row(
+                    params![connection, a.kind, a.source_id, a.stream, a.fields, a.raw, a.hash, seen, sync_id],
+                    |r| r.get(0),
+                )
+                .ctx("upsert asset")?;
+            if change & CHANGE_STREAM != 0 {
+                tx.prepare_cached(SET_STREAM_SQL)
+                    .ctx("prepare upsert stream change")?
+                    .execute(params![connection, a.kind, a.source_id, a.stream])
+                    .ctx("upsert: change stream")?;
+            }
+            match change & !CHANGE_STREAM {
+                CHANGE_INSERTED => outcome.inserted += 1,
+                CHANGE_UPDATED => outcome.updated += 1,
+                CHANGE_UNCHANGED => outcome.unchanged += 1,
+                other => return Err(StoreError::Corrupt(format!("assets.last_change: unexpected value {other}"))),
+            }
+        }
+    }
+    tx.commit().ctx("commit upsert")?;
+    Ok(outcome)
+}
+
+const MARK_STALE_SQL: &str = "UPDATE assets SET stale_since = ?4 \
+    WHERE connection = ?1 AND stream = ?2 AND last_sync_id != ?3 AND stale_since IS NULL";
+
+const DELETE_STALE_SQL: &str = "DELETE FROM assets WHERE connection = ?1 AND stream = ?2 AND last_sync_id != ?3 \
+    AND stale_since IS NOT NULL AND stale_since <= ?4";
+
+fn stale_blocking(
+    conn: &mut Connection,
+    scope: &StaleScope,
+    delete_after: Option<Duration>,
+) -> Result<StaleOutcome, StoreError> {
+    let now = ts(&scope.now);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin stale handling")?;
+    let marked = tx
+        .prepare_cached(MARK_STALE_SQL)
+        .ctx("prepare stale mark")?
+        .execute(params![scope.connection, scope.stream, scope.sync_id, now])
+        .ctx("mark stale assets")?;
+    let mut deleted = 0;
+    if let Some(age) = delete_after {
+        // An age too large to represent means nothing is old enough.
+        let cutoff = chrono::Duration::from_std(age).ok().and_then(|age| scope.now.checked_sub_signed(age));
+        if let Some(cutoff) = cutoff {
+            deleted = tx
+                .prepare_cached(DELETE_STALE_SQL)
+                .ctx("prepare stale delete")?
+                .execute(params![scope.connection, scope.stream, scope.sync_id, ts(&cutoff)])
+                .ctx("delete stale assets")?;
+        }
+    }
+    tx.commit().ctx("commit stale handling")?;
+    Ok(StaleOutcome { marked: marked as u64, deleted: deleted as u64 })
+}
+
+/// `WHERE` clause and parameters for an [`AssetFilter`].
+fn filter_sql(filter: &AssetFilter) -> (String, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    if let Some(c) = &filter.connection {
+        params.push(Value::Text(c.clone()));
+        clauses.push(format!("connection = ?{}", params.len()));
+    }
+    if let Some(k) = filter.kind {
+        params.push(Value::Text(k.as_str().to_string()));
+        clauses.push(format!("kind = ?{}", params.len()));
+    }
+    if !filter.include_stale {
+        clauses.push("stale_since IS NULL".to_string());
+    }
+    let sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+    (sql, params)
+}
+
+fn row_to_asset(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawAssetRow> {
+    Ok(RawAssetRow {
+        connection: row.get(0)?,
+        kind: row.get(1)?,
+        source_id: row.get(2)?,
+        stream: row.get(3)?,
+        first_seen: row.get(4)?,
+        last_seen: row.get(5)?,
+        last_sync_id: row.get(6)?,
+        stale_since: row.get(7)?,
+        fields: row.get(8)?,
+        raw: row.get(9)?,
+    })
+}
+
+struct RawAssetRow {
+    connection: String,
+    kind: String,
+    source_id: String,
+    stream: String,
+    first_seen: String,
+    last_seen: String,
+    last_sync_id: String,
+    stale_since: Option<String>,
+    fields: String,
+    raw: Option<String>,
+}
+
+impl RawAssetRow {
+    fn decode(self) -> Result<StoredAsset, StoreError> {
+        Ok(StoredAsset {
+            kind: parse_kind(&self.kind)?,
+            first_seen: parse_ts("assets.first_seen", &self.first_seen)?,
+            last_seen: parse_ts("assets.last_seen", &self.last_seen)?,
+            stale_since: self.stale_since.as_deref().map(|s| parse_ts("assets.stale_since", s)).transpose()?,
+            fields: parse_json("assets.fields", &self.fields)?,
+            raw: self.raw.as_deref().map(|s| parse_json("assets.raw", s)).transpose()?,
+            connection: self.connection,
+            source_id: self.source_id,
+            stream: self.stream,
+            last_sync_id: self.last_sync_id,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    async fn upsert(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
+        if batch.assets.is_empty() {
+            return Ok(LoadOutcome::default());
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let LoadBatch { sync_id, connection, seen_at, assets } = batch;
+            // Serialize before taking the lock so concurrent batches overlap their CPU work.
+            let mut rejected = Vec::new();
+            let mut prepared = Vec::with_capacity(assets.len());
+            for asset in assets {
+                match prepare(asset) {
+                    Ok(p) => prepared.push(p),
+                    Err(r) => rejected.push(r),
+                }
+            }
+            let seen = ts(&seen_at);
+            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut outcome = upsert_blocking(&mut conn, &connection, &sync_id, &seen, prepared)?;
+            outcome.rejected = rejected;
+            Ok(outcome)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn handle_stale(&self, scope: &StaleScope, policy: StalePolicy) -> Result<StaleOutcome, StoreError> {
+        let delete_after = match policy {
+            StalePolicy::Keep => return Ok(StaleOutcome::default()),
+            StalePolicy::Mark { delete_after } => delete_after,
+        };
+        let scope = scope.clone();
+        self.write(move |conn| stale_blocking(conn, &scope, delete_after)).await
+    }
+
+    async fn save_checkpoint(&self, connection: &str, stream: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let value = serde_json::to_string(&checkpoint.0)
+            .map_err(|e| StoreError::Permanent(format!("encode checkpoint: {e}")))?;
+        let (connection, stream) = (connection.to_string(), stream.to_string());
+        let now = ts(&Utc::now());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO checkpoints (connection, stream, value, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (connection, stream) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .ctx("prepare save checkpoint")?
+            .execute(params![connection, stream, value, now])
+            .ctx("save checkpoint")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_checkpoint(&self, connection: &str, stream: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let (connection, stream) = (connection.to_string(), stream.to_string());
+        let value: Option<String> = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT value FROM checkpoints WHERE connection = ?1 AND stream = ?2")
+                    .ctx("prepare load checkpoint")?
+                    .query_row(params![connection, stream], |r| r.get(0))
+                    .optional()
+                    .ctx("load checkpoint")
+            })
+            .await?;
+        value.map(|v| parse_json("checkpoints.value", &v).map(Checkpoint)).transpose()
+    }
+
+    async fn save_rejects(&self, rejects: Vec<StoredReject>) -> Result<(), StoreError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin save rejects")?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO rejects (sync_id, connection, stream, record, reason, detail, raw) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .ctx("prepare save rejects")?;
+                for r in &rejects {
+                    insert
+                        .execute(params![
+                            r.sync_id,
+                            r.connection,
+                            r.stream,
+                            r.reject.record,
+                            r.reject.reason,
+                            r.reject.detail,
+                            r.reject.raw
+                        ])
+                        .ctx("save reject")?;
+                }
+            }
+            tx.commit().ctx("commit save rejects")
+        })
+        .await
+    }
+
+    async fn rejects(&self, sync_id: &str, limit: usize) -> Result<Vec<StoredReject>, StoreError> {
+        let sync_id = sync_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT sync_id, connection, stream, record, reason, detail, raw FROM rejects \
+                     WHERE sync_id = ?1 ORDER BY id LIMIT ?2",
+                )
+                .ctx("prepare list rejects")?;
+            let rows = stmt
+                .query_map(params![sync_id, limit_param(limit)], |r| {
+                    Ok(StoredReject {
+                        sync_id: r.get(0)?,
+                        connection: r.get(1)?,
+                        stream: r.get(2)?,
+                        reject: Reject { record: r.get(3)?, reason: r.get(4)?, detail: r.get(5)?, raw: r.get(6)? },
+                    })
+                })
+                .ctx("list rejects")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().ctx("read rejects")
+        })
+        .await
+    }
+
+    async fn save_run(&self, summary: &RunSummary) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(summary).map_err(|e| StoreError::Permanent(format!("encode run summary: {e}")))?;
+        let sync_id = summary.sync_id.clone();
+        let connection = summary.connection.clone();
+        let started_at = ts(&summary.started_at);
+        let status = summary.status.as_str();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO runs (sync_id, connection, started_at, status, summary) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (sync_id) DO UPDATE SET connection = excluded.connection, \
+                 started_at = excluded.started_at, status = excluded.status, summary = excluded.summary",
+            )
+            .ctx("prepare save run")?
+            .execute(params![sync_id, connection, started_at, status, json])
+            .ctx("save run")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let rows: Vec<String> = self
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT ?1")
+                    .ctx("prepare list runs")?;
+                let rows = stmt.query_map(params![limit_param(limit)], |r| r.get(0)).ctx("list runs")?;
+                rows.collect::<rusqlite::Result<Vec<String>>>().ctx("read runs")
+            })
+            .await?;
+        rows.iter().map(|s| parse_json("runs.summary", s)).collect()
+    }
+
+    async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
+        let (where_sql, params) = filter_sql(filter);
+        let sql = format!(
+            "SELECT connection, kind, COUNT(*), COALESCE(SUM(stale_since IS NOT NULL), 0) FROM assets{where_sql} \
+             GROUP BY connection, kind ORDER BY connection, kind"
+        );
+        let rows: Vec<(String, String, i64, i64)> = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql).ctx("prepare count assets")?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .ctx("count assets")?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().ctx("read asset counts")
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(connection, kind, count, stale)| {
+                Ok(AssetCount {
+                    connection,
+                    kind: parse_kind(&kind)?,
+                    count: u64::try_from(count).unwrap_or(0),
+                    stale: u64::try_from(stale).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
+        let (where_sql, mut params) = filter_sql(filter);
+        params.push(Value::Integer(limit_param(limit)));
+        let sql = format!(
+            "SELECT connection, kind, source_id, stream, first_seen, last_seen, last_sync_id, stale_since, fields, raw \
+             FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT ?{}",
+            params.len()
+        );
+        let rows = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql).ctx("prepare list assets")?;
+                let rows =
+                    stmt.query_map(rusqlite::params_from_iter(params.iter()), row_to_asset).ctx("list assets")?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().ctx("read assets")
+            })
+            .await?;
+        rows.into_iter().map(RawAssetRow::decode).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_fixed_width_and_round_trip() {
+        let a = DateTime::parse_from_rfc3339("2024-05-01T12:00:00Z").map(|t| t.with_timezone(&Utc));
+        let b = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.5Z").map(|t| t.with_timezone(&Utc));
+        let (Ok(a), Ok(b)) = (a, b) else { panic!("parse") };
+        let (sa, sb) = (ts(&a), ts(&b));
+        assert_eq!(sa.len(), sb.len());
+        assert!(sa < sb);
+        assert_eq!(parse_ts("t", &sa).ok(), Some(a));
+    }
+
+    fn query_plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        let nulls = vec![Value::Null; stmt.parameter_count()];
+        let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3)).expect("plan");
+        rows.collect::<rusqlite::Result<Vec<_>>>().expect("plan rows").join("; ")
+    }
+
+    #[test]
+    fn hot_queries_use_indexes() {
+        let store = SqliteStore::open_in_memory().expect("open");
+        let conn = store.inner.writer.lock().expect("lock");
+        let plan = query_plan(&conn, MARK_STALE_SQL);
+        assert!(plan.contains("USING INDEX assets_stream"), "mark stale: {plan}");
+        let plan = query_plan(&conn, DELETE_STALE_SQL);
+        assert!(plan.contains("USING INDEX"), "delete stale: {plan}");
+        let plan = query_plan(&conn, SET_STREAM_SQL);
+        assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "set stream: {plan}");
+        let (where_sql, _) =
+            filter_sql(&AssetFilter { connection: Some("c".into()), kind: None, include_stale: false });
+        let plan = query_plan(
+            &conn,
+            &format!("SELECT source_id FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT 10"),
+        );
+        assert!(plan.contains("USING INDEX") && !plan.contains("TEMP B-TREE"), "list assets: {plan}");
+        let plan = query_plan(&conn, "SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT 5");
+        assert!(plan.contains("USING INDEX runs_started_at"), "runs: {plan}");
+    }
+
+    #[test]
+    fn busy_maps_to_transient() {
+        let e = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert!(sql_error("x", e).is_transient());
+        let e = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT), None);
+        assert!(!sql_error("x", e).is_transient());
+    }
+}

@@ -1,1 +1,0 @@
-//! MongoDB store (issue 4).
