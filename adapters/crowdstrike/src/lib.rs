@@ -1,0 +1,1 @@
+//! corral adapter: crowdstrike (being written).

@@ -1,0 +1,1 @@
+//! corral adapter: msgraph (being written).

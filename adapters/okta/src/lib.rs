@@ -1,0 +1,1 @@
+//! corral adapter: okta (being written).
