@@ -21,6 +21,9 @@ use crate::metrics::{PipelineGauges, RequestMetrics};
 use crate::store::{LoadBatch, LoadOutcome, StaleScope, Store, StoreError, StoredReject};
 use crate::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
 
+/// Undecodable pages listed by name per stream; all of them are counted as rejects.
+const MAX_PAGE_ERRORS_LISTED: usize = 20;
+
 /// What normalize hands to load, in fetch order.
 enum Normalized {
     Page(PageResult),
@@ -450,8 +453,12 @@ impl Loader<'_> {
         self.progress.records_fetched.fetch_add(records, Ordering::Relaxed);
         if let Some(err) = page_error {
             tracing::warn!(connection = %self.conn.name, stream = %stream, page = %locator, error = %err, "page could not be decoded");
-            st.page_errors.push(format!("{locator}: {err}"));
-            self.summary.errors.push(format!("stream {stream}: {locator}: page could not be decoded: {err}"));
+            // Every undecodable page is counted as a `malformed_page` reject; only
+            // the first few are listed, so a bad file cannot bloat the summary.
+            if st.page_errors.len() < MAX_PAGE_ERRORS_LISTED {
+                st.page_errors.push(format!("{locator}: {err}"));
+                self.summary.errors.push(format!("stream {stream}: {locator}: page could not be decoded: {err}"));
+            }
             self.tainted.insert(stream.clone());
         }
         self.record_rejects(&stream, rejects).await;
