@@ -80,20 +80,38 @@ EOF
 }
 
 # Wait until the server answers a MongoDB `ping` (not just a TCP accept).
+# $2: the launched process; $3: the pid file nx-27017 writes itself (setsid may
+# fork, so the launched pid is not always the server's).
 wait_ready() {
-    local port="$1" pid="$2"
-    "$venv/bin/python" - "$port" "$pid" "$start_timeout" <<'EOF'
+    local port="$1" pid="$2" pidfile="${3:-}"
+    "$venv/bin/python" - "$port" "$pid" "$start_timeout" "$pidfile" <<'EOF'
 import os, sys, time
 import pymongo
 from pymongo.errors import PyMongoError
 
-port, pid, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+port, pid, timeout, pidfile = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+
+def alive(p):
+    try:
+        os.kill(p, 0)
+        return True
+    except OSError:
+        return False
+
+def server_alive():
+    if alive(pid):
+        return True
+    try:
+        with open(pidfile) as f:
+            return alive(int(f.read().strip()))
+    except (OSError, ValueError):
+        return False
+
 deadline = time.monotonic() + timeout
 last = "no answer yet"
+grace = time.monotonic() + 5.0  # a forking setsid exits before the server writes its pid file
 while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except OSError:
+    if not server_alive() and time.monotonic() > grace:
         print(f"nx-27017 (pid {pid}) exited before accepting connections", file=sys.stderr)
         sys.exit(2)
     try:
@@ -141,11 +159,18 @@ start() {
     pid=$!
     echo "$pid" >"$state_dir/pid"
     echo "$port" >"$state_dir/port"
-    if ! wait_ready "$port" "$pid"; then
+    if ! wait_ready "$port" "$pid" "$state_dir/nx-27017.pid"; then
         log "last lines of $state_dir/stdout.log:"
         tail -n 20 "$state_dir/stdout.log" >&2 || true
         stop
         die "nx-27017 failed to start"
+    fi
+    # The server's own pid (the same as $! unless setsid had to fork).
+    local own
+    own="$(cat "$state_dir/nx-27017.pid" 2>/dev/null || true)"
+    if [[ "$own" =~ ^[0-9]+$ ]] && kill -0 "$own" 2>/dev/null; then
+        pid="$own"
+        echo "$pid" >"$state_dir/pid"
     fi
     log "nx-27017 ready (pid $pid)"
     echo "MONGODB_URI=mongodb://127.0.0.1:$port"

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS assets (
     -- What the last upsert did: 0 inserted, 1 updated, 2 unchanged; +4 stream changed.
     last_change  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (connection, kind, source_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS assets_stream ON assets (connection, stream);
 CREATE INDEX IF NOT EXISTS assets_stale_since ON assets (connection, stream, stale_since) WHERE stale_since IS NOT NULL;
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -716,7 +716,7 @@ mod tests {
         let plan = query_plan(&conn, DELETE_STALE_SQL);
         assert!(plan.contains("USING INDEX"), "delete stale: {plan}");
         let plan = query_plan(&conn, SET_STREAM_SQL);
-        assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "set stream: {plan}");
+        assert!(plan.contains("USING PRIMARY KEY"), "set stream: {plan}");
         let (where_sql, _) =
             filter_sql(&AssetFilter { connection: Some("c".into()), kind: None, include_stale: false });
         let plan = query_plan(
