@@ -1,1 +1,232 @@
-fn main() {}
+//! `corral-sim`: run a vendor API simulator from the command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use corral_sim::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, Vendor};
+
+#[derive(Parser)]
+#[command(name = "corral-sim", version, about = "Simulated vendor APIs for corral tests and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve one vendor API until Ctrl-C.
+    Serve(Box<Serve>),
+    /// Print a dataset as JSON lines (what a full sync should fetch).
+    Dump(Dump),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// crowdstrike | okta | msgraph
+    #[arg(long)]
+    vendor: Vendor,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Records per listing.
+    #[arg(long, default_value_t = 1000)]
+    size: usize,
+    /// Dataset generation (some records change between generations).
+    #[arg(long, default_value_t = 0)]
+    generation: u64,
+}
+
+#[derive(Args)]
+struct Dump {
+    #[command(flatten)]
+    data: DataArgs,
+    /// msgraph only: dump users instead of managed devices.
+    #[arg(long)]
+    users: bool,
+}
+
+#[derive(Args)]
+struct Serve {
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// 0 picks a free port.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Fixed latency per request; with --latency-max-ms, the minimum of a uniform range.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    #[arg(long)]
+    latency_max_ms: Option<u64>,
+    /// e.g. 100/s, 6000/min, 2000/20s (none by default).
+    #[arg(long)]
+    rate_limit: Option<RateLimit>,
+    /// Probability of a 500/502/503 answer.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    slow_rate: f64,
+    #[arg(long, default_value_t = 2000)]
+    slow_ms: u64,
+    #[arg(long, default_value_t = 0.0)]
+    hang_rate: f64,
+    #[arg(long, default_value_t = 3_600_000)]
+    hang_ms: u64,
+    #[arg(long, default_value_t = 0.0)]
+    truncate_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    malformed_rate: f64,
+    /// Page indices that answer malformed JSON, e.g. 3,7.
+    #[arg(long, value_delimiter = ',')]
+    malformed_pages: Vec<usize>,
+    /// Serve each --malformed-pages entry malformed only once.
+    #[arg(long)]
+    malformed_once: bool,
+    /// Tokens stop working after this many seconds.
+    #[arg(long)]
+    token_ttl_s: Option<f64>,
+    /// Announce the vendor's nominal expires_in even when --token-ttl-s is shorter.
+    #[arg(long)]
+    token_ttl_hidden: bool,
+    /// Apply 5xx/slow/hang faults to token endpoints too.
+    #[arg(long)]
+    faults_on_auth: bool,
+    /// Okta: send rel="self" and rel="next" in one comma-joined Link header.
+    #[arg(long)]
+    okta_joined_link: bool,
+    /// CrowdStrike: scroll offsets expire after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    scroll_ttl_s: u64,
+    /// 429 when more requests than this are in flight.
+    #[arg(long)]
+    max_concurrent: Option<usize>,
+    #[arg(long, env = "CORRAL_SIM_CLIENT_ID", default_value = "corral-sim-client")]
+    client_id: String,
+    #[arg(long, env = "CORRAL_SIM_CLIENT_SECRET", default_value = "corral-sim-secret")]
+    client_secret: String,
+    #[arg(long, env = "CORRAL_SIM_TOKEN", default_value = "corral-sim-token")]
+    token: String,
+    #[arg(long, default_value = "corral-sim-tenant")]
+    tenant: String,
+    /// Worker threads serving requests.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+impl Serve {
+    fn config(&self) -> SimConfig {
+        let ms = Duration::from_millis;
+        let latency = match (self.latency_ms, self.latency_max_ms) {
+            (min, Some(max)) => Latency::Uniform { min: ms(min), max: ms(max) },
+            (0, None) => Latency::None,
+            (fixed, None) => Latency::Fixed(ms(fixed)),
+        };
+        SimConfig {
+            seed: self.data.seed,
+            size: self.data.size,
+            generation: self.data.generation,
+            latency,
+            rate_limit: self.rate_limit,
+            faults: Faults {
+                error_5xx_rate: self.error_rate,
+                slow_rate: self.slow_rate,
+                slow: ms(self.slow_ms),
+                hang_rate: self.hang_rate,
+                hang: ms(self.hang_ms),
+                truncate_rate: self.truncate_rate,
+                malformed_rate: self.malformed_rate,
+                token_ttl: self.token_ttl_s.map(Duration::from_secs_f64),
+                token_ttl_hidden: self.token_ttl_hidden,
+                malformed_pages: self.malformed_pages.clone(),
+                malformed_pages_once: self.malformed_once,
+                include_auth: self.faults_on_auth,
+            },
+            credentials: Credentials {
+                client_id: self.client_id.clone(),
+                client_secret: self.client_secret.clone(),
+                token: self.token.clone(),
+                tenant: self.tenant.clone(),
+            },
+            behavior: Behavior {
+                okta_joined_link: self.okta_joined_link,
+                scroll_ttl: Duration::from_secs(self.scroll_ttl_s),
+                max_concurrent: self.max_concurrent,
+            },
+            threads: self.threads.max(1),
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dump(d) => dump(&d),
+        Command::Serve(s) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building the tokio runtime")?;
+            rt.block_on(serve(*s))
+        }
+    }
+}
+
+fn dump(d: &Dump) -> Result<()> {
+    let a = &d.data;
+    let records = match a.vendor {
+        Vendor::CrowdStrike => corral_sim::crowdstrike_hosts(a.seed, a.size, a.generation),
+        Vendor::Okta => corral_sim::okta_users(a.seed, a.size, a.generation),
+        Vendor::MsGraph if d.users => corral_sim::msgraph_users(a.seed, a.size, a.generation),
+        Vendor::MsGraph => corral_sim::msgraph_devices(a.seed, a.size, a.generation),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for r in records {
+        serde_json::to_writer(&mut out, &r)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn serve(s: Serve) -> Result<()> {
+    let config = s.config();
+    let vendor = s.data.vendor;
+    let sim = corral_sim::start_on(vendor, config.clone(), SocketAddr::new(s.host, s.port))
+        .await
+        .with_context(|| format!("binding {}:{}", s.host, s.port))?;
+    let c = &config.credentials;
+    let base = &sim.base_url;
+    println!("corral-sim {} serving at {base}", vendor.name());
+    println!("  seed={} size={} generation={}", config.seed, config.size, config.generation);
+    match vendor {
+        Vendor::CrowdStrike => {
+            println!(
+                "  token:   POST {base}/oauth2/token  client_id={} client_secret={}",
+                c.client_id, c.client_secret
+            );
+            println!("  ids:     GET  {base}/devices/queries/devices-scroll/v1?limit=10000");
+            println!("  details: POST {base}/devices/entities/devices/v2  {{\"ids\":[...]}}");
+        }
+        Vendor::Okta => {
+            println!("  auth:    Authorization: SSWS {}", c.token);
+            println!("  users:   GET  {base}/api/v1/users?limit=200");
+        }
+        Vendor::MsGraph => {
+            println!(
+                "  token:   POST {base}/{}/oauth2/v2.0/token  grant_type=client_credentials client_id={} client_secret={} scope=https://graph.microsoft.com/.default",
+                c.tenant, c.client_id, c.client_secret
+            );
+            println!("  devices: GET  {base}/v1.0/deviceManagement/managedDevices");
+            println!("  users:   GET  {base}/v1.0/users");
+        }
+    }
+    std::io::stdout().flush()?;
+    let counters = sim.counters.clone();
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    sim.shutdown().await;
+    eprintln!("{}", serde_json::to_string_pretty(&counters.snapshot())?);
+    Ok(())
+}

@@ -10,6 +10,12 @@
 //! - Timestamps are stored as fixed-width RFC 3339 UTC text with nanoseconds
 //!   (`2024-05-01T12:00:00.000000000Z`), so text order is time order.
 //! - The schema is created idempotently; `meta.schema_version` records its version.
+//! - An upsert is one transaction per batch and one cached
+//!   `INSERT .. ON CONFLICT DO UPDATE .. RETURNING` statement per asset: the
+//!   conflict clause compares the stored content hash and records in
+//!   `assets.last_change` whether the row was inserted, updated or unchanged.
+//! - Stale handling uses the `(connection, stream)` index, which upserts never
+//!   rewrite (see [`UPSERT_SQL`]), and a partial index on `stale_since` for deletes.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -55,7 +61,7 @@ CREATE TABLE IF NOT EXISTS assets (
     -- What the last upsert did: 0 inserted, 1 updated, 2 unchanged; +4 stream changed.
     last_change  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (connection, kind, source_id)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS assets_stream ON assets (connection, stream);
 CREATE INDEX IF NOT EXISTS assets_stale_since ON assets (connection, stream, stale_since) WHERE stale_since IS NOT NULL;
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -716,7 +722,7 @@ mod tests {
         let plan = query_plan(&conn, DELETE_STALE_SQL);
         assert!(plan.contains("USING INDEX"), "delete stale: {plan}");
         let plan = query_plan(&conn, SET_STREAM_SQL);
-        assert!(plan.contains("USING PRIMARY KEY"), "set stream: {plan}");
+        assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "set stream: {plan}");
         let (where_sql, _) =
             filter_sql(&AssetFilter { connection: Some("c".into()), kind: None, include_stale: false });
         let plan = query_plan(

@@ -17,8 +17,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use corral_core::asset::{Asset, AssetKind, Device};
 use corral_core::store::{AssetFilter, LoadBatch, Store, StoreError};
 use corral_store::conformance;
 use corral_store::mongo::{MongoOptions, MongoStore, RetryPolicy};
+use corral_store::nx::{self, NxServer};
 use futures::FutureExt;
 
 fn env_flag(name: &str) -> bool {
@@ -332,67 +332,6 @@ async fn indexes_created_idempotently() {
 // A private nx-27017 that the test can kill and restart.
 // ---------------------------------------------------------------------------
 
-fn venv_dir() -> PathBuf {
-    match std::env::var_os("CORRAL_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-struct NxServer {
-    child: Child,
-    port: u16,
-}
-
-impl NxServer {
-    fn start(bin: &Path, port: u16, data: &Path, run: u32) -> NxServer {
-        let log = std::fs::File::create(data.join(format!("nx-{run}.out"))).expect("create server log");
-        let log2 = log.try_clone().expect("clone log handle");
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--data-dir")
-            .arg(data.join("db"))
-            .arg("--pid-file")
-            .arg(data.join(format!("nx-{run}.pid")))
-            .arg("--log-file")
-            .arg(data.join(format!("nx-{run}.log")))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .expect("spawn nx-27017");
-        let mut server = NxServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let out = std::fs::read_to_string(data.join(format!("nx-{run}.out"))).unwrap_or_default();
-                panic!("nx-27017 exited with {status} before accepting connections:\n{out}");
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "nx-27017 did not accept connections on port {port} within 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NxServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The server dies mid-load: `upsert` fails within a bounded time with a
 /// transient error, fails fast while the server is down, and once it is back
 /// the same batch loads with no duplicates.
@@ -403,21 +342,20 @@ async fn server_stopped_mid_operation() {
         return;
     }
     let ci = env_flag("CI");
-    let bin = venv_dir().join("bin/nx-27017");
-    if !bin.exists() {
+    let Some(bin) = nx::binary() else {
         let msg = format!(
-            "{} not found: run `bash scripts/mongo-test-server.sh install` (or set CORRAL_VENV)",
-            bin.display()
+            "{} has no nx-27017: run `bash scripts/mongo-test-server.sh install` (or set CORRAL_VENV)",
+            nx::venv_dir().display()
         );
         if ci {
             panic!("{msg}");
         }
         eprintln!("!!! SKIPPING server_stopped_mid_operation: {msg}");
         return;
-    }
+    };
     let data = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let mut server = NxServer::start(&bin, port, data.path(), 1);
+    let port = nx::free_port().expect("free port");
+    let mut server = NxServer::start(&bin, port, data.path(), 1).expect("start nx-27017");
     let uri = format!("mongodb://127.0.0.1:{}", server.port);
     let retry = RetryPolicy {
         max_attempts: 3,
@@ -473,7 +411,7 @@ async fn server_stopped_mid_operation() {
     assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
 
     // Back up (same port, same data): the batch loads, nothing duplicated.
-    let _server = NxServer::start(&bin, port, data.path(), 2);
+    let _server = NxServer::start(&bin, port, data.path(), 2).expect("restart nx-27017");
     let out = store.upsert(batch("conn-a", "sync-2", 60, assets)).await.expect("upsert after restart");
     assert_eq!(out.stored(), N as u64, "{out:?}");
     assert!(out.rejected.is_empty(), "{out:?}");

@@ -1,0 +1,115 @@
+//! What a simulator saw and served, for assertions in tests and benchmark reports.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of one simulator instance. Read them with [`Counters::snapshot`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    requests: AtomicU64,
+    rate_limited: AtomicU64,
+    max_in_window: AtomicU64,
+    tokens_issued: AtomicU64,
+    bytes_served: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    maps: Mutex<Maps>,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    by_endpoint: BTreeMap<&'static str, u64>,
+    by_status: BTreeMap<u16, u64>,
+    faults: BTreeMap<&'static str, u64>,
+}
+
+/// A point-in-time copy of [`Counters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CountersSnapshot {
+    /// Every request received (any endpoint, any outcome).
+    pub requests: u64,
+    /// Requests per endpoint label, e.g. `cs.entities`, `okta.users`, `graph.users`.
+    pub by_endpoint: BTreeMap<String, u64>,
+    /// Responses per HTTP status.
+    pub by_status: BTreeMap<u16, u64>,
+    /// 429 responses served (rate limit or concurrency limit).
+    pub rate_limited: u64,
+    /// Most requests (admitted or not) seen within one rate-limit window: sliding
+    /// windows for CrowdStrike/Graph, fixed windows for Okta. 0 without a rate limit.
+    pub max_in_window: u64,
+    pub tokens_issued: u64,
+    /// Response body bytes written.
+    pub bytes_served: u64,
+    /// Most requests being handled at the same time.
+    pub max_in_flight: u64,
+    /// Injected faults by kind: `5xx`, `slow`, `hang`, `truncate`, `malformed`,
+    /// `malformed_page`, `token_expired`.
+    pub faults: BTreeMap<String, u64>,
+}
+
+impl CountersSnapshot {
+    pub fn status(&self, status: u16) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+    pub fn endpoint(&self, endpoint: &str) -> u64 {
+        self.by_endpoint.get(endpoint).copied().unwrap_or(0)
+    }
+    pub fn fault(&self, kind: &str) -> u64 {
+        self.faults.get(kind).copied().unwrap_or(0)
+    }
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        CountersSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            by_endpoint: maps.by_endpoint.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            by_status: maps.by_status.clone(),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            max_in_window: self.max_in_window.load(Ordering::Relaxed),
+            tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
+            bytes_served: self.bytes_served.load(Ordering::Relaxed),
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            faults: maps.faults.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    pub(crate) fn request(&self, endpoint: &'static str) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        *maps.by_endpoint.entry(endpoint).or_default() += 1;
+        drop(maps);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        now
+    }
+
+    /// A request finished (or its client went away).
+    pub(crate) fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn done(&self, status: u16, bytes: u64) {
+        self.bytes_served.fetch_add(bytes, Ordering::Relaxed);
+        if status == 429 {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        *maps.by_status.entry(status).or_default() += 1;
+    }
+
+    pub(crate) fn fault(&self, kind: &'static str) {
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        *maps.faults.entry(kind).or_default() += 1;
+    }
+
+    pub(crate) fn token_issued(&self) {
+        self.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn observe_window(&self, n: u64) {
+        self.max_in_window.fetch_max(n, Ordering::Relaxed);
+    }
+}

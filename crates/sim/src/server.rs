@@ -1,0 +1,429 @@
+//! Shared simulator state, the request layer (counting, latency, rate limit, faults) and
+//! the handle returned by [`start`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SimConfig, Vendor};
+use crate::counters::Counters;
+use crate::data::crowdstrike::CsData;
+use crate::data::msgraph::GraphData;
+use crate::data::okta::OktaData;
+use crate::faults::{self, FaultRng};
+use crate::ratelimit::{Decision, Limiter, Window};
+use crate::util::PageIndex;
+use crate::{crowdstrike, msgraph, okta};
+
+/// What an endpoint is, for deciding which layers apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Token endpoints: exempt from the rate limit; faults only with `include_auth`.
+    Auth,
+    /// Listings and details: rate limited and faulted.
+    Data,
+    /// Everything else (checks, 404s): rate limited, never faulted.
+    Other,
+}
+
+/// Result of checking a bearer/SSWS token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenState {
+    Valid,
+    Missing,
+    Unknown,
+    Expired,
+}
+
+pub(crate) struct Sim {
+    pub vendor: Vendor,
+    pub config: SimConfig,
+    pub counters: Arc<Counters>,
+    pub base_url: String,
+    pub started: Instant,
+    started_wall: SystemTime,
+    pub cancel: CancellationToken,
+    limiter: Option<Limiter>,
+    rng: Mutex<FaultRng>,
+    tokens: Mutex<HashMap<String, Instant>>,
+    token_seq: AtomicU64,
+    malformed_served: Mutex<HashSet<(&'static str, usize)>>,
+    pub cs: CsData,
+    pub okta: OktaData,
+    pub graph: GraphData,
+    /// CrowdStrike FQL filter results, most recent last.
+    pub filter_cache: Mutex<Vec<(String, Arc<Vec<u64>>)>>,
+}
+
+impl Sim {
+    /// Wall-clock epoch seconds (rounded up) of an instant.
+    pub(crate) fn epoch_secs(&self, at: Instant) -> u64 {
+        let wall = if at >= self.started {
+            self.started_wall + (at - self.started)
+        } else {
+            self.started_wall - (self.started - at)
+        };
+        let d = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    }
+
+    /// Issue a token; returns it and the `expires_in` to announce.
+    pub(crate) fn issue_token(&self, nominal: Duration) -> (String, u64) {
+        let seq = self.token_seq.fetch_add(1, Ordering::Relaxed);
+        let seed = self.config.seed;
+        let token = format!(
+            "{}{:016x}{:016x}",
+            self.vendor.name().get(..2).unwrap_or("tk"),
+            crate::data::h3(seed, 0x70C, seq),
+            crate::data::h3(seed, 0x70D, seq)
+        );
+        let f = &self.config.faults;
+        let ttl = f.token_ttl.unwrap_or(nominal);
+        let announced = if f.token_ttl_hidden { nominal } else { ttl };
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone(), Instant::now() + ttl);
+        self.counters.token_issued();
+        (token, announced.as_secs_f64().ceil() as u64)
+    }
+
+    /// Check an OAuth access token.
+    pub(crate) fn check_token(&self, token: Option<&str>) -> TokenState {
+        let Some(token) = token else {
+            return TokenState::Missing;
+        };
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        match tokens.get(token) {
+            None => TokenState::Unknown,
+            Some(exp) if Instant::now() >= *exp => {
+                self.counters.fault("token_expired");
+                TokenState::Expired
+            }
+            Some(_) => TokenState::Valid,
+        }
+    }
+
+    fn nominal_decision(&self, now: Instant) -> Decision {
+        let limit = match self.vendor {
+            Vendor::CrowdStrike => 6000,
+            Vendor::Okta => 600,
+            Vendor::MsGraph => 2000,
+        };
+        Decision {
+            allowed: true,
+            limit,
+            remaining: limit,
+            reset_at: now + Duration::from_secs(60),
+            attempts_in_window: 0,
+        }
+    }
+}
+
+/// A running simulator. Dropping it stops the server (without waiting).
+pub struct SimHandle {
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub base_url: String,
+    pub addr: SocketAddr,
+    pub vendor: Vendor,
+    pub counters: Arc<Counters>,
+    pub config: SimConfig,
+    cancel: CancellationToken,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl SimHandle {
+    /// Stop serving and wait (at most a few seconds) for the server to finish; hung
+    /// requests are answered 503.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        }
+    }
+
+    /// Cancelled when the simulator stops.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Start a simulator of `vendor` on 127.0.0.1 with a free port.
+pub async fn start(vendor: Vendor, config: SimConfig) -> std::io::Result<SimHandle> {
+    start_on(vendor, config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Start a simulator of `vendor` on a given address.
+///
+/// With `config.threads > 0` the simulator runs on its own tokio runtime in a dedicated
+/// OS thread (with that many workers), so its CPU work never shows up as lag in the
+/// caller's runtime; with `threads == 0` it is spawned on the caller's runtime.
+pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    let base_url = format!("http://{host}");
+    let counters = Arc::new(Counters::default());
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let (seed, size, generation) = (config.seed, config.size, config.generation);
+    let window = match vendor {
+        Vendor::Okta => Window::Fixed,
+        _ => Window::Sliding,
+    };
+    let sim = Arc::new(Sim {
+        vendor,
+        counters: counters.clone(),
+        base_url: base_url.clone(),
+        started,
+        started_wall: SystemTime::now(),
+        cancel: cancel.clone(),
+        limiter: config.rate_limit.map(|rl| Limiter::new(rl, window, started)),
+        rng: Mutex::new(FaultRng::new(seed)),
+        tokens: Mutex::new(HashMap::new()),
+        token_seq: AtomicU64::new(0),
+        malformed_served: Mutex::new(HashSet::new()),
+        cs: CsData::new(seed, size, generation),
+        okta: OktaData::new(seed, size, generation),
+        graph: GraphData::new(seed, size, generation),
+        filter_cache: Mutex::new(Vec::new()),
+        config: config.clone(),
+    });
+    let (done_tx, done_rx) = oneshot::channel();
+    let stop = cancel.clone();
+    let task = async move {
+        let result = serve(sim, listener, stop).await;
+        let _ = done_tx.send(());
+        result
+    };
+    if config.threads == 0 {
+        tokio::spawn(task);
+    } else {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads)
+            .max_blocking_threads(config.threads.max(2))
+            .thread_name(format!("corral-sim-{}", vendor.name()))
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new().name(format!("corral-sim-{}", vendor.name())).spawn(move || {
+            let _ = runtime.block_on(task);
+            // Dropping the runtime here ends any connection task still running.
+        })?;
+    }
+    Ok(SimHandle { base_url, addr, vendor, counters, config, cancel, done: Some(done_rx) })
+}
+
+async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let routes = match sim.vendor {
+        Vendor::CrowdStrike => crowdstrike::router(),
+        Vendor::Okta => okta::router(),
+        Vendor::MsGraph => msgraph::router(),
+    };
+    let app: Router = routes.layer(middleware::from_fn_with_state(sim.clone(), sim_layer)).with_state(sim);
+    let graceful = stop.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { graceful.cancelled().await });
+    tokio::select! {
+        r = server => r,
+        // Do not wait forever for clients that keep connections busy.
+        _ = async { stop.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => Ok(()),
+    }
+}
+
+/// Build a response on the blocking pool: record generation must not stall the
+/// runtime's workers (which may be the caller's, with `threads == 0`).
+pub(crate) async fn blocking(sim: Arc<Sim>, f: impl FnOnce(&Sim) -> Response + Send + 'static) -> Response {
+    let vendor = sim.vendor;
+    match tokio::task::spawn_blocking(move || f(&sim)).await {
+        Ok(resp) => resp,
+        Err(_) => match vendor {
+            Vendor::CrowdStrike => crowdstrike::server_error(StatusCode::INTERNAL_SERVER_ERROR),
+            Vendor::Okta => okta::server_error(StatusCode::INTERNAL_SERVER_ERROR),
+            Vendor::MsGraph => msgraph::server_error(StatusCode::INTERNAL_SERVER_ERROR),
+        },
+    }
+}
+
+fn classify(vendor: Vendor, method: &Method, path: &str) -> (&'static str, Kind) {
+    match vendor {
+        Vendor::CrowdStrike => crowdstrike::classify(method, path),
+        Vendor::Okta => okta::classify(method, path),
+        Vendor::MsGraph => msgraph::classify(method, path),
+    }
+}
+
+struct InFlight(Arc<Counters>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// Sleep, unless the simulator is shutting down; `false` if interrupted.
+async fn pause(sim: &Sim, d: Duration) -> bool {
+    if d.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = sim.cancel.cancelled() => false,
+    }
+}
+
+async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let (label, kind) = classify(sim.vendor, req.method(), req.uri().path());
+    let in_flight = sim.counters.request(label);
+    let _guard = InFlight(sim.counters.clone());
+    let draws = sim.rng.lock().unwrap_or_else(|e| e.into_inner()).draw(&sim.config);
+    let faultable = kind == Kind::Data || (kind == Kind::Auth && sim.config.faults.include_auth);
+
+    let mut resp = handle(&sim, req, next, kind, faultable, draws, in_flight).await;
+
+    // Rate-limit headers on every response (the vendor decides which).
+    let headers_decision = resp.extensions_mut().remove::<Decision>();
+    let decision = headers_decision.unwrap_or_else(|| match &sim.limiter {
+        Some(l) => l.check(Instant::now(), false),
+        None => sim.nominal_decision(Instant::now()),
+    });
+    rate_headers(&sim, resp.headers_mut(), &decision);
+
+    let status = resp.status();
+    let page = resp.extensions().get::<PageIndex>().copied();
+    let (parts, body) = resp.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let mut bytes = bytes.to_vec();
+    if faultable && status == StatusCode::OK {
+        let page_fault = page.is_some_and(|PageIndex(p)| {
+            sim.config.faults.malformed_pages.contains(&p)
+                && (!sim.config.faults.malformed_pages_once
+                    || sim.malformed_served.lock().unwrap_or_else(|e| e.into_inner()).insert((label, p)))
+        });
+        if page_fault {
+            let variant = page.map_or(0, |PageIndex(p)| (p % 3) as u8);
+            bytes = faults::malformed(&bytes, variant);
+            sim.counters.fault("malformed_page");
+        } else if let Some(v) = draws.malformed {
+            bytes = faults::malformed(&bytes, v);
+            sim.counters.fault("malformed");
+        } else if let Some(keep) = draws.truncate {
+            bytes = faults::truncate(&bytes, keep);
+            sim.counters.fault("truncate");
+        }
+    }
+    sim.counters.done(status.as_u16(), bytes.len() as u64);
+    let mut resp = Response::from_parts(parts, Body::from(bytes));
+    resp.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    resp
+}
+
+async fn handle(
+    sim: &Arc<Sim>,
+    req: Request,
+    next: Next,
+    kind: Kind,
+    faultable: bool,
+    draws: faults::Draws,
+    in_flight: u64,
+) -> Response {
+    if !pause(sim, draws.latency).await {
+        return shutting_down(sim);
+    }
+    if sim.config.behavior.max_concurrent.is_some_and(|m| in_flight > m as u64) {
+        let mut d = sim.nominal_decision(Instant::now());
+        d.reset_at = Instant::now() + Duration::from_secs(1);
+        d.allowed = false;
+        return too_many(sim, d);
+    }
+    let mut decision = None;
+    if kind != Kind::Auth
+        && let Some(l) = &sim.limiter
+    {
+        let d = l.check(Instant::now(), true);
+        sim.counters.observe_window(d.attempts_in_window);
+        if !d.allowed {
+            return too_many(sim, d);
+        }
+        decision = Some(d);
+    }
+    if faultable && draws.hang {
+        sim.counters.fault("hang");
+        if !pause(sim, sim.config.faults.hang).await {
+            return shutting_down(sim);
+        }
+    }
+    if faultable && let Some(code) = draws.error_5xx {
+        sim.counters.fault("5xx");
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return with_decision(server_error(sim, status), decision);
+    }
+    if faultable && draws.slow {
+        sim.counters.fault("slow");
+        if !pause(sim, sim.config.faults.slow).await {
+            return shutting_down(sim);
+        }
+    }
+    with_decision(next.run(req).await, decision)
+}
+
+fn with_decision(mut resp: Response, decision: Option<Decision>) -> Response {
+    if let Some(d) = decision {
+        resp.extensions_mut().insert(d);
+    }
+    resp
+}
+
+fn too_many(sim: &Sim, d: Decision) -> Response {
+    let mut resp = match sim.vendor {
+        Vendor::CrowdStrike => crowdstrike::too_many(sim, &d),
+        Vendor::Okta => okta::too_many(sim, &d),
+        Vendor::MsGraph => msgraph::too_many(sim, &d),
+    };
+    resp.extensions_mut().insert(d);
+    resp
+}
+
+fn server_error(sim: &Sim, status: StatusCode) -> Response {
+    if status == StatusCode::BAD_GATEWAY {
+        let mut resp = Response::new(Body::from(
+            "<html><head><title>502 Bad Gateway</title></head><body><center>\
+<h1>502 Bad Gateway</h1></center></body></html>",
+        ));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("text/html"));
+        return resp;
+    }
+    match sim.vendor {
+        Vendor::CrowdStrike => crowdstrike::server_error(status),
+        Vendor::Okta => okta::server_error(status),
+        Vendor::MsGraph => msgraph::server_error(status),
+    }
+}
+
+fn shutting_down(sim: &Sim) -> Response {
+    server_error(sim, StatusCode::SERVICE_UNAVAILABLE)
+}
+
+fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
+    match sim.vendor {
+        Vendor::CrowdStrike => crowdstrike::rate_headers(headers, d),
+        Vendor::Okta => okta::rate_headers(sim, headers, d),
+        Vendor::MsGraph => {}
+    }
+}
