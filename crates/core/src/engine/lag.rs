@@ -29,6 +29,8 @@ struct Inner {
     threshold: Duration,
     recorders: Mutex<Vec<Weak<LagRecorder>>>,
     stop: CancellationToken,
+    /// When the last lag warning was logged: at most one a second.
+    last_warning: Mutex<Option<Instant>>,
 }
 
 impl Drop for Inner {
@@ -56,7 +58,12 @@ struct RecorderState {
 impl LagMonitor {
     /// Start the ticker on the current runtime. It stops when the monitor is dropped.
     pub fn start(interval: Duration, threshold: Duration) -> Self {
-        let inner = Arc::new(Inner { threshold, recorders: Mutex::new(Vec::new()), stop: CancellationToken::new() });
+        let inner = Arc::new(Inner {
+            threshold,
+            recorders: Mutex::new(Vec::new()),
+            stop: CancellationToken::new(),
+            last_warning: Mutex::new(None),
+        });
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
         tokio::spawn(async move {
@@ -93,7 +100,11 @@ impl LagMonitor {
 
 impl Inner {
     fn record(&self, lag: Duration) {
-        if lag >= self.threshold {
+        if lag >= self.threshold
+            && let Ok(mut last) = self.last_warning.lock()
+            && last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            *last = Some(Instant::now());
             tracing::warn!(lag_ms = lag.as_millis() as u64, "tokio runtime ran late: a task blocked a worker");
         }
         let recorders: Vec<Arc<LagRecorder>> = match self.recorders.lock() {
