@@ -15,7 +15,7 @@
 //!   conflict clause compares the stored content hash and records in
 //!   `assets.last_change` whether the row was inserted, updated or unchanged.
 //! - Stale handling uses the `(connection, stream)` index, which upserts never
-//!   rewrite (see [`UPSERT_SQL`]), and a partial index on `stale_since` for deletes.
+//!   rewrite (see `UPSERT_SQL`), and a partial index on `stale_since` for deletes.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
