@@ -1,1 +1,416 @@
-//! corral adapter: msgraph (being written).
+//! corral adapter `msgraph`: Microsoft Graph, Intune managed devices and Entra ID users.
+//!
+//! ```toml
+//! [[connections]]
+//! name = "intune-eu"
+//! adapter = "msgraph"
+//! [connections.config]
+//! tenant_id = "contoso.onmicrosoft.com"
+//! client_id = "00000000-0000-0000-0000-000000000000"
+//! client_secret = "${GRAPH_CLIENT_SECRET}"
+//! ```
+//!
+//! Streams:
+//! - `managed_devices` (devices, key `id`): `GET /v1.0/deviceManagement/managedDevices`;
+//! - `users` (users, key `id`): `GET /v1.0/users`.
+//!
+//! Auth is OAuth2 client credentials against
+//! `{login_base_url}/{tenant_id}/oauth2/v2.0/token` with scope
+//! `https://graph.microsoft.com/.default`; the toolkit caches the token,
+//! refreshes it before expiry and once after a 401.
+//!
+//! [`Adapter::fetch`] follows `@odata.nextLink` (the whole URL as Graph sent it)
+//! until it is absent. The link is pulled out of each body with the toolkit's
+//! single-field scan (on the rayon pool for large bodies); the body goes on
+//! undecoded. A body without a link ends the stream only when it is well-formed
+//! JSON: an HTML error page or a cut body served with 200 is fetched again, and
+//! if it stays unreadable the stream fails rather than claiming it is complete.
+//! [`Adapter::normalize`] decodes a page and maps its records (see [`normalize`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use corral_core::{
+    Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, ConfigError, FetchContext, FetchError,
+    NormalizedPage, RawPage, StreamInfo,
+};
+use corral_http::{
+    Auth, HttpClient, HttpConfig, OAuth2Config, RateConfig, Response, RetryConfig, Url, backoff,
+    extract_json_string_offloaded, redact_url,
+};
+
+pub mod config;
+pub mod normalize;
+
+pub use config::{MsGraphConfig, Settings};
+
+/// The body field that links to the next page.
+pub const NEXT_LINK: &str = "@odata.nextLink";
+/// Intune managed devices.
+pub const DEVICES_PATH: &str = "/v1.0/deviceManagement/managedDevices";
+/// Entra ID users.
+pub const USERS_PATH: &str = "/v1.0/users";
+/// The `managedDevice` properties normalize maps.
+pub const DEVICE_SELECT: &str = "id,deviceName,serialNumber,wiFiMacAddress,ethernetMacAddress,operatingSystem,\
+osVersion,manufacturer,model,enrolledDateTime,lastSyncDateTime,userPrincipalName,emailAddress,complianceState,\
+managedDeviceOwnerType";
+/// The `user` properties normalize maps. `GET /users` without `$select`
+/// returns a default set that lacks `accountEnabled`, `userType` and `createdDateTime`.
+pub const USER_SELECT: &str =
+    "id,userPrincipalName,mail,displayName,givenName,surname,accountEnabled,userType,createdDateTime";
+/// The rest of Graph's default user property set, added with `keep_raw`.
+const USER_SELECT_DEFAULT_REST: &str = ",businessPhones,jobTitle,mobilePhone,officeLocation,preferredLanguage";
+/// Each stream is one chain of links, so at most one request per stream is in flight.
+const MAX_IN_FLIGHT: usize = 4;
+/// Attempts at a page whose body is unreadable and carries no next link.
+pub const UNREADABLE_PAGE_ATTEMPTS: u32 = 3;
+/// Bodies above this size are checked for well-formedness on the rayon pool.
+const OFFLOAD_ABOVE: usize = 256 * 1024;
+
+/// The streams this adapter offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    ManagedDevices,
+    Users,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 2] = [Stream::ManagedDevices, Stream::Users];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::ManagedDevices => "managed_devices",
+            Stream::Users => "users",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Stream::ManagedDevices => DEVICES_PATH,
+            Stream::Users => USERS_PATH,
+        }
+    }
+
+    pub fn info(self) -> StreamInfo {
+        let (kind, description) = match self {
+            Stream::ManagedDevices => {
+                (AssetKind::Device, "Intune managed devices (GET /v1.0/deviceManagement/managedDevices)")
+            }
+            Stream::Users => (AssetKind::User, "Entra ID users (GET /v1.0/users)"),
+        };
+        StreamInfo { name: self.name().into(), kind, key: "id".into(), description: description.into() }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Builds `msgraph` adapters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MsGraphFactory;
+
+impl AdapterFactory for MsGraphFactory {
+    fn info(&self) -> AdapterInfo {
+        AdapterInfo {
+            name: "msgraph".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Microsoft Graph: Intune managed devices and Entra ID users".into(),
+            streams: Stream::ALL.iter().map(|s| s.info()).collect(),
+            config: config::fields(),
+        }
+    }
+
+    fn build(&self, connection: &str, config: serde_json::Value) -> Result<Arc<dyn Adapter>, ConfigError> {
+        Ok(Arc::new(MsGraphAdapter::from_config(connection, config)?))
+    }
+}
+
+/// A configured `msgraph` connection.
+pub struct MsGraphAdapter {
+    connection: String,
+    settings: Settings,
+    http: HttpClient,
+    graph_base: Url,
+    info: AdapterInfo,
+}
+
+impl fmt::Debug for MsGraphAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MsGraphAdapter")
+            .field("connection", &self.connection)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MsGraphAdapter {
+    /// Parse and validate `config` and build the HTTP client. Sends nothing.
+    pub fn from_config(connection: &str, config: serde_json::Value) -> Result<Self, ConfigError> {
+        Self::new(connection, config::parse(config)?)
+    }
+
+    pub fn new(connection: &str, settings: Settings) -> Result<Self, ConfigError> {
+        let graph_base = Url::parse(&settings.graph_base_url)
+            .map_err(|e| ConfigError::field("graph_base_url", format!("not a valid URL ({e})")))?;
+        let oauth = OAuth2Config::new(&settings.token_url, &settings.client_id, settings.client_secret.clone())
+            .scope(config::SCOPE);
+        let http = HttpClient::new(
+            HttpConfig::new(&settings.graph_base_url)
+                .with_auth(Auth::OAuth2ClientCredentials(oauth))
+                .with_rate(
+                    RateConfig::from_rps(settings.requests_per_second * config::PACING)
+                        .with_max_in_flight(MAX_IN_FLIGHT),
+                )
+                .with_header("Accept", "application/json"),
+            Arc::default(),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("cannot build the Graph client: {e}")))?;
+        Ok(MsGraphAdapter { connection: connection.into(), settings, http, graph_base, info: MsGraphFactory.info() })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The first page's path and query (`$` and `,` are valid in a query and sent as is).
+    pub fn first_url(&self, stream: Stream) -> String {
+        let s = &self.settings;
+        match stream {
+            Stream::ManagedDevices if s.keep_raw => format!("{DEVICES_PATH}?$top={}", s.device_page_size),
+            Stream::ManagedDevices => format!("{DEVICES_PATH}?$top={}&$select={DEVICE_SELECT}", s.device_page_size),
+            Stream::Users => {
+                let rest = if s.keep_raw { USER_SELECT_DEFAULT_REST } else { "" };
+                format!("{USERS_PATH}?$top={}&$select={USER_SELECT}{rest}", s.user_page_size)
+            }
+        }
+    }
+
+    /// GET one page and find its next link. A body without a link is
+    /// believed to be the last page only when it is well-formed JSON;
+    /// otherwise it is fetched again, up to [`UNREADABLE_PAGE_ATTEMPTS`] times.
+    async fn get_page(&self, client: &HttpClient, url: &str, stream: Stream, page: u64) -> Result<Got, FetchError> {
+        let mut attempt = 1;
+        loop {
+            let resp = client.get(url).send_bytes().await?;
+            if let Some(link) = extract_json_string_offloaded(resp.body.clone(), &[NEXT_LINK]).await
+                && let Some(next) = self.next_url(&resp.url, &link)?
+            {
+                return Ok(Got::Page { resp, next: Some(next) });
+            }
+            if well_formed(resp.body.clone()).await {
+                return Ok(Got::Page { resp, next: None });
+            }
+            if attempt >= UNREADABLE_PAGE_ATTEMPTS {
+                return Ok(Got::Unreadable { resp, attempts: attempt });
+            }
+            let wait = backoff(&RetryConfig::default(), attempt);
+            tracing::warn!(
+                connection = %self.connection, %stream, page, endpoint = %resp.endpoint(), attempt,
+                wait_ms = wait.as_millis() as u64,
+                "page is not valid JSON and has no @odata.nextLink; fetching it again"
+            );
+            client.metrics().record_retry(wait);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// The URL to request next: the link exactly as Graph sent it (resolved
+    /// against the page's URL only if it is relative), and only on the Graph
+    /// origin the token belongs to.
+    fn next_url(&self, current: &Url, link: &str) -> Result<Option<String>, FetchError> {
+        let link = link.trim();
+        if link.is_empty() {
+            return Ok(None);
+        }
+        let protocol = |detail: String| FetchError::Protocol { endpoint: redact_url(current), detail };
+        let (text, parsed) = match Url::parse(link) {
+            Ok(u) => (link.to_string(), u),
+            Err(_) => match current.join(link) {
+                Ok(u) => (u.to_string(), u),
+                Err(e) => return Err(protocol(format!("{NEXT_LINK} is not a URL ({e})"))),
+            },
+        };
+        if parsed.origin() != self.graph_base.origin() {
+            return Err(protocol(format!(
+                "{NEXT_LINK} points to {}, outside graph_base_url {}; not following it",
+                parsed.origin().ascii_serialization(),
+                self.graph_base.origin().ascii_serialization()
+            )));
+        }
+        if parsed == *current {
+            return Err(protocol(format!("{NEXT_LINK} repeats the page's own URL; stopping to avoid a loop")));
+        }
+        Ok(Some(text))
+    }
+}
+
+/// One page as fetched.
+enum Got {
+    /// A page and the link to the next one (`None`: the last page).
+    Page { resp: Response, next: Option<String> },
+    /// Not JSON and no next link, however often it was fetched.
+    Unreadable { resp: Response, attempts: u32 },
+}
+
+/// Whether `body` is one complete JSON document (checked without building it,
+/// on the rayon pool for large bodies).
+async fn well_formed(body: Bytes) -> bool {
+    fn check(b: &[u8]) -> bool {
+        serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    }
+    if body.len() <= OFFLOAD_ABOVE {
+        return check(&body);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(check(&body));
+    });
+    rx.await.unwrap_or(false)
+}
+
+#[async_trait]
+impl Adapter for MsGraphAdapter {
+    fn info(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    /// A token, then `GET /v1.0/users?$top=1&$select=id`. Refused credentials
+    /// are an auth error naming the token endpoint and its status; never retried.
+    async fn check(&self) -> CheckOutcome {
+        self.http.check(&format!("{USERS_PATH}?$top=1&$select=id")).await
+    }
+
+    async fn fetch(&self, ctx: FetchContext) -> Result<(), FetchError> {
+        let stream =
+            Stream::from_name(&ctx.stream.name).ok_or_else(|| FetchError::UnknownStream(ctx.stream.name.clone()))?;
+        let client = self.http.with_metrics(ctx.requests.clone());
+        let mut url = self.first_url(stream);
+        let mut page: u64 = 0;
+        loop {
+            match self.get_page(&client, &url, stream, page).await? {
+                Got::Page { resp, next } => {
+                    let locator = format!("{stream} page {page} ({})", resp.endpoint());
+                    tracing::debug!(connection = %self.connection, %stream, page, bytes = resp.body.len(), last = next.is_none(), "page fetched");
+                    ctx.sink.send(RawPage::new(stream.name(), resp.body, locator)).await?;
+                    match next {
+                        Some(n) => url = n,
+                        None => return Ok(()),
+                    }
+                }
+                Got::Unreadable { resp, attempts } => {
+                    let endpoint = resp.endpoint();
+                    let locator = format!("{stream} page {page} ({endpoint})");
+                    // Passed on so the page is counted and kept as a malformed_page reject.
+                    ctx.sink.send(RawPage::new(stream.name(), resp.body, locator)).await?;
+                    return Err(FetchError::Protocol {
+                        endpoint,
+                        detail: format!(
+                            "page {page} is not valid JSON after {attempts} attempts and carries no {NEXT_LINK}: \
+                             cannot tell whether more pages follow, so the stream is incomplete"
+                        ),
+                    });
+                }
+            }
+            page += 1;
+        }
+    }
+
+    fn normalize(&self, page: &RawPage) -> NormalizedPage {
+        match Stream::from_name(&page.stream) {
+            Some(stream) => normalize::page(stream, page, self.settings.keep_raw),
+            None => NormalizedPage::page_failed(format!("unknown stream `{}`", page.stream)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn adapter(extra: serde_json::Value) -> MsGraphAdapter {
+        let mut cfg = json!({"tenant_id": "t1", "client_id": "c", "client_secret": "hunter2-secret"});
+        if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        MsGraphAdapter::from_config("conn", cfg).expect("valid config")
+    }
+
+    #[test]
+    fn info_lists_streams_and_fields() {
+        let info = MsGraphFactory.info();
+        assert_eq!(info.name, "msgraph");
+        let streams: Vec<(&str, AssetKind, &str)> =
+            info.streams.iter().map(|s| (s.name.as_str(), s.kind, s.key.as_str())).collect();
+        assert_eq!(streams, [("managed_devices", AssetKind::Device, "id"), ("users", AssetKind::User, "id")]);
+        let secret: Vec<&str> = info.config.iter().filter(|f| f.secret).map(|f| f.name.as_str()).collect();
+        assert_eq!(secret, ["client_secret"]);
+        let required: Vec<&str> = info.config.iter().filter(|f| f.required).map(|f| f.name.as_str()).collect();
+        assert_eq!(required, ["tenant_id", "client_id", "client_secret"]);
+    }
+
+    #[test]
+    fn first_urls() {
+        let a = adapter(json!({}));
+        assert_eq!(a.first_url(Stream::ManagedDevices), format!("{DEVICES_PATH}?$top=1000&$select={DEVICE_SELECT}"));
+        assert_eq!(a.first_url(Stream::Users), format!("{USERS_PATH}?$top=999&$select={USER_SELECT}"));
+        let a = adapter(json!({"keep_raw": true, "page_size": 10}));
+        assert_eq!(a.first_url(Stream::ManagedDevices), format!("{DEVICES_PATH}?$top=10"));
+        assert!(a.first_url(Stream::Users).ends_with(",preferredLanguage"));
+        assert_eq!(
+            a.http
+                .url(&a.first_url(Stream::Users))
+                .map(String::from)
+                .ok()
+                .as_deref()
+                .map(|u| u.contains("$select=id,")),
+            Some(true),
+            "the query is sent as written"
+        );
+    }
+
+    #[test]
+    fn next_links_are_taken_as_given_and_kept_on_the_graph_origin() {
+        let a = adapter(json!({}));
+        let cur = Url::parse("https://graph.microsoft.com/v1.0/users?$top=999").expect("url");
+        let link = "https://graph.microsoft.com/v1.0/users?$top=999&$skiptoken=RFNwdAIAAQAAAD8%3d";
+        assert_eq!(a.next_url(&cur, link).ok().flatten().as_deref(), Some(link));
+        assert_eq!(a.next_url(&cur, "  ").ok().flatten(), None);
+        assert_eq!(
+            a.next_url(&cur, "/v1.0/users?$skiptoken=x").ok().flatten().as_deref(),
+            Some("https://graph.microsoft.com/v1.0/users?$skiptoken=x")
+        );
+        let e = a.next_url(&cur, "https://evil.example/v1.0/users?$skiptoken=x").expect_err("other origin");
+        assert!(e.to_string().contains("https://evil.example"), "{e}");
+        let e = a.next_url(&cur, "https://graph.microsoft.com/v1.0/users?$top=999").expect_err("loop");
+        assert!(e.to_string().contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let a = adapter(json!({}));
+        let d = format!("{a:?} {a:#?}");
+        assert!(!d.contains("hunter2"), "{d}");
+    }
+
+    #[tokio::test]
+    async fn well_formed_checks_whole_documents_also_off_the_runtime() {
+        assert!(well_formed(Bytes::from_static(br#"{"value":[]}"#)).await);
+        assert!(!well_formed(Bytes::from_static(b"<html></html>")).await);
+        assert!(!well_formed(Bytes::from_static(b"{\"value\":[]}\n{\"meta\":")).await);
+        let big = format!("{{\"value\":[{}]}}", vec!["{\"id\":\"x\"}"; 40_000].join(","));
+        assert!(big.len() > OFFLOAD_ABOVE);
+        assert!(well_formed(Bytes::from(big.clone())).await);
+        assert!(!well_formed(Bytes::from(big[..big.len() - 1].to_string())).await);
+    }
+}

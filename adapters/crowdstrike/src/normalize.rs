@@ -1,0 +1,333 @@
+//! Decoding a details page (`POST /devices/entities/devices/v2`) into devices.
+//!
+//! The envelope is `{"meta":{..},"resources":[host, ..],"errors":[..]}`. It is
+//! decoded in two steps so one bad record never costs the page: the envelope
+//! with each resource kept as raw JSON, then each resource on its own. Host
+//! fields are read leniently (a number where a string was expected is taken as
+//! text; an object or array there is ignored), so only a record that is not an
+//! object at all, or has no `device_id`, is rejected.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use corral_core::fields;
+use corral_core::{Asset, Device, NormalizedPage, RawPage, Reject};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// The details envelope. `meta` is not needed.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    resources: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    errors: Option<Vec<&'a RawValue>>,
+}
+
+/// One entry of the envelope's `errors`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ApiError<'a> {
+    #[serde(borrow)]
+    code: Text<'a>,
+    #[serde(borrow)]
+    message: Text<'a>,
+    #[serde(borrow)]
+    id: Text<'a>,
+}
+
+/// The host fields corral maps. Everything else in the record is skipped.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Host<'a> {
+    #[serde(borrow)]
+    device_id: Text<'a>,
+    #[serde(borrow)]
+    hostname: Text<'a>,
+    #[serde(borrow)]
+    machine_domain: Text<'a>,
+    #[serde(borrow)]
+    local_ip: Text<'a>,
+    #[serde(borrow)]
+    external_ip: Text<'a>,
+    #[serde(borrow)]
+    mac_address: Text<'a>,
+    #[serde(borrow)]
+    serial_number: Text<'a>,
+    #[serde(borrow)]
+    platform_name: Text<'a>,
+    #[serde(borrow)]
+    os_version: Text<'a>,
+    #[serde(borrow)]
+    system_manufacturer: Text<'a>,
+    #[serde(borrow)]
+    system_product_name: Text<'a>,
+    #[serde(borrow)]
+    first_seen: Text<'a>,
+    #[serde(borrow)]
+    last_seen: Text<'a>,
+    #[serde(borrow)]
+    last_login_user: Text<'a>,
+    #[serde(borrow)]
+    tags: TextList<'a>,
+}
+
+/// Normalize one details page. Never panics.
+pub fn page(page: &RawPage, keep_raw: bool) -> NormalizedPage {
+    let env: Envelope = match serde_json::from_slice(&page.body) {
+        Ok(e) => e,
+        Err(e) => return NormalizedPage::page_failed(describe_json_error(&e, &page.body)),
+    };
+    let mut out = NormalizedPage::default();
+    let mut page_errors: Vec<String> = Vec::new();
+    for (i, raw) in env.errors.unwrap_or_default().into_iter().enumerate() {
+        let err: ApiError = serde_json::from_str(raw.get()).unwrap_or_default();
+        let code = err.code.as_str().unwrap_or("?");
+        let message = err.message.as_str().unwrap_or("(no message)");
+        match err.id.as_str() {
+            // A host removed between the listing and this call: normal churn, not an error.
+            Some(id) if code == "404" => {
+                tracing::debug!(page = %page.locator, device_id = id, "host listed but gone by the details call");
+            }
+            Some(id) => out.rejects.push(
+                Reject::new(format!("id {id} of {}", page.locator), "vendor_error", format!("{code}: {message}"))
+                    .with_raw(raw.get().as_bytes()),
+            ),
+            None => page_errors.push(format!("error {i}: {code}: {message}")),
+        }
+    }
+    let Some(resources) = env.resources else {
+        let why = if page_errors.is_empty() { "no `resources` array".to_string() } else { page_errors.join("; ") };
+        return NormalizedPage { page_error: Some(format!("vendor answered without hosts: {why}")), ..out };
+    };
+    if !page_errors.is_empty() {
+        // The vendor says something went wrong for the call as a whole: the hosts
+        // it did return are kept, but the page cannot count as complete.
+        out.page_error = Some(format!("vendor reported errors: {}", page_errors.join("; ")));
+    }
+    out.assets.reserve(resources.len());
+    for (i, raw) in resources.into_iter().enumerate() {
+        let locator = || format!("resource {i} of {}", page.locator);
+        let host: Host = match serde_json::from_str(raw.get()) {
+            Ok(h) => h,
+            Err(e) => {
+                out.rejects.push(
+                    Reject::new(locator(), "malformed_record", format!("not a host object: {e}"))
+                        .with_raw(raw.get().as_bytes()),
+                );
+                continue;
+            }
+        };
+        match device(&host) {
+            Some(d) => {
+                let raw_value = if keep_raw { serde_json::from_str(raw.get()).ok() } else { None };
+                out.assets.push(Asset::device(&page.stream, d).with_raw(raw_value));
+            }
+            None => {
+                out.rejects.push(Reject::new(locator(), "missing_key", "no device_id").with_raw(raw.get().as_bytes()))
+            }
+        }
+    }
+    out
+}
+
+/// Map one host to a device; `None` without a usable `device_id`.
+fn device(h: &Host) -> Option<Device> {
+    let source_id = h.device_id.as_str().and_then(fields::text)?;
+    let name = fields::hostname_with_domain(h.hostname.as_str().unwrap_or(""), h.machine_domain.as_str());
+    Some(Device {
+        source_id,
+        hostname: name.hostname,
+        domain: name.domain,
+        ip_addresses: fields::ips(h.local_ip.as_str().into_iter().chain(h.external_ip.as_str())),
+        mac_addresses: fields::macs(h.mac_address.as_str()),
+        serial_number: h.serial_number.as_str().and_then(fields::serial),
+        os: fields::os(h.platform_name.as_str(), h.os_version.as_str()),
+        manufacturer: h.system_manufacturer.as_str().and_then(fields::manufacturer),
+        model: h.system_product_name.as_str().and_then(model),
+        first_seen: h.first_seen.as_str().and_then(fields::timestamp),
+        last_seen: h.last_seen.as_str().and_then(fields::timestamp),
+        owner: h.last_login_user.as_str().and_then(fields::text),
+        tags: fields::tags(h.tags.0.iter().map(|t| t.as_ref())),
+    })
+}
+
+/// A product name, without the firmware defaults (`System Product Name`,
+/// `To be filled by O.E.M.`, ...).
+fn model(s: &str) -> Option<String> {
+    let m = fields::manufacturer(s)?;
+    let key: String = m.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    (!matches!(key.as_str(), "systemproductname" | "productname" | "systemmodel" | "model")).then_some(m)
+}
+
+/// What was wrong with a body that is not the expected JSON, with its start
+/// (the engine keeps the raw start in the `malformed_page` reject too).
+fn describe_json_error(e: &serde_json::Error, body: &[u8]) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Eof => "truncated JSON",
+        serde_json::error::Category::Syntax => "malformed JSON",
+        serde_json::error::Category::Data => "unexpected JSON shape",
+        serde_json::error::Category::Io => "unreadable body",
+    };
+    let start: String = String::from_utf8_lossy(&body[..body.len().min(60)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{what} ({e}); body starts with {start:?}")
+}
+
+/// A JSON scalar read as text: strings as they are (borrowed when unescaped),
+/// numbers as their decimal form; `null`, booleans, arrays and objects as absent.
+#[derive(Default, Debug, PartialEq)]
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl Text<'_> {
+    fn as_str(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Text(Some(Cow::Owned(v.to_owned()))))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Text(Some(Cow::Owned(v))))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Text(Some(Cow::Owned(v.to_string()))))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Text(Some(Cow::Owned(v.to_string()))))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Text(Some(Cow::Owned(v.to_string()))))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(TextVisitor)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor)
+    }
+}
+
+/// A list of texts: an array (non-scalar items skipped) or a single scalar.
+#[derive(Default, Debug, PartialEq)]
+struct TextList<'a>(Vec<Cow<'a, str>>);
+
+struct TextListVisitor;
+
+impl<'de> Visitor<'de> for TextListVisitor {
+    type Value = TextList<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Text(item)) = seq.next_element::<Text<'de>>()? {
+            out.extend(item);
+        }
+        Ok(TextList(out))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(TextList(vec![Cow::Borrowed(v)]))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(TextList(vec![Cow::Owned(v.to_owned())]))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(TextList(vec![Cow::Owned(v)]))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(TextList::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(TextList::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(TextList::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(TextList::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(TextList::default())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(TextList::default())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(TextListVisitor)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(TextList::default())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TextList<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextListVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_reads_scalars_and_skips_structures() {
+        let h: Host = serde_json::from_str(
+            r#"{"device_id": 42, "hostname": "a\u0062c", "mac_address": null, "serial_number": {"x": [1]},
+                "local_ip": ["10.0.0.1"], "platform_name": true, "tags": ["a", 1, null, "b", {"c": 2}]}"#,
+        )
+        .expect("lenient");
+        assert_eq!(h.device_id.as_str(), Some("42"));
+        assert_eq!(h.hostname.as_str(), Some("abc"));
+        assert_eq!(h.mac_address.as_str(), None);
+        assert_eq!(h.serial_number.as_str(), None);
+        assert_eq!(h.local_ip.as_str(), None);
+        assert_eq!(h.platform_name.as_str(), None);
+        assert_eq!(h.tags.0, vec!["a", "1", "b"]);
+        let h: Host = serde_json::from_str(r#"{"tags": "one"}"#).expect("single tag");
+        assert_eq!(h.tags.0, vec!["one"]);
+    }
+
+    #[test]
+    fn model_drops_firmware_defaults() {
+        assert_eq!(model("Latitude 5440").as_deref(), Some("Latitude 5440"));
+        assert_eq!(model("System Product Name"), None);
+        assert_eq!(model("To be filled by O.E.M."), None);
+        assert_eq!(model(" "), None);
+    }
+}

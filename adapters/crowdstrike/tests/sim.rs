@@ -1,0 +1,300 @@
+//! End to end against the CrowdStrike simulator, through the real engine into
+//! a memory store: scroll past the 10k offset cap, token expiry, 5xx retries,
+//! bad credentials, malformed pages, rate limits and X-Ratelimit-Retryafter.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use corral_core::{CheckOutcome, RunStatus};
+use corral_sim::{Faults, SimConfig};
+use serde_json::json;
+
+use common::*;
+
+/// 1. The whole inventory, more than the 10,000 hosts offset paging can reach,
+///    via the scroll endpoint and concurrent details batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_loads_the_whole_dataset_past_the_offset_cap() {
+    let sim = sim(SimConfig::new(7, 12_000)).await;
+    let (summary, store) = sync(adapter(&sim, json!({}))).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+
+    let expected = expected_ids(&sim);
+    assert_eq!(expected.len(), 12_000);
+    assert_eq!(store.asset_count(), expected.len());
+    assert_eq!(stored_ids(&store), expected);
+
+    assert_eq!(summary.records_fetched, 12_000);
+    assert_eq!(summary.assets_normalized, 12_000);
+    assert_eq!(summary.records_rejected, 0, "{:#?}", summary.rejects);
+    assert_eq!(summary.inserted, 12_000);
+    let hosts = &summary.streams["hosts"];
+    assert!(hosts.fetch_completed && hosts.stale_handled, "{hosts:#?}");
+
+    // Scroll pages of 5000 (5000, 5000, 2000, then the empty end), never the
+    // offset endpoint; three details calls of up to 5000 ids; one token.
+    let c = sim.counters.snapshot();
+    assert_eq!(c.endpoint("cs.scroll"), 4, "{c:#?}");
+    assert_eq!(c.endpoint("cs.query"), 0);
+    assert_eq!(c.endpoint("cs.entities"), 3);
+    assert_eq!(c.endpoint("cs.token"), 1);
+    assert_eq!(summary.requests.total, c.requests, "every request lands in the run summary");
+    assert_eq!(summary.requests.by_status.get(&200), Some(&7));
+
+    // Normalized, not copied: canonical MACs, lowercase names, OS families.
+    let assets = store.all_assets();
+    assert!(assets.iter().all(|a| a.fields["os"]["family"].is_string()));
+    assert!(assets.iter().any(|a| a.fields["domain"] == "corp"), "DOMAIN\\host names split");
+    for a in &assets {
+        for m in a.fields["mac_addresses"].as_array().into_iter().flatten() {
+            let m = m.as_str().unwrap_or_default();
+            assert!(m.len() == 17 && m.split(':').count() == 6 && m == m.to_lowercase(), "{m}");
+        }
+    }
+    sim.shutdown().await;
+}
+
+/// 2a. A token revoked server-side mid-run (the vendor still announced 30
+///     minutes): the 401 triggers one refresh and the sync goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiring_mid_run_is_refreshed() {
+    let faults = Faults { token_ttl: Some(Duration::from_millis(800)), token_ttl_hidden: true, ..Faults::default() };
+    let sim = sim(SimConfig::new(3, 2_000).latency_ms(80).faults(faults)).await;
+    let a = adapter(&sim, json!({"ids_page_size": 200, "details_batch": 100, "details_concurrency": 2}));
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
+    let c = sim.counters.snapshot();
+    assert!(c.fault("token_expired") >= 1, "the token did expire mid-run: {c:#?}");
+    assert!(c.tokens_issued >= 2, "{c:#?}");
+    assert!(summary.requests.by_status.get(&401).copied().unwrap_or(0) >= 1);
+    sim.shutdown().await;
+}
+
+/// 2b. A short announced lifetime: the token is replaced before it expires,
+///     so the vendor never has to refuse one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_refreshed_before_expiry() {
+    let sim = sim(SimConfig::new(4, 1_500).latency_ms(80).token_ttl(Duration::from_secs(1))).await;
+    let a = adapter(&sim, json!({"ids_page_size": 150, "details_batch": 100, "details_concurrency": 2}));
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(store.asset_count(), 1_500);
+    let c = sim.counters.snapshot();
+    assert!(c.tokens_issued >= 2, "{c:#?}");
+    assert_eq!(c.status(401), 0, "{c:#?}");
+    sim.shutdown().await;
+}
+
+/// 3. 500/502/503 answers (502 with an HTML body) are retried with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_to_success() {
+    let sim = sim(SimConfig::new(5, 1_500).error_rate(0.2)).await;
+    let a = adapter(&sim, json!({"ids_page_size": 300, "details_batch": 100}));
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
+    let c = sim.counters.snapshot();
+    assert!(c.fault("5xx") > 0, "{c:#?}");
+    assert!(summary.requests.retries > 0, "{:#?}", summary.requests);
+    assert!(summary.requests.retries >= c.fault("5xx"), "every 5xx was retried");
+    sim.shutdown().await;
+}
+
+/// 3b. An ids page that comes back 200 but undecodable is asked for again
+///     (the next offset lives in it, so it cannot be skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_ids_page_is_fetched_again() {
+    let faults = Faults { malformed_pages: vec![1], malformed_pages_once: true, ..Faults::default() };
+    let sim = sim(SimConfig::new(6, 300).faults(faults)).await;
+    // One details batch (page index 0), so only the scroll's page 1 is hit.
+    let a = adapter(&sim, json!({"ids_page_size": 100, "details_batch": 300}));
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
+    let c = sim.counters.snapshot();
+    assert_eq!(c.fault("malformed_page"), 1, "{c:#?}");
+    assert_eq!(c.endpoint("cs.scroll"), 5, "pages 0, 1 (bad), 1 again, 2 and the empty end: {c:#?}");
+    assert!(summary.requests.retries >= 1);
+    sim.shutdown().await;
+}
+
+/// 4. Refused credentials: `check` names the token endpoint and the status,
+///    and the token endpoint is asked exactly once (never retried). A sync
+///    fails the same way, without hammering the endpoint either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_fail_check_without_retrying() {
+    let sim = sim(SimConfig::new(8, 100)).await;
+    let a = adapter(&sim, json!({"client_secret": "wrong-secret-value"}));
+    let outcome = a.check().await;
+    match &outcome {
+        CheckOutcome::AuthError { endpoint, status, .. } => {
+            assert_eq!(endpoint, &format!("{}/oauth2/token", sim.base_url));
+            assert_eq!(*status, Some(401));
+        }
+        other => panic!("expected an auth error, got {other:?}"),
+    }
+    assert!(!format!("{outcome} {outcome:?}").contains("wrong-secret-value"));
+    let c = sim.counters.snapshot();
+    assert_eq!(c.endpoint("cs.token"), 1, "{c:#?}");
+    assert_eq!(c.requests, 1, "no data request without a token: {c:#?}");
+
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(store.asset_count(), 0);
+    let err = summary.streams["hosts"].fetch_error.clone().unwrap_or_default();
+    assert!(err.contains("/oauth2/token") && err.contains("401"), "{err}");
+    assert!(!format!("{summary:?}").contains("wrong-secret-value"));
+    assert_eq!(sim.counters.snapshot().endpoint("cs.token"), 2);
+    sim.shutdown().await;
+}
+
+/// 4b. Good credentials: a token and one cheap call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_succeeds_with_one_cheap_call() {
+    let sim = sim(SimConfig::new(9, 250)).await;
+    let outcome = adapter(&sim, json!({})).check().await;
+    match &outcome {
+        CheckOutcome::Ok { detail } => assert!(detail.contains("250 host(s) visible"), "{detail}"),
+        other => panic!("expected ok, got {other:?}"),
+    }
+    let c = sim.counters.snapshot();
+    assert_eq!((c.endpoint("cs.token"), c.endpoint("cs.query"), c.requests), (1, 1, 2), "{c:#?}");
+    // Unknown host: unreachable, not an auth error.
+    let cfg = json!({"base_url": "http://127.0.0.1:9", "client_id": "x", "client_secret": "y"});
+    let dead = corral_core::AdapterFactory::build(&corral_adapter_crowdstrike::CrowdStrikeFactory, "x", cfg)
+        .expect("valid config");
+    assert!(matches!(dead.check().await, CheckOutcome::Unreachable { .. }));
+    sim.shutdown().await;
+}
+
+/// 5. Details pages that are not JSON (an HTML error page, garbage spliced
+///    in, a second document appended): each is one `malformed_page` reject,
+///    the stream is not stale-handled, every other page is loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_details_pages_are_rejected_and_the_rest_loaded() {
+    // ids in one scroll page (page indices 0 and 1); details batches of 100 are
+    // page indices 0..=9, so pages 3, 4 and 5 are details batches only.
+    let sim = sim(SimConfig::new(10, 1_000).malformed_pages([3, 4, 5])).await;
+    let a = adapter(&sim, json!({"ids_page_size": 1000, "details_batch": 100}));
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Partial, "{summary:#?}");
+    assert_eq!(summary.rejects.get("malformed_page").map(|g| g.count), Some(3), "{:#?}", summary.rejects);
+    assert_eq!(summary.records_rejected, 3);
+    let hosts = &summary.streams["hosts"];
+    assert_eq!(hosts.page_errors.len(), 3, "{hosts:#?}");
+    assert!(hosts.fetch_completed);
+    assert!(!hosts.stale_handled, "a stream with an undecodable page must not mark stale");
+    assert_eq!(summary.records_fetched, 1_000);
+
+    let all: Vec<String> = corral_sim::crowdstrike_device_ids(10, 1_000, 0);
+    let want: std::collections::BTreeSet<String> = all[..300].iter().chain(&all[600..]).cloned().collect();
+    assert_eq!(store.asset_count(), 700);
+    assert_eq!(stored_ids(&store), want);
+    for p in &hosts.page_errors {
+        assert!(p.starts_with("details batch "), "{p}");
+    }
+    sim.shutdown().await;
+}
+
+/// 6. The simulator allows R requests per second (sliding window) and says so
+///    in X-Ratelimit-* headers; the adapter configured with the same limit
+///    never gets a 429 and still uses most of the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paces_under_the_vendor_rate_limit_and_uses_it() {
+    const R: u32 = 20;
+    let sim = sim(SimConfig::new(11, 1_500).rate_limit(R, Duration::from_secs(1))).await;
+    let a = adapter(
+        &sim,
+        json!({
+            "requests_per_minute": R * 60,
+            "rate_window_secs": 1,
+            "ids_page_size": 50,
+            "details_batch": 25,
+            "details_concurrency": 4,
+        }),
+    );
+    let started = Instant::now();
+    let (summary, store) = sync(a).await;
+    let elapsed = started.elapsed();
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(store.asset_count(), 1_500);
+
+    let c = sim.counters.snapshot();
+    let data = data_requests(&sim);
+    assert_eq!(data, 31 + 60, "{c:#?}");
+    assert_eq!(c.status(429), 0, "pre-paced: no 429 at all: {c:#?}");
+    assert_eq!(summary.requests.rate_limited, 0);
+    assert!(c.max_in_window <= u64::from(R), "{c:#?}");
+    let rate = data as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "rate test: {data} requests in {elapsed:?} = {rate:.1}/s (limit {R}/s), max in window {}",
+        c.max_in_window
+    );
+    assert!(rate >= 0.8 * f64::from(R), "achieved {rate:.1} req/s of {R} in {elapsed:?}");
+    assert!(rate <= 1.05 * f64::from(R), "{rate:.1} req/s over the limit");
+    sim.shutdown().await;
+}
+
+/// 7. A 429 carries `X-Ratelimit-Retryafter` as an epoch instant in seconds.
+///    The client waits until then: the one request refused is the only one,
+///    and the wait recorded is the vendor's, not a short backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryafter_epoch_seconds_is_honoured() {
+    // Two requests per 3 s. The first ids page, then the second ids page and
+    // the (single) details batch at once: one of those two is refused.
+    let window = Duration::from_secs(3);
+    let sim = sim(SimConfig::new(12, 40).rate_limit(2, window)).await;
+    let a = adapter(
+        &sim,
+        json!({"ids_page_size": 40, "details_batch": 40, "details_concurrency": 1, "rate_window_secs": 3}),
+    );
+    let started = Instant::now();
+    let (summary, store) = sync(a).await;
+    let elapsed = started.elapsed();
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(store.asset_count(), 40);
+
+    let c = sim.counters.snapshot();
+    eprintln!("retry-after test: {elapsed:?}, waited {} ms, 429s {}", summary.requests.retry_wait_ms, c.status(429));
+    assert_eq!(c.status(429), 1, "a client that retried before the instant would be refused again: {c:#?}");
+    assert_eq!(data_requests(&sim), 4, "{c:#?}");
+    assert_eq!(summary.requests.rate_limited, 1);
+    // The instant is the end of the window, rounded up to a whole second.
+    assert!(summary.requests.retry_wait_ms >= 2_000, "{:#?}", summary.requests);
+    assert!(elapsed >= window - Duration::from_millis(200), "{elapsed:?}");
+    assert!(elapsed < window + Duration::from_secs(3), "{elapsed:?}");
+    sim.shutdown().await;
+}
+
+/// An FQL filter travels (percent-encoded) with every scroll page and into
+/// `check`; only matching hosts are fetched. A filter the vendor refuses fails
+/// the stream, naming the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fql_filter_limits_the_inventory() {
+    let filter = "platform_name:'Windows'+last_seen:>='2000-01-01'";
+    let sim = sim(SimConfig::new(14, 3_000)).await;
+    let want: std::collections::BTreeSet<String> = corral_sim::crowdstrike_hosts(14, 3_000, 0)
+        .iter()
+        .filter(|h| h["platform_name"] == "Windows")
+        .filter_map(|h| h["device_id"].as_str().map(str::to_string))
+        .collect();
+    assert!(!want.is_empty() && want.len() < 3_000);
+    let a = adapter(&sim, json!({"filter": filter, "ids_page_size": 500, "details_batch": 400}));
+    match a.check().await {
+        CheckOutcome::Ok { detail } => assert!(detail.contains(&format!("{} host(s)", want.len())), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(stored_ids(&store), want);
+
+    let bad = adapter(&sim, json!({"filter": "no_such_field:'x'"}));
+    let (summary, store) = sync(bad).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(store.asset_count(), 0);
+    let err = summary.streams["hosts"].fetch_error.clone().unwrap_or_default();
+    assert!(err.contains("/devices/queries/devices-scroll/v1") && err.contains("400"), "{err}");
+    sim.shutdown().await;
+}

@@ -1,0 +1,70 @@
+//! Graph throttling: 429 with `Retry-After` in seconds is waited out, and a
+//! client configured at the vendor's rate uses it without being throttled.
+//!
+//! Its own test binary, so the heavier sync tests do not compete for the CPU while it times requests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use corral_core::{AssetKind, RunStatus};
+use corral_sim::SimConfig;
+use serde_json::json;
+
+use common::*;
+
+/// The simulator's limit: R requests per second, sliding window (like Graph).
+const R: u32 = 20;
+
+/// A client much faster than the vendor allows is throttled; it waits as told
+/// (every request of the connection pauses), so the sync succeeds and the
+/// simulator never sees more than a handful of attempts beyond its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_seconds_is_honoured() {
+    const SIZE: usize = 200;
+    let sim = start(SimConfig::new(2, SIZE).rate_limit(R, Duration::from_secs(1))).await;
+    let adapter = adapter(&sim, json!({"page_size": 10, "requests_per_second": 1000}));
+    let started = Instant::now();
+    let (summary, store) = sync(adapter, &[]).await;
+    let elapsed = started.elapsed();
+    assert_eq!(summary.status, RunStatus::Success, "{}", show(&summary));
+    assert_eq!(stored_ids(&store, AssetKind::User).len(), SIZE);
+    let c = sim.counters.snapshot();
+    assert!(c.rate_limited >= 1, "the vendor had to say 429: {c:?}");
+    assert_eq!(summary.requests.rate_limited, c.rate_limited);
+    // Waiting as told: a 429 stops every request of the client for the
+    // announced seconds, so each throttled window holds at most the admitted
+    // R plus the requests already on the wire (one per stream).
+    assert!(c.max_in_window <= u64::from(R) + 2, "{c:?}");
+    assert!(c.rate_limited <= 8, "{c:?}");
+    // 40 pages at 20/s need 2 s: the waits cost about a second each.
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    sim.shutdown().await;
+}
+
+/// Configured at the vendor's R, the client spaces its requests evenly across
+/// both streams (at 90 % of R, see `config::PACING`): it achieves at least
+/// 0.8 R, never more than R, and is not throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_at_the_vendor_rate_it_uses_the_rate_without_429s() {
+    const SIZE: usize = 800;
+    const PAGE: usize = 20;
+    let sim = start(SimConfig::new(3, SIZE).rate_limit(R, Duration::from_secs(1))).await;
+    let adapter = adapter(&sim, json!({"page_size": PAGE, "requests_per_second": R}));
+    let started = Instant::now();
+    let (summary, store) = sync(adapter, &[]).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(summary.status, RunStatus::Success, "{}", show(&summary));
+    assert_eq!(stored_ids(&store, AssetKind::User).len(), SIZE);
+
+    let c = sim.counters.snapshot();
+    // Data requests answered 200 (the token endpoint is not rate limited).
+    let served = (c.endpoint("graph.users") + c.endpoint("graph.devices") - c.rate_limited) as f64;
+    assert_eq!(served as usize, 2 * SIZE / PAGE, "{c:?}");
+    let rate = served / elapsed;
+    assert!(c.rate_limited <= 1, "{c:?}");
+    assert!(rate >= 0.8 * f64::from(R), "achieved {rate:.1}/s of {R}/s in {elapsed:.2}s: {c:?}");
+    assert!(rate <= f64::from(R), "never faster than the vendor allows: {rate:.1}/s");
+    assert!(c.max_in_window <= u64::from(R), "{c:?}");
+    sim.shutdown().await;
+}

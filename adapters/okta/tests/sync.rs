@@ -1,0 +1,183 @@
+//! End to end against the Okta simulator: the adapter driven by the real
+//! engine into a memory store.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_core::{CheckOutcome, RunStatus};
+use corral_http::{Auth, HttpClient, HttpConfig, RateConfig, SecretString};
+use corral_sim::{Behavior, SimConfig};
+use serde_json::json;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_loads_the_whole_dataset_with_either_link_form() {
+    let (seed, size) = (21, 450);
+    let want = expected_ids(seed, size);
+    let want_set: BTreeSet<String> = want.iter().cloned().collect();
+    // No id appears twice; about 1 % are the same person under a new id (same e-mail).
+    assert_eq!(want_set.len(), size);
+    let sim_users = corral_sim::okta_users(seed, size, 0);
+    let emails: BTreeSet<String> =
+        sim_users.iter().filter_map(|u| u["profile"]["email"].as_str()).map(str::to_lowercase).collect();
+    assert!(emails.len() < size, "the dataset has re-hired people under new ids");
+
+    for joined in [false, true] {
+        let config = SimConfig::new(seed, size).behavior(Behavior { okta_joined_link: joined, ..Behavior::default() });
+        let sim = sim(config).await;
+        let adapter = adapter(&sim, json!({ "page_size": 100, "requests_per_minute": 0 }));
+        let (summary, store) = sync(adapter.clone()).await;
+        assert_eq!(summary.status, RunStatus::Success, "joined={joined}: {:?}", summary.errors);
+        assert_eq!(summary.pages, 5, "joined={joined}");
+        assert_eq!(summary.assets_normalized, size as u64);
+        assert_eq!(summary.records_rejected, 0);
+        assert_eq!(summary.inserted, size as u64);
+        assert_eq!(stored_ids(&store), want_set, "joined={joined}");
+        let users = &summary.streams["users"];
+        assert!(users.fetch_completed && users.stale_handled);
+        let snap = sim.counters.snapshot();
+        assert_eq!(snap.endpoint("okta.users"), 5);
+        assert_eq!(summary.requests.total, 5);
+        // Re-hired people stay separate users (one per Okta id) with the same e-mail.
+        let stored_emails: BTreeSet<String> =
+            store.all_assets().iter().filter_map(|a| a.fields["email"].as_str().map(String::from)).collect();
+        assert_eq!(stored_emails, emails);
+
+        // A second run changes nothing and marks nothing stale.
+        let again = sync_into(&store, adapter).await;
+        assert_eq!(again.status, RunStatus::Success);
+        assert_eq!(again.unchanged, size as u64);
+        assert_eq!(store.stale_count(), 0);
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_to_success() {
+    let (seed, size) = (5, 300);
+    let sim = sim(SimConfig::new(seed, size).error_rate(0.3)).await;
+    // The default fixed quota (600/min) stays on here.
+    let adapter = adapter(&sim, json!({ "page_size": 50 }));
+    let (summary, store) = sync(adapter).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:?}", summary.errors);
+    assert!(summary.requests.retries > 0, "{:?}", summary.requests);
+    let server_errors: u64 = summary.requests.by_status.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum();
+    assert_eq!(server_errors, summary.requests.retries);
+    assert!(sim.counters.snapshot().fault("5xx") > 0);
+    assert_eq!(stored_ids(&store), expected_ids(seed, size).into_iter().collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_token_fails_check_once_without_leaking_it() {
+    let sim = sim(SimConfig::new(1, 20)).await;
+    let secret = "wrong-token-hunter2-do-not-print";
+    let adapter = adapter(&sim, json!({ "token": secret }));
+    let outcome = adapter.check().await;
+    match &outcome {
+        CheckOutcome::AuthError { endpoint, status, .. } => {
+            assert_eq!(*status, Some(401));
+            assert_eq!(endpoint, &format!("{}/api/v1/users?limit=1", sim.base_url));
+        }
+        other => panic!("expected an auth error, got {other:?}"),
+    }
+    let shown = format!("{outcome} {outcome:?} {adapter:?}", adapter = adapter.info());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let snap = sim.counters.snapshot();
+    assert_eq!(snap.requests, 1, "a refused credential is never retried");
+    assert_eq!(snap.status(401), 1);
+
+    // A sync with it fails on the first request, not retried either.
+    let (summary, store) = sync(adapter).await;
+    assert_eq!(summary.status, RunStatus::Failed);
+    assert_eq!(sim.counters.snapshot().requests, 2);
+    let err = summary.streams["users"].fetch_error.clone().unwrap_or_default();
+    assert!(err.contains("authentication failed") && err.contains("/api/v1/users"), "{err}");
+    assert!(!format!("{summary:?}").contains("hunter2"));
+    assert_eq!(store.asset_count(), 0);
+
+    // The right token passes.
+    let good = common::adapter(&sim, json!({}));
+    assert!(good.check().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_page_is_one_reject_and_the_rest_loads() {
+    let (seed, size) = (8, 50);
+    let sim = sim(SimConfig::new(seed, size).malformed_pages([1])).await;
+    let adapter = adapter(&sim, json!({ "page_size": 10, "requests_per_minute": 0 }));
+    let (summary, store) = sync(adapter).await;
+    assert_eq!(summary.status, RunStatus::Partial, "{:?}", summary.errors);
+    assert_eq!(summary.pages, 5);
+    assert_eq!(summary.rejects.get("malformed_page").map(|g| g.count), Some(1));
+    let sample = &summary.rejects["malformed_page"].samples[0];
+    assert!(sample.record.starts_with("page 2 ("), "{}", sample.record);
+    let users = &summary.streams["users"];
+    assert!(users.fetch_completed);
+    assert!(!users.stale_handled, "a stream with an undecodable page skips stale handling");
+    let ids = expected_ids(seed, size);
+    let want: BTreeSet<String> = ids[..10].iter().chain(&ids[20..]).cloned().collect();
+    assert_eq!(stored_ids(&store), want);
+}
+
+/// Okta's X-Rate-Limit-* headers pace the client: no 429 once it has seen
+/// them, and it still uses most of the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_headers_pace_the_client_without_429s() {
+    // R requests per W, fixed windows; 12 requests span the first window, its reset and part of the next.
+    let (r, w) = (10u32, Duration::from_secs(5));
+    let (seed, size, page) = (9, 120, 10);
+    let sim = sim_on_second_boundary(SimConfig::new(seed, size).rate_limit(r, w)).await;
+    // No fixed quota: only the vendor's headers slow the client down.
+    let adapter = adapter(&sim, json!({ "page_size": page, "requests_per_minute": 0 }));
+    let started = Instant::now();
+    let (summary, store) = sync(adapter).await;
+    let elapsed = started.elapsed();
+    assert_eq!(summary.status, RunStatus::Success, "{:?}", summary.errors);
+    assert_eq!(stored_ids(&store).len(), size);
+
+    let snap = sim.counters.snapshot();
+    assert_eq!(snap.requests, (size / page) as u64);
+    assert_eq!(snap.rate_limited, 0, "no 429: {snap:?}");
+    assert_eq!(summary.requests.rate_limited, 0);
+    assert!(snap.max_in_window <= u64::from(r), "{snap:?}");
+    assert!(summary.requests.limiter_wait_ms > 0, "the client paced itself");
+    let achieved = snap.requests as f64 / elapsed.as_secs_f64();
+    let limit = f64::from(r) / w.as_secs_f64();
+    eprintln!("{} requests in {elapsed:.2?}: {achieved:.2} req/s of {limit:.2}", snap.requests);
+    assert!(
+        achieved >= 0.8 * limit,
+        "achieved {achieved:.2} req/s in {elapsed:?}, limit {limit:.2} req/s ({:.0}%)",
+        100.0 * achieved / limit
+    );
+}
+
+/// A 429 (budget spent by someone else) is waited out until X-Rate-Limit-Reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_waited_out_until_the_reset() {
+    let (r, w) = (4u32, Duration::from_secs(2));
+    let (seed, size) = (12, 30);
+    let sim = sim_on_second_boundary(SimConfig::new(seed, size).rate_limit(r, w)).await;
+    // Another client of the org spends this window's budget.
+    let other = HttpClient::new(
+        HttpConfig::new(&sim.base_url)
+            .with_auth(Auth::okta_ssws(&SecretString::from(sim.config.credentials.token.clone())))
+            .with_rate(RateConfig::unlimited().with_header_adaptation(false)),
+        Arc::default(),
+    )
+    .expect("client");
+    for _ in 0..r {
+        other.get("/api/v1/users/me").send_bytes().await.expect("within the budget");
+    }
+    let adapter = adapter(&sim, json!({ "page_size": 10, "requests_per_minute": 0 }));
+    let (summary, store) = sync(adapter).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:?}", summary.errors);
+    assert_eq!(stored_ids(&store), expected_ids(seed, size).into_iter().collect());
+    assert_eq!(summary.requests.rate_limited, 1, "{:?}", summary.requests);
+    assert!(summary.requests.retries >= 1);
+    // The retry came after the reset: exactly one 429 in all.
+    assert_eq!(sim.counters.snapshot().status(429), 1);
+}
