@@ -14,6 +14,9 @@ use crate::{Cli, Command, EXIT_FAILED, exit_code};
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(corral_adapter_file::FileAdapterFactory);
+    r.register(corral_adapter_crowdstrike::CrowdStrikeFactory);
+    r.register(corral_adapter_okta::OktaFactory);
+    r.register(corral_adapter_msgraph::MsGraphFactory);
     r
 }
 
@@ -23,8 +26,8 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool) -> Result<u8> 
             adapters(json);
             Ok(0)
         }
-        Command::Demo { store, devices, users, dir, json } => {
-            crate::demo::run(&store, devices, users, &dir, json, interactive).await
+        Command::Demo { store, devices, users, vendor_size, dir, json } => {
+            crate::demo::run(&store, devices, users, vendor_size, &dir, json, interactive).await
         }
         Command::Sync { connections, json } => {
             let config = Config::load(&cli.config, &redactor)?;

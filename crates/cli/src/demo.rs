@@ -1,16 +1,26 @@
-//! `corral demo`: generate sample exports and sync them, so a new user sees
-//! the whole pipeline work with no server and no credentials.
+//! `corral demo`: start the vendor simulators (CrowdStrike, Okta, Microsoft
+//! Graph) in-process, generate sample exports, and sync all of them, so a new
+//! user sees the whole pipeline work with no server and no credentials.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use corral_adapter_file::sample::{self, SampleOptions};
 use corral_core::{EngineConfig, StalePolicy};
+use corral_sim::{Credentials, SimConfig, Vendor};
 
 use crate::commands::{open_store, registry, sync};
 use crate::config::{Redactor, StoreConfig};
 
-pub async fn run(store: &str, devices: u64, users: u64, dir: &Path, json: bool, interactive: bool) -> Result<u8> {
+pub async fn run(
+    store: &str,
+    devices: u64,
+    users: u64,
+    vendor_size: usize,
+    dir: &Path,
+    json: bool,
+    interactive: bool,
+) -> Result<u8> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let devices_path = dir.join("devices.csv");
     let users_path = dir.join("users.ndjson");
@@ -75,9 +85,52 @@ pub async fn run(store: &str, devices: u64, users: u64, dir: &Path, json: bool, 
             stale: StalePolicy::Mark { delete_after: None },
         });
     }
+    // The simulated vendor APIs, each on its own thread and loopback port.
+    let sim = |vendor| corral_sim::start(vendor, SimConfig::new(42, vendor_size).latency_ms(5));
+    let crowdstrike = sim(Vendor::CrowdStrike).await.context("starting the CrowdStrike simulator")?;
+    let okta = sim(Vendor::Okta).await.context("starting the Okta simulator")?;
+    let graph = sim(Vendor::MsGraph).await.context("starting the Microsoft Graph simulator")?;
+    let creds = Credentials::default();
+    let vendors = [
+        (
+            "demo-crowdstrike",
+            "crowdstrike",
+            serde_json::json!({
+                "base_url": crowdstrike.base_url, "client_id": creds.client_id, "client_secret": creds.client_secret,
+            }),
+        ),
+        ("demo-okta", "okta", serde_json::json!({ "base_url": okta.base_url, "token": creds.token })),
+        (
+            "demo-msgraph",
+            "msgraph",
+            serde_json::json!({
+                "tenant_id": creds.tenant, "client_id": creds.client_id, "client_secret": creds.client_secret,
+                "login_base_url": graph.base_url, "graph_base_url": graph.base_url,
+            }),
+        ),
+    ];
+    for (name, adapter, config) in vendors {
+        let adapter = registry.build(adapter, name, config).with_context(|| format!("connection `{name}`"))?;
+        conns.push(corral_core::Connection {
+            name: name.into(),
+            adapter,
+            streams: vec![],
+            stale: StalePolicy::Mark { delete_after: None },
+        });
+    }
+    if !json {
+        eprintln!(
+            "corral demo: simulated CrowdStrike at {}, Okta at {}, Microsoft Graph at {} ({vendor_size} records each)",
+            crowdstrike.base_url, okta.base_url, graph.base_url
+        );
+    }
+
     let store = open_store(&store_config).await?;
     let described = store.describe();
     let code = sync(store, EngineConfig::default(), conns, json, interactive, &Redactor::default()).await?;
+    for handle in [crowdstrike, okta, graph] {
+        handle.shutdown().await;
+    }
     if !json {
         eprintln!("\nassets are in {described}: try `corral assets` and `corral assets --list --kind device`");
     }

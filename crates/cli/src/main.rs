@@ -87,7 +87,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate sample exports and sync them into the embedded store (./corral.db).
+    /// Sync simulated CrowdStrike, Okta and Graph APIs plus sample exports into the embedded store (./corral.db).
     Demo {
         /// Store to load into: a SQLite path or a mongodb:// URI.
         #[arg(long, default_value = "corral.db")]
@@ -98,6 +98,9 @@ enum Command {
         /// Users to generate.
         #[arg(long, default_value_t = 5_000)]
         users: u64,
+        /// Records each simulated vendor API serves.
+        #[arg(long, default_value_t = 5_000)]
+        vendor_size: usize,
         /// Where the sample files go.
         #[arg(long, default_value = ".corral-demo")]
         dir: PathBuf,

@@ -20,7 +20,7 @@ fn text(out: &Output) -> String {
 #[test]
 fn demo_loads_assets_that_assets_lists() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = corral(dir.path(), &["demo", "--devices", "3000", "--users", "500"]);
+    let out = corral(dir.path(), &["demo", "--devices", "3000", "--users", "500", "--vendor-size", "300"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("demo-devices") && stdout.contains("success"), "{stdout}");
@@ -29,8 +29,20 @@ fn demo_loads_assets_that_assets_lists() {
     let out = corral(dir.path(), &["assets", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let counts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json counts");
-    let total: u64 = counts.as_array().expect("array").iter().map(|c| c["count"].as_u64().unwrap_or(0)).sum();
-    assert_eq!(total, 3500);
+    let count = |name: &str| -> u64 {
+        counts
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|c| c["connection"] == name)
+            .map(|c| c["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(count("demo-devices"), 3000);
+    assert_eq!(count("demo-users"), 500);
+    assert_eq!(count("demo-crowdstrike"), 300);
+    assert_eq!(count("demo-okta"), 300);
+    assert!(count("demo-msgraph") > 300, "Intune devices and Entra users: {counts}");
 
     let out = corral(dir.path(), &["assets", "--list", "--kind", "device", "--limit", "3", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json list");
@@ -39,7 +51,7 @@ fn demo_loads_assets_that_assets_lists() {
 
     let out = corral(dir.path(), &["runs", "--json"]);
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json runs");
-    assert_eq!(runs.as_array().map(Vec::len), Some(2));
+    assert_eq!(runs.as_array().map(Vec::len), Some(5));
 }
 
 fn write_config(dir: &Path, body: &str) {

@@ -276,9 +276,20 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(value: serde_json::Value) ->
     })
 }
 
-/// serde quotes invalid values (`invalid type: string "hunter2", expected ...`);
-/// keep the shape of the message but drop the value.
+/// serde quotes the offending value (`invalid type: string "hunter2", expected
+/// u32`, ``invalid type: integer `987654321`, expected a string``); keep the
+/// shape of the message but never the value: it may be a secret.
 fn redact_serde_message(msg: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            let (found, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+            let kind = found.split(['`', '"']).next().unwrap_or_default().trim();
+            let expected = if expected.is_empty() { String::new() } else { format!(", expected{expected}") };
+            return format!("{prefix}{kind}{expected}");
+        }
+    }
+    // Other messages (unknown field, unknown variant) name fields and variants, not values;
+    // still drop anything in double quotes to be safe.
     let mut out = String::with_capacity(msg.len());
     let mut in_quote = false;
     for c in msg.chars() {
@@ -476,6 +487,10 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("config field `page_size`:"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
+        let err = parse_config::<Cfg>(serde_json::json!({"path": 987654321, "page_size": 1})).expect_err("wrong type");
+        let msg = err.to_string();
+        assert!(msg.starts_with("config field `path`: invalid type: integer, expected"), "{msg}");
+        assert!(!msg.contains("987654321"), "{msg}");
     }
 
     #[test]
