@@ -27,4 +27,4 @@ fi
 echo "MongoDB tests: server configured" >&2
 
 step "cargo test"
-cargo test --workspace --all-targets --locked
+cargo test --workspace --all-targets --locked --no-fail-fast

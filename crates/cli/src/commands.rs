@@ -32,12 +32,12 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool) -> Result<u8> 
         Command::Sync { connections, json } => {
             let config = Config::load(&cli.config, &redactor)?;
             let store = open_store(&config.store).await?;
-            let conns = build_connections(&registry(), &config.connections, &connections)?;
+            let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
             sync(store, config.engine, conns, json, interactive, &redactor).await
         }
         Command::Check { connections, json } => {
             let config = Config::load(&cli.config, &redactor)?;
-            let conns = build_connections(&registry(), &config.connections, &connections)?;
+            let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
             check(conns, json, &redactor).await
         }
         Command::Runs { limit, rejects, json } => {
@@ -71,7 +71,12 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
 }
 
 /// Build (and so validate) every selected connection before anything runs.
-pub fn build_connections(registry: &Registry, all: &[ConnectionConfig], only: &[String]) -> Result<Vec<Connection>> {
+pub fn build_connections(
+    registry: &Registry,
+    all: &[ConnectionConfig],
+    only: &[String],
+    redactor: &Redactor,
+) -> Result<Vec<Connection>> {
     for name in only {
         if !all.iter().any(|c| &c.name == name) {
             bail!("no connection named `{name}` in the config");
@@ -80,10 +85,10 @@ pub fn build_connections(registry: &Registry, all: &[ConnectionConfig], only: &[
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for c in all.iter().filter(|c| only.is_empty() || only.contains(&c.name)) {
-        let config = match serde_json::to_value(&c.config) {
+        let config = match c.resolved_config(redactor, &|name| std::env::var(name).ok()) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(format!("connection `{}`: config: {e}", c.name));
+                errors.push(format!("connection `{}`: {e:#}", c.name));
                 continue;
             }
         };
@@ -116,6 +121,7 @@ pub async fn sync(
     interactive: bool,
     redactor: &Redactor,
 ) -> Result<u8> {
+    let engine_config = crate::limits::fit_open_files(engine_config);
     let engine = Engine::new(engine_config, store).context("starting the engine")?;
     let bars = interactive
         .then(|| crate::progress::Bars::start(engine.clone(), conns.iter().map(|c| c.name.clone()).collect()));

@@ -61,9 +61,13 @@ pub struct ConnectionConfig {
     pub streams: Vec<String>,
     #[serde(default)]
     pub stale: StaleConfig,
-    /// The adapter's own settings, validated by the adapter.
+    /// The adapter's own settings, validated by the adapter. Secret references in
+    /// it are still unresolved: see [`ConnectionConfig::resolved_config`].
     #[serde(default = "empty_table")]
     pub config: toml::Value,
+    /// Position in the file, for error messages.
+    #[serde(skip)]
+    pub index: usize,
 }
 
 fn empty_table() -> toml::Value {
@@ -161,8 +165,25 @@ impl Config {
     pub fn parse_with_env(text: &str, path: &Path, redactor: &Redactor, env: &Env<'_>) -> Result<Config> {
         let mut value: toml::Value =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
-        resolve_secrets(&mut value, "", redactor, env)?;
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        // Secrets in a connection's adapter config are resolved only when that
+        // connection is built: `corral runs` needs no vendor credentials, and
+        // `corral sync --connection a` none of connection b's.
+        if let toml::Value::Table(top) = &mut value {
+            for (key, v) in top.iter_mut() {
+                match (key.as_str(), v) {
+                    ("connection", toml::Value::Array(conns)) => {
+                        for (i, c) in conns.iter_mut().enumerate() {
+                            let toml::Value::Table(c) = c else { continue };
+                            for (k, v) in c.iter_mut().filter(|(k, _)| k.as_str() != "config") {
+                                resolve_secrets(v, &format!("connection[{i}].{k}"), redactor, env)?;
+                            }
+                        }
+                    }
+                    (key, v) => resolve_secrets(v, key, redactor, env)?,
+                }
+            }
+        }
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let field = e.path().to_string();
             anyhow::anyhow!(
                 "{}: config field `{field}`: {}",
@@ -172,7 +193,8 @@ impl Config {
         })?;
         config.engine.validate()?;
         let mut names = std::collections::BTreeSet::new();
-        for c in &config.connections {
+        for (i, c) in config.connections.iter_mut().enumerate() {
+            c.index = i;
             if c.name.trim().is_empty() {
                 bail!("{}: a connection has an empty `name`", path.display());
             }
@@ -181,6 +203,15 @@ impl Config {
             }
         }
         Ok(config)
+    }
+}
+
+impl ConnectionConfig {
+    /// The adapter config as JSON, with its `${VAR}` and `${file:PATH}` references resolved.
+    pub fn resolved_config(&self, redactor: &Redactor, env: &Env<'_>) -> Result<serde_json::Value> {
+        let mut value = self.config.clone();
+        resolve_secrets(&mut value, &format!("connection[{}].config", self.index), redactor, env)?;
+        serde_json::to_value(&value).with_context(|| format!("connection `{}`: config", self.name))
     }
 }
 
@@ -257,7 +288,7 @@ mod tests {
         let r = Redactor::default();
         let env = |name: &str| (name == "CORRAL_TEST_TOKEN_1").then(|| "env-secret-value".to_string());
         let cfg = Config::parse_with_env(&toml, Path::new("t.toml"), &r, &env).expect("parse");
-        let c = &cfg.connections[0].config;
+        let c = cfg.connections[0].resolved_config(&r, &env).expect("resolve");
         assert_eq!(c["token"].as_str(), Some("SSWS env-secret-value"));
         assert_eq!(c["key"].as_str(), Some("file-secret-value"));
         assert_eq!(r.redact("bad token env-secret-value and file-secret-value"), "bad token [redacted] and [redacted]");
@@ -271,7 +302,10 @@ mod tests {
             adapter = "file"
             config = { client_secret = "${CORRAL_TEST_SURELY_UNSET_VAR}" }
         "#;
-        let err = Config::parse(toml, Path::new("t.toml"), &Redactor::default()).expect_err("unset var");
+        // The config parses (`corral runs` needs no vendor secrets); building the connection fails.
+        let r = Redactor::default();
+        let cfg = Config::parse(toml, Path::new("t.toml"), &r).expect("parse");
+        let err = cfg.connections[0].resolved_config(&r, &|_| None).expect_err("unset var");
         let msg = format!("{err:#}");
         assert!(msg.contains("connection[0].config.client_secret"), "{msg}");
         assert!(msg.contains("CORRAL_TEST_SURELY_UNSET_VAR"), "{msg}");

@@ -7,6 +7,7 @@
 mod commands;
 mod config;
 mod demo;
+mod limits;
 mod progress;
 
 use std::io::IsTerminal;
