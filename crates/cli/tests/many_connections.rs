@@ -40,7 +40,7 @@ fn case_of(i: usize) -> Case {
         0..=5 => Case::Healthy,
         6 | 7 => Case::Flaky,
         8 => Case::Malformed,
-        _ if (i / 30) % 2 == 0 => Case::BadCredentials,
+        _ if (i / 30).is_multiple_of(2) => Case::BadCredentials,
         _ => Case::Unreachable,
     }
 }
