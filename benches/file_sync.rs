@@ -12,7 +12,7 @@ use std::time::Instant;
 use corral_adapter_file::sample::{SampleOptions, write_devices_csv};
 use corral_core::{Engine, EngineConfig, RunStatus};
 use corral_store::sqlite::SqliteStore;
-use corral_workspace::devices_connection;
+use corral_workspace::{cpu_seconds, devices_connection, peak_rss_kb};
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -69,25 +69,4 @@ fn main() {
         summary.in_flight.peak_records, summary.in_flight.record_bound
     );
     println!("  stages (ms)          : {:?}", summary.stages);
-}
-
-/// Peak resident set size of this process, from /proc (0 where unavailable).
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds of this process, from /proc (0 where unavailable).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the command name (which may contain spaces) start after ')'.
-    let Some(rest) = stat.rsplit(')').next() else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
