@@ -8,7 +8,7 @@ use corral_core::summary::{overall_status, render_table};
 use corral_core::{Connection, Engine, EngineConfig, Registry, Store};
 
 use crate::config::{Config, ConnectionConfig, Redactor, StoreConfig};
-use crate::{Cli, Command, EXIT_FAILED, exit_code};
+use crate::{Cli, Command, EXIT_FAILED, EXIT_INTERRUPTED, exit_code};
 
 /// Every adapter this binary ships.
 pub fn registry() -> Registry {
@@ -123,9 +123,11 @@ pub async fn sync(
 ) -> Result<u8> {
     let engine_config = crate::limits::fit_open_files(engine_config);
     let engine = Engine::new(engine_config, store).context("starting the engine")?;
+    let interrupts = tokio::spawn(stop_on_signals(engine.clone()));
     let bars = interactive
         .then(|| crate::progress::Bars::start(engine.clone(), conns.iter().map(|c| c.name.clone()).collect()));
     let mut summaries = engine.run(conns).await;
+    interrupts.abort();
     if let Some(bars) = bars {
         bars.finish().await;
     }
@@ -260,4 +262,35 @@ async fn assets(store: &dyn Store, filter: &AssetFilter, list: bool, limit: usiz
         println!("(no assets in {})", store.describe());
     }
     Ok(0)
+}
+
+/// Ctrl-C or SIGTERM (a scheduler stopping the job) stops the run gracefully:
+/// fetching stops, what was fetched is loaded and checkpointed, nothing is
+/// marked stale, and every affected run is reported failed. A second signal
+/// exits at once; checkpoints still cover only data the store acknowledged.
+async fn stop_on_signals(engine: Engine) {
+    if shutdown_signal().await.is_err() {
+        return;
+    }
+    tracing::warn!("interrupted: fetching stops, what was fetched is being loaded; interrupt again to exit now");
+    engine.cancel();
+    if shutdown_signal().await.is_ok() {
+        tracing::error!("interrupted again: exiting without waiting for in-flight batches");
+        std::process::exit(i32::from(EXIT_INTERRUPTED));
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

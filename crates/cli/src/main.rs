@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success, 1 error (bad config, store unreachable),
 //! 2 usage error, 3 partial (some records rejected or streams failed),
-//! 4 failed (a connection or check failed).
+//! 4 failed (a connection or check failed, or the run was interrupted),
+//! 130 interrupted twice (exited without waiting).
 
 mod commands;
 mod config;
@@ -20,6 +21,8 @@ use corral_core::RunStatus;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_FAILED: u8 = 4;
+/// A second Ctrl-C / SIGTERM: exited without waiting (128 + SIGINT, as shells do).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about = "Sync security product inventories into one asset store")]

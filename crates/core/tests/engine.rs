@@ -25,6 +25,8 @@ struct Synthetic {
     cpu_per_page: Duration,
     /// Record ids divisible by this are rejected (0: none).
     reject_every: u64,
+    /// Wait this long before each page (a slow vendor).
+    page_delay: Duration,
     generation: AtomicU64,
 }
 
@@ -50,6 +52,7 @@ impl Synthetic {
             failing_streams: vec![],
             cpu_per_page: Duration::ZERO,
             reject_every: 0,
+            page_delay: Duration::ZERO,
             generation: AtomicU64::new(0),
         }
     }
@@ -70,6 +73,9 @@ impl Adapter for Synthetic {
         let start = ctx.checkpoint.as_ref().and_then(|c| c.0["next_page"].as_u64()).unwrap_or(0);
         let generation = self.generation.load(Ordering::Relaxed);
         for page in start..self.pages {
+            if !self.page_delay.is_zero() {
+                tokio::time::sleep(self.page_delay).await;
+            }
             if page == 1 && self.failing_streams.contains(&stream) {
                 return Err(FetchError::Http {
                     endpoint: "https://vendor.example/api".into(),
@@ -313,4 +319,46 @@ async fn lag_monitor_catches_a_blocked_runtime_and_names_the_stage() {
     assert!(s.lag.long_polls >= 1, "{:?}", s.lag);
     assert_eq!(s.lag.blocking_stage.as_deref(), Some("load"));
     assert!(s.lag.max_poll_us >= 120_000, "{:?}", s.lag);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_loads_what_was_fetched_and_marks_nothing_stale() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(EngineConfig { max_connections: 1, ..small_config() }, store.clone()).expect("engine");
+    let slow = || Synthetic { page_delay: Duration::from_millis(5), ..Synthetic::new(10_000, 10) };
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run(vec![conn("first", slow()), conn("queued", slow())]).await }
+    });
+    while store.asset_count() < 200 {
+        assert!(!run.is_finished(), "the run ended before it could be cancelled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.cancel();
+    let summaries = tokio::time::timeout(Duration::from_secs(10), run).await.expect("stops promptly").expect("join");
+
+    let first = &summaries[0];
+    assert_eq!(first.status, RunStatus::Failed);
+    assert!(first.errors.iter().any(|e| e.contains("interrupted")), "{:?}", first.errors);
+    for (name, s) in &first.streams {
+        assert!(!s.fetch_completed && !s.stale_handled, "{name}: {s:?}");
+        assert!(s.fetch_error.as_deref().is_some_and(|e| e.contains("interrupted")), "{name}: {s:?}");
+    }
+    assert_eq!(store.stale_calls(), 0, "an interrupted run must not handle stale assets");
+    // Everything fetched before the cancel was loaded, and the checkpoints cover only stored pages.
+    assert!(first.records_fetched > 0 && first.records_fetched < 2 * 10_000 * 10);
+    assert_eq!(first.loaded(), first.records_fetched);
+    assert_eq!(store.asset_count() as u64, first.loaded());
+    for stream in ["hosts", "phones"] {
+        if let Some(cp) = store.checkpoint("first", stream) {
+            let next_page = cp.0["next_page"].as_u64().unwrap_or(0);
+            let stored = store.all_assets().iter().filter(|a| a.source_id.starts_with(stream)).count() as u64;
+            assert!(next_page * 10 <= stored, "{stream}: checkpoint at page {next_page}, {stored} stored");
+        }
+    }
+
+    let queued = &summaries[1];
+    assert_eq!(queued.status, RunStatus::Failed);
+    assert!(queued.errors.iter().any(|e| e.contains("before this connection started")), "{:?}", queued.errors);
+    assert_eq!(queued.records_fetched, 0);
 }

@@ -193,6 +193,7 @@ struct Shared {
     pool: rayon::ThreadPool,
     lag: LagMonitor,
     progress: Mutex<BTreeMap<String, Arc<Progress>>>,
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Engine {
@@ -206,7 +207,16 @@ impl Engine {
             .map_err(|e| EngineError::Pool(e.to_string()))?;
         let lag =
             LagMonitor::start(Duration::from_millis(config.lag_interval_ms), Duration::from_millis(config.lag_warn_ms));
-        Ok(Engine { shared: Arc::new(Shared { config, store, pool, lag, progress: Mutex::default() }) })
+        Ok(Engine {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                pool,
+                lag,
+                progress: Mutex::default(),
+                cancel: Default::default(),
+            }),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -215,6 +225,19 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
+    }
+
+    /// Stop gracefully (an operator's Ctrl-C): every fetch stops, what was
+    /// already fetched is normalized and loaded, checkpoints advance only for
+    /// acknowledged data, nothing is marked stale, connections not yet started
+    /// do not start, and every affected run is reported failed ("interrupted").
+    /// The engine stays cancelled: build a new one for the next run.
+    pub fn cancel(&self) {
+        self.shared.cancel.cancel();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.cancel.is_cancelled()
     }
 
     /// Live progress of the connections run so far, by name.

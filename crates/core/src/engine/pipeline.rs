@@ -21,6 +21,9 @@ use crate::metrics::{PipelineGauges, RequestMetrics};
 use crate::store::{LoadBatch, LoadOutcome, StaleScope, Store, StoreError, StoredReject};
 use crate::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
 
+/// The fetch error of a stream cut short by [`Engine::cancel`].
+pub(super) const INTERRUPTED: &str = "interrupted: the run was cancelled before this stream was fully fetched";
+
 /// Undecodable pages listed by name per stream; all of them are counted as rejects.
 const MAX_PAGE_ERRORS_LISTED: usize = 20;
 
@@ -96,6 +99,11 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     let mut summary = failed_summary(&conn.name, &info.name, String::new());
     summary.errors.clear();
     summary.status = RunStatus::Success;
+    if shared.cancel.is_cancelled() {
+        summary.status = RunStatus::Failed;
+        summary.errors.push("interrupted: the run was cancelled before this connection started".to_string());
+        return summary;
+    }
     let started = Instant::now();
     let name: Arc<str> = Arc::from(conn.name.as_str());
     let recorder = shared.lag.recorder();
@@ -148,7 +156,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
             sink: PageSink::new(raw_tx.clone(), gauges.clone()),
             requests: requests.clone(),
         };
-        let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone());
+        let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone(), shared.cancel.clone());
         fetchers.spawn(Staged::new("fetch", name.clone(), recorder.clone(), fut));
     }
     drop(raw_tx);
@@ -228,6 +236,13 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     summary.lag = recorder.stats();
     summary.ended_at = Utc::now();
     summary.status = status_of(&summary, load_failed);
+    if summary.streams.values().any(|s| s.fetch_error.as_deref() == Some(INTERRUPTED)) {
+        // Loaded data and its checkpoints are kept; the run itself did not complete.
+        summary
+            .errors
+            .push("interrupted: the run was cancelled; what was loaded is kept, nothing was marked stale".into());
+        summary.status = RunStatus::Failed;
+    }
     log_end(&summary);
     summary
 }
@@ -255,15 +270,26 @@ fn log_end(s: &RunSummary) {
 }
 
 /// Run the adapter's fetch for one stream and always report how it ended.
-async fn fetch_stream(adapter: Arc<dyn Adapter>, ctx: FetchContext, ended: Arc<Mutex<Instant>>) {
+/// On cancellation the adapter's fetch is dropped and the stream ends with
+/// [`INTERRUPTED`]: what was already fetched is still normalized and loaded.
+async fn fetch_stream(
+    adapter: Arc<dyn Adapter>,
+    ctx: FetchContext,
+    ended: Arc<Mutex<Instant>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     let sink = ctx.sink.clone();
     let stream = ctx.stream.name.clone();
     let connection = ctx.connection.clone();
-    let result = match AssertUnwindSafe(adapter.fetch(ctx)).catch_unwind().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(crate::adapter::FetchError::Closed)) => return,
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(panic) => Err(format!("fetch panicked: {}", panic_message(&panic))),
+    let fetch = AssertUnwindSafe(adapter.fetch(ctx)).catch_unwind();
+    let result = tokio::select! {
+        r = fetch => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(crate::adapter::FetchError::Closed)) => return,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(format!("fetch panicked: {}", panic_message(&panic))),
+        },
+        () = cancel.cancelled() => Err(INTERRUPTED.to_string()),
     };
     if let Err(e) = &result {
         tracing::error!(connection = %connection, stream = %stream, error = %e, "fetch failed");
