@@ -19,6 +19,8 @@ pub const MAX_DETAILS_BATCH: u32 = 5_000;
 pub const DEFAULT_DETAILS_BATCH: u32 = 5_000;
 pub const DEFAULT_DETAILS_CONCURRENCY: u32 = 4;
 pub const MAX_DETAILS_CONCURRENCY: u32 = 64;
+/// Listed host ids held in memory while details catch up; the rest wait in a temp file.
+pub const DEFAULT_IDS_IN_MEMORY: u32 = 100_000;
 /// The vendor's documented limit: 6,000 requests per minute per customer.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 6_000;
 /// The window `X-Ratelimit-Limit` counts over (CrowdStrike: one minute, sliding).
@@ -43,6 +45,8 @@ pub struct CrowdStrikeConfig {
     pub details_batch: u32,
     #[serde(default = "default_details_concurrency")]
     pub details_concurrency: u32,
+    #[serde(default = "default_ids_in_memory")]
+    pub ids_in_memory: u32,
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
     #[serde(default = "default_rate_window_secs")]
@@ -63,6 +67,9 @@ fn default_details_batch() -> u32 {
 fn default_details_concurrency() -> u32 {
     DEFAULT_DETAILS_CONCURRENCY
 }
+fn default_ids_in_memory() -> u32 {
+    DEFAULT_IDS_IN_MEMORY
+}
 fn default_requests_per_minute() -> u32 {
     DEFAULT_REQUESTS_PER_MINUTE
 }
@@ -80,6 +87,7 @@ pub struct Settings {
     pub ids_page_size: usize,
     pub details_batch: usize,
     pub details_concurrency: usize,
+    pub ids_in_memory: usize,
     pub requests_per_minute: u32,
     pub rate_window: Duration,
     pub keep_raw: bool,
@@ -110,6 +118,7 @@ pub fn parse(value: serde_json::Value) -> Result<Settings, ConfigError> {
     in_range("ids_page_size", c.ids_page_size.into(), 1, MAX_IDS_PAGE_SIZE.into())?;
     in_range("details_batch", c.details_batch.into(), 1, MAX_DETAILS_BATCH.into())?;
     in_range("details_concurrency", c.details_concurrency.into(), 1, MAX_DETAILS_CONCURRENCY.into())?;
+    in_range("ids_in_memory", c.ids_in_memory.into(), 1, 10_000_000)?;
     in_range("requests_per_minute", c.requests_per_minute.into(), 1, 1_000_000)?;
     in_range("rate_window_secs", c.rate_window_secs, 1, 3600)?;
     Ok(Settings {
@@ -120,6 +129,7 @@ pub fn parse(value: serde_json::Value) -> Result<Settings, ConfigError> {
         ids_page_size: c.ids_page_size as usize,
         details_batch: c.details_batch as usize,
         details_concurrency: c.details_concurrency as usize,
+        ids_in_memory: c.ids_in_memory as usize,
         requests_per_minute: c.requests_per_minute,
         rate_window: Duration::from_secs(c.rate_window_secs),
         keep_raw: c.keep_raw,
@@ -157,6 +167,12 @@ pub fn fields() -> Vec<ConfigField> {
             "details_concurrency",
             FieldType::Integer,
             "Details calls in flight at once, 1..=64. Default 4.",
+        ),
+        ConfigField::optional(
+            "ids_in_memory",
+            FieldType::Integer,
+            "Listed host ids kept in memory while the details calls catch up, 1..=10000000. The scroll never \
+             waits (its offset expires after two minutes): ids beyond this wait in a temporary file. Default 100000.",
         ),
         ConfigField::optional(
             "requests_per_minute",

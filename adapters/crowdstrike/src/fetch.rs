@@ -2,14 +2,19 @@
 //! details in batches, concurrently.
 //!
 //! The two steps overlap. The scroller walks `/devices/queries/devices-scroll/v1`
-//! on its own and hands id batches over an unbounded queue, so it never waits
-//! on the pipeline (a scroll offset expires two minutes after it was issued;
-//! a slow store must not make it expire). The details side takes batches as
-//! they come and keeps up to `details_concurrency` calls in flight; each
-//! answer goes to the sink undecoded, and while the sink is full no new call
-//! starts (backpressure). Only ids pages are decoded here: they are small,
-//! and the next offset lives in the body.
+//! on its own and never waits on the pipeline (a scroll offset expires two
+//! minutes after it was issued; a slow store must not make it expire). It
+//! hands id batches over a bounded queue holding `ids_in_memory` ids; when the
+//! queue is full, batches go to an anonymous temporary file, read back once the
+//! scroll is done, so memory stays bounded however many hosts the tenant has.
+//! The details side takes batches as they come and keeps up to
+//! `details_concurrency` calls in flight; each answer goes to the sink
+//! undecoded, and while the sink is full no new call starts (backpressure).
+//! Only ids pages are decoded here: they are small, and the next offset lives
+//! in the body.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +38,7 @@ const IDS_PAGE_ATTEMPTS: u32 = 3;
 const INLINE_DECODE_MAX: usize = 64 * 1024;
 
 /// One batch of ids for the details call.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Batch {
     /// 0-based batch number.
     n: usize,
@@ -103,7 +109,7 @@ async fn decode_ids(body: Bytes) -> Result<IdsPage, String> {
 /// Fetch the whole `hosts` stream into `ctx.sink`. `Ok` only when every ids
 /// page and every details batch succeeded.
 pub(crate) async fn hosts(client: &HttpClient, s: &Settings, ctx: &FetchContext) -> Result<(), FetchError> {
-    let (tx, rx) = mpsc::unbounded_channel::<Batch>();
+    let (tx, rx) = mpsc::channel::<Queued>(s.ids_in_memory.div_ceil(s.details_batch).max(1));
     let scroll = scroll_ids(client, s, ctx, tx);
     let details = details(client, s, ctx, rx);
     let ((listed, pages), sent) = futures::future::try_join(scroll, details).await?;
@@ -117,17 +123,23 @@ async fn scroll_ids(
     client: &HttpClient,
     s: &Settings,
     ctx: &FetchContext,
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: mpsc::Sender<Queued>,
 ) -> Result<(u64, u64), FetchError> {
     let mut offset: Option<String> = None;
     let mut carry: Vec<String> = Vec::with_capacity(s.details_batch);
     let (mut listed, mut pages, mut batches) = (0u64, 0u64, 0usize);
-    let mut send = |ids: Vec<String>, listed: u64| -> Result<(), FetchError> {
+    let mut spill = SpillWriter::default();
+    // The receiver only goes away when the details side already failed.
+    let stopped = || FetchError::Other("details stage stopped".into());
+    let mut send = async |ids: Vec<String>, listed: u64| -> Result<(), FetchError> {
         let first = listed - ids.len() as u64;
         let batch = Batch { n: batches, first, ids };
         batches += 1;
-        // The receiver only goes away when the details side already failed.
-        tx.send(batch).map_err(|_| FetchError::Other("details stage stopped".into()))
+        match tx.try_send(Queued::Batch(batch)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Queued::Batch(batch))) => spill.push(batch).await,
+            Err(_) => Err(stopped()),
+        }
     };
     loop {
         let page = ids_page(client, s, ctx, offset.as_deref()).await?;
@@ -141,7 +153,7 @@ async fn scroll_ids(
             carry.push(id);
             listed += 1;
             if carry.len() >= s.details_batch {
-                send(std::mem::replace(&mut carry, Vec::with_capacity(s.details_batch)), listed)?;
+                send(std::mem::replace(&mut carry, Vec::with_capacity(s.details_batch)), listed).await?;
             }
         }
         // The last page still carries an offset; the page after it is empty.
@@ -151,9 +163,98 @@ async fn scroll_ids(
         }
     }
     if !carry.is_empty() {
-        send(carry, listed)?;
+        send(carry, listed).await?;
+    }
+    drop(send);
+    if let Some(reader) = spill.finish().await? {
+        tracing::debug!(connection = %ctx.connection, batches = reader.remaining, "ids batches read back from the spill file");
+        // The scroll is done: waiting for room in the queue is harmless now.
+        tx.send(Queued::Spilled(reader)).await.map_err(|_| stopped())?;
     }
     Ok((listed, pages))
+}
+
+/// What the scroller hands to the details side.
+enum Queued {
+    Batch(Batch),
+    /// Batches that did not fit in memory, to be read back in turn.
+    Spilled(SpillReader),
+}
+
+fn spill_error(source: std::io::Error) -> FetchError {
+    FetchError::Io { what: "the temporary file of listed host ids".into(), source }
+}
+
+/// Run blocking file work off the runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, FetchError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spill task failed: {e}"))))
+        .map_err(spill_error)
+}
+
+/// Id batches written one JSON line each to an anonymous temporary file
+/// (deleted by the OS when closed), created on the first batch that does not fit.
+#[derive(Default)]
+struct SpillWriter {
+    file: Option<BufWriter<File>>,
+    batches: usize,
+}
+
+impl SpillWriter {
+    async fn push(&mut self, batch: Batch) -> Result<(), FetchError> {
+        let file = self.file.take();
+        let file = blocking(move || {
+            let mut w = match file {
+                Some(w) => w,
+                None => BufWriter::new(tempfile::tempfile()?),
+            };
+            serde_json::to_writer(&mut w, &batch)?;
+            w.write_all(b"\n")?;
+            Ok(w)
+        })
+        .await?;
+        self.file = Some(file);
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// The written batches, ready to be read back (None if nothing was spilled).
+    async fn finish(self) -> Result<Option<SpillReader>, FetchError> {
+        let Some(w) = self.file else { return Ok(None) };
+        let remaining = self.batches;
+        let file = blocking(move || {
+            let mut f = w.into_inner().map_err(|e| e.into_error())?;
+            f.rewind()?;
+            Ok(f)
+        })
+        .await?;
+        Ok(Some(SpillReader { file: Some(BufReader::new(file)), remaining }))
+    }
+}
+
+struct SpillReader {
+    file: Option<BufReader<File>>,
+    remaining: usize,
+}
+
+impl SpillReader {
+    async fn next(&mut self) -> Result<Option<Batch>, FetchError> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let Some(mut file) = self.file.take() else { return Ok(None) };
+        let (file, batch) = blocking(move || {
+            let mut line = String::new();
+            file.read_line(&mut line)?;
+            let batch: Batch = serde_json::from_str(&line)?;
+            Ok((file, batch))
+        })
+        .await?;
+        self.file = Some(file);
+        self.remaining -= 1;
+        Ok(Some(batch))
+    }
 }
 
 /// One scroll page, decoded. A 200 whose body does not decode is asked for again.
@@ -202,11 +303,27 @@ async fn details(
     client: &HttpClient,
     s: &Settings,
     ctx: &FetchContext,
-    rx: mpsc::UnboundedReceiver<Batch>,
+    rx: mpsc::Receiver<Queued>,
 ) -> Result<usize, FetchError> {
-    let batches = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    // Batches from the queue, then from the spill file; a spill read error ends the stream with it.
+    let batches = stream::unfold((rx, None::<SpillReader>), |(mut rx, mut spilled)| async move {
+        loop {
+            if let Some(reader) = spilled.as_mut() {
+                match reader.next().await {
+                    Ok(Some(batch)) => return Some((Ok(batch), (rx, spilled))),
+                    Ok(None) => spilled = None,
+                    Err(e) => return Some((Err(e), (rx, None))),
+                }
+            }
+            match rx.recv().await? {
+                Queued::Batch(batch) => return Some((Ok(batch), (rx, spilled))),
+                Queued::Spilled(reader) => spilled = Some(reader),
+            }
+        }
+    });
     let answers = batches
         .map(|batch| async move {
+            let batch = batch?;
             // 404 means none of the ids exists any more (hosts removed since the
             // listing); the body still is a normal envelope, for normalize.
             let resp = client
@@ -215,12 +332,13 @@ async fn details(
                 .allow_status(404)
                 .send_bytes()
                 .await;
-            (batch, resp)
+            Ok::<_, FetchError>((batch, resp))
         })
         .buffer_unordered(s.details_concurrency);
     let mut answers = std::pin::pin!(answers);
     let mut sent = 0;
-    while let Some((batch, resp)) = answers.next().await {
+    while let Some(answer) = answers.next().await {
+        let (batch, resp) = answer?;
         let resp = resp?;
         let locator = batch.locator();
         tracing::debug!(connection = %ctx.connection, page = %locator, status = resp.status.as_u16(), bytes = resp.body.len(), "details batch");
@@ -251,6 +369,21 @@ mod tests {
         assert!(parse_ids(br#"{"meta":{}, "resources": ["a", "#).is_err());
         assert!(parse_ids(br#"{"meta":{}}"#).is_err());
         assert!(parse_ids(br#"{"resources":[1,2]}"#).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn spilled_batches_read_back_in_order() {
+        let mut w = SpillWriter::default();
+        assert!(SpillWriter::default().finish().await.expect("empty").is_none(), "no file until a batch spills");
+        let batch = |n: usize| Batch { n, first: n as u64 * 2, ids: vec![format!("id-{n}-a"), format!("id \"{n}\"")] };
+        for n in 0..5 {
+            w.push(batch(n)).await.expect("spill");
+        }
+        let mut r = w.finish().await.expect("finish").expect("spilled");
+        for n in 0..5 {
+            assert_eq!(r.next().await.expect("read"), Some(batch(n)));
+        }
+        assert_eq!(r.next().await.expect("end"), None);
     }
 
     #[test]

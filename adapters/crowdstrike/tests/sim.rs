@@ -55,6 +55,20 @@ async fn full_sync_loads_the_whole_dataset_past_the_offset_cap() {
     sim.shutdown().await;
 }
 
+/// 1b. Ids listed faster than details are fetched: beyond `ids_in_memory` the
+///     batches wait in a temporary file, and every host still loads exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_beyond_the_memory_bound_are_spilled_and_all_load() {
+    let sim = sim(SimConfig::new(8, 3_000).latency_ms(10)).await;
+    let config = json!({"ids_page_size": 1000, "details_batch": 100, "details_concurrency": 1, "ids_in_memory": 100});
+    let (summary, store) = sync(adapter(&sim, config)).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
+    assert_eq!(summary.records_fetched, 3_000);
+    assert_eq!(sim.counters.snapshot().endpoint("cs.entities"), 30, "one details call per batch, none repeated");
+    sim.shutdown().await;
+}
+
 /// 2a. A token revoked server-side mid-run (the vendor still announced 30
 ///     minutes): the 401 triggers one refresh and the sync goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
