@@ -165,7 +165,6 @@ async fn scroll_ids(
     if !carry.is_empty() {
         send(carry, listed).await?;
     }
-    drop(send);
     if let Some(reader) = spill.finish().await? {
         tracing::debug!(connection = %ctx.connection, batches = reader.remaining, "ids batches read back from the spill file");
         // The scroll is done: waiting for room in the queue is harmless now.
