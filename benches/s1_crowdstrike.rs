@@ -1,18 +1,21 @@
 //! Scenario S1 of shared/bench.md: one CrowdStrike connection, two-step fetch
 //! (scroll ids, then details in batches of 5,000), 50 ms simulated latency, no
-//! rate limit, loaded into the embedded store. The simulator runs in a child
-//! process so that the CPU and memory figures are corral's alone.
+//! rate limit, loaded into the embedded store.
 //!
 //! `cargo bench -p corral-workspace --bench s1_crowdstrike`
-//! (CORRAL_BENCH_DEVICES, default 100,000; CORRAL_BENCH_LATENCY_MS, default 50).
+//! (CORRAL_BENCH_DEVICES, default 100,000; CORRAL_BENCH_LATENCY_MS, default 50;
+//! CORRAL_BENCH_RUNS, default 3).
 //!
-//! Each round (CORRAL_BENCH_RUNS, default 3) measures the "fetch+parse only"
-//! bound (the same requests against the same simulator, each body parsed into
-//! serde_json::Value and dropped) and then corral end to end into a fresh
-//! SQLite store; it prints each round and the medians: assets/s and its ratio to
-//! the bound, CPU seconds, peak RSS of each phase, runtime-lag p99/max. Under
-//! `cargo test` it runs once on a tiny inventory.
+//! Each round measures the "fetch+parse only" bound (the same requests against
+//! the same simulator, each body parsed into serde_json::Value and dropped) and
+//! then corral end to end into a fresh SQLite store, and prints assets/s and
+//! its ratio to the bound, CPU seconds, peak RSS and runtime-lag p99/max; then
+//! the medians. The simulator and every measured phase run in their own
+//! process (this binary again), so CPU seconds and peak RSS belong to that
+//! phase alone. Under `cargo test` it runs once on a tiny inventory.
 
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,117 +24,107 @@ use corral_core::{
 };
 use corral_sim::{Credentials, SimConfig, Vendor};
 use corral_store::sqlite::SqliteStore;
-use corral_workspace::{cpu_seconds, median, peak_rss_kb, reset_peak_rss};
+use corral_workspace::{cpu_seconds, median, peak_rss_kb};
+use serde_json::{Value, json};
 
-struct Round {
-    bound: f64,
-    ref_cpu: f64,
-    ref_rss_mb: f64,
-    rate: f64,
-    secs: f64,
-    cpu: f64,
-    rss_mb: f64,
-    lag_p99_ms: f64,
-    lag_max_ms: f64,
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROLE: &str = "CORRAL_BENCH_ROLE";
+const BASE_URL: &str = "CORRAL_BENCH_BASE_URL";
+
+fn env(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let devices = env("CORRAL_BENCH_DEVICES", if benching { 100_000 } else { 1_000 }) as usize;
     let latency = env("CORRAL_BENCH_LATENCY_MS", if benching { 50 } else { 1 });
     let runs = env("CORRAL_BENCH_RUNS", if benching { 3 } else { 1 }).max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    if std::env::var_os(SIM_CHILD).is_some() {
-        return rt.block_on(serve_simulator(devices, latency));
+    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    match std::env::var(ROLE).as_deref() {
+        Ok("sim") => return rt().block_on(serve_simulator(devices, latency)),
+        Ok("reference") => return println!("{}", rt().block_on(reference(devices))),
+        Ok("corral") => return println!("{}", rt().block_on(corral(devices))),
+        _ => {}
     }
-    // The simulator runs in a child process (this binary again), so that CPU
-    // seconds and peak RSS are corral's own.
-    let mut child = std::process::Command::new(std::env::current_exe().expect("current exe"))
-        .env(SIM_CHILD, "1")
-        .env("CORRAL_BENCH_DEVICES", devices.to_string())
-        .env("CORRAL_BENCH_LATENCY_MS", latency.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the simulator process");
-    let mut base_url = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("simulator stdout")),
-        &mut base_url,
-    )
-    .expect("simulator base URL");
-    let base_url = base_url.trim().to_string();
-    rt.block_on(async move {
-        let creds = Credentials::default();
-        let config = serde_json::json!({
-            "base_url": base_url, "client_id": creds.client_id, "client_secret": creds.client_secret,
-            "requests_per_minute": 1_000_000,
-        });
-        let adapter = corral_adapter_crowdstrike::CrowdStrikeFactory.build("s1", config).expect("adapter");
-        println!("S1 crowdstrike: {devices} hosts, {latency} ms latency, {runs} round(s)");
-        let mut rounds = Vec::new();
-        for round in 1..=runs {
-            // Reference: fetch + parse only.
-            reset_peak_rss();
-            let (cpu0, t0) = (cpu_seconds(), Instant::now());
-            let parsed = fetch_and_parse(adapter.clone()).await;
-            let ref_secs = t0.elapsed().as_secs_f64();
-            let ref_cpu = cpu_seconds() - cpu0;
-            let ref_rss_mb = peak_rss_kb() as f64 / 1024.0;
-            assert_eq!(parsed, devices, "the reference did not see every host");
 
-            // corral end to end into a fresh SQLite store.
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store = Arc::new(SqliteStore::open(dir.path().join("corral.db")).expect("store"));
-            let engine = Engine::new(EngineConfig::default(), store).expect("engine");
-            reset_peak_rss();
-            let cpu1 = cpu_seconds();
-            let conn =
-                Connection { name: "s1".into(), adapter: adapter.clone(), streams: vec![], stale: StalePolicy::default() };
-            let s = engine.sync(conn).await;
-            let cpu = cpu_seconds() - cpu1;
-            let rss_mb = peak_rss_kb() as f64 / 1024.0;
-            assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
-            assert_eq!(s.loaded() as usize, devices);
-            let secs = s.duration_ms() as f64 / 1000.0;
-            let r = Round {
-                bound: parsed as f64 / ref_secs,
-                ref_cpu,
-                ref_rss_mb,
-                rate: devices as f64 / secs,
-                secs,
-                cpu,
-                rss_mb,
-                lag_p99_ms: s.lag.p99_us as f64 / 1000.0,
-                lag_max_ms: s.lag.max_us as f64 / 1000.0,
-            };
-            println!(
-                "  round {round}: bound {:.0} hosts/s, corral {:.0} assets/s ({:.2} s) = {:.2}; {} requests; stages {:?}",
-                r.bound,
-                r.rate,
-                r.secs,
-                r.rate / r.bound,
-                s.requests.total,
-                s.stages
-            );
-            rounds.push(r);
-        }
-        let med = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
-        println!("median of {runs}:");
-        println!("  fetch+parse only : {:>9.0} hosts/s, {:.2} CPU s, peak RSS {:.1} MB", med(|r| r.bound), med(|r| r.ref_cpu), med(|r| r.ref_rss_mb));
-        println!("  corral           : {:>9.0} assets/s ({:.2} s) = {:.2} of the bound", med(|r| r.rate), med(|r| r.secs), med(|r| r.rate / r.bound));
-        println!("  cpu seconds      : {:.2}", med(|r| r.cpu));
-        println!("  peak RSS         : {:.1} MB during the sync", med(|r| r.rss_mb));
-        println!("  runtime lag      : p99 {:.1} ms, max {:.1} ms", med(|r| r.lag_p99_ms), med(|r| r.lag_max_ms));
-    });
-    drop(child.stdin.take()); // the simulator exits when its stdin closes
-    let _ = child.wait();
+    let mut sim =
+        child("sim", None, devices, latency).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("simulator");
+    let mut base_url = String::new();
+    std::io::BufReader::new(sim.stdout.take().expect("simulator stdout"))
+        .read_line(&mut base_url)
+        .expect("simulator base URL");
+    let base_url = base_url.trim().to_string();
+
+    println!("S1 crowdstrike: {devices} hosts, {latency} ms latency, {runs} round(s), one process per phase");
+    let mut rounds = Vec::new();
+    for round in 1..=runs {
+        let reference = measure("reference", &base_url, devices);
+        let corral = measure("corral", &base_url, devices);
+        let (bound, rate) = (f(&reference, "per_s"), f(&corral, "per_s"));
+        println!(
+            "  round {round}: bound {bound:.0} hosts/s, corral {rate:.0} assets/s ({:.2} s) = {:.2}; stages {}",
+            f(&corral, "secs"),
+            rate / bound,
+            corral["stages"]
+        );
+        rounds.push((reference, corral));
+    }
+    let med = |pick: &dyn Fn(&(Value, Value)) -> f64| median(rounds.iter().map(pick).collect());
+    println!("median of {runs}:");
+    println!(
+        "  fetch+parse only : {:>9.0} hosts/s, {:.2} CPU s, peak RSS {:.1} MB",
+        med(&|r| f(&r.0, "per_s")),
+        med(&|r| f(&r.0, "cpu_s")),
+        med(&|r| f(&r.0, "rss_mb"))
+    );
+    println!(
+        "  corral           : {:>9.0} assets/s ({:.2} s) = {:.2} of the bound",
+        med(&|r| f(&r.1, "per_s")),
+        med(&|r| f(&r.1, "secs")),
+        med(&|r| f(&r.1, "per_s") / f(&r.0, "per_s"))
+    );
+    println!("  cpu seconds      : {:.2}", med(&|r| f(&r.1, "cpu_s")));
+    println!("  peak RSS         : {:.1} MB", med(&|r| f(&r.1, "rss_mb")));
+    if let Some((_, last)) = rounds.last() {
+        println!("  in flight        : {}", last["in_flight"].as_str().unwrap_or_default());
+    }
+    println!(
+        "  runtime lag      : p99 {:.1} ms, max {:.1} ms",
+        med(&|r| f(&r.1, "lag_p99_ms")),
+        med(&|r| f(&r.1, "lag_max_ms"))
+    );
+    drop(sim.stdin.take()); // the simulator exits when its stdin closes
+    let _ = sim.wait();
 }
 
-const SIM_CHILD: &str = "CORRAL_BENCH_SIM_CHILD";
+fn f(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
 
-/// The child process: serve the simulated CrowdStrike API until stdin closes.
+/// This binary again, in another role, with the parent's scenario.
+fn child(role: &str, base_url: Option<&str>, devices: usize, latency: u64) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("current exe"));
+    c.env(ROLE, role)
+        .env("CORRAL_BENCH_DEVICES", devices.to_string())
+        .env("CORRAL_BENCH_LATENCY_MS", latency.to_string());
+    if let Some(url) = base_url {
+        c.env(BASE_URL, url);
+    }
+    c
+}
+
+/// Run one phase in its own process; its last stdout line is its measurements.
+fn measure(role: &str, base_url: &str, devices: usize) -> Value {
+    let out = child(role, Some(base_url), devices, 0).stderr(Stdio::inherit()).output().expect("run a phase");
+    assert!(out.status.success(), "the {role} phase failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).expect("phase measurements")
+}
+
+/// The simulator's process: serve the simulated CrowdStrike API until stdin closes.
 async fn serve_simulator(devices: usize, latency: u64) {
     let cfg = SimConfig::new(1, devices).latency_ms(latency).threads(2);
     let sim = corral_sim::start(Vendor::CrowdStrike, cfg).await.expect("start the simulator");
@@ -140,20 +133,60 @@ async fn serve_simulator(devices: usize, latency: u64) {
     sim.shutdown().await;
 }
 
-/// The adapter's own fetch, with each page parsed into a Value (off the runtime) and dropped.
-async fn fetch_and_parse(adapter: Arc<dyn Adapter>) -> usize {
+fn adapter() -> Arc<dyn Adapter> {
+    let creds = Credentials::default();
+    let config = json!({
+        "base_url": std::env::var(BASE_URL).expect("base URL"),
+        "client_id": creds.client_id, "client_secret": creds.client_secret,
+        "requests_per_minute": 1_000_000,
+    });
+    corral_adapter_crowdstrike::CrowdStrikeFactory.build("s1", config).expect("adapter")
+}
+
+/// The bound: the adapter's own fetch, each page parsed into a Value (off the runtime) and dropped.
+async fn reference(devices: usize) -> Value {
+    let adapter = adapter();
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
     let stream = adapter.info().streams[0].clone();
     let (sink, mut rx) = PageSink::channel(8);
     let fetch = tokio::spawn(async move { adapter.fetch(FetchContext::for_test("ref", stream, sink)).await });
     let mut hosts = 0;
     while let Some(page) = rx.recv().await {
         hosts += tokio::task::spawn_blocking(move || {
-            let v: serde_json::Value = serde_json::from_slice(&page.body).expect("valid JSON");
+            let v: Value = serde_json::from_slice(&page.body).expect("valid JSON");
             v["resources"].as_array().map(Vec::len).unwrap_or(0)
         })
         .await
         .expect("parse task");
     }
     fetch.await.expect("join").expect("reference fetch");
-    hosts
+    assert_eq!(hosts, devices, "the reference did not see every host");
+    let secs = t0.elapsed().as_secs_f64();
+    json!({
+        "per_s": hosts as f64 / secs, "secs": secs, "cpu_s": cpu_seconds() - cpu0,
+        "rss_mb": peak_rss_kb() as f64 / 1024.0,
+    })
+}
+
+/// corral end to end into a fresh SQLite store.
+async fn corral(devices: usize) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(dir.path().join("corral.db")).expect("store"));
+    let engine = Engine::new(EngineConfig::default(), store).expect("engine");
+    let cpu0 = cpu_seconds();
+    let conn = Connection { name: "s1".into(), adapter: adapter(), streams: vec![], stale: StalePolicy::default() };
+    let s = engine.sync(conn).await;
+    assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
+    assert_eq!(s.loaded() as usize, devices);
+    let secs = s.duration_ms() as f64 / 1000.0;
+    json!({
+        "per_s": devices as f64 / secs, "secs": secs, "cpu_s": cpu_seconds() - cpu0,
+        "rss_mb": peak_rss_kb() as f64 / 1024.0,
+        "lag_p99_ms": s.lag.p99_us as f64 / 1000.0, "lag_max_ms": s.lag.max_us as f64 / 1000.0,
+        "requests": s.requests.total,
+        "in_flight": format!("peak {} records / bound {}, peak {:.1} MB of raw pages",
+            s.in_flight.peak_records, s.in_flight.record_bound, s.in_flight.peak_raw_bytes as f64 / 1e6),
+        "stages": format!("fetch {} ms, normalize {} CPU ms, load {} ms, fetch blocked {} ms",
+            s.stages.fetch_ms, s.stages.normalize_cpu_ms, s.stages.load_ms, s.stages.fetch_blocked_ms),
+    })
 }

@@ -18,6 +18,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use corral_core::RunStatus;
 
+/// mimalloc rather than the system allocator: with the glibc allocator the big
+/// page buffers (several MB each) leave per-thread arenas fragmented, and the
+/// process holds on to far more memory than the pipeline has in flight
+/// (benches/s1_crowdstrike.rs measures it).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_FAILED: u8 = 4;
