@@ -399,6 +399,16 @@ pub trait Adapter: Send + Sync + 'static {
     /// Turn one raw page into assets and rejects. Pure CPU work; runs on the
     /// rayon pool, never on the tokio runtime. Must not panic on bad input.
     fn normalize(&self, page: &RawPage) -> NormalizedPage;
+
+    /// The most file descriptors one sync of this connection can hold open
+    /// at once: its pooled HTTP connections (requests in flight, the token
+    /// endpoint), the files it reads. The engine budgets open files with it,
+    /// so many connections at once never run the process out of descriptors.
+    /// An adapter whose concurrency is configurable must report the
+    /// configured figure.
+    fn max_open_files(&self) -> usize {
+        2
+    }
 }
 
 /// Builds adapters of one kind from connection config. Registered by name.
