@@ -8,6 +8,7 @@ use corral_core::summary::{overall_status, render_table};
 use corral_core::{Connection, Engine, EngineConfig, Registry, Store};
 
 use crate::config::{Config, ConnectionConfig, Redactor, StoreConfig};
+use crate::logging::LogSink;
 use crate::{Cli, Command, EXIT_FAILED, EXIT_INTERRUPTED, exit_code};
 
 /// Every adapter this binary ships.
@@ -20,20 +21,30 @@ pub fn registry() -> Registry {
     r
 }
 
-pub async fn run(cli: Cli, redactor: Redactor, interactive: bool) -> Result<u8> {
+/// How a sync reports: `--json`, progress bars on a terminal, where logs go.
+#[derive(Clone)]
+pub struct Output {
+    pub json: bool,
+    pub interactive: bool,
+    pub logs: LogSink,
+}
+
+pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink) -> Result<u8> {
     match cli.command {
         Command::Adapters { json } => {
             adapters(json);
             Ok(0)
         }
         Command::Demo { store, devices, users, vendor_size, dir, json } => {
-            crate::demo::run(&store, devices, users, vendor_size, &dir, json, interactive).await
+            let out = Output { json, interactive, logs };
+            crate::demo::run(&store, devices, users, vendor_size, &dir, &out, &redactor).await
         }
         Command::Sync { connections, json } => {
             let config = Config::load(&cli.config, &redactor)?;
-            let store = open_store(&config.store).await?;
+            // Every connection is validated before the store is touched.
             let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
-            sync(store, config.engine, conns, json, interactive, &redactor).await
+            let store = open_store(&config.store).await?;
+            sync(store, config.engine, conns, &Output { json, interactive, logs }, &redactor).await
         }
         Command::Check { connections, json } => {
             let config = Config::load(&cli.config, &redactor)?;
@@ -57,7 +68,11 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool) -> Result<u8> 
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     match config {
         StoreConfig::Sqlite { path } => {
-            let store = corral_store::sqlite::SqliteStore::open(path)
+            // Opening may wait on another process's lock: off the runtime.
+            let p = path.clone();
+            let store = tokio::task::spawn_blocking(move || corral_store::sqlite::SqliteStore::open(&p))
+                .await
+                .context("opening the SQLite store")?
                 .with_context(|| format!("opening the SQLite store {}", path.display()))?;
             Ok(Arc::new(store))
         }
@@ -117,26 +132,22 @@ pub async fn sync(
     store: Arc<dyn Store>,
     engine_config: EngineConfig,
     conns: Vec<Connection>,
-    json: bool,
-    interactive: bool,
+    out: &Output,
     redactor: &Redactor,
 ) -> Result<u8> {
     let engine_config = crate::limits::fit_open_files(engine_config);
-    let engine = Engine::new(engine_config, store).context("starting the engine")?;
+    // The engine scrubs resolved secrets from every summary and kept reject.
+    let engine = Engine::with_redactor(engine_config, store, redactor.clone()).context("starting the engine")?;
     let interrupts = tokio::spawn(stop_on_signals(engine.clone()));
-    let bars = interactive
-        .then(|| crate::progress::Bars::start(engine.clone(), conns.iter().map(|c| c.name.clone()).collect()));
-    let mut summaries = engine.run(conns).await;
+    let bars = out.interactive.then(|| {
+        crate::progress::Bars::start(engine.clone(), conns.iter().map(|c| c.name.clone()).collect(), &out.logs)
+    });
+    let summaries = engine.run(conns).await;
     interrupts.abort();
     if let Some(bars) = bars {
         bars.finish().await;
     }
-    for s in &mut summaries {
-        for e in &mut s.errors {
-            *e = redactor.redact(e);
-        }
-    }
-    if json {
+    if out.json {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
     } else {
         print!("{}", render_table(&summaries));

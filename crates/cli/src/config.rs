@@ -1,13 +1,14 @@
 //! corral.toml: the store, engine limits and connections.
 //!
 //! String values may reference secrets as `${ENV_VAR}` or `${file:/path/to/secret}`.
-//! Resolved secret values are remembered by a [`Redactor`] so that no error
-//! message, log line or summary can print them.
+//! Resolved secret values are remembered by a [`Redactor`]; the engine scrubs
+//! them from run summaries and kept rejects, the log writer from every log
+//! line, and `main` from the error it prints.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail};
+pub use corral_core::Redactor;
 use corral_core::{EngineConfig, StalePolicy};
 use serde::Deserialize;
 
@@ -109,36 +110,6 @@ impl StaleConfig {
             "keep" => bail!("connection `{connection}`: `stale.delete_after` needs `stale.mode = \"mark\"`"),
             other => bail!("connection `{connection}`: config field `stale.mode`: `{other}` is not one of mark, keep"),
         }
-    }
-}
-
-/// Remembers every secret value the config resolved and scrubs it from text.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Arc<RwLock<Vec<String>>>,
-}
-
-impl Redactor {
-    pub fn add(&self, secret: &str) {
-        // Very short values would redact innocent text and are no real secret.
-        if secret.len() >= 4
-            && let Ok(mut s) = self.secrets.write()
-        {
-            s.push(secret.to_string());
-            s.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        if let Ok(secrets) = self.secrets.read() {
-            for s in secrets.iter() {
-                if out.contains(s.as_str()) {
-                    out = out.replace(s.as_str(), "[redacted]");
-                }
-            }
-        }
-        out
     }
 }
 

@@ -9,7 +9,7 @@ use corral_adapter_file::sample::{self, SampleOptions};
 use corral_core::{EngineConfig, StalePolicy};
 use corral_sim::{Credentials, SimConfig, Vendor};
 
-use crate::commands::{open_store, registry, sync};
+use crate::commands::{Output, open_store, registry, sync};
 use crate::config::{Redactor, StoreConfig};
 
 pub async fn run(
@@ -18,9 +18,10 @@ pub async fn run(
     users: u64,
     vendor_size: usize,
     dir: &Path,
-    json: bool,
-    interactive: bool,
+    out: &Output,
+    redactor: &Redactor,
 ) -> Result<u8> {
+    let json = out.json;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let devices_path = dir.join("devices.csv");
     let users_path = dir.join("users.ndjson");
@@ -42,6 +43,11 @@ pub async fn run(
     }
 
     let store_config = if store.starts_with("mongodb://") || store.starts_with("mongodb+srv://") {
+        // The URI may carry credentials: never print it, nor its password.
+        redactor.add(store);
+        if let Some(password) = uri_password(store) {
+            redactor.add(password);
+        }
         StoreConfig::Mongodb { uri: store.to_string(), database: "corral".into() }
     } else {
         StoreConfig::Sqlite { path: store.into() }
@@ -127,7 +133,7 @@ pub async fn run(
 
     let store = open_store(&store_config).await?;
     let described = store.describe();
-    let code = sync(store, EngineConfig::default(), conns, json, interactive, &Redactor::default()).await?;
+    let code = sync(store, EngineConfig::default(), conns, out, redactor).await?;
     for handle in [crowdstrike, okta, graph] {
         handle.shutdown().await;
     }
@@ -135,4 +141,22 @@ pub async fn run(
         eprintln!("\nassets are in {described}: try `corral assets` and `corral assets --list --kind device`");
     }
     Ok(code)
+}
+
+/// The password in a `scheme://user:password@host` URI, if any.
+fn uri_password(uri: &str) -> Option<&str> {
+    let rest = uri.split_once("://")?.1;
+    let userinfo = rest.split(['/', '?']).next()?.rsplit_once('@')?.0;
+    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uri_password_is_found() {
+        assert_eq!(super::uri_password("mongodb://app:s3cret@db:27017/?tls=true"), Some("s3cret"));
+        assert_eq!(super::uri_password("mongodb+srv://app:p@ss@cluster.example/x"), Some("p@ss"));
+        assert_eq!(super::uri_password("mongodb://db:27017"), None);
+        assert_eq!(super::uri_password("mongodb://app@db:27017"), None);
+    }
 }

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod demo;
 mod limits;
+mod logging;
 mod progress;
 
 use std::io::IsTerminal;
@@ -100,8 +101,9 @@ enum Command {
     },
     /// Sync simulated CrowdStrike, Okta and Graph APIs plus sample exports into the embedded store (./corral.db).
     Demo {
-        /// Store to load into: a SQLite path or a mongodb:// URI.
-        #[arg(long, default_value = "corral.db")]
+        /// Store to load into: a SQLite path or a mongodb:// URI (from the
+        /// environment, a URI with credentials stays out of the process list).
+        #[arg(long, default_value = "corral.db", env = "CORRAL_DEMO_STORE", hide_env_values = true)]
         store: String,
         /// Devices to generate.
         #[arg(long, default_value_t = 20_000)]
@@ -123,8 +125,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let interactive = std::io::stderr().is_terminal();
-    init_logging(cli.verbose, cli.log_json, interactive);
     let redactor = config::Redactor::default();
+    let logs = logging::LogSink::new(redactor.clone());
+    init_logging(cli.verbose, cli.log_json, interactive, logs.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("corral-io").build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -132,7 +135,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let result = runtime.block_on(commands::run(cli, redactor.clone(), interactive));
+    let result = runtime.block_on(commands::run(cli, redactor.clone(), interactive, logs));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, json: bool, interactive: bool) {
+fn init_logging(verbose: u8, json: bool, interactive: bool, sink: logging::LogSink) {
     use tracing_subscriber::EnvFilter;
     // With progress bars on a terminal, only warnings interrupt them.
     let default = match (verbose, interactive) {
@@ -153,7 +156,7 @@ fn init_logging(verbose: u8, json: bool, interactive: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
     if json {
         builder.json().init();
     } else {

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use corral_core::Engine;
+
+use crate::logging::LogSink;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -13,11 +15,14 @@ pub struct Bars {
 }
 
 impl Bars {
-    pub fn start(engine: Engine, connections: Vec<String>) -> Bars {
+    /// Draw one bar per connection; log lines print above them meanwhile.
+    pub fn start(engine: Engine, connections: Vec<String>, logs: &LogSink) -> Bars {
         let stop = CancellationToken::new();
         let token = stop.clone();
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+        logs.set_bars(Some(multi.clone()));
+        let logs = logs.clone();
         let task = tokio::spawn(async move {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
             let style = ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
             let bars: Vec<(String, ProgressBar)> = connections
@@ -59,6 +64,7 @@ impl Bars {
                             bar.finish();
                         }
                     }
+                    logs.set_bars(None);
                     return;
                 }
             }

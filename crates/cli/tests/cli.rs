@@ -156,3 +156,56 @@ fn adapters_lists_streams_and_config_fields() {
     assert!(file["streams"].to_string().contains("devices"));
     assert!(file["config"].to_string().contains("path"));
 }
+
+/// A secret that reaches an error (here: through a file path that embeds it)
+/// is scrubbed from the log lines, the printed summary, the stored run and
+/// the rejects kept for inspection.
+#[test]
+fn a_secret_inside_an_error_never_reaches_logs_summaries_or_the_store() {
+    let secret = "tok-8f3k2j9d7s";
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join(secret)).expect("dir");
+    // A line the adapter rejects, quoting the secret in its raw input.
+    std::fs::write(dir.path().join(secret).join("ok.csv"), format!("id,host\n1,alpha\n2,{secret},extra\n"))
+        .expect("csv");
+    write_config(
+        dir.path(),
+        r#"
+        [[connection]]
+        name = "present"
+        adapter = "file"
+        config = { path = "${CORRAL_TEST_DIR_SECRET}/ok.csv", columns = { source_id = "id", hostname = "host" } }
+
+        [[connection]]
+        name = "absent"
+        adapter = "file"
+        config = { path = "${CORRAL_TEST_DIR_SECRET}/missing.csv", columns = { source_id = "id" } }
+        "#,
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "debug")
+            .env("CORRAL_TEST_DIR_SECRET", secret)
+            .env_remove("CORRAL_CONFIG")
+            .output()
+            .expect("run corral")
+    };
+    let out = run(&["sync", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("missing.csv"), "the error itself is still reported: {all}");
+    assert!(all.contains("[redacted]"), "{all}");
+    assert!(!all.contains(secret), "a secret reached the output: {all}");
+
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let sync_id = runs[0]["sync_id"].as_str().expect("sync id").to_string();
+    for args in [vec!["runs", "--json"], vec!["runs"], vec!["runs", "--rejects", &sync_id]] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(!text(&out).contains(secret), "a secret was stored: {}", text(&out));
+    }
+    let out = run(&["runs", "--rejects", &sync_id, "--json"]);
+    assert!(text(&out).contains("[redacted]"), "the reject is kept, scrubbed: {}", text(&out));
+}

@@ -6,11 +6,13 @@
 //! - [`store`]: the `Store` trait (SQLite and MongoDB live in `corral-store`).
 //! - [`engine`]: fetch (tokio) -> normalize (rayon) -> load (async), with backpressure.
 //! - [`summary`]: run summaries.
+//! - [`redact`]: scrubbing resolved secrets from summaries and rejects.
 pub mod adapter;
 pub mod asset;
 pub mod engine;
 pub mod fields;
 pub mod metrics;
+pub mod redact;
 pub mod store;
 pub mod summary;
 pub mod testing;
@@ -21,5 +23,6 @@ pub use adapter::{
 };
 pub use asset::{Asset, AssetBody, AssetKind, Device, Os, User};
 pub use engine::{Connection, Engine, EngineConfig};
+pub use redact::Redactor;
 pub use store::{LoadBatch, LoadOutcome, StalePolicy, StaleScope, Store, StoreError};
 pub use summary::{RunStatus, RunSummary};

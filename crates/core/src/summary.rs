@@ -130,6 +130,38 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// A summary of a run that has not done anything yet: a new sync id,
+    /// start and end now, status success, every counter zero.
+    pub fn new(connection: &str, adapter: &str) -> Self {
+        let now = Utc::now();
+        RunSummary {
+            sync_id: uuid::Uuid::now_v7().to_string(),
+            connection: connection.to_string(),
+            adapter: adapter.to_string(),
+            started_at: now,
+            ended_at: now,
+            status: RunStatus::Success,
+            stages: StageTimes::default(),
+            pages: 0,
+            records_fetched: 0,
+            assets_normalized: 0,
+            records_rejected: 0,
+            rejects: BTreeMap::new(),
+            inserted: 0,
+            updated: 0,
+            unchanged: 0,
+            batches: 0,
+            failed_batches: 0,
+            stale_marked: 0,
+            stale_deleted: 0,
+            streams: BTreeMap::new(),
+            requests: Default::default(),
+            lag: Default::default(),
+            in_flight: Default::default(),
+            errors: Vec::new(),
+        }
+    }
+
     pub fn loaded(&self) -> u64 {
         self.inserted + self.updated + self.unchanged
     }

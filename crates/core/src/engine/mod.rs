@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use lag::{LagMonitor, LagRecorder, Staged};
 
 use crate::adapter::Adapter;
+use crate::redact::Redactor;
 use crate::store::{StalePolicy, Store};
 use crate::summary::RunSummary;
 
@@ -194,11 +195,18 @@ struct Shared {
     lag: LagMonitor,
     progress: Mutex<BTreeMap<String, Arc<Progress>>>,
     cancel: tokio_util::sync::CancellationToken,
+    redactor: Redactor,
 }
 
 impl Engine {
     /// Build an engine. Must be called inside a tokio runtime (it starts the lag monitor).
     pub fn new(config: EngineConfig, store: Arc<dyn Store>) -> Result<Self, EngineError> {
+        Self::with_redactor(config, store, Redactor::default())
+    }
+
+    /// Like [`Engine::new`]; every run summary and kept reject is scrubbed of
+    /// the secrets `redactor` knows before it is saved or returned.
+    pub fn with_redactor(config: EngineConfig, store: Arc<dyn Store>, redactor: Redactor) -> Result<Self, EngineError> {
         config.validate()?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.normalize_threads())
@@ -215,6 +223,7 @@ impl Engine {
                 lag,
                 progress: Mutex::default(),
                 cancel: Default::default(),
+                redactor,
             }),
         })
     }
@@ -271,13 +280,21 @@ impl Engine {
         if let Ok(mut map) = self.shared.progress.lock() {
             map.insert(conn.name.clone(), progress.clone());
         }
-        let mut summary = pipeline::run_connection(self, conn, progress.clone()).await;
+        let summary = pipeline::run_connection(self, conn, progress.clone()).await;
+        let summary = self.save_run(summary).await;
+        progress.done.store(true, Ordering::Relaxed);
+        summary
+    }
+
+    /// Scrub secrets from a finished run's summary and save it in the store.
+    async fn save_run(&self, mut summary: RunSummary) -> RunSummary {
+        self.shared.redactor.redact_summary(&mut summary);
         if let Err(e) = self.shared.store.save_run(&summary).await {
-            tracing::error!(connection = %summary.connection, sync_id = %summary.sync_id, error = %e, "could not save the run summary");
-            summary.errors.push(format!("saving the run summary failed: {e}"));
+            let error = self.shared.redactor.redact(&e.to_string());
+            tracing::error!(connection = %summary.connection, sync_id = %summary.sync_id, %error, "could not save the run summary");
+            summary.errors.push(format!("saving the run summary failed: {error}"));
             summary.status = crate::summary::RunStatus::Failed;
         }
-        progress.done.store(true, Ordering::Relaxed);
         summary
     }
 
@@ -291,7 +308,8 @@ impl Engine {
             Ok(summary) => summary,
             Err(e) => {
                 tracing::error!(connection = %name, error = %e, "connection task panicked");
-                pipeline::failed_summary(&name, &adapter, format!("connection task panicked: {e}"))
+                let summary = pipeline::failed_summary(&name, &adapter, format!("connection task panicked: {e}"));
+                self.save_run(summary).await
             }
         }
     }

@@ -1,6 +1,6 @@
 //! One connection's sync: the three stages wired together.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use crate::adapter::{Adapter, Checkpoint, FetchContext, FetchItem, NormalizedPag
 use crate::asset::Asset;
 use crate::metrics::{PipelineGauges, RequestMetrics};
 use crate::store::{LoadBatch, LoadOutcome, StaleScope, Store, StoreError, StoredReject};
-use crate::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
+use crate::summary::{RejectGroup, RunStatus, RunSummary, StreamSummary};
 
 /// The fetch error of a stream cut short by [`Engine::cancel`].
 pub(super) const INTERRUPTED: &str = "interrupted: the run was cancelled before this stream was fully fetched";
@@ -59,46 +59,17 @@ struct BatchDone {
 
 /// A summary for a connection that could not even start.
 pub(super) fn failed_summary(connection: &str, adapter: &str, error: String) -> RunSummary {
-    let now = Utc::now();
-    RunSummary {
-        sync_id: new_sync_id(),
-        connection: connection.to_string(),
-        adapter: adapter.to_string(),
-        started_at: now,
-        ended_at: now,
-        status: RunStatus::Failed,
-        stages: StageTimes::default(),
-        pages: 0,
-        records_fetched: 0,
-        assets_normalized: 0,
-        records_rejected: 0,
-        rejects: BTreeMap::new(),
-        inserted: 0,
-        updated: 0,
-        unchanged: 0,
-        batches: 0,
-        failed_batches: 0,
-        stale_marked: 0,
-        stale_deleted: 0,
-        streams: BTreeMap::new(),
-        requests: Default::default(),
-        lag: Default::default(),
-        in_flight: Default::default(),
-        errors: vec![error],
-    }
-}
-
-fn new_sync_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    let mut summary = RunSummary::new(connection, adapter);
+    summary.status = RunStatus::Failed;
+    summary.errors.push(error);
+    summary
 }
 
 pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: Arc<Progress>) -> RunSummary {
     let shared = &engine.shared;
     let cfg = &shared.config;
     let info = conn.adapter.info().clone();
-    let mut summary = failed_summary(&conn.name, &info.name, String::new());
-    summary.errors.clear();
-    summary.status = RunStatus::Success;
+    let mut summary = RunSummary::new(&conn.name, &info.name);
     if shared.cancel.is_cancelled() {
         summary.status = RunStatus::Failed;
         summary.errors.push("interrupted: the run was cancelled before this connection started".to_string());
@@ -546,7 +517,10 @@ impl Loader<'_> {
         if self.rejects_buffer.is_empty() {
             return;
         }
-        let rejects = std::mem::take(&mut self.rejects_buffer);
+        let mut rejects = std::mem::take(&mut self.rejects_buffer);
+        for r in &mut rejects {
+            self.engine.shared.redactor.redact_stored_reject(r);
+        }
         if let Err(e) = self.store().save_rejects(rejects).await {
             tracing::error!(connection = %self.conn.name, error = %e, "could not keep rejected records");
             self.summary.errors.push(format!("keeping rejected records failed: {e}"));
