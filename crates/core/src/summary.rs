@@ -69,6 +69,10 @@ pub struct LagStats {
     /// The stage whose poll blocked longest, if any blocked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocking_stage: Option<String>,
+    /// Late ticks by what was running then (`stage@connection`, or
+    /// `(no engine task)` when the workers were starved by something else).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub late_causes: BTreeMap<String, u64>,
 }
 
 /// Rejected records of one reason: how many, and the first few.

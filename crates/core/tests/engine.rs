@@ -28,6 +28,8 @@ struct Synthetic {
     /// Wait this long before each page (a slow vendor).
     page_delay: Duration,
     generation: AtomicU64,
+    /// Names of the threads normalize ran on.
+    normalize_threads: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Synthetic {
@@ -54,6 +56,7 @@ impl Synthetic {
             reject_every: 0,
             page_delay: Duration::ZERO,
             generation: AtomicU64::new(0),
+            normalize_threads: Default::default(),
         }
     }
 }
@@ -98,6 +101,9 @@ impl Adapter for Synthetic {
     }
 
     fn normalize(&self, page: &RawPage) -> NormalizedPage {
+        if let Ok(mut names) = self.normalize_threads.lock() {
+            names.insert(std::thread::current().name().unwrap_or("(unnamed)").to_string());
+        }
         let started = std::time::Instant::now();
         while started.elapsed() < self.cpu_per_page {
             std::hint::spin_loop();
@@ -127,12 +133,12 @@ impl Adapter for Synthetic {
 }
 
 fn conn(name: &str, adapter: Synthetic) -> Connection {
-    Connection {
-        name: name.into(),
-        adapter: Arc::new(adapter),
-        streams: vec![],
-        stale: StalePolicy::Mark { delete_after: None },
-    }
+    conn_shared(name, Arc::new(adapter))
+}
+
+/// A connection whose adapter the test keeps a handle on.
+fn conn_shared(name: &str, adapter: Arc<Synthetic>) -> Connection {
+    Connection { name: name.into(), adapter, streams: vec![], stale: StalePolicy::Mark { delete_after: None } }
 }
 
 fn small_config() -> EngineConfig {
@@ -298,11 +304,14 @@ async fn cpu_heavy_normalize_keeps_the_runtime_responsive() {
     let store = Arc::new(MemoryStore::new());
     let config = EngineConfig { lag_warn_ms: 50, ..small_config() };
     let engine = Engine::new(config, store.clone()).expect("engine");
-    let mut heavy = Synthetic::new(40, 50);
-    heavy.cpu_per_page = Duration::from_millis(25);
-    let s = engine.sync(conn("heavy", heavy)).await;
+    // Each page burns more than twice the warning threshold: had it run on
+    // the runtime, every page would be a long poll and a late tick.
+    let heavy = Arc::new(Synthetic { cpu_per_page: Duration::from_millis(120), ..Synthetic::new(8, 50) });
+    let s = engine.sync(conn_shared("heavy", heavy.clone())).await;
     assert_eq!(s.status, RunStatus::Success);
-    assert!(s.stages.normalize_cpu_ms >= 2 * 40 * 25, "normalize did not do its CPU work: {:?}", s.stages);
+    assert!(s.stages.normalize_cpu_ms >= 2 * 8 * 120, "normalize did not do its CPU work: {:?}", s.stages);
+    let threads = heavy.normalize_threads.lock().expect("lock").clone();
+    assert!(threads.iter().all(|t| t.starts_with("corral-normalize-")), "normalize ran off the pool: {threads:?}");
     assert!(s.lag.samples > 10, "{:?}", s.lag);
     assert_eq!(s.lag.long_polls, 0, "an engine task blocked the runtime: {:?}", s.lag);
     assert!(s.lag.p99_us < 50_000, "runtime lag p99 too high under CPU-heavy normalize: {:?}", s.lag);
@@ -319,6 +328,9 @@ async fn lag_monitor_catches_a_blocked_runtime_and_names_the_stage() {
     assert!(s.lag.long_polls >= 1, "{:?}", s.lag);
     assert_eq!(s.lag.blocking_stage.as_deref(), Some("load"));
     assert!(s.lag.max_poll_us >= 120_000, "{:?}", s.lag);
+    // The ticker saw the runtime run late, and names the task that was running.
+    assert!(s.lag.max_us >= 50_000 && s.lag.over_threshold >= 1, "{:?}", s.lag);
+    assert!(s.lag.late_causes.contains_key("load@blocky"), "{:?}", s.lag);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

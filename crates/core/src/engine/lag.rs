@@ -6,9 +6,17 @@
 //! - [`Staged`] wraps each engine task and times every poll; a poll longer than
 //!   the threshold means that task blocked its worker, and it is named
 //!   (stage + connection) in a warning and in the summary.
+//!
+//! When the ticker wakes late it names what was running: the engine tasks
+//! still inside a poll that began before the tick was due, or the last long
+//! poll that ended meanwhile. If no engine task was polling, the warning says
+//! so: the workers were starved (a task outside the engine blocked, or the
+//! machine's CPUs were saturated).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -17,6 +25,9 @@ use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
 use crate::summary::LagStats;
+
+/// What [`LagStats::late_causes`] says when a tick was late but no engine task was polling.
+pub const NO_ENGINE_TASK: &str = "(no engine task)";
 
 /// Shared by every run of an engine: one ticker, many recorders.
 #[derive(Debug, Clone)]
@@ -31,6 +42,64 @@ struct Inner {
     stop: CancellationToken,
     /// When the last lag warning was logged: at most one a second.
     last_warning: Mutex<Option<Instant>>,
+    polls: Arc<Polls>,
+}
+
+/// The engine task polls in progress, and the last long one, so that a late
+/// tick can name what was running.
+#[derive(Debug, Default)]
+struct Polls {
+    next_id: AtomicU64,
+    active: Mutex<HashMap<u64, ActivePoll>>,
+    last_long: Mutex<Option<(ActivePoll, Instant)>>,
+}
+
+#[derive(Debug, Clone)]
+struct ActivePoll {
+    stage: &'static str,
+    connection: Arc<str>,
+    started: Instant,
+}
+
+impl Polls {
+    fn begin(&self, stage: &'static str, connection: &Arc<str>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut active) = self.active.lock() {
+            active.insert(id, ActivePoll { stage, connection: connection.clone(), started: Instant::now() });
+        }
+        id
+    }
+
+    fn end(&self, id: u64, long: bool) {
+        let Ok(mut active) = self.active.lock() else { return };
+        let Some(poll) = active.remove(&id) else { return };
+        drop(active);
+        if long && let Ok(mut last) = self.last_long.lock() {
+            *last = Some((poll, Instant::now()));
+        }
+    }
+
+    /// `stage@connection` of what blocked the runtime around `since`, if an engine task did.
+    fn culprits(&self, since: Instant) -> Vec<String> {
+        let mut out: Vec<String> = match self.active.lock() {
+            Ok(active) => active
+                .values()
+                .filter(|p| p.started <= since)
+                .map(|p| format!("{}@{}", p.stage, p.connection))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if out.is_empty()
+            && let Ok(last) = self.last_long.lock()
+            && let Some((poll, ended)) = last.as_ref()
+            && *ended >= since
+        {
+            out.push(format!("{}@{}", poll.stage, poll.connection));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 impl Drop for Inner {
@@ -44,6 +113,8 @@ impl Drop for Inner {
 pub struct LagRecorder {
     state: Mutex<RecorderState>,
     threshold: Duration,
+    /// The monitor's record of polls in progress (a recorder made on its own has its own).
+    polls: Arc<Polls>,
 }
 
 #[derive(Debug)]
@@ -53,6 +124,7 @@ struct RecorderState {
     long_polls: u64,
     max_poll: Duration,
     worst_stage: Option<String>,
+    late_causes: std::collections::BTreeMap<String, u64>,
 }
 
 impl LagMonitor {
@@ -63,6 +135,7 @@ impl LagMonitor {
             recorders: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
             last_warning: Mutex::new(None),
+            polls: Arc::default(),
         });
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
@@ -75,7 +148,7 @@ impl LagMonitor {
                 }
                 let lag = tokio::time::Instant::now().saturating_duration_since(due);
                 let Some(inner) = weak.upgrade() else { return };
-                inner.record(lag);
+                inner.record(lag, due.into_std());
                 drop(inner);
                 due = tokio::time::Instant::now() + interval;
             }
@@ -89,7 +162,7 @@ impl LagMonitor {
 
     /// A recorder that receives every sample from now until it is dropped.
     pub fn recorder(&self) -> Arc<LagRecorder> {
-        let rec = Arc::new(LagRecorder::new(self.inner.threshold));
+        let rec = Arc::new(LagRecorder::with_polls(self.inner.threshold, self.inner.polls.clone()));
         if let Ok(mut list) = self.inner.recorders.lock() {
             list.retain(|w| w.strong_count() > 0);
             list.push(Arc::downgrade(&rec));
@@ -99,13 +172,26 @@ impl LagMonitor {
 }
 
 impl Inner {
-    fn record(&self, lag: Duration) {
+    /// One tick's lateness; `due` is when it should have fired.
+    fn record(&self, lag: Duration, due: Instant) {
+        let culprits = if lag >= self.threshold { self.polls.culprits(due) } else { Vec::new() };
         if lag >= self.threshold
             && let Ok(mut last) = self.last_warning.lock()
             && last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
             *last = Some(Instant::now());
-            tracing::warn!(lag_ms = lag.as_millis() as u64, "tokio runtime ran late: a task blocked a worker");
+            let lag_ms = lag.as_millis() as u64;
+            if culprits.is_empty() {
+                tracing::warn!(
+                    lag_ms,
+                    stage = "none",
+                    "tokio runtime ran late, but no engine task was polling: a task outside the engine \
+                     blocked a worker, or the machine's CPUs were saturated"
+                );
+            } else {
+                let stage = culprits.join(", ");
+                tracing::warn!(lag_ms, %stage, "tokio runtime ran late: an engine task blocked a worker");
+            }
         }
         let recorders: Vec<Arc<LagRecorder>> = match self.recorders.lock() {
             Ok(list) => list.iter().filter_map(Weak::upgrade).collect(),
@@ -113,13 +199,21 @@ impl Inner {
         };
         for r in recorders {
             r.sample(lag);
+            if lag >= self.threshold {
+                r.blame(&culprits);
+            }
         }
     }
 }
 
 impl LagRecorder {
     pub fn new(threshold: Duration) -> Self {
+        Self::with_polls(threshold, Arc::default())
+    }
+
+    fn with_polls(threshold: Duration, polls: Arc<Polls>) -> Self {
         LagRecorder {
+            polls,
             state: Mutex::new(RecorderState {
                 // 1 us .. 1 hour, 2 significant digits: a few KiB.
                 histogram: Histogram::new_with_bounds(1, 3_600_000_000, 2).ok(),
@@ -127,6 +221,7 @@ impl LagRecorder {
                 long_polls: 0,
                 max_poll: Duration::ZERO,
                 worst_stage: None,
+                late_causes: Default::default(),
             }),
             threshold,
         }
@@ -140,6 +235,20 @@ impl LagRecorder {
             }
             if lag >= self.threshold {
                 s.over_threshold += 1;
+            }
+        }
+    }
+
+    /// A late tick: what was running then (empty: no engine task).
+    fn blame(&self, culprits: &[String]) {
+        /// Distinct causes kept per run; a run that lags everywhere needs no longer list.
+        const MAX_CAUSES: usize = 8;
+        let Ok(mut s) = self.state.lock() else { return };
+        let none = [NO_ENGINE_TASK.to_string()];
+        let culprits = if culprits.is_empty() { &none[..] } else { culprits };
+        for c in culprits {
+            if s.late_causes.len() < MAX_CAUSES || s.late_causes.contains_key(c) {
+                *s.late_causes.entry(c.clone()).or_default() += 1;
             }
         }
     }
@@ -175,6 +284,7 @@ impl LagRecorder {
             long_polls: s.long_polls,
             max_poll_us: s.max_poll.as_micros() as u64,
             blocking_stage: s.worst_stage.clone(),
+            late_causes: s.late_causes.clone(),
         }
     }
 }
@@ -198,9 +308,12 @@ impl<F: Future> Future for Staged<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let started = Instant::now();
+        let id = self.recorder.polls.begin(self.stage, &self.connection);
         let out = self.inner.as_mut().poll(cx);
         let took = started.elapsed();
-        if took >= self.recorder.threshold {
+        let long = took >= self.recorder.threshold;
+        self.recorder.polls.end(id, long);
+        if long {
             self.recorder.long_poll(self.stage, &self.connection, took);
         }
         out
@@ -225,15 +338,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn ticker_sees_a_blocked_runtime() {
+    async fn ticker_sees_a_blocked_runtime_and_says_no_engine_task_did_it() {
         let monitor = LagMonitor::start(Duration::from_millis(5), Duration::from_millis(50));
         let rec = monitor.recorder();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        // Block the only worker on purpose.
+        // Block the only worker on purpose, outside any engine task.
         std::thread::sleep(Duration::from_millis(150));
         tokio::time::sleep(Duration::from_millis(30)).await;
         let stats = rec.stats();
         assert!(stats.max_us >= 100_000, "monitor missed a 150 ms block: {stats:?}");
         assert!(stats.over_threshold >= 1, "{stats:?}");
+        assert_eq!(stats.late_causes.keys().collect::<Vec<_>>(), [NO_ENGINE_TASK], "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_late_tick_names_the_engine_task_that_was_running() {
+        let monitor = LagMonitor::start(Duration::from_millis(5), Duration::from_millis(50));
+        let rec = monitor.recorder();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Staged::new("normalize-dispatch", Arc::from("conn-b"), rec.clone(), async {
+            std::thread::sleep(Duration::from_millis(150));
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let stats = rec.stats();
+        assert!(stats.over_threshold >= 1, "{stats:?}");
+        assert_eq!(stats.late_causes.keys().collect::<Vec<_>>(), ["normalize-dispatch@conn-b"], "{stats:?}");
     }
 }
