@@ -33,6 +33,8 @@ pub struct MemoryStore {
     /// Block the calling thread instead of sleeping asynchronously (to test the lag monitor).
     block_thread: AtomicBool,
     stale_calls: AtomicU64,
+    /// Source ids the store refuses one by one (as MongoDB refuses a document over 16 MB).
+    refuse: Mutex<Vec<String>>,
 }
 
 impl MemoryStore {
@@ -44,6 +46,13 @@ impl MemoryStore {
     pub fn fail_after(&self, n: u64) {
         if let Ok(mut f) = self.fail_after_batches.lock() {
             *f = Some(n);
+        }
+    }
+
+    /// Refuse these source ids record by record (returned in `LoadOutcome::rejected`).
+    pub fn refuse(&self, source_ids: &[&str]) {
+        if let Ok(mut r) = self.refuse.lock() {
+            r.extend(source_ids.iter().map(|s| s.to_string()));
         }
     }
 
@@ -99,9 +108,14 @@ impl Store for MemoryStore {
         {
             return Err(StoreError::Permanent("injected failure: the store went away".into()));
         }
+        let refuse = self.refuse.lock().map_err(|_| Self::poisoned())?.clone();
         let mut assets = self.assets.lock().map_err(|_| Self::poisoned())?;
         let mut out = LoadOutcome::default();
         for a in batch.assets {
+            if refuse.iter().any(|id| id == a.source_id()) {
+                out.rejected.push(crate::adapter::Reject::new(a.source_id(), "refused_by_store", "injected refusal"));
+                continue;
+            }
             let key = (batch.connection.clone(), a.kind(), a.source_id().to_string());
             let hash = a.content_hash();
             match assets.get_mut(&key) {

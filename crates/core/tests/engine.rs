@@ -263,6 +263,29 @@ async fn malformed_page_is_partial_and_skips_stale_for_that_stream_only() {
     assert!(kept.iter().any(|r| r.reject.reason == "malformed_page" && r.reject.raw.as_deref() == Some("{not json")));
 }
 
+/// A record the store refuses (MongoDB: a document over 16 MB) keeps its
+/// stored copy from the last run; stale handling of its stream would mark it
+/// stale although the vendor still returns it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_store_refuses_is_rejected_and_its_stream_gets_no_stale_handling() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(small_config(), store.clone()).expect("engine");
+    let first = engine.sync(conn("a", Synthetic::new(3, 10))).await;
+    assert_eq!(first.inserted, 60);
+    store.refuse(&["hosts-4"]);
+    let s = engine.sync(conn("a", Synthetic::new(3, 10))).await;
+    assert_eq!(s.status, RunStatus::Partial, "{:?}", s.errors);
+    assert_eq!(s.rejects["refused_by_store"].count, 1);
+    assert_eq!(s.loaded(), 59);
+    let (hosts, phones) = (&s.streams["hosts"], &s.streams["phones"]);
+    assert_eq!(hosts.rejected, 1, "{hosts:?}");
+    assert!(hosts.fetch_completed && !hosts.stale_handled, "{hosts:?}");
+    assert!(phones.fetch_completed && phones.stale_handled, "{phones:?}");
+    assert_eq!(store.stale_count(), 0, "the refused record was marked stale");
+    let kept = store.rejects(&s.sync_id, 10).await.expect("rejects");
+    assert!(kept.iter().any(|r| r.stream == "hosts" && r.reject.record == "hosts-4"), "{kept:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_stream_does_not_stop_the_other_and_gets_no_stale_handling() {
     let store = Arc::new(MemoryStore::new());

@@ -1,6 +1,6 @@
 //! One connection's sync: the three stages wired together.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,11 @@ enum Marker {
 struct BatchDone {
     result: Result<LoadOutcome, StoreError>,
     records: usize,
+    /// The streams whose assets are in the batch (usually one).
+    streams: Vec<String>,
+    /// With several streams in the batch: each source id's stream (an index
+    /// into `streams`), to file the records the store refuses.
+    stream_of: std::collections::HashMap<String, usize>,
     markers: Vec<Marker>,
     took: Duration,
 }
@@ -156,6 +161,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         in_flight_aborts: Default::default(),
         tainted: BTreeSet::new(),
         resumed,
+        store_refused: BTreeSet::new(),
         rejects_buffer: Vec::new(),
         rejects_kept: 0,
         load_failure: None,
@@ -396,6 +402,9 @@ struct Loader<'a> {
     tainted: BTreeSet<String>,
     /// Streams that resumed from a checkpoint: they did not see the whole inventory.
     resumed: BTreeSet<String>,
+    /// Streams with a record the store refused: its stored copy was not
+    /// refreshed, so stale handling would wrongly mark (and later delete) it.
+    store_refused: BTreeSet<String>,
     rejects_buffer: Vec<StoredReject>,
     rejects_kept: usize,
     load_failure: Option<String>,
@@ -545,6 +554,19 @@ impl Loader<'_> {
         let store = self.store().clone();
         let attempts = self.engine.shared.config.load_attempts;
         let records = batch.assets.len();
+        let mut streams: Vec<String> = Vec::new();
+        for a in &batch.assets {
+            if !streams.contains(&a.stream) {
+                streams.push(a.stream.clone());
+            }
+        }
+        let mut stream_of = std::collections::HashMap::new();
+        if streams.len() > 1 {
+            for a in &batch.assets {
+                let i = streams.iter().position(|s| *s == a.stream).unwrap_or_default();
+                stream_of.insert(a.source_id().to_string(), i);
+            }
+        }
         let load = LoadBatch {
             sync_id: self.sync_id.clone(),
             connection: self.conn.name.clone(),
@@ -559,7 +581,7 @@ impl Loader<'_> {
             } else {
                 upsert_with_retry(&*store, load, attempts).await
             };
-            BatchDone { result, records, markers, took: started.elapsed() }
+            BatchDone { result, records, streams, stream_of, markers, took: started.elapsed() }
         };
         let name: Arc<str> = Arc::from(self.conn.name.as_str());
         let handle = tokio::spawn(Staged::new("load", name, self.recorder.clone(), fut));
@@ -588,8 +610,7 @@ impl Loader<'_> {
                 self.summary.unchanged += outcome.unchanged;
                 self.progress.assets_loaded.fetch_add(outcome.stored(), Ordering::Relaxed);
                 if !outcome.rejected.is_empty() {
-                    // Refused one by one by the store; which stream is not known per record here.
-                    self.record_rejects("(store)", outcome.rejected).await;
+                    self.on_store_refused(&done.streams, &done.stream_of, outcome.rejected).await;
                 }
             }
             Err(e) => {
@@ -617,6 +638,32 @@ impl Loader<'_> {
         }
     }
 
+    /// Records the store refused one by one (too large, failed validation):
+    /// rejects like any other, and their streams get no stale handling.
+    async fn on_store_refused(
+        &mut self,
+        streams: &[String],
+        stream_of: &std::collections::HashMap<String, usize>,
+        rejected: Vec<Reject>,
+    ) {
+        // The store contract: a refused record's source id is in `Reject::record`.
+        let mut by_stream: BTreeMap<&str, Vec<Reject>> = BTreeMap::new();
+        for r in rejected {
+            let stream = match streams {
+                [one] => one.as_str(),
+                _ => stream_of.get(&r.record).and_then(|i| streams.get(*i)).map_or("(store)", String::as_str),
+            };
+            by_stream.entry(stream).or_default().push(r);
+        }
+        for (stream, rejects) in by_stream {
+            if self.store_refused.insert(stream.to_string()) {
+                tracing::warn!(connection = %self.conn.name, stream, "the store refused records of this stream; its stale handling will be skipped");
+            }
+            self.summary.streams.entry(stream.to_string()).or_default().rejected += rejects.len() as u64;
+            self.record_rejects(stream, rejects).await;
+        }
+    }
+
     /// Every record of the stream before this point is stored.
     async fn on_stream_end(&mut self, stream: String, result: Result<(), String>) {
         self.ended.insert(stream.clone());
@@ -633,7 +680,10 @@ impl Loader<'_> {
             tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: a page of this stream could not be decoded");
             return;
         }
-        if self.resumed.contains(&stream) {
+        if self.store_refused.contains(&stream) {
+            // Its checkpoint is still cleared below: a rerun would be refused the same records.
+            tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: the store refused records of this stream");
+        } else if self.resumed.contains(&stream) {
             tracing::info!(connection = %self.conn.name, stream = %stream, "stale handling skipped: this run resumed from a checkpoint");
         } else {
             // Everything before this marker is acknowledged and the fetch was clean.
