@@ -135,7 +135,7 @@ pub async fn sync(
     out: &Output,
     redactor: &Redactor,
 ) -> Result<u8> {
-    let engine_config = crate::limits::fit_open_files(engine_config);
+    let engine_config = crate::limits::fit_open_files(engine_config, &conns);
     // The engine scrubs resolved secrets from every summary and kept reject.
     let engine = Engine::with_redactor(engine_config, store, redactor.clone()).context("starting the engine")?;
     let interrupts = tokio::spawn(stop_on_signals(engine.clone()));

@@ -30,6 +30,10 @@ struct Synthetic {
     generation: AtomicU64,
     /// Names of the threads normalize ran on.
     normalize_threads: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// What `max_open_files` reports.
+    open_files: usize,
+    /// Fetches running now and at most, shared by every adapter of a test.
+    fetching: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl Synthetic {
@@ -57,6 +61,8 @@ impl Synthetic {
             page_delay: Duration::ZERO,
             generation: AtomicU64::new(0),
             normalize_threads: Default::default(),
+            open_files: 2,
+            fetching: Arc::default(),
         }
     }
 }
@@ -72,6 +78,24 @@ impl Adapter for Synthetic {
     }
 
     async fn fetch(&self, ctx: FetchContext) -> Result<(), FetchError> {
+        let (running, peak) = &*self.fetching;
+        peak.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        let result = self.fetch_pages(ctx).await;
+        running.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn normalize(&self, page: &RawPage) -> NormalizedPage {
+        self.normalize_page(page)
+    }
+
+    fn max_open_files(&self) -> usize {
+        self.open_files
+    }
+}
+
+impl Synthetic {
+    async fn fetch_pages(&self, ctx: FetchContext) -> Result<(), FetchError> {
         let stream = ctx.stream.name.clone();
         let start = ctx.checkpoint.as_ref().and_then(|c| c.0["next_page"].as_u64()).unwrap_or(0);
         let generation = self.generation.load(Ordering::Relaxed);
@@ -100,7 +124,7 @@ impl Adapter for Synthetic {
         Ok(())
     }
 
-    fn normalize(&self, page: &RawPage) -> NormalizedPage {
+    fn normalize_page(&self, page: &RawPage) -> NormalizedPage {
         if let Ok(mut names) = self.normalize_threads.lock() {
             names.insert(std::thread::current().name().unwrap_or("(unnamed)").to_string());
         }
@@ -320,6 +344,33 @@ async fn one_failing_connection_never_stops_the_others() {
     }
     assert_eq!(summaries[6].status, RunStatus::Failed);
     assert_eq!(engine.store().runs(100).await.expect("runs").len(), 7);
+}
+
+/// Connections wait for their share of the open-file budget: with 10
+/// descriptors and 4 per connection, at most 2 sync at once, although
+/// `max_connections` would allow 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_wait_for_their_share_of_open_files() {
+    let store = Arc::new(MemoryStore::new());
+    let config = EngineConfig { max_connections: 8, max_open_files: 10, ..small_config() };
+    let engine = Engine::new(config, store.clone()).expect("engine");
+    let fetching: Arc<(AtomicU64, AtomicU64)> = Arc::default();
+    let conns = (0..6)
+        .map(|i| {
+            let a = Synthetic {
+                open_files: 4,
+                fetching: fetching.clone(),
+                page_delay: Duration::from_millis(20),
+                ..Synthetic::new(3, 5)
+            };
+            conn(&format!("c{i}"), a)
+        })
+        .collect();
+    let summaries = engine.run(conns).await;
+    assert!(summaries.iter().all(|s| s.status == RunStatus::Success));
+    // Two streams each: at most 2 connections x 2 fetches at once.
+    let peak = fetching.1.load(Ordering::SeqCst);
+    assert!(peak > 2 && peak <= 4, "fetches at once: {peak}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,11 @@ pub struct EngineConfig {
     pub lag_interval_ms: u64,
     /// Attempts for a batch whose store error is transient.
     pub load_attempts: u32,
+    /// File descriptors the connections syncing at once may hold together,
+    /// each as its adapter reports ([`Adapter::max_open_files`]); a
+    /// connection waits for its share before it starts. 0: not budgeted.
+    /// The CLI sets it from the open-file limit (`ulimit -n`).
+    pub max_open_files: usize,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +87,7 @@ impl Default for EngineConfig {
             lag_warn_ms: 50,
             lag_interval_ms: 10,
             load_attempts: 4,
+            max_open_files: 0,
         }
     }
 }
@@ -103,6 +109,9 @@ impl EngineConfig {
             if v == 0 {
                 return Err(EngineError::Config(format!("engine.{name} must be at least 1")));
             }
+        }
+        if self.max_open_files > 1 << 30 {
+            return Err(EngineError::Config("engine.max_open_files must be at most 1073741824".into()));
         }
         Ok(())
     }
@@ -258,14 +267,28 @@ impl Engine {
     }
 
     /// Sync several connections concurrently (at most `max_connections` at a
-    /// time). Returns one summary per connection, in the order given. A
-    /// connection that fails, or whose adapter panics, never stops the others.
+    /// time, and within `max_open_files`). Returns one summary per connection,
+    /// in the order given. A connection that fails, or whose adapter panics,
+    /// never stops the others.
     pub async fn run(&self, connections: Vec<Connection>) -> Vec<RunSummary> {
         let limit = self.shared.config.max_connections;
+        let budget = self.shared.config.max_open_files;
+        let open_files = (budget > 0).then(|| Arc::new(tokio::sync::Semaphore::new(budget)));
         let mut summaries: Vec<(usize, RunSummary)> = futures::stream::iter(connections.into_iter().enumerate())
             .map(|(i, conn)| {
                 let engine = self.clone();
-                async move { (i, engine.sync_isolated(conn).await) }
+                let open_files = open_files.clone();
+                async move {
+                    // Wait for this connection's descriptors (FIFO: a big one is not starved).
+                    let _files = match open_files {
+                        Some(sem) => {
+                            let want = conn.adapter.max_open_files().clamp(1, budget);
+                            sem.acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)).await.ok()
+                        }
+                        None => None,
+                    };
+                    (i, engine.sync_isolated(conn).await)
+                }
             })
             .buffer_unordered(limit)
             .collect()
