@@ -26,9 +26,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, Checkpoint, ConfigError, ConfigField, FetchContext,
-    FetchError, FieldType, NormalizedPage, RawPage, StreamInfo,
+    FetchError, FieldType, NormalizedPage, RawPage, Reject, StreamInfo,
 };
-use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
+use std::io::{BufRead, BufReader, Seek};
 
 pub mod config;
 pub mod normalize;
@@ -106,7 +106,7 @@ impl AdapterFactory for FileAdapterFactory {
 }
 
 /// A configured `file` connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FileAdapter {
     connection: String,
     settings: Settings,
@@ -146,10 +146,20 @@ impl FileAdapter {
             "size": ident.size,
             "mtime_ns": ident.mtime_ns,
         });
-        RawPage::new(self.settings.stream_name(), p.body, locator)
+        let page = RawPage::new(self.settings.stream_name(), p.body, locator)
             .with_first_record(p.first_line)
-            .with_record_hint(p.records)
-            .with_checkpoint(Checkpoint(checkpoint))
+            .with_checkpoint(Checkpoint(checkpoint));
+        match p.too_long {
+            None => page.with_record_hint(p.records),
+            Some(skipped) => page.with_record_hint(1).with_reject(
+                Reject::new(
+                    format!("line {}", skipped.line),
+                    "line_too_long",
+                    format!("longer than {} MiB: skipped", split::MAX_RECORD_BYTES / (1024 * 1024)),
+                )
+                .with_raw(&skipped.prefix),
+            ),
+        }
     }
 
     /// Check a CSV header holds every mapped column.
@@ -164,6 +174,10 @@ impl FileAdapter {
     /// Read the file and hand each page to `send`, in order. This is
     /// [`Adapter::fetch`] without the engine's sink, for tools and tests.
     ///
+    /// Reading and cutting pages (the CSV quote scan) run on a blocking
+    /// thread, never on the runtime; pages come back through a channel of
+    /// one, so at most a read buffer and two pages are held here.
+    ///
     /// With a `checkpoint` from an earlier, interrupted run of this
     /// connection, reading resumes after the last page that run stored, but
     /// only when the file is unchanged (same size and modification time, and
@@ -173,21 +187,45 @@ impl FileAdapter {
         F: FnMut(RawPage) -> Fut + Send,
         Fut: Future<Output = Result<(), FetchError>> + Send,
     {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RawPage>(1);
+        let reader = self.clone();
+        let checkpoint = checkpoint.cloned();
+        let reading = tokio::task::spawn_blocking(move || reader.read_pages(checkpoint.as_ref(), &tx));
+        while let Some(page) = rx.recv().await {
+            if let Err(e) = send(page).await {
+                // The reader stops at its next page.
+                drop(rx);
+                let _ = reading.await;
+                return Err(e);
+            }
+        }
+        match reading.await {
+            Ok(result) => result,
+            Err(e) => Err(FetchError::Other(format!("reading {} stopped: {e}", self.path_str()))),
+        }
+    }
+
+    /// The blocking half of [`FileAdapter::fetch_pages`].
+    fn read_pages(
+        &self,
+        checkpoint: Option<&Checkpoint>,
+        tx: &tokio::sync::mpsc::Sender<RawPage>,
+    ) -> Result<(), FetchError> {
         let s = &self.settings;
-        let file = tokio::fs::File::open(&s.path).await.map_err(|e| self.io_error(e))?;
-        let meta = file.metadata().await.map_err(|e| self.io_error(e))?;
+        let file = std::fs::File::open(&s.path).map_err(|e| self.io_error(e))?;
+        let meta = file.metadata().map_err(|e| self.io_error(e))?;
         let ident = FileIdent::of(&meta);
         let mut reader = BufReader::with_capacity(READ_BUFFER, file);
 
         let mut splitter = match checkpoint.and_then(|c| ResumePoint::parse(c, &ident)) {
-            Some(at) => match self.resume(&mut reader, &at).await? {
+            Some(at) => match self.resume(&mut reader, &at)? {
                 Some(splitter) => {
                     tracing::info!(connection = %self.connection, path = %s.path.display(), offset = at.offset, line = at.line, "resuming the file from the checkpoint");
                     splitter
                 }
                 None => {
                     tracing::info!(connection = %self.connection, path = %s.path.display(), "checkpoint does not match the file; reading it from the start");
-                    reader.seek(SeekFrom::Start(0)).await.map_err(|e| self.io_error(e))?;
+                    reader.seek(SeekFrom::Start(0)).map_err(|e| self.io_error(e))?;
                     Splitter::new(s.format, s.delimiter, s.page_records)
                 }
             },
@@ -199,7 +237,7 @@ impl FileAdapter {
         let protocol = |detail: String| FetchError::Protocol { endpoint: self.path_str(), detail };
         let mut eof = false;
         while !eof {
-            let buf = reader.fill_buf().await.map_err(|e| self.io_error(e))?;
+            let buf = reader.fill_buf().map_err(|e| self.io_error(e))?;
             if buf.is_empty() {
                 eof = true;
                 splitter.finish(&mut pages).map_err(|e| protocol(e.to_string()))?;
@@ -213,7 +251,7 @@ impl FileAdapter {
                 header_checked = true;
             }
             for p in pages.drain(..) {
-                send(self.raw_page(p, &ident)).await?;
+                tx.blocking_send(self.raw_page(p, &ident)).map_err(|_| FetchError::Closed)?;
             }
         }
         tracing::debug!(connection = %self.connection, path = %s.path.display(), bytes = splitter.offset(), "file read");
@@ -222,18 +260,14 @@ impl FileAdapter {
 
     /// Position `reader` at a checkpoint. None when the checkpoint does not
     /// fit the file (then the caller starts over).
-    async fn resume(
-        &self,
-        reader: &mut BufReader<tokio::fs::File>,
-        at: &ResumePoint,
-    ) -> Result<Option<Splitter>, FetchError> {
+    fn resume(&self, reader: &mut BufReader<std::fs::File>, at: &ResumePoint) -> Result<Option<Splitter>, FetchError> {
         let s = &self.settings;
         // The CSV header, read from the start again.
         let header = if s.format == Format::Csv {
             let mut probe = Splitter::new(Format::Csv, s.delimiter, config::MAX_PAGE_RECORDS);
             let mut discard = Vec::new();
             while probe.header().is_none() && probe.offset() < at.offset {
-                let buf = reader.fill_buf().await.map_err(|e| self.io_error(e))?;
+                let buf = reader.fill_buf().map_err(|e| self.io_error(e))?;
                 if buf.is_empty() {
                     break;
                 }
@@ -253,8 +287,8 @@ impl FileAdapter {
         };
         // The byte before the offset must end a record.
         if at.offset > 0 {
-            reader.seek(SeekFrom::Start(at.offset - 1)).await.map_err(|e| self.io_error(e))?;
-            let buf = reader.fill_buf().await.map_err(|e| self.io_error(e))?;
+            reader.seek(SeekFrom::Start(at.offset - 1)).map_err(|e| self.io_error(e))?;
+            let buf = reader.fill_buf().map_err(|e| self.io_error(e))?;
             if buf.first() != Some(&b'\n') {
                 return Ok(None);
             }
@@ -263,26 +297,27 @@ impl FileAdapter {
         Ok(Some(Splitter::resume(s.format, s.delimiter, s.page_records, header, at.offset, at.line + 1)))
     }
 
-    async fn check_file(&self) -> Result<String, String> {
+    /// What `check` reports: the file's size and, for CSV, its columns. Blocking.
+    fn check_file(&self) -> Result<String, String> {
         let path: &Path = &self.settings.path;
-        let meta = tokio::fs::metadata(path).await.map_err(|e| e.to_string())?;
+        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
         if meta.is_dir() {
             return Err("is a directory, not a file".into());
         }
-        let file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
         let mut reader = BufReader::with_capacity(64 * 1024, file);
         let len = meta.len();
         match self.settings.format {
             Format::Ndjson => {
                 // Prove it is readable.
-                reader.fill_buf().await.map_err(|e| e.to_string())?;
+                reader.fill_buf().map_err(|e| e.to_string())?;
                 Ok(format!("{len} bytes, ndjson"))
             }
             Format::Csv => {
                 let mut splitter = Splitter::new(Format::Csv, self.settings.delimiter, config::MAX_PAGE_RECORDS);
                 let mut pages = Vec::new();
                 while splitter.header().is_none() {
-                    let buf = reader.fill_buf().await.map_err(|e| e.to_string())?;
+                    let buf = reader.fill_buf().map_err(|e| e.to_string())?;
                     if buf.is_empty() {
                         splitter.finish(&mut pages).map_err(|e| e.to_string())?;
                         break;
@@ -354,7 +389,11 @@ impl Adapter for FileAdapter {
     }
 
     async fn check(&self) -> CheckOutcome {
-        match self.check_file().await {
+        let me = self.clone();
+        let checked = tokio::task::spawn_blocking(move || me.check_file())
+            .await
+            .unwrap_or_else(|e| Err(format!("the check stopped: {e}")));
+        match checked {
             Ok(detail) => CheckOutcome::Ok { detail },
             Err(detail) => CheckOutcome::Unreachable { endpoint: self.path_str(), detail },
         }

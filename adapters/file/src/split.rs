@@ -29,8 +29,13 @@ pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The largest single record fetch accepts. A longer CSV quoted field that
 /// spans lines counts as broken (see the module docs); a longer single line
-/// stops fetch.
+/// is skipped up to its newline and reported as a [`TooLong`] page, with
+/// only its first [`TOO_LONG_PREFIX`] bytes kept. (A CSV header that long
+/// stops fetch: without it no record can be read.)
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bytes of a too-long line kept for the reject.
+pub const TOO_LONG_PREFIX: usize = 4096;
 
 /// A quoted CSV field spanning more lines than this counts as broken.
 pub const MAX_QUOTED_LINES: u64 = 10_000;
@@ -48,12 +53,23 @@ pub struct SplitPage {
     pub records: usize,
     /// Byte offset in the file just after the page's last record.
     pub end_offset: u64,
+    /// Set when this "page" is one line longer than [`MAX_RECORD_BYTES`] that
+    /// was skipped: `body` then holds no records (just the CSV header).
+    pub too_long: Option<TooLong>,
+}
+
+/// A line too long to hold, skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLong {
+    pub line: u64,
+    /// Its first [`TOO_LONG_PREFIX`] bytes.
+    pub prefix: Bytes,
 }
 
 /// Why splitting stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SplitError {
-    /// One line grew beyond [`MAX_RECORD_BYTES`].
+    /// The CSV header line grew beyond [`MAX_RECORD_BYTES`].
     RecordTooLarge { line: u64 },
 }
 
@@ -61,7 +77,7 @@ impl std::fmt::Display for SplitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SplitError::RecordTooLarge { line } => {
-                write!(f, "line {line} is longer than {} MiB", MAX_RECORD_BYTES / (1024 * 1024))
+                write!(f, "the header, line {line}, is longer than {} MiB", MAX_RECORD_BYTES / (1024 * 1024))
             }
         }
     }
@@ -236,6 +252,8 @@ pub struct Splitter {
 
     /// Whether the first bytes have been checked for a BOM.
     bom_checked: bool,
+    /// Inside a line longer than [`MAX_RECORD_BYTES`], dropping it up to its newline.
+    skipping: Option<TooLong>,
 }
 
 impl Splitter {
@@ -259,6 +277,7 @@ impl Splitter {
             page_first_line: 0,
             page_last_line: 0,
             bom_checked: false,
+            skipping: None,
         }
     }
 
@@ -299,7 +318,21 @@ impl Splitter {
     }
 
     /// Feed the next chunk of the file; complete pages are appended to `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SplitPage>) -> Result<(), SplitError> {
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SplitPage>) -> Result<(), SplitError> {
+        if self.skipping.is_some() {
+            // Nothing is buffered while a too-long line is dropped.
+            match chunk.iter().position(|&b| b == b'\n') {
+                None => {
+                    self.buf_offset += chunk.len() as u64;
+                    return Ok(());
+                }
+                Some(j) => {
+                    self.buf_offset += j as u64 + 1;
+                    self.end_skip(out);
+                    chunk = &chunk[j + 1..];
+                }
+            }
+        }
         // Drop what earlier pages (and skipped blank lines) used.
         let used = self.page_start;
         if used > 0 {
@@ -322,6 +355,10 @@ impl Splitter {
 
     /// End of file: the last page, if any records are left.
     pub fn finish(&mut self, out: &mut Vec<SplitPage>) -> Result<(), SplitError> {
+        if self.skipping.is_some() {
+            self.end_skip(out);
+            return Ok(());
+        }
         if !self.bom_checked {
             self.skip_bom();
         }
@@ -367,12 +404,50 @@ impl Splitter {
                             self.record_done(self.buf.len(), false, out);
                         }
                     } else if self.buf.len() - self.record_start > MAX_RECORD_BYTES {
-                        return Err(SplitError::RecordTooLarge { line: self.line });
+                        if self.format == Format::Csv && self.header.is_none() {
+                            return Err(SplitError::RecordTooLarge { line: self.line });
+                        }
+                        self.start_skip(out);
                     }
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// The current record is one line past [`MAX_RECORD_BYTES`] with no end
+    /// in sight: close the page before it, keep its start, drop the rest.
+    fn start_skip(&mut self, out: &mut Vec<SplitPage>) {
+        if self.page_records_so_far > 0 {
+            self.emit(out);
+        }
+        let start = self.record_start;
+        let end = (start + TOO_LONG_PREFIX).min(self.buf.len());
+        let prefix = Bytes::copy_from_slice(&self.buf[start..end]);
+        self.skipping = Some(TooLong { line: self.line, prefix });
+        // Everything buffered is accounted for: pages emitted, blank lines, this line.
+        self.buf_offset += self.buf.len() as u64;
+        self.buf.clear();
+        self.page_start = 0;
+        self.page_end = 0;
+        self.record_start = 0;
+        self.scan_pos = 0;
+        self.scan = CsvScan::default();
+    }
+
+    /// The too-long line ended (at a newline or the end of the file).
+    fn end_skip(&mut self, out: &mut Vec<SplitPage>) {
+        let Some(skipped) = self.skipping.take() else { return };
+        let line = skipped.line;
+        out.push(SplitPage {
+            body: Bytes::from(self.header.clone().unwrap_or_default()),
+            first_line: line,
+            last_line: line,
+            records: 0,
+            end_offset: self.buf_offset,
+            too_long: Some(skipped),
+        });
+        self.line = line + 1;
     }
 
     /// A broken CSV record: its first line becomes a record of its own and
@@ -449,6 +524,7 @@ impl Splitter {
             last_line: self.page_last_line,
             records: self.page_records_so_far,
             end_offset: self.buf_offset + self.page_end as u64,
+            too_long: None,
         });
         self.page_start = self.page_end;
         self.page_records_so_far = 0;
@@ -589,20 +665,45 @@ mod tests {
         assert_eq!(out, all[2..]);
     }
 
+    /// A line past the limit is dropped as it streams in (memory stays
+    /// bounded), reported as a `too_long` page in its place, and the records
+    /// around it are split as usual.
     #[test]
-    fn a_huge_line_is_bounded() {
-        let mut s = Splitter::new(Format::Ndjson, b',', 10);
-        let mut out = Vec::new();
-        s.feed(b"{}\n", &mut out).expect("feed");
-        let line = vec![b'x'; 1024 * 1024];
-        let mut err = None;
-        for _ in 0..20 {
-            if let Err(e) = s.feed(&line, &mut out) {
-                err = Some(e);
-                break;
+    fn a_huge_line_is_skipped_and_reported_in_its_place() {
+        for (format, head, next) in
+            [(Format::Ndjson, &b""[..], &b"{\"id\":3}\n{\"id\":4}\n"[..]), (Format::Csv, &b"id\n"[..], &b"3\n4\n"[..])]
+        {
+            let mut s = Splitter::new(format, b',', 10);
+            let mut out = Vec::new();
+            let first: &[u8] = if format == Format::Csv { b"1\n" } else { b"{\"id\":1}\n" };
+            s.feed(head, &mut out).expect("feed");
+            s.feed(first, &mut out).expect("feed");
+            let mut fed = (head.len() + first.len()) as u64;
+            let piece = vec![b'x'; 1024 * 1024];
+            for _ in 0..20 {
+                s.feed(&piece, &mut out).expect("a long line never fails the split");
+                fed += piece.len() as u64;
+                assert!(s.buf.len() <= MAX_RECORD_BYTES + piece.len(), "buffered {}", s.buf.len());
             }
+            s.feed(b"tail\n", &mut out).expect("feed");
+            s.feed(next, &mut out).expect("feed");
+            s.finish(&mut out).expect("finish");
+            let line0 = if format == Format::Csv { 2 } else { 1 };
+            assert_eq!(out.len(), 3, "{format:?}: {out:?}");
+            assert_eq!((out[0].records, out[0].first_line, out[0].too_long.is_none()), (1, line0, true));
+            let skipped = out[1].too_long.as_ref().expect("the long line is reported");
+            assert_eq!((skipped.line, out[1].records), (line0 + 1, 0));
+            assert_eq!(skipped.prefix.len(), TOO_LONG_PREFIX);
+            assert_eq!(out[1].end_offset, fed + 5, "the checkpoint resumes after the long line");
+            assert_eq!(out[1].body.as_ref(), head, "no records, only the header");
+            assert_eq!((out[2].records, out[2].first_line), (2, line0 + 2));
+            assert_eq!(out[2].body.as_ref(), [head, next].concat());
         }
-        assert_eq!(err, Some(SplitError::RecordTooLarge { line: 2 }));
+        // A header that long is an error: no record could be read without it.
+        let mut s = Splitter::new(Format::Csv, b',', 10);
+        let piece = vec![b'x'; 1024 * 1024];
+        let err = (0..20).find_map(|_| s.feed(&piece, &mut Vec::new()).err());
+        assert_eq!(err, Some(SplitError::RecordTooLarge { line: 1 }));
     }
 }
 

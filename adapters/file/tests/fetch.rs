@@ -419,3 +419,43 @@ async fn resume_ndjson() {
     assert_eq!(resumed[0].locator, all[1].locator);
     assert_eq!(resumed[1].body, all[2].body);
 }
+
+/// A line too long to hold (17 MiB) is one reject naming its line; the
+/// records around it load, and the stream still completes (so a later run
+/// can resume or handle stale assets as usual).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_too_long_to_hold_is_one_reject_and_the_rest_loads() {
+    use std::sync::Arc;
+
+    use corral_core::testing::MemoryStore;
+    use corral_core::{Connection, Engine, EngineConfig, RunStatus, StalePolicy, Store};
+
+    for (name, head) in [("d.csv", "id,host\n"), ("d.ndjson", "")] {
+        let good = |i: &str| if head.is_empty() { format!("{{\"id\":\"{i}\"}}\n") } else { format!("{i},host\n") };
+        let long_line = good(&"x".repeat(17 << 20));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut body = String::from(head);
+        body.push_str(&good("1"));
+        body.push_str(&long_line);
+        body.push_str(&good("2"));
+        body.push_str(&good("3"));
+        let (a, _) = adapter(dir.path(), name, body.as_bytes(), json!({"columns": {"source_id": "id"}}));
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::new(EngineConfig::default(), store.clone()).expect("engine");
+        let conn = Connection {
+            name: "c".into(),
+            adapter: Arc::new(a),
+            streams: vec![],
+            stale: StalePolicy::Mark { delete_after: None },
+        };
+        let s = engine.sync(conn).await;
+        assert_eq!(s.status, RunStatus::Partial, "{name}: {:?}", s.errors);
+        assert_eq!((s.loaded(), s.records_rejected, s.records_fetched), (3, 1, 4), "{name}");
+        let sample = &s.rejects["line_too_long"].samples[0];
+        let line = if head.is_empty() { "line 2" } else { "line 3" };
+        assert_eq!(sample.record, line, "{name}");
+        assert!(s.streams.values().all(|st| st.fetch_completed), "{name}: {:?}", s.streams);
+        let kept = store.rejects(&s.sync_id, 10).await.expect("rejects");
+        assert_eq!(kept[0].reject.raw.as_ref().map(String::len), Some(corral_core::Reject::MAX_RAW), "{name}");
+    }
+}

@@ -101,6 +101,10 @@ pub struct RawPage {
     pub record_hint: Option<usize>,
     /// Resume position valid once this page (and every page before it) is stored.
     pub checkpoint: Option<Checkpoint>,
+    /// Records fetch already had to reject while cutting pages, without
+    /// decoding anything (a line too long to hold); reported with the page's
+    /// own rejects, in order.
+    pub rejects: Vec<Reject>,
 }
 
 impl RawPage {
@@ -112,6 +116,7 @@ impl RawPage {
             first_record: 0,
             record_hint: None,
             checkpoint: None,
+            rejects: Vec::new(),
         }
     }
     pub fn with_first_record(mut self, n: u64) -> Self {
@@ -124,6 +129,10 @@ impl RawPage {
     }
     pub fn with_checkpoint(mut self, c: Checkpoint) -> Self {
         self.checkpoint = Some(c);
+        self
+    }
+    pub fn with_reject(mut self, r: Reject) -> Self {
+        self.rejects.push(r);
         self
     }
 }

@@ -34,6 +34,8 @@ pub async fn run(a: &FileAdapter) -> (Vec<Asset>, Vec<Reject>) {
         let n = a.normalize(&p);
         assert_eq!(n.page_error, None, "page {}", p.locator);
         assets.extend(n.assets);
+        // As the engine does: what fetch rejected comes first, then normalize's.
+        rejects.extend(p.rejects.iter().cloned());
         rejects.extend(n.rejects);
     }
     (assets, rejects)

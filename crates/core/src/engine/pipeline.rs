@@ -334,13 +334,15 @@ fn dispatch(
     let stream = page.stream.clone();
     let locator = page.locator.clone();
     engine.shared.pool.spawn(move || {
+        let mut page = page;
         if tx.is_closed() {
             return; // the run was cancelled: skip the work
         }
         let started = Instant::now();
         let out = std::panic::catch_unwind(AssertUnwindSafe(|| adapter.normalize(&page)))
             .unwrap_or_else(|p| NormalizedPage::page_failed(format!("normalize panicked: {}", panic_message(&p))));
-        let mut rejects = out.rejects;
+        let mut rejects = std::mem::take(&mut page.rejects);
+        rejects.extend(out.rejects);
         if let Some(err) = &out.page_error {
             rejects.push(Reject::new(page.locator.clone(), "malformed_page", err.clone()).with_raw(&page.body));
         }
