@@ -35,6 +35,11 @@ pub struct MemoryStore {
     stale_calls: AtomicU64,
     /// Source ids the store refuses one by one (as MongoDB refuses a document over 16 MB).
     refuse: Mutex<Vec<String>>,
+    /// Records of each upsert, in the order they arrived.
+    batch_sizes: Mutex<Vec<usize>>,
+    /// Upserts running now, and at most.
+    upserts_running: AtomicU64,
+    upserts_peak: AtomicU64,
 }
 
 impl MemoryStore {
@@ -54,6 +59,16 @@ impl MemoryStore {
         if let Ok(mut r) = self.refuse.lock() {
             r.extend(source_ids.iter().map(|s| s.to_string()));
         }
+    }
+
+    /// Records of each upsert so far, in arrival order.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.batch_sizes.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// The most upserts that ran at the same time.
+    pub fn peak_concurrent_upserts(&self) -> u64 {
+        self.upserts_peak.load(Ordering::SeqCst)
     }
 
     pub fn set_delay(&self, delay: Duration, block_thread: bool) {
@@ -94,64 +109,14 @@ impl Store for MemoryStore {
     }
 
     async fn upsert(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
-        let delay = Duration::from_millis(self.delay_ms.load(Ordering::Relaxed));
-        if !delay.is_zero() {
-            if self.block_thread.load(Ordering::Relaxed) {
-                std::thread::sleep(delay);
-            } else {
-                tokio::time::sleep(delay).await;
-            }
+        if let Ok(mut sizes) = self.batch_sizes.lock() {
+            sizes.push(batch.assets.len());
         }
-        let done = self.batches.fetch_add(1, Ordering::SeqCst);
-        if let Some(limit) = *self.fail_after_batches.lock().map_err(|_| Self::poisoned())?
-            && done >= limit
-        {
-            return Err(StoreError::Permanent("injected failure: the store went away".into()));
-        }
-        let refuse = self.refuse.lock().map_err(|_| Self::poisoned())?.clone();
-        let mut assets = self.assets.lock().map_err(|_| Self::poisoned())?;
-        let mut out = LoadOutcome::default();
-        for a in batch.assets {
-            if refuse.iter().any(|id| id == a.source_id()) {
-                out.rejected.push(crate::adapter::Reject::new(a.source_id(), "refused_by_store", "injected refusal"));
-                continue;
-            }
-            let key = (batch.connection.clone(), a.kind(), a.source_id().to_string());
-            let hash = a.content_hash();
-            match assets.get_mut(&key) {
-                Some((stored, old_hash)) => {
-                    if *old_hash == hash {
-                        out.unchanged += 1;
-                    } else {
-                        out.updated += 1;
-                        stored.fields = a.fields_json();
-                        stored.raw = a.raw.clone();
-                        *old_hash = hash;
-                    }
-                    stored.stream = a.stream.clone();
-                    stored.last_seen = batch.seen_at;
-                    stored.last_sync_id = batch.sync_id.clone();
-                    stored.stale_since = None;
-                }
-                None => {
-                    out.inserted += 1;
-                    let stored = StoredAsset {
-                        connection: batch.connection.clone(),
-                        kind: a.kind(),
-                        source_id: a.source_id().to_string(),
-                        stream: a.stream.clone(),
-                        first_seen: batch.seen_at,
-                        last_seen: batch.seen_at,
-                        last_sync_id: batch.sync_id.clone(),
-                        stale_since: None,
-                        fields: a.fields_json(),
-                        raw: a.raw.clone(),
-                    };
-                    assets.insert(key, (stored, hash));
-                }
-            }
-        }
-        Ok(out)
+        let running = self.upserts_running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.upserts_peak.fetch_max(running, Ordering::SeqCst);
+        let result = self.upsert_inner(batch).await;
+        self.upserts_running.fetch_sub(1, Ordering::SeqCst);
+        result
     }
 
     async fn handle_stale(&self, scope: &StaleScope, policy: StalePolicy) -> Result<StaleOutcome, StoreError> {
@@ -243,6 +208,69 @@ impl Store for MemoryStore {
             .collect();
         out.sort_by(|a, b| (&a.connection, a.kind, &a.source_id).cmp(&(&b.connection, b.kind, &b.source_id)));
         out.truncate(limit);
+        Ok(out)
+    }
+}
+
+impl MemoryStore {
+    async fn upsert_inner(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::Relaxed));
+        if !delay.is_zero() {
+            if self.block_thread.load(Ordering::Relaxed) {
+                std::thread::sleep(delay);
+            } else {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let done = self.batches.fetch_add(1, Ordering::SeqCst);
+        if let Some(limit) = *self.fail_after_batches.lock().map_err(|_| Self::poisoned())?
+            && done >= limit
+        {
+            return Err(StoreError::Permanent("injected failure: the store went away".into()));
+        }
+        let refuse = self.refuse.lock().map_err(|_| Self::poisoned())?.clone();
+        let mut assets = self.assets.lock().map_err(|_| Self::poisoned())?;
+        let mut out = LoadOutcome::default();
+        for a in batch.assets {
+            if refuse.iter().any(|id| id == a.source_id()) {
+                out.rejected.push(crate::adapter::Reject::new(a.source_id(), "refused_by_store", "injected refusal"));
+                continue;
+            }
+            let key = (batch.connection.clone(), a.kind(), a.source_id().to_string());
+            let hash = a.content_hash();
+            match assets.get_mut(&key) {
+                Some((stored, old_hash)) => {
+                    if *old_hash == hash {
+                        out.unchanged += 1;
+                    } else {
+                        out.updated += 1;
+                        stored.fields = a.fields_json();
+                        stored.raw = a.raw.clone();
+                        *old_hash = hash;
+                    }
+                    stored.stream = a.stream.clone();
+                    stored.last_seen = batch.seen_at;
+                    stored.last_sync_id = batch.sync_id.clone();
+                    stored.stale_since = None;
+                }
+                None => {
+                    out.inserted += 1;
+                    let stored = StoredAsset {
+                        connection: batch.connection.clone(),
+                        kind: a.kind(),
+                        source_id: a.source_id().to_string(),
+                        stream: a.stream.clone(),
+                        first_seen: batch.seen_at,
+                        last_seen: batch.seen_at,
+                        last_sync_id: batch.sync_id.clone(),
+                        stale_since: None,
+                        fields: a.fields_json(),
+                        raw: a.raw.clone(),
+                    };
+                    assets.insert(key, (stored, hash));
+                }
+            }
+        }
         Ok(out)
     }
 }

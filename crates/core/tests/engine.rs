@@ -160,6 +160,11 @@ fn conn(name: &str, adapter: Synthetic) -> Connection {
     conn_shared(name, Arc::new(adapter))
 }
 
+/// A connection syncing only `streams`.
+fn conn_streams(name: &str, adapter: Synthetic, streams: &[&str]) -> Connection {
+    Connection { streams: streams.iter().map(|s| s.to_string()).collect(), ..conn(name, adapter) }
+}
+
 /// A connection whose adapter the test keeps a handle on.
 fn conn_shared(name: &str, adapter: Arc<Synthetic>) -> Connection {
     Connection { name: name.into(), adapter, streams: vec![], stale: StalePolicy::Mark { delete_after: None } }
@@ -371,6 +376,51 @@ async fn connections_wait_for_their_share_of_open_files() {
     // Two streams each: at most 2 connections x 2 fetches at once.
     let peak = fetching.1.load(Ordering::SeqCst);
     assert!(peak > 2 && peak <= 4, "fetches at once: {peak}");
+}
+
+/// A batch closes at `batch_max_bytes` even far below `batch_max_records`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_close_at_the_byte_limit() {
+    let store = Arc::new(MemoryStore::new());
+    let one = corral_core::Asset::device(
+        "hosts",
+        Device { source_id: "hosts-100".into(), hostname: Some("host-hosts-100-g0".into()), ..Default::default() },
+    )
+    .approx_size();
+    let config = EngineConfig { batch_max_records: 1000, batch_max_bytes: 10 * one, ..small_config() };
+    let engine = Engine::new(config, store.clone()).expect("engine");
+    let s = engine.sync(conn("a", Synthetic::new(10, 100))).await;
+    assert_eq!((s.status, s.inserted), (RunStatus::Success, 2000));
+    let sizes = store.batch_sizes();
+    assert!(sizes.len() >= 150, "{} batches for 2000 records of ~{one} bytes", sizes.len());
+    // Ids 0..999 are a byte shorter than "hosts-100": a batch may hold one or two more.
+    assert!(sizes.iter().all(|&n| n <= 12), "{sizes:?}");
+}
+
+/// A batch also closes when its first record has waited `batch_max_wait_ms`:
+/// a slow vendor's records reach the store without waiting for a full batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_close_after_the_wait_limit() {
+    let store = Arc::new(MemoryStore::new());
+    let config = EngineConfig { batch_max_records: 1000, batch_max_wait_ms: 20, ..small_config() };
+    let engine = Engine::new(config, store.clone()).expect("engine");
+    let slow = Synthetic { page_delay: Duration::from_millis(150), ..Synthetic::new(4, 5) };
+    let s = engine.sync(conn_streams("a", slow, &["hosts"])).await;
+    assert_eq!((s.status, s.inserted), (RunStatus::Success, 20));
+    // One page every 150 ms, a batch closing 20 ms after its first record: a batch per page.
+    assert_eq!(store.batch_sizes(), [5, 5, 5, 5]);
+}
+
+/// Up to `batches_in_flight` writes run at once (and never more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_batches_are_written_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    store.set_delay(Duration::from_millis(30), false);
+    let config = EngineConfig { batches_in_flight: 3, batch_max_records: 20, ..small_config() };
+    let engine = Engine::new(config, store.clone()).expect("engine");
+    let s = engine.sync(conn("a", Synthetic::new(10, 20))).await;
+    assert_eq!((s.status, s.inserted), (RunStatus::Success, 400));
+    assert_eq!(store.peak_concurrent_upserts(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
