@@ -404,6 +404,12 @@ impl Adapter for FileAdapter {
             return Err(FetchError::UnknownStream(ctx.stream.name));
         }
         let sink = &ctx.sink;
+        if self.settings.page_records > ctx.max_page_records {
+            // The engine's memory bound assumes pages of at most this many records.
+            let mut smaller = self.clone();
+            smaller.settings.page_records = ctx.max_page_records.max(1);
+            return smaller.fetch_pages(ctx.checkpoint.as_ref(), move |page| sink.send(page)).await;
+        }
         self.fetch_pages(ctx.checkpoint.as_ref(), move |page| sink.send(page)).await
     }
 

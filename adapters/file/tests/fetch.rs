@@ -459,3 +459,30 @@ async fn a_line_too_long_to_hold_is_one_reject_and_the_rest_loads() {
         assert_eq!(kept[0].reject.raw.as_ref().map(String::len), Some(corral_core::Reject::MAX_RAW), "{name}");
     }
 }
+
+/// Pages never exceed the engine's `max_page_records`, whatever
+/// `page_records` says: the engine's memory bound assumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_stay_within_the_engines_max_page_records() {
+    use std::sync::Arc;
+
+    use corral_core::testing::MemoryStore;
+    use corral_core::{Connection, Engine, EngineConfig, RunStatus, StalePolicy};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body: String = (0..2_500).map(|i| format!("{{\"id\":\"d{i}\"}}\n")).collect();
+    let cfg = json!({"page_records": 5000, "columns": {"source_id": "id"}});
+    let (a, _) = adapter(dir.path(), "d.ndjson", body.as_bytes(), cfg);
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(EngineConfig { max_page_records: 1000, ..Default::default() }, store).expect("engine");
+    let conn = Connection {
+        name: "c".into(),
+        adapter: Arc::new(a),
+        streams: vec![],
+        stale: StalePolicy::Mark { delete_after: None },
+    };
+    let s = engine.sync(conn).await;
+    assert_eq!((s.status, s.inserted, s.pages), (RunStatus::Success, 2_500, 3));
+    assert_eq!(s.in_flight.oversized_pages, 0);
+    assert!(s.in_flight.peak_records <= s.in_flight.record_bound, "{:?}", s.in_flight);
+}

@@ -377,7 +377,14 @@ impl PageSink {
 /// A [`FetchContext`] for testing an adapter's `fetch` outside the engine.
 impl FetchContext {
     pub fn for_test(connection: &str, stream: StreamInfo, sink: PageSink) -> Self {
-        FetchContext { connection: connection.to_string(), stream, checkpoint: None, sink, requests: Arc::default() }
+        FetchContext {
+            connection: connection.to_string(),
+            stream,
+            checkpoint: None,
+            sink,
+            requests: Arc::default(),
+            max_page_records: crate::EngineConfig::default().max_page_records,
+        }
     }
 }
 
@@ -391,6 +398,10 @@ pub struct FetchContext {
     pub sink: PageSink,
     /// Counters the HTTP toolkit fills in (requests by status, retries, 429s, limiter waits).
     pub requests: Arc<RequestMetrics>,
+    /// The most records a page should hold: the engine's memory bound assumes
+    /// it (`engine.max_page_records`). An adapter whose page size is its own
+    /// choice stays at or below it.
+    pub max_page_records: usize,
 }
 
 /// A configured vendor integration for one connection.

@@ -22,6 +22,7 @@ pub struct PipelineGauges {
     peak_raw_bytes: AtomicUsize,
     peak_records: AtomicUsize,
     fetch_blocked_micros: AtomicU64,
+    oversized_pages: AtomicU64,
 }
 
 fn add_and_track_peak(value: &AtomicUsize, peak: &AtomicUsize, delta: usize) {
@@ -63,6 +64,12 @@ impl PipelineGauges {
         sub(&self.raw_bytes, bytes);
     }
 
+    /// A page held more records than `engine.max_page_records`. Returns how
+    /// many such pages came before it.
+    pub(crate) fn oversized_page(&self) -> u64 {
+        self.oversized_pages.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The store acknowledged (or the engine gave up on) `n` records.
     pub(crate) fn records_done(&self, n: usize) {
         sub(&self.records, n);
@@ -77,6 +84,7 @@ impl PipelineGauges {
             peak_raw_bytes: self.peak_raw_bytes.load(Ordering::Acquire),
             peak_records: self.peak_records.load(Ordering::Acquire),
             record_bound: 0,
+            oversized_pages: self.oversized_pages.load(Ordering::Relaxed),
         }
     }
 }
@@ -93,6 +101,10 @@ pub struct InFlight {
     /// The configured bound on `records` for this run ([`crate::EngineConfig::in_flight_record_bound`]).
     #[serde(default)]
     pub record_bound: usize,
+    /// Pages with more records than `engine.max_page_records`: the bound
+    /// above assumed none (a warning names the first).
+    #[serde(default)]
+    pub oversized_pages: u64,
 }
 
 /// Request counters for one connection, filled in by the HTTP toolkit.

@@ -378,6 +378,19 @@ async fn connections_wait_for_their_share_of_open_files() {
     assert!(peak > 2 && peak <= 4, "fetches at once: {peak}");
 }
 
+/// A page bigger than `max_page_records` breaks the assumption behind the
+/// in-flight bound: it is counted (and warned about), never silently passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_over_max_page_records_are_counted() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(small_config(), store.clone()).expect("engine");
+    let s = engine.sync(conn_streams("a", Synthetic::new(3, 150), &["hosts"])).await;
+    assert_eq!(s.status, RunStatus::Success);
+    assert_eq!(s.in_flight.oversized_pages, 3, "{:?}", s.in_flight);
+    let s = engine.sync(conn_streams("a", Synthetic::new(3, 100), &["hosts"])).await;
+    assert_eq!(s.in_flight.oversized_pages, 0, "{:?}", s.in_flight);
+}
+
 /// A batch closes at `batch_max_bytes` even far below `batch_max_records`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_close_at_the_byte_limit() {

@@ -131,6 +131,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
             checkpoint,
             sink: PageSink::new(raw_tx.clone(), gauges.clone()),
             requests: requests.clone(),
+            max_page_records: cfg.max_page_records,
         };
         let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone(), shared.cancel.clone());
         fetchers.spawn(Staged::new("fetch", name.clone(), recorder.clone(), fut));
@@ -143,7 +144,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         "normalize-dispatch",
         name.clone(),
         recorder.clone(),
-        normalize_stage(engine.clone(), conn.adapter.clone(), raw_rx, norm_tx, gauges.clone()),
+        normalize_stage(engine.clone(), conn.adapter.clone(), name.clone(), raw_rx, norm_tx, gauges.clone()),
     ));
 
     // Stage 3: load, on this task.
@@ -291,6 +292,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 async fn normalize_stage(
     engine: Engine,
     adapter: Arc<dyn Adapter>,
+    connection: Arc<str>,
     mut rx: mpsc::Receiver<FetchItem>,
     tx: mpsc::Sender<Normalized>,
     gauges: Arc<PipelineGauges>,
@@ -313,7 +315,7 @@ async fn normalize_stage(
             item = rx.recv(), if input_open && pending.len() < max => match item {
                 None => input_open = false,
                 Some(FetchItem::Page(page)) => {
-                    pending.push_back(dispatch(&engine, adapter.clone(), page, gauges.clone()).boxed());
+                    pending.push_back(dispatch(&engine, adapter.clone(), &connection, page, gauges.clone()).boxed());
                 }
                 Some(FetchItem::StreamEnd { stream, result }) => {
                     pending.push_back(futures::future::ready(Normalized::StreamEnd { stream, result }).boxed());
@@ -327,12 +329,15 @@ async fn normalize_stage(
 fn dispatch(
     engine: &Engine,
     adapter: Arc<dyn Adapter>,
+    connection: &Arc<str>,
     page: RawPage,
     gauges: Arc<PipelineGauges>,
 ) -> impl std::future::Future<Output = Normalized> + Send + 'static {
     let (tx, rx) = oneshot::channel();
     let stream = page.stream.clone();
     let locator = page.locator.clone();
+    let max_page_records = engine.shared.config.max_page_records;
+    let connection = connection.clone();
     engine.shared.pool.spawn(move || {
         let mut page = page;
         if tx.is_closed() {
@@ -347,6 +352,12 @@ fn dispatch(
             rejects.push(Reject::new(page.locator.clone(), "malformed_page", err.clone()).with_raw(&page.body));
         }
         let records = page.record_hint.map(|n| n as u64).unwrap_or((out.assets.len() + rejects.len()) as u64);
+        if records > max_page_records as u64 && gauges.oversized_page() == 0 {
+            tracing::warn!(
+                connection = %connection, stream = %page.stream, page = %page.locator, records, max_page_records,
+                "a page holds more records than engine.max_page_records: the in-flight bound assumed no such page"
+            );
+        }
         let assets: Vec<(Asset, usize)> =
             out.assets.into_iter().map(|a| (a.approx_size(), a)).map(|(n, a)| (a, n)).collect();
         gauges.normalized(page.body.len(), page.record_hint.unwrap_or(0), assets.len());
