@@ -185,7 +185,7 @@ pub fn render_table(runs: &[RunSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8} {:>10}",
+        "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
         "CONNECTION",
         "ADAPTER",
         "STATUS",
@@ -195,14 +195,14 @@ pub fn render_table(runs: &[RunSummary]) -> String {
         "INSERTED",
         "UPDATED",
         "UNCHANGED",
-        "STALE",
+        "STALE m/d",
         "TIME",
         "LAG p99/max"
     );
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7.1}s {:>10}",
+            "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7.1}s {:>10}",
             truncate(&r.connection, 20),
             truncate(&r.adapter, 12),
             r.status.as_str(),
@@ -212,9 +212,43 @@ pub fn render_table(runs: &[RunSummary]) -> String {
             r.inserted,
             r.updated,
             r.unchanged,
-            r.stale_marked + r.stale_deleted,
+            format!("{}/{}", r.stale_marked, r.stale_deleted),
             r.duration_ms() as f64 / 1000.0,
             format!("{}/{}ms", r.lag.p99_us / 1000, r.lag.max_us / 1000),
+        );
+    }
+    // Where the time went: stages overlap, so these add up to more than TIME.
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>7} {:>8} {:>10} {:>8} {:>8} {:>9} {:>6} {:>8} {:>9} {:>8}",
+        "STAGES",
+        "PAGES",
+        "FETCH",
+        "NORM CPU",
+        "LOAD",
+        "BLOCKED",
+        "REQUESTS",
+        "429s",
+        "RETRIES",
+        "LIMIT WAIT",
+        "LAG p50"
+    );
+    for r in runs {
+        let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "{:<20} {:>7} {:>8} {:>10} {:>8} {:>8} {:>9} {:>6} {:>8} {:>10} {:>8}",
+            truncate(&r.connection, 20),
+            r.pages,
+            secs(r.stages.fetch_ms),
+            secs(r.stages.normalize_cpu_ms),
+            secs(r.stages.load_ms),
+            secs(r.stages.fetch_blocked_ms),
+            r.requests.total,
+            r.requests.rate_limited,
+            r.requests.retries,
+            secs(r.requests.limiter_wait_ms),
+            format!("{}ms", r.lag.p50_us / 1000),
         );
     }
     for r in runs {
@@ -237,4 +271,33 @@ pub fn render_table(runs: &[RunSummary]) -> String {
 
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_stages_stale_split_errors_and_rejects() {
+        let mut r = RunSummary::new("edr-eu", "crowdstrike");
+        r.status = RunStatus::Partial;
+        r.pages = 17;
+        r.stages = StageTimes { fetch_ms: 1500, normalize_cpu_ms: 250, load_ms: 900, fetch_blocked_ms: 40 };
+        r.stale_marked = 3;
+        r.stale_deleted = 2;
+        r.requests.total = 21;
+        r.requests.rate_limited = 1;
+        r.errors.push("stream hosts: page 3: page could not be decoded".into());
+        r.rejects.insert(
+            "missing_key".into(),
+            RejectGroup { count: 4, samples: vec![Reject::new("record 2 of page 1", "missing_key", "no device_id")] },
+        );
+        let table = render_table(&[r]);
+        let stages = table.lines().find(|l| l.starts_with("edr-eu") && l.contains("1.5s")).expect("stage line");
+        let cells: Vec<&str> = stages.split_whitespace().collect();
+        assert_eq!(cells, ["edr-eu", "17", "1.5s", "0.2s", "0.9s", "0.0s", "21", "1", "0", "0.0s", "0ms"], "{table}");
+        assert!(table.lines().any(|l| l.starts_with("edr-eu") && l.contains(" 3/2 ")), "{table}");
+        assert!(table.contains("error: stream hosts: page 3"), "{table}");
+        assert!(table.contains("rejected 4 record(s): missing_key") && table.contains("no device_id"), "{table}");
+    }
 }
