@@ -1,5 +1,5 @@
 //! Test support for adapter authors and engine tests: an in-memory [`Store`]
-//! with fault injection, and helpers that run one adapter end to end.
+//! with fault injection, and [`sync_once`], which runs one adapter end to end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -17,6 +17,36 @@ use crate::store::{
 use crate::summary::RunSummary;
 
 type Key = (String, AssetKind, String);
+
+/// Sync `adapter` once, as connection `connection`, through a real engine
+/// (default limits) into `store`: fetch, normalize on the pool, load, stale
+/// handling, the run summary. Must be called inside a tokio runtime.
+pub async fn sync_once(
+    store: &std::sync::Arc<MemoryStore>,
+    connection: &str,
+    adapter: std::sync::Arc<dyn crate::Adapter>,
+) -> RunSummary {
+    let store: std::sync::Arc<dyn Store> = store.clone();
+    match crate::Engine::new(crate::EngineConfig::default(), store) {
+        Ok(engine) => {
+            engine
+                .sync(crate::Connection {
+                    name: connection.to_string(),
+                    adapter,
+                    streams: Vec::new(),
+                    stale: StalePolicy::default(),
+                })
+                .await
+        }
+        // The default config always validates; report rather than panic.
+        Err(e) => {
+            let mut s = RunSummary::new(connection, &adapter.info().name);
+            s.status = crate::RunStatus::Failed;
+            s.errors.push(e.to_string());
+            s
+        }
+    }
+}
 
 /// A `Store` in memory. Knobs make it slow or make it fail, to test the engine.
 #[derive(Debug, Default)]
