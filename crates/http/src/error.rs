@@ -22,6 +22,10 @@ pub enum HttpError {
     /// a longer wait than the budget allows.
     #[error("rate limited by {endpoint} (HTTP {status}) after {attempts} attempt(s){}", wait_suffix(*wait))]
     RateLimited { endpoint: String, status: u16, attempts: u32, wait: Option<Duration> },
+    /// The vendor's rate-limit headers (or a pause after a 429) allow the next
+    /// request only after `wait`, later than the retry budget allows.
+    #[error("rate limited by {endpoint}: its rate-limit headers allow the next request only in {:.1}s, beyond the retry budget", wait.as_secs_f64())]
+    Throttled { endpoint: String, wait: Duration },
     /// No (complete) answer: connect failure, timeout, connection reset, truncated body.
     #[error("request to {endpoint} failed after {attempts} attempt(s): {kind}: {detail}")]
     Transport { endpoint: String, kind: TransportKind, attempts: u32, detail: String },
@@ -77,6 +81,7 @@ impl HttpError {
             HttpError::Auth { endpoint, .. }
             | HttpError::Status { endpoint, .. }
             | HttpError::RateLimited { endpoint, .. }
+            | HttpError::Throttled { endpoint, .. }
             | HttpError::Transport { endpoint, .. }
             | HttpError::BodyTooLarge { endpoint, .. } => Some(endpoint),
             HttpError::Config(_) => None,

@@ -55,6 +55,7 @@ mod paginate;
 mod ratelimit;
 mod retry;
 mod send;
+mod sliding;
 
 pub use auth::{Auth, OAuth2Config};
 pub use batch::{ExportJob, ExportOptions, ExportReport, ExportState, ExportStatus, in_batches, run_export};
@@ -66,7 +67,7 @@ pub use paginate::{
     parse_link_header, total_count,
 };
 pub use ratelimit::VendorRate;
-pub use retry::{Class, backoff, classify, parse_retry_after, wait_from_headers};
+pub use retry::{Class, MAX_WAIT, backoff, classify, parse_retry_after, wait_from_headers};
 
 /// Re-exports adapters need without naming reqwest, governor or secrecy versions.
 pub use governor::Quota;
