@@ -124,7 +124,8 @@ impl Adapter for CrowdStrike {
         let result = self.http.get(fetch::QUERY_PATH).query(&query).retry(RetryConfig::none()).send_bytes().await;
         match result {
             Ok(r) => {
-                let total = corral_http::extract_json_string(&r.body, &["meta", "pagination", "total"]);
+                let total =
+                    corral_http::extract_json_string_offloaded(r.body.clone(), &["meta", "pagination", "total"]).await;
                 let hosts = total.map(|t| format!("; {t} host(s) visible")).unwrap_or_default();
                 CheckOutcome::Ok {
                     detail: format!("token accepted; {} answered HTTP {}{hosts}", r.endpoint(), r.status.as_u16()),

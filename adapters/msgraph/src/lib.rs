@@ -21,8 +21,8 @@
 //!
 //! [`Adapter::fetch`] follows `@odata.nextLink` (the whole URL as Graph sent it)
 //! until it is absent. The link is pulled out of each body with the toolkit's
-//! single-field scan (on the rayon pool for large bodies); the body goes on
-//! undecoded. A body without a link ends the stream only when it is well-formed
+//! single-field scan (off the runtime, like every check of a body here); the
+//! body goes on undecoded. A body without a link ends the stream only when it is well-formed
 //! JSON: an HTML error page or a cut body served with 200 is fetched again, and
 //! if it stays unreadable the stream fails rather than claiming it is complete.
 //! [`Adapter::normalize`] decodes a page and maps its records (see [`normalize`]).
@@ -66,8 +66,6 @@ const USER_SELECT_DEFAULT_REST: &str = ",businessPhones,jobTitle,mobilePhone,off
 const MAX_IN_FLIGHT: usize = 4;
 /// Attempts at a page whose body is unreadable and carries no next link.
 pub const UNREADABLE_PAGE_ATTEMPTS: u32 = 3;
-/// Bodies above this size are checked for well-formedness on the rayon pool.
-const OFFLOAD_ABOVE: usize = 256 * 1024;
 
 /// The streams this adapter offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,20 +260,12 @@ enum Got {
     Unreadable { resp: Response, attempts: u32 },
 }
 
-/// Whether `body` is one complete JSON document (checked without building it,
-/// on the rayon pool for large bodies).
+/// Whether `body` is one complete JSON document (checked without building
+/// it, off the runtime whatever its size).
 async fn well_formed(body: Bytes) -> bool {
-    fn check(b: &[u8]) -> bool {
-        serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
-    }
-    if body.len() <= OFFLOAD_ABOVE {
-        return check(&body);
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = tx.send(check(&body));
-    });
-    rx.await.unwrap_or(false)
+    corral_http::off_runtime(move || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok())
+        .await
+        .unwrap_or(false)
 }
 
 #[async_trait]
@@ -408,8 +398,10 @@ mod tests {
         assert!(well_formed(Bytes::from_static(br#"{"value":[]}"#)).await);
         assert!(!well_formed(Bytes::from_static(b"<html></html>")).await);
         assert!(!well_formed(Bytes::from_static(b"{\"value\":[]}\n{\"meta\":")).await);
+        let before = corral_http::offloaded_on_this_thread();
+        assert!(well_formed(Bytes::from_static(b"[]")).await);
+        assert_eq!(corral_http::offloaded_on_this_thread(), before + 1, "even two bytes are checked off the runtime");
         let big = format!("{{\"value\":[{}]}}", vec!["{\"id\":\"x\"}"; 40_000].join(","));
-        assert!(big.len() > OFFLOAD_ABOVE);
         assert!(well_formed(Bytes::from(big.clone())).await);
         assert!(!well_formed(Bytes::from(big[..big.len() - 1].to_string())).await);
     }

@@ -16,12 +16,14 @@
 //! - **metrics**: every answer, transport error, retry and limiter wait is
 //!   counted in the connection's [`corral_core::metrics::RequestMetrics`];
 //! - **pagination** ([`next_link`], [`OffsetPager`], [`PagePager`],
-//!   [`extract_json_string`]) and multi-step drivers ([`in_batches`],
-//!   [`run_export`]).
+//!   [`extract_json_string_offloaded`]) and multi-step drivers ([`in_batches`],
+//!   [`run_export`]);
+//! - **offloading** ([`off_runtime`]): every decode or scan of a body in a
+//!   fetch path runs on the blocking pool, whatever its size.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, RateConfig, extract_json_string};
+//! use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, RateConfig, extract_json_string_offloaded};
 //! # async fn demo(ctx: corral_core::FetchContext, secret: secrecy::SecretString) -> Result<(), corral_core::FetchError> {
 //! // At build time (config validated, nothing sent):
 //! let client = HttpClient::new(
@@ -38,7 +40,8 @@
 //! let mut next = Some("/v1.0/users?$top=999".to_string());
 //! while let Some(url) = next {
 //!     let resp = client.get(&url).send_bytes().await?;
-//!     next = extract_json_string(&resp.body, &["@odata.nextLink"]);
+//!     // The scan runs off the runtime (Graph pages are megabytes).
+//!     next = extract_json_string_offloaded(resp.body.clone(), &["@odata.nextLink"]).await;
 //!     let locator = resp.endpoint();
 //!     ctx.sink.send(corral_core::RawPage::new("users", resp.body, locator)).await?;
 //! }
@@ -51,6 +54,7 @@ mod client;
 mod config;
 mod error;
 mod oauth;
+mod offload;
 mod paginate;
 mod ratelimit;
 mod retry;
@@ -62,6 +66,7 @@ pub use batch::{ExportJob, ExportOptions, ExportReport, ExportState, ExportStatu
 pub use client::{HttpClient, RequestBuilder, Response};
 pub use config::{HttpConfig, RateConfig, RetryConfig, Timeouts};
 pub use error::{HttpError, TransportKind, check_outcome, redact_url};
+pub use offload::{off_runtime, offloaded_on_this_thread};
 pub use paginate::{
     Link, OffsetPager, PagePager, extract_json_string, extract_json_string_offloaded, link_with_rel, next_link,
     parse_link_header, total_count,

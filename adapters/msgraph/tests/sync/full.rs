@@ -144,3 +144,23 @@ async fn keep_raw_keeps_the_graph_records() {
     }
     sim.shutdown().await;
 }
+
+/// Every body is scanned off the runtime, even small ones: the nextLink of
+/// each page, and the well-formedness check of the last one.
+#[tokio::test(flavor = "current_thread")]
+async fn small_pages_are_scanned_off_the_runtime() {
+    let sim = start(SimConfig::new(3, 30)).await;
+    let adapter = adapter(&sim, json!({"page_size": 10}));
+    let info = adapter.info().stream("users").cloned().expect("users stream");
+    let (sink, mut rx) = PageSink::channel(8);
+    let before = corral_http::offloaded_on_this_thread();
+    adapter.fetch(corral_core::FetchContext::for_test(CONN, info, sink)).await.expect("fetch ok");
+    let offloaded = corral_http::offloaded_on_this_thread() - before;
+    let mut pages = 0;
+    while rx.recv().await.is_some() {
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert!(offloaded > pages, "{offloaded} scans off the runtime for {pages} pages (links and the last page's check)");
+    sim.shutdown().await;
+}
