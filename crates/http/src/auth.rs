@@ -78,6 +78,9 @@ pub struct OAuth2Config {
     pub extra_params: Vec<(String, String)>,
     /// Send the client credentials as HTTP Basic instead of form fields.
     pub basic_client_auth: bool,
+    /// The token endpoint's own rate limit (CrowdStrike: 300 per minute per
+    /// IP), applied to every token request of the client, retries included.
+    pub token_quota: Option<governor::Quota>,
 }
 
 impl OAuth2Config {
@@ -89,7 +92,13 @@ impl OAuth2Config {
             scope: None,
             extra_params: Vec::new(),
             basic_client_auth: false,
+            token_quota: None,
         }
+    }
+    /// Pace token requests at `quota` (see [`OAuth2Config::token_quota`]).
+    pub fn token_quota(mut self, quota: governor::Quota) -> Self {
+        self.token_quota = Some(quota);
+        self
     }
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());

@@ -74,7 +74,9 @@ impl HttpClient {
             .map_err(|e| HttpError::Config(format!("cannot build the HTTP client: {}", e.without_url())))?;
         let static_auth = static_header(&config.auth)?;
         let oauth = match &config.auth {
-            Auth::OAuth2ClientCredentials(c) => Some(TokenSource::new(c.clone(), resolve(&base, &c.token_url)?)),
+            Auth::OAuth2ClientCredentials(c) => {
+                Some(TokenSource::new(c.clone(), resolve(&base, &c.token_url)?, config.timeouts.total))
+            }
             _ => None,
         };
         let shared = Shared {
