@@ -12,7 +12,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::auth::{OAuth2Config, base64, scrub, sensitive};
+use crate::auth::{OAuth2Config, base64, scrub_all, sensitive};
 use crate::config::RetryConfig;
 use crate::error::{HttpError, TransportKind, describe_reqwest, redact_url, snippet};
 use crate::retry::{Class, backoff, classify};
@@ -249,15 +249,22 @@ impl TokenSource {
         }
     }
 
-    /// Remove every secret this source knows from `text`.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = scrub(text, self.cfg.client_secret.expose_secret());
+    /// Every secret this source knows: the client secret (and its Basic
+    /// form), the current token.
+    pub(crate) fn secret_forms(&self) -> Vec<String> {
+        let secret = self.cfg.client_secret.expose_secret();
+        let mut out = vec![secret.to_string(), base64(format!("{}:{secret}", self.cfg.client_id).as_bytes())];
         if let Ok(s) = self.state.lock()
             && let Some(t) = &s.token
         {
-            out = scrub(&out, t.secret.expose_secret());
+            out.push(t.secret.expose_secret().to_string());
         }
         out
+    }
+
+    /// Remove every secret this source knows from `text`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        scrub_all(text, &self.secret_forms())
     }
 }
 
@@ -365,7 +372,7 @@ mod tests {
     #[test]
     fn token_error_detail_is_scrubbed() {
         let body = br#"{"error":"invalid_client","error_description":"bad secret hunter2-secret"}"#;
-        let d = scrub(&error_detail(body), "hunter2-secret");
+        let d = crate::auth::scrub(&error_detail(body), "hunter2-secret");
         assert_eq!(d, "invalid_client: bad secret ***");
     }
 }

@@ -330,3 +330,36 @@ async fn the_token_answer_is_decoded_off_the_runtime() {
     c.get("/api").send_bytes().await.expect("authorized");
     assert_eq!(corral_http::offloaded_on_this_thread() - before, 1, "the token answer, nothing else");
 }
+
+/// A vendor that quotes the credentials it got in its refusal: none of their
+/// forms reaches the error, whatever their length.
+#[tokio::test]
+async fn refusals_quoting_credentials_never_leak_them() {
+    let router = Router::new().route(
+        "/x",
+        get(|h: HeaderMap| async move {
+            let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let keys = h.get("x-apikeys").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            (StatusCode::UNAUTHORIZED, format!("refused {auth} {keys} for this request")).into_response()
+        }),
+    );
+    let base = serve(router).await;
+    let cases = [
+        (
+            Auth::Basic { user: "svc".into(), password: SecretString::from("hunter2pw") },
+            vec!["hunter2pw", "c3ZjOmh1bnRlcjJwdw=="],
+        ),
+        (Auth::Basic { user: "svc".into(), password: SecretString::from("pw") }, vec!["c3ZjOnB3", " pw "]),
+        (Auth::Bearer(SecretString::from("abc")), vec!["abc"]),
+        (Auth::tenable(&SecretString::from("access-key-1"), &SecretString::from("sk")), vec!["access-key-1", "=sk"]),
+    ];
+    for (auth, leaks) in cases {
+        let (c, _) = client(HttpConfig::new(&base).with_auth(auth));
+        let err = c.get("/x").send_bytes().await.expect_err("refused");
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, HttpError::Auth { status: Some(401), .. }), "{shown}");
+        for leak in leaks {
+            assert!(!shown.contains(leak), "{leak:?} leaked: {shown}");
+        }
+    }
+}
