@@ -37,8 +37,7 @@ use corral_core::{
     NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{
-    Auth, HttpClient, HttpConfig, OAuth2Config, RateConfig, Response, RetryConfig, Url, backoff,
-    extract_json_string_offloaded, redact_url,
+    Auth, HttpClient, HttpConfig, NextLinks, OAuth2Config, RateConfig, Response, RetryConfig, Url, backoff,
 };
 
 pub mod config;
@@ -195,13 +194,18 @@ impl MsGraphAdapter {
     /// GET one page and find its next link. A body without a link is
     /// believed to be the last page only when it is well-formed JSON;
     /// otherwise it is fetched again, up to [`UNREADABLE_PAGE_ATTEMPTS`] times.
-    async fn get_page(&self, client: &HttpClient, url: &str, stream: Stream, page: u64) -> Result<Got, FetchError> {
+    async fn get_page(
+        &self,
+        client: &HttpClient,
+        links: &mut NextLinks,
+        url: &str,
+        stream: Stream,
+        page: u64,
+    ) -> Result<Got, FetchError> {
         let mut attempt = 1;
         loop {
             let resp = client.get(url).send_bytes().await?;
-            if let Some(link) = extract_json_string_offloaded(resp.body.clone(), &[NEXT_LINK]).await
-                && let Some(next) = self.next_url(&resp.url, &link)?
-            {
+            if let Some(next) = links.from_body_field(&resp, &[NEXT_LINK]).await? {
                 return Ok(Got::Page { resp, next: Some(next) });
             }
             if well_formed(resp.body.clone()).await {
@@ -220,35 +224,6 @@ impl MsGraphAdapter {
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
-    }
-
-    /// The URL to request next: the link exactly as Graph sent it (resolved
-    /// against the page's URL only if it is relative), and only on the Graph
-    /// origin the token belongs to.
-    fn next_url(&self, current: &Url, link: &str) -> Result<Option<String>, FetchError> {
-        let link = link.trim();
-        if link.is_empty() {
-            return Ok(None);
-        }
-        let protocol = |detail: String| FetchError::Protocol { endpoint: redact_url(current), detail };
-        let (text, parsed) = match Url::parse(link) {
-            Ok(u) => (link.to_string(), u),
-            Err(_) => match current.join(link) {
-                Ok(u) => (u.to_string(), u),
-                Err(e) => return Err(protocol(format!("{NEXT_LINK} is not a URL ({e})"))),
-            },
-        };
-        if parsed.origin() != self.graph_base.origin() {
-            return Err(protocol(format!(
-                "{NEXT_LINK} points to {}, outside graph_base_url {}; not following it",
-                parsed.origin().ascii_serialization(),
-                self.graph_base.origin().ascii_serialization()
-            )));
-        }
-        if parsed == *current {
-            return Err(protocol(format!("{NEXT_LINK} repeats the page's own URL; stopping to avoid a loop")));
-        }
-        Ok(Some(text))
     }
 }
 
@@ -286,8 +261,10 @@ impl Adapter for MsGraphAdapter {
         let client = self.http.with_metrics(ctx.requests.clone());
         let mut url = self.first_url(stream);
         let mut page: u64 = 0;
+        // The link exactly as Graph sent it, only on the Graph origin the token belongs to, never in a loop.
+        let mut links = NextLinks::new(&self.graph_base, NEXT_LINK);
         loop {
-            match self.get_page(&client, &url, stream, page).await? {
+            match self.get_page(&client, &mut links, &url, stream, page).await? {
                 Got::Page { resp, next } => {
                     let locator = format!("{stream} page {page} ({})", resp.endpoint());
                     tracing::debug!(connection = %self.connection, %stream, page, bytes = resp.body.len(), last = next.is_none(), "page fetched");
@@ -372,17 +349,13 @@ mod tests {
     #[test]
     fn next_links_are_taken_as_given_and_kept_on_the_graph_origin() {
         let a = adapter(json!({}));
+        let mut links = NextLinks::new(&a.graph_base, NEXT_LINK);
         let cur = Url::parse("https://graph.microsoft.com/v1.0/users?$top=999").expect("url");
         let link = "https://graph.microsoft.com/v1.0/users?$top=999&$skiptoken=RFNwdAIAAQAAAD8%3d";
-        assert_eq!(a.next_url(&cur, link).ok().flatten().as_deref(), Some(link));
-        assert_eq!(a.next_url(&cur, "  ").ok().flatten(), None);
-        assert_eq!(
-            a.next_url(&cur, "/v1.0/users?$skiptoken=x").ok().flatten().as_deref(),
-            Some("https://graph.microsoft.com/v1.0/users?$skiptoken=x")
-        );
-        let e = a.next_url(&cur, "https://evil.example/v1.0/users?$skiptoken=x").expect_err("other origin");
+        assert_eq!(links.next(&cur, Some(link)).ok().flatten().as_deref(), Some(link));
+        let e = links.next(&cur, Some("https://evil.example/v1.0/users?$skiptoken=x")).expect_err("other origin");
         assert!(e.to_string().contains("https://evil.example"), "{e}");
-        let e = a.next_url(&cur, "https://graph.microsoft.com/v1.0/users?$top=999").expect_err("loop");
+        let e = links.next(&cur, Some("https://graph.microsoft.com/v1.0/users?$top=999")).expect_err("loop");
         assert!(e.to_string().contains("loop"), "{e}");
     }
 

@@ -32,7 +32,7 @@ use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, Checkpoint, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
-use corral_http::{Auth, HttpClient, HttpConfig, HttpError, RateConfig, Url, redact_url};
+use corral_http::{Auth, HttpClient, HttpConfig, HttpError, NextLinks, RateConfig, Url, redact_url};
 
 pub mod config;
 pub mod normalize;
@@ -130,25 +130,6 @@ impl OktaAdapter {
         url.query_pairs_mut().clear().extend_pairs(keep).append_pair("limit", &self.page_size.to_string());
         Some(url)
     }
-
-    /// The next page's URL from a response's `Link` headers, checked: it must
-    /// stay on the org (credentials are never sent elsewhere) and move on.
-    fn next_url(&self, resp: &corral_http::Response) -> Result<Option<Url>, FetchError> {
-        let Some(next) = resp.next_link() else { return Ok(None) };
-        let protocol = |detail: String| FetchError::Protocol { endpoint: resp.endpoint(), detail };
-        let url = Url::parse(&next).map_err(|e| protocol(format!("the Link rel=\"next\" URL is not valid: {e}")))?;
-        if url.origin() != self.http.base_url().origin() {
-            return Err(protocol(format!(
-                "the Link rel=\"next\" URL {} leaves the org {}; not following it",
-                redact_url(&url),
-                redact_url(self.http.base_url())
-            )));
-        }
-        if url == resp.url {
-            return Err(protocol("the Link rel=\"next\" URL is the page just fetched (paging would never end)".into()));
-        }
-        Ok(Some(url))
-    }
 }
 
 #[async_trait]
@@ -179,6 +160,8 @@ impl Adapter for OktaAdapter {
             }
             url
         });
+        // Links must stay on the org (credentials are never sent elsewhere) and move on.
+        let mut links = NextLinks::new(self.http.base_url(), "the Link rel=\"next\" URL");
         let mut resuming = resume.is_some();
         let mut url = resume.map_or_else(|| self.first_page(), String::from);
         let mut page_no: u64 = 0;
@@ -196,17 +179,17 @@ impl Adapter for OktaAdapter {
             };
             resuming = false;
             page_no += 1;
-            let next = self.next_url(&resp);
+            let next = links.from_link_header(&resp);
             let locator = format!("page {page_no} ({})", resp.endpoint());
             tracing::debug!(connection = %conn, stream = USERS, page = page_no, bytes = resp.body.len(), "page fetched");
             let mut page = RawPage::new(USERS, resp.body, locator);
             if let Ok(Some(n)) = &next {
-                page = page.with_checkpoint(Checkpoint(serde_json::json!({ "next": n.as_str() })));
+                page = page.with_checkpoint(Checkpoint(serde_json::json!({ "next": n })));
             }
             // The page itself is good even when its Link header is not: pass it on, then fail.
             ctx.sink.send(page).await?;
             match next? {
-                Some(n) => url = n.into(),
+                Some(n) => url = n,
                 None => return Ok(()),
             }
         }

@@ -29,6 +29,10 @@ pub enum HttpError {
     /// No (complete) answer: connect failure, timeout, connection reset, truncated body.
     #[error("request to {endpoint} failed after {attempts} attempt(s): {kind}: {detail}")]
     Transport { endpoint: String, kind: TransportKind, attempts: u32, detail: String },
+    /// The vendor's answer breaks the protocol (a next link off the vendor's
+    /// origin, paging in a loop).
+    #[error("{endpoint}: {detail}")]
+    Protocol { endpoint: String, detail: String },
     #[error("response from {endpoint} is larger than the {limit}-byte limit")]
     BodyTooLarge { endpoint: String, limit: usize },
     /// The request could not be built (bad base URL, invalid header).
@@ -82,6 +86,7 @@ impl HttpError {
             | HttpError::Status { endpoint, .. }
             | HttpError::RateLimited { endpoint, .. }
             | HttpError::Throttled { endpoint, .. }
+            | HttpError::Protocol { endpoint, .. }
             | HttpError::Transport { endpoint, .. }
             | HttpError::BodyTooLarge { endpoint, .. } => Some(endpoint),
             HttpError::Config(_) => None,
@@ -113,6 +118,7 @@ impl From<HttpError> for FetchError {
                 detail: format!("{}{detail}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default()),
             },
             HttpError::Config(msg) => FetchError::Other(format!("invalid request configuration: {msg}")),
+            HttpError::Protocol { endpoint, detail } => FetchError::Protocol { endpoint, detail },
             other => {
                 let endpoint = other.endpoint().unwrap_or_default().to_string();
                 FetchError::Http { endpoint, detail: other.to_string() }
