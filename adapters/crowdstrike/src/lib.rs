@@ -158,6 +158,14 @@ impl Adapter for CrowdStrike {
     fn normalize(&self, page: &RawPage) -> NormalizedPage {
         normalize::page(page, self.settings.keep_raw)
     }
+
+    /// The details calls in flight, the scroll (ids) call beside them, and
+    /// the token endpoint; the spill file of listed ids is anonymous and
+    /// opened only when the ids outrun the details, so it is counted with them
+    /// (the scroll's connection is idle while it is written).
+    fn max_open_files(&self) -> usize {
+        self.settings.details_concurrency + 2
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +195,20 @@ mod tests {
             assert!(names.contains(&f), "{f} not documented");
         }
         assert!(info.config.iter().any(|f| f.name == "client_secret" && f.secret));
+    }
+
+    #[test]
+    fn open_files_are_the_details_calls_the_ids_call_and_the_token_endpoint() {
+        let build = |extra: serde_json::Value| {
+            let mut cfg = serde_json::json!({"client_id": "cid", "client_secret": "hunter2-secret"});
+            if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+                c.extend(e.clone());
+            }
+            CrowdStrike::from_config("c", cfg).expect("builds").max_open_files()
+        };
+        assert_eq!(build(serde_json::json!({})), 4 + 1 + 1);
+        assert_eq!(build(serde_json::json!({"details_concurrency": 16})), 16 + 1 + 1);
+        assert_eq!(build(serde_json::json!({"details_concurrency": 1})), 3);
     }
 
     #[test]

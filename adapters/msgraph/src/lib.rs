@@ -292,6 +292,11 @@ impl Adapter for MsGraphAdapter {
         }
     }
 
+    /// Requests in flight on Graph, and the token endpoint (another host in production).
+    fn max_open_files(&self) -> usize {
+        MAX_IN_FLIGHT + 1
+    }
+
     fn normalize(&self, page: &RawPage) -> NormalizedPage {
         match Stream::from_name(&page.stream) {
             Some(stream) => normalize::page(stream, page, self.settings.keep_raw),
@@ -357,6 +362,13 @@ mod tests {
         assert!(e.to_string().contains("https://evil.example"), "{e}");
         let e = links.next(&cur, Some("https://graph.microsoft.com/v1.0/users?$top=999")).expect_err("loop");
         assert!(e.to_string().contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn open_files_are_the_requests_in_flight_and_the_token_endpoint() {
+        let a = adapter(json!({}));
+        assert_eq!(a.max_open_files(), MAX_IN_FLIGHT + 1);
+        assert_eq!(a.max_open_files(), 5);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, Checkpoint, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
-use corral_http::{Auth, HttpClient, HttpConfig, HttpError, NextLinks, RateConfig, Url, redact_url};
+use corral_http::{Auth, HttpClient, HttpConfig, HttpError, NextLinks, RateConfig, Timeouts, Url, redact_url};
 
 pub mod config;
 pub mod normalize;
@@ -80,6 +80,7 @@ pub struct OktaAdapter {
     info: AdapterInfo,
     http: HttpClient,
     page_size: u32,
+    max_in_flight: usize,
     keep_raw: bool,
 }
 
@@ -93,10 +94,12 @@ impl OktaAdapter {
         let rate = RateConfig::per_minute(s.requests_per_minute)
             .with_max_in_flight(s.max_in_flight)
             .with_header_adaptation(true);
+        let timeouts = Timeouts { total: s.timeout, ..Timeouts::default() };
         let http = HttpConfig::new(s.base_url.as_str())
             .with_auth(Auth::okta_ssws(&s.token))
             .with_header("Accept", "application/json")
-            .with_rate(rate);
+            .with_rate(rate)
+            .with_timeouts(timeouts);
         let http = HttpClient::new(http, Arc::default()).map_err(|e| match e {
             // The base URL was validated already: what is left is the token's header encoding.
             HttpError::Config(msg) => ConfigError::field("token", msg),
@@ -107,6 +110,7 @@ impl OktaAdapter {
             info: OktaFactory.info(),
             http,
             page_size: s.page_size,
+            max_in_flight: s.max_in_flight,
             keep_raw: s.keep_raw,
         })
     }
@@ -198,6 +202,12 @@ impl Adapter for OktaAdapter {
     fn normalize(&self, page: &RawPage) -> NormalizedPage {
         normalize::normalize_page(page, self.keep_raw)
     }
+
+    /// One pooled connection per request in flight, and one spare (a retry
+    /// may open a new connection while the broken one is being closed).
+    fn max_open_files(&self) -> usize {
+        self.max_in_flight + 1
+    }
 }
 
 #[cfg(test)]
@@ -212,7 +222,10 @@ mod tests {
         let users = &info.streams[0];
         assert_eq!((users.name.as_str(), users.kind, users.key.as_str()), (USERS, AssetKind::User, "id"));
         let names: Vec<&str> = info.config.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["base_url", "token", "page_size", "requests_per_minute", "max_in_flight", "keep_raw"]);
+        assert_eq!(
+            names,
+            ["base_url", "token", "page_size", "requests_per_minute", "max_in_flight", "timeout_secs", "keep_raw"]
+        );
         assert!(info.config.iter().all(|f| f.secret == (f.name == "token")));
         assert!(info.config.iter().all(|f| f.required == matches!(f.name.as_str(), "base_url" | "token")));
     }
@@ -224,6 +237,17 @@ mod tests {
         let adapter = OktaAdapter::from_config("c", cfg).expect("valid config");
         assert!(!format!("{adapter:?}").contains("hunter2"));
         assert!(OktaFactory.build("c", serde_json::json!({ "base_url": "https://a.okta.com" })).is_err());
+    }
+
+    #[test]
+    fn open_files_follow_the_configured_concurrency() {
+        let build = |n: u64| {
+            let cfg = serde_json::json!({ "base_url": "https://acme.okta.com", "token": "t", "max_in_flight": n });
+            OktaAdapter::from_config("c", cfg).expect("valid config").max_open_files()
+        };
+        assert_eq!(build(4), 5);
+        assert_eq!(build(75), 76);
+        assert_eq!(build(1), 2);
     }
 
     #[test]
