@@ -164,3 +164,24 @@ async fn small_pages_are_scanned_off_the_runtime() {
     assert!(offloaded > pages, "{offloaded} scans off the runtime for {pages} pages (links and the last page's check)");
     sim.shutdown().await;
 }
+
+/// Real Graph puts `@odata.nextLink` after `value` on some endpoints: the
+/// link is still found (at the end of the page) and every page is fetched once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_link_after_value_is_followed() {
+    let config = SimConfig::new(12, 230)
+        .behavior(corral_sim::Behavior { graph_next_link_after_value: true, ..corral_sim::Behavior::default() });
+    let sim = start(config).await;
+    let (summary, store) = sync(adapter(&sim, json!({"page_size": 50})), &[]).await;
+    assert_eq!(summary.status, RunStatus::Success, "{}", show(&summary));
+    assert_eq!(summary.records_rejected, 0);
+    for (name, s) in &summary.streams {
+        assert_eq!(s.pages, 5, "{name}");
+        assert!(s.fetch_completed && s.stale_handled, "{name}");
+    }
+    assert_eq!(stored_ids(&store, AssetKind::User), ids_of(&corral_sim::msgraph_users(12, 230, 0), 0..230));
+    assert_eq!(stored_ids(&store, AssetKind::Device), ids_of(&corral_sim::msgraph_devices(12, 230, 0), 0..230));
+    let c = sim.counters.snapshot();
+    assert_eq!((c.endpoint("graph.users"), c.endpoint("graph.devices")), (5, 5), "{c:?}");
+    sim.shutdown().await;
+}
