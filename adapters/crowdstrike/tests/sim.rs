@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use corral_core::{CheckOutcome, RunStatus};
-use corral_sim::{Faults, SimConfig};
+use corral_sim::{Faults, SimConfig, Truncation};
 use serde_json::json;
 
 use common::*;
@@ -347,5 +347,64 @@ async fn small_ids_pages_are_decoded_off_the_runtime() {
         ids += p.record_hint.unwrap_or(0);
     }
     assert_eq!(ids, 250);
+    sim.shutdown().await;
+}
+
+/// 6b. The adapter's DEFAULT rate settings (6,000 per minute, a one-minute
+///     window) against a tenant limited to R per second: the client learns the
+///     real window from the X-Ratelimit-* headers, gets no 429 at all, and
+///     uses at least 80 % of R. Only the page sizes are small, to make many requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_config_learns_a_shorter_window_and_uses_it_without_429s() {
+    const R: u32 = 20;
+    let sim = sim(SimConfig::new(17, 3_000).rate_limit(R, Duration::from_secs(1))).await;
+    let a = adapter(&sim, json!({"ids_page_size": 100, "details_batch": 25}));
+    let started = Instant::now();
+    let (summary, store) = sync(a).await;
+    let elapsed = started.elapsed();
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(store.asset_count(), 3_000);
+    let c = sim.counters.snapshot();
+    let data = data_requests(&sim);
+    assert_eq!(data, 31 + 120, "{c:#?}");
+    assert_eq!(c.status(429), 0, "no 429 once the headers were seen (nor before): {c:#?}");
+    assert_eq!(summary.requests.rate_limited, 0);
+    assert!(c.max_in_window <= u64::from(R), "{c:#?}");
+    let rate = data as f64 / elapsed.as_secs_f64();
+    eprintln!("default-config rate test: {data} requests in {elapsed:?} = {rate:.1}/s (limit {R}/s)");
+    assert!(rate >= 0.8 * f64::from(R), "achieved {rate:.1} req/s of {R} in {elapsed:?}");
+    sim.shutdown().await;
+}
+
+/// 1c. Details calls for different batches really run at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn details_calls_overlap() {
+    let sim = sim(SimConfig::new(18, 2_000).latency_ms(50)).await;
+    let a = adapter(&sim, json!({"ids_page_size": 2000, "details_batch": 200}));
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(store.asset_count(), 2_000);
+    let c = sim.counters.snapshot();
+    assert_eq!(c.endpoint("cs.entities"), 10);
+    let overlap = c.max_in_flight_at("cs.entities");
+    assert!((2..=4).contains(&overlap), "details calls in flight at once: {overlap} (concurrency 4): {c:#?}");
+    sim.shutdown().await;
+}
+
+/// 5b. Details answers whose connection is cut mid-body (and an ids page) are
+///     fetched again: no reject, every host loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_cut_mid_body_are_retried_not_rejected() {
+    let faults = Faults { truncation: Truncation::Connection, truncate_requests: vec![1, 3, 6], ..Faults::default() };
+    let sim = sim(SimConfig::new(19, 1_000).faults(faults)).await;
+    let a = adapter(&sim, json!({"ids_page_size": 500, "details_batch": 100}));
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(summary.records_rejected, 0, "{:#?}", summary.rejects);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
+    let c = sim.counters.snapshot();
+    assert_eq!(c.fault("truncate"), 3, "{c:#?}");
+    assert_eq!(summary.requests.transport_errors, 3, "{:#?}", summary.requests);
+    assert_eq!(data_requests(&sim), 3 + 10 + 3, "three scroll pages, ten details, three repeats");
     sim.shutdown().await;
 }

@@ -55,7 +55,6 @@ pub(crate) struct Sliding {
     /// Requests of other clients seen in the window, until `external_until`.
     external: u64,
     external_until: Option<Instant>,
-    next_even: Option<Instant>,
     /// When half the budget was in use (warm-up probes are timed from it).
     half_at: Option<Instant>,
     /// The first request: after one assumed window, the assumption stands.
@@ -79,7 +78,6 @@ impl Sliding {
             log: VecDeque::new(),
             external: 0,
             external_until: None,
-            next_even: None,
             half_at: None,
             first_at: None,
         }
@@ -159,7 +157,9 @@ impl Sliding {
                 let factor = 1u32 << j.min(30) as u32;
                 slot = slot.max(add(half_at, PROBE_BASE.saturating_mul(factor)));
             }
-        } else if let Some(even) = self.next_even {
+        } else if let Some(last) = self.log.back() {
+            // Evenly spaced at the window's sustainable rate (as known now).
+            let even = add(last.at, self.window / u32::try_from(limit).unwrap_or(u32::MAX));
             slot = self.model_slot(slot.max(even), limit);
         }
         slot
@@ -171,8 +171,6 @@ impl Sliding {
         self.first_at.get_or_insert(slot);
         self.log.push_back(Sent { seq, at: slot, answered: None });
         if let Some(limit) = self.limit.filter(|l| *l > 0) {
-            let interval = self.window / u32::try_from(limit).unwrap_or(u32::MAX);
-            self.next_even = Some(add(slot, interval));
             let used = self.in_window(slot) as u64 + self.external_at(slot);
             if used < limit.div_ceil(2) {
                 self.half_at = None;
