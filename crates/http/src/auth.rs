@@ -201,10 +201,10 @@ fn header_parts(value: &str) -> Vec<&str> {
     value
         .split([';', ','])
         .map(str::trim)
-        .filter_map(|seg| match (seg.split_once('='), seg.split_once(' ')) {
-            (Some((_, v)), _) => Some(v.trim()),
-            (None, Some((_, t))) => Some(t.trim()),
-            (None, None) => Some(seg),
+        .map(|seg| match (seg.split_once('='), seg.split_once(' ')) {
+            (Some((_, v)), _) => v.trim(),
+            (None, Some((_, t))) => t.trim(),
+            (None, None) => seg,
         })
         .filter(|p| !p.is_empty())
         .collect()

@@ -150,6 +150,8 @@ where
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A chunk download in flight: the chunk and what fetching it gave.
+type Download<'a, C> = Boxed<'a, (C, Result<ChunkBody, FetchError>)>;
 
 async fn drive<J, F, Fut>(job: &J, id: &str, opts: ExportOptions, on_chunk: &mut F) -> Result<ExportReport, FetchError>
 where
@@ -163,7 +165,7 @@ where
     let mut report = ExportReport { job: id.to_string(), chunks: 0, bytes: 0, polls: 0 };
     let mut seen: HashSet<J::Chunk> = HashSet::new();
     let mut listed: VecDeque<J::Chunk> = VecDeque::new();
-    let mut fetching: FuturesUnordered<Boxed<'_, (J::Chunk, Result<ChunkBody, FetchError>)>> = FuturesUnordered::new();
+    let mut fetching: FuturesUnordered<Download<'_, J::Chunk>> = FuturesUnordered::new();
     let mut fetched: VecDeque<(J::Chunk, Bytes)> = VecDeque::new();
     let mut delivering: Option<Pin<Box<Fut>>> = None;
     let mut polling: Option<Boxed<'_, Result<ExportStatus<J::Chunk>, FetchError>>> = None;

@@ -75,7 +75,8 @@ fn reads_each_header_family() {
 fn huge_negative_and_garbage_header_values_never_panic() {
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let huge = "9".repeat(400);
-    let cases: Vec<(Vec<(&'static str, &str)>, Option<VendorRate>)> = vec![
+    type Case<'a> = (Vec<(&'static str, &'a str)>, Option<VendorRate>);
+    let cases: Vec<Case<'_>> = vec![
         // Epoch milliseconds beyond any SystemTime: clamped.
         (
             vec![("X-Rate-Limit-Remaining", "0"), ("X-Rate-Limit-Reset", "100000000000000000000000")],
@@ -222,7 +223,8 @@ fn simulate(
 ) -> Vec<Instant> {
     let t0 = Instant::now();
     // (time, kind: 0 = answer / 1 = worker ready, worker, generation or seq, remaining)
-    let mut events: BinaryHeap<Reverse<(Instant, u8, usize, u64, Option<u64>)>> = BinaryHeap::new();
+    type Event = (Instant, u8, usize, u64, Option<u64>);
+    let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
     let mut generation = vec![0u64; workers];
     let mut waiting = vec![false; workers];
     for w in 0..workers {
@@ -288,7 +290,7 @@ fn learns_a_sliding_window_shorter_than_configured_without_a_429() {
         assert!(w >= Duration::from_secs(1) && w < Duration::from_millis(1300), "workers {workers}: window {w:?}");
         // Learning is quick: from the 60th request on, close to the vendor's rate.
         let steady = rate(&sent[60..]);
-        assert!(steady >= 0.85 * 20.0 && steady <= 20.0, "workers {workers}: {steady:.1}/s");
+        assert!((0.85 * 20.0..=20.0).contains(&steady), "workers {workers}: {steady:.1}/s");
         let overall = rate(&sent);
         eprintln!("workers {workers}: window {w:?}, steady {steady:.1}/s, overall {overall:.1}/s");
         assert!(overall >= 0.8 * 20.0, "workers {workers}: {overall:.1}/s overall");
@@ -334,7 +336,7 @@ fn other_clients_share_of_the_window_is_respected() {
     }
     let per_second = f64::from(ours) / 20.0;
     eprintln!("{per_second:.1}/s next to another client's 12/s");
-    assert!(per_second >= 5.0 && per_second <= 8.5, "{per_second:.1}/s of the 8 left");
+    assert!((5.0..=8.5).contains(&per_second), "{per_second:.1}/s of the 8 left");
 }
 
 #[test]

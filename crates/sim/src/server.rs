@@ -47,6 +47,9 @@ pub(crate) enum TokenState {
     Expired,
 }
 
+/// A filter's matching listing positions, keyed by (generation, filter).
+pub(crate) type FilterHits = ((u64, String), Arc<Vec<u64>>);
+
 pub(crate) struct Sim {
     pub vendor: Vendor,
     pub config: SimConfig,
@@ -70,7 +73,7 @@ pub(crate) struct Sim {
     okta_authorized: AtomicU64,
     okta_revoked: AtomicBool,
     /// CrowdStrike FQL filter results by (generation, filter), most recent last.
-    pub filter_cache: Mutex<Vec<((u64, String), Arc<Vec<u64>>)>>,
+    pub filter_cache: Mutex<Vec<FilterHits>>,
 }
 
 impl Sim {
