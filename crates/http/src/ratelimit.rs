@@ -191,7 +191,9 @@ impl Budget {
         }
         self.seq += 1;
         self.outstanding += 1;
-        self.sliding.commit(self.seq, slot);
+        if !self.saw_reset {
+            self.sliding.commit(self.seq, slot);
+        }
         Ok(Reservation::Go(Slot { at: slot, seq: self.seq }))
     }
 

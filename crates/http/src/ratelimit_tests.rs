@@ -292,6 +292,7 @@ fn learns_a_sliding_window_shorter_than_configured_without_a_429() {
         let steady = rate(&sent[60..]);
         assert!((0.85 * 20.0..=20.0).contains(&steady), "workers {workers}: {steady:.1}/s");
         let overall = rate(&sent);
+        assert!(b.sliding().log_len() <= 2 * 20 + 256, "the send log stays bounded: {}", b.sliding().log_len());
         eprintln!("workers {workers}: window {w:?}, steady {steady:.1}/s, overall {overall:.1}/s");
         assert!(overall >= 0.8 * 20.0, "workers {workers}: {overall:.1}/s overall");
     }
@@ -305,6 +306,7 @@ fn a_window_as_configured_is_never_slowed_down() {
     let gap = Duration::from_secs_f64(1.0 / 95.0);
     let sent = simulate(&mut b, &mut v, 8000, 8, 50 * MS, gap);
     assert_eq!(v.refused, 0);
+    assert!(b.sliding().log_len() <= 6000 + 6000 / 10 + 64, "about one window of requests: {}", b.sliding().log_len());
     for pair in sent.windows(2) {
         assert!(pair[1] - pair[0] <= gap + MS, "paced below the quota: {:?}", pair[1] - pair[0]);
     }

@@ -22,8 +22,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Requests remembered at most (a vendor limit above this is not modelled per request).
+/// Requests remembered at most (a vendor limit above this is not modelled per
+/// request); fewer while no limit is known, twice the limit once it is.
 const MAX_LOG: usize = 20_000;
+const LOG_WITHOUT_LIMIT: usize = 256;
 /// Requests looked at, back from an answered one, for the ones that overlapped it.
 const OVERLAP_SCAN: usize = 256;
 /// The first probe's delay after half the budget is spent, while the window is unknown.
@@ -91,6 +93,11 @@ impl Sliding {
     #[cfg(test)]
     pub(crate) fn learned(&self) -> bool {
         self.learned
+    }
+
+    #[cfg(test)]
+    pub(crate) fn log_len(&self) -> usize {
+        self.log.len()
     }
 
     /// Warming up: the window may be much shorter than assumed and no
@@ -180,11 +187,16 @@ impl Sliding {
         }
     }
 
+    /// Forget requests older than the window (and a tenth, to confirm it),
+    /// and beyond the log's cap: memory stays bounded by the vendor's limit.
     fn prune(&mut self, now: Instant) {
-        let keep_after = now.checked_sub(self.window.saturating_mul(2));
+        let keep_after = now.checked_sub(self.window + self.window / 10);
+        let cap = self.limit.map_or(LOG_WITHOUT_LIMIT, |l| {
+            usize::try_from(l).unwrap_or(MAX_LOG).saturating_mul(2).saturating_add(OVERLAP_SCAN).min(MAX_LOG)
+        });
         while let Some(front) = self.log.front() {
             let old = keep_after.is_some_and(|k| front.at <= k);
-            if old || self.log.len() >= MAX_LOG {
+            if old || self.log.len() >= cap {
                 self.log.pop_front();
             } else {
                 break;
