@@ -28,11 +28,23 @@ const REMEMBERED: usize = 64;
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NextLinks {
     base: Url,
     what: &'static str,
     seen: VecDeque<Url>,
+}
+
+impl std::fmt::Debug for NextLinks {
+    /// URLs redacted: a vendor's link may carry a secret-looking query value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NextLinks")
+            .field("origin", &self.base.origin().ascii_serialization())
+            .field("what", &self.what)
+            .field("pages_remembered", &self.seen.len())
+            .field("last", &self.seen.back().map(redact_url))
+            .finish()
+    }
 }
 
 impl NextLinks {
@@ -163,5 +175,9 @@ mod tests {
             assert!(l.next(&cur, Some(&next)).is_ok());
         }
         assert!(l.seen.len() <= REMEMBERED);
+        let mut l = NextLinks::new(&url("https://h"), "@odata.nextLink");
+        let secret = url("https://h/p?access_token=hunter2&page=1");
+        assert!(l.next(&secret, None).is_ok());
+        assert!(!format!("{l:?}").contains("hunter2"), "{l:?}");
     }
 }
