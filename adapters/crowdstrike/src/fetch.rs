@@ -10,8 +10,8 @@
 //! The details side takes batches as they come and keeps up to
 //! `details_concurrency` calls in flight; each answer goes to the sink
 //! undecoded, and while the sink is full no new call starts (backpressure).
-//! Only ids pages are decoded here: they are small, and the next offset lives
-//! in the body.
+//! Only ids pages are decoded here (the next offset lives in the body), and
+//! always off the runtime.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
@@ -34,8 +34,6 @@ pub(crate) const DETAILS_PATH: &str = "/devices/entities/devices/v2";
 /// Attempts for an ids page whose 200 body does not decode (a proxy's HTML
 /// page, a truncated answer) before the stream fails.
 const IDS_PAGE_ATTEMPTS: u32 = 3;
-/// Ids pages up to this size are decoded inline; larger ones on the blocking pool.
-const INLINE_DECODE_MAX: usize = 64 * 1024;
 
 /// One batch of ids for the details call.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -96,14 +94,11 @@ pub(crate) fn parse_ids(body: &[u8]) -> Result<IdsPage, String> {
     Ok(IdsPage { ids, next })
 }
 
-/// [`parse_ids`] off the runtime for pages above [`INLINE_DECODE_MAX`].
+/// [`parse_ids`] off the runtime, whatever the page's size.
 async fn decode_ids(body: Bytes) -> Result<IdsPage, String> {
-    if body.len() <= INLINE_DECODE_MAX {
-        return parse_ids(&body);
-    }
-    tokio::task::spawn_blocking(move || parse_ids(&body))
+    corral_http::off_runtime(move || parse_ids(&body))
         .await
-        .unwrap_or_else(|e| Err(format!("ids page decoder failed: {e}")))
+        .unwrap_or_else(|| Err("the ids page decoder failed".to_string()))
 }
 
 /// Fetch the whole `hosts` stream into `ctx.sink`. `Ok` only when every ids

@@ -22,16 +22,18 @@
 //! normalizers. Authentication is OAuth2 client credentials at
 //! `/oauth2/token` (token cached, refreshed before expiry and once on a 401);
 //! requests are paced under the tenant's rate limit (6,000/min) and follow
-//! `X-Ratelimit-*` headers, including `X-Ratelimit-Retryafter` (epoch seconds).
+//! `X-Ratelimit-*` headers, including `X-Ratelimit-Retryafter` (epoch seconds);
+//! token requests under the token endpoint's own 300/min.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
-use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, RateConfig, RetryConfig};
+use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, Quota, RateConfig, RetryConfig};
 
 pub mod config;
 mod fetch;
@@ -44,6 +46,8 @@ pub const HOSTS: &str = "hosts";
 /// Fraction of `requests_per_minute` the client paces at, so network jitter
 /// never pushes a request over the vendor's sliding window.
 const RATE_HEADROOM: f64 = 0.95;
+/// The token endpoint's own limit: 300 requests per minute per IP.
+pub const TOKEN_REQUESTS_PER_MINUTE: u32 = 300;
 
 /// Builds `crowdstrike` adapters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,7 +94,12 @@ impl CrowdStrike {
     }
 
     pub fn new(connection: &str, settings: Settings) -> Result<Self, ConfigError> {
-        let oauth = OAuth2Config::new(fetch::TOKEN_PATH, settings.client_id.clone(), settings.client_secret.clone());
+        let token_period = Duration::from_secs_f64(60.0 / (f64::from(TOKEN_REQUESTS_PER_MINUTE) * RATE_HEADROOM));
+        let mut oauth =
+            OAuth2Config::new(fetch::TOKEN_PATH, settings.client_id.clone(), settings.client_secret.clone());
+        if let Some(q) = Quota::with_period(token_period) {
+            oauth = oauth.token_quota(q);
+        }
         let rps = f64::from(settings.requests_per_minute) * RATE_HEADROOM / 60.0;
         let mut rate = RateConfig::from_rps(rps).with_max_in_flight(settings.details_concurrency + 1);
         rate.default_window = settings.rate_window;
@@ -124,7 +133,8 @@ impl Adapter for CrowdStrike {
         let result = self.http.get(fetch::QUERY_PATH).query(&query).retry(RetryConfig::none()).send_bytes().await;
         match result {
             Ok(r) => {
-                let total = corral_http::extract_json_string(&r.body, &["meta", "pagination", "total"]);
+                let total =
+                    corral_http::extract_json_string_offloaded(r.body.clone(), &["meta", "pagination", "total"]).await;
                 let hosts = total.map(|t| format!("; {t} host(s) visible")).unwrap_or_default();
                 CheckOutcome::Ok {
                     detail: format!("token accepted; {} answered HTTP {}{hosts}", r.endpoint(), r.status.as_u16()),
@@ -147,6 +157,14 @@ impl Adapter for CrowdStrike {
 
     fn normalize(&self, page: &RawPage) -> NormalizedPage {
         normalize::page(page, self.settings.keep_raw)
+    }
+
+    /// The details calls in flight, the scroll (ids) call beside them, and
+    /// the token endpoint; the spill file of listed ids is anonymous and
+    /// opened only when the ids outrun the details, so it is counted with them
+    /// (the scroll's connection is idle while it is written).
+    fn max_open_files(&self) -> usize {
+        self.settings.details_concurrency + 2
     }
 }
 
@@ -177,6 +195,20 @@ mod tests {
             assert!(names.contains(&f), "{f} not documented");
         }
         assert!(info.config.iter().any(|f| f.name == "client_secret" && f.secret));
+    }
+
+    #[test]
+    fn open_files_are_the_details_calls_the_ids_call_and_the_token_endpoint() {
+        let build = |extra: serde_json::Value| {
+            let mut cfg = serde_json::json!({"client_id": "cid", "client_secret": "hunter2-secret"});
+            if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+                c.extend(e.clone());
+            }
+            CrowdStrike::from_config("c", cfg).expect("builds").max_open_files()
+        };
+        assert_eq!(build(serde_json::json!({})), 4 + 1 + 1);
+        assert_eq!(build(serde_json::json!({"details_concurrency": 16})), 16 + 1 + 1);
+        assert_eq!(build(serde_json::json!({"details_concurrency": 1})), 3);
     }
 
     #[test]

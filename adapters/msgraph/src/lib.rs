@@ -21,8 +21,8 @@
 //!
 //! [`Adapter::fetch`] follows `@odata.nextLink` (the whole URL as Graph sent it)
 //! until it is absent. The link is pulled out of each body with the toolkit's
-//! single-field scan (on the rayon pool for large bodies); the body goes on
-//! undecoded. A body without a link ends the stream only when it is well-formed
+//! single-field scan (off the runtime, like every check of a body here); the
+//! body goes on undecoded. A body without a link ends the stream only when it is well-formed
 //! JSON: an HTML error page or a cut body served with 200 is fetched again, and
 //! if it stays unreadable the stream fails rather than claiming it is complete.
 //! [`Adapter::normalize`] decodes a page and maps its records (see [`normalize`]).
@@ -37,8 +37,7 @@ use corral_core::{
     NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{
-    Auth, HttpClient, HttpConfig, OAuth2Config, RateConfig, Response, RetryConfig, Url, backoff,
-    extract_json_string_offloaded, redact_url,
+    Auth, HttpClient, HttpConfig, NextLinks, OAuth2Config, RateConfig, Response, RetryConfig, Url, backoff,
 };
 
 pub mod config;
@@ -66,8 +65,6 @@ const USER_SELECT_DEFAULT_REST: &str = ",businessPhones,jobTitle,mobilePhone,off
 const MAX_IN_FLIGHT: usize = 4;
 /// Attempts at a page whose body is unreadable and carries no next link.
 pub const UNREADABLE_PAGE_ATTEMPTS: u32 = 3;
-/// Bodies above this size are checked for well-formedness on the rayon pool.
-const OFFLOAD_ABOVE: usize = 256 * 1024;
 
 /// The streams this adapter offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,13 +194,18 @@ impl MsGraphAdapter {
     /// GET one page and find its next link. A body without a link is
     /// believed to be the last page only when it is well-formed JSON;
     /// otherwise it is fetched again, up to [`UNREADABLE_PAGE_ATTEMPTS`] times.
-    async fn get_page(&self, client: &HttpClient, url: &str, stream: Stream, page: u64) -> Result<Got, FetchError> {
+    async fn get_page(
+        &self,
+        client: &HttpClient,
+        links: &mut NextLinks,
+        url: &str,
+        stream: Stream,
+        page: u64,
+    ) -> Result<Got, FetchError> {
         let mut attempt = 1;
         loop {
             let resp = client.get(url).send_bytes().await?;
-            if let Some(link) = extract_json_string_offloaded(resp.body.clone(), &[NEXT_LINK]).await
-                && let Some(next) = self.next_url(&resp.url, &link)?
-            {
+            if let Some(next) = links.from_body_field(&resp, &[NEXT_LINK]).await? {
                 return Ok(Got::Page { resp, next: Some(next) });
             }
             if well_formed(resp.body.clone()).await {
@@ -223,35 +225,6 @@ impl MsGraphAdapter {
             attempt += 1;
         }
     }
-
-    /// The URL to request next: the link exactly as Graph sent it (resolved
-    /// against the page's URL only if it is relative), and only on the Graph
-    /// origin the token belongs to.
-    fn next_url(&self, current: &Url, link: &str) -> Result<Option<String>, FetchError> {
-        let link = link.trim();
-        if link.is_empty() {
-            return Ok(None);
-        }
-        let protocol = |detail: String| FetchError::Protocol { endpoint: redact_url(current), detail };
-        let (text, parsed) = match Url::parse(link) {
-            Ok(u) => (link.to_string(), u),
-            Err(_) => match current.join(link) {
-                Ok(u) => (u.to_string(), u),
-                Err(e) => return Err(protocol(format!("{NEXT_LINK} is not a URL ({e})"))),
-            },
-        };
-        if parsed.origin() != self.graph_base.origin() {
-            return Err(protocol(format!(
-                "{NEXT_LINK} points to {}, outside graph_base_url {}; not following it",
-                parsed.origin().ascii_serialization(),
-                self.graph_base.origin().ascii_serialization()
-            )));
-        }
-        if parsed == *current {
-            return Err(protocol(format!("{NEXT_LINK} repeats the page's own URL; stopping to avoid a loop")));
-        }
-        Ok(Some(text))
-    }
 }
 
 /// One page as fetched.
@@ -262,20 +235,12 @@ enum Got {
     Unreadable { resp: Response, attempts: u32 },
 }
 
-/// Whether `body` is one complete JSON document (checked without building it,
-/// on the rayon pool for large bodies).
+/// Whether `body` is one complete JSON document (checked without building
+/// it, off the runtime whatever its size).
 async fn well_formed(body: Bytes) -> bool {
-    fn check(b: &[u8]) -> bool {
-        serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
-    }
-    if body.len() <= OFFLOAD_ABOVE {
-        return check(&body);
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = tx.send(check(&body));
-    });
-    rx.await.unwrap_or(false)
+    corral_http::off_runtime(move || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok())
+        .await
+        .unwrap_or(false)
 }
 
 #[async_trait]
@@ -296,8 +261,10 @@ impl Adapter for MsGraphAdapter {
         let client = self.http.with_metrics(ctx.requests.clone());
         let mut url = self.first_url(stream);
         let mut page: u64 = 0;
+        // The link exactly as Graph sent it, only on the Graph origin the token belongs to, never in a loop.
+        let mut links = NextLinks::new(&self.graph_base, NEXT_LINK);
         loop {
-            match self.get_page(&client, &url, stream, page).await? {
+            match self.get_page(&client, &mut links, &url, stream, page).await? {
                 Got::Page { resp, next } => {
                     let locator = format!("{stream} page {page} ({})", resp.endpoint());
                     tracing::debug!(connection = %self.connection, %stream, page, bytes = resp.body.len(), last = next.is_none(), "page fetched");
@@ -323,6 +290,11 @@ impl Adapter for MsGraphAdapter {
             }
             page += 1;
         }
+    }
+
+    /// Requests in flight on Graph, and the token endpoint (another host in production).
+    fn max_open_files(&self) -> usize {
+        MAX_IN_FLIGHT + 1
     }
 
     fn normalize(&self, page: &RawPage) -> NormalizedPage {
@@ -382,18 +354,21 @@ mod tests {
     #[test]
     fn next_links_are_taken_as_given_and_kept_on_the_graph_origin() {
         let a = adapter(json!({}));
+        let mut links = NextLinks::new(&a.graph_base, NEXT_LINK);
         let cur = Url::parse("https://graph.microsoft.com/v1.0/users?$top=999").expect("url");
         let link = "https://graph.microsoft.com/v1.0/users?$top=999&$skiptoken=RFNwdAIAAQAAAD8%3d";
-        assert_eq!(a.next_url(&cur, link).ok().flatten().as_deref(), Some(link));
-        assert_eq!(a.next_url(&cur, "  ").ok().flatten(), None);
-        assert_eq!(
-            a.next_url(&cur, "/v1.0/users?$skiptoken=x").ok().flatten().as_deref(),
-            Some("https://graph.microsoft.com/v1.0/users?$skiptoken=x")
-        );
-        let e = a.next_url(&cur, "https://evil.example/v1.0/users?$skiptoken=x").expect_err("other origin");
+        assert_eq!(links.next(&cur, Some(link)).ok().flatten().as_deref(), Some(link));
+        let e = links.next(&cur, Some("https://evil.example/v1.0/users?$skiptoken=x")).expect_err("other origin");
         assert!(e.to_string().contains("https://evil.example"), "{e}");
-        let e = a.next_url(&cur, "https://graph.microsoft.com/v1.0/users?$top=999").expect_err("loop");
+        let e = links.next(&cur, Some("https://graph.microsoft.com/v1.0/users?$top=999")).expect_err("loop");
         assert!(e.to_string().contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn open_files_are_the_requests_in_flight_and_the_token_endpoint() {
+        let a = adapter(json!({}));
+        assert_eq!(a.max_open_files(), MAX_IN_FLIGHT + 1);
+        assert_eq!(a.max_open_files(), 5);
     }
 
     #[test]
@@ -408,8 +383,10 @@ mod tests {
         assert!(well_formed(Bytes::from_static(br#"{"value":[]}"#)).await);
         assert!(!well_formed(Bytes::from_static(b"<html></html>")).await);
         assert!(!well_formed(Bytes::from_static(b"{\"value\":[]}\n{\"meta\":")).await);
+        let before = corral_http::offloaded_on_this_thread();
+        assert!(well_formed(Bytes::from_static(b"[]")).await);
+        assert_eq!(corral_http::offloaded_on_this_thread(), before + 1, "even two bytes are checked off the runtime");
         let big = format!("{{\"value\":[{}]}}", vec!["{\"id\":\"x\"}"; 40_000].join(","));
-        assert!(big.len() > OFFLOAD_ABOVE);
         assert!(well_formed(Bytes::from(big.clone())).await);
         assert!(!well_formed(Bytes::from(big[..big.len() - 1].to_string())).await);
     }

@@ -14,6 +14,8 @@ pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 600;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Upper bound for `max_in_flight`: Okta's per-org concurrency limit.
 pub const MAX_IN_FLIGHT: usize = 75;
+/// Whole-request timeout (connect, send, read the body), in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
 /// The config table of an `okta` connection, as the operator writes it.
 ///
@@ -23,6 +25,7 @@ pub const MAX_IN_FLIGHT: usize = 75;
 /// page_size = 200              # 1..=200
 /// requests_per_minute = 600    # 0: no fixed quota, pace from X-Rate-Limit-* headers only
 /// max_in_flight = 4
+/// timeout_secs = 300
 /// keep_raw = false
 /// ```
 #[derive(Debug, Deserialize)]
@@ -38,8 +41,14 @@ pub struct OktaConfig {
     pub requests_per_minute: u32,
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
     #[serde(default)]
     pub keep_raw: bool,
+}
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
 }
 
 fn default_page_size() -> u32 {
@@ -62,6 +71,8 @@ pub struct Settings {
     /// 0: no fixed quota.
     pub requests_per_minute: u32,
     pub max_in_flight: usize,
+    /// Whole-request timeout: a hung answer is cut after it and retried.
+    pub timeout: std::time::Duration,
     pub keep_raw: bool,
 }
 
@@ -81,12 +92,16 @@ impl Settings {
         if !(1..=MAX_IN_FLIGHT).contains(&cfg.max_in_flight) {
             return Err(ConfigError::field("max_in_flight", format!("must be 1..={MAX_IN_FLIGHT}")));
         }
+        if !(1..=3600).contains(&cfg.timeout_secs) {
+            return Err(ConfigError::field("timeout_secs", "must be 1..=3600"));
+        }
         Ok(Settings {
             base_url,
             token,
             page_size: cfg.page_size,
             requests_per_minute: cfg.requests_per_minute,
             max_in_flight: cfg.max_in_flight,
+            timeout: std::time::Duration::from_secs(cfg.timeout_secs),
             keep_raw: cfg.keep_raw,
         })
     }
@@ -148,6 +163,12 @@ pub fn config_fields() -> Vec<ConfigField> {
             "Requests in flight at once, 1..=75. Default 4 (paging is sequential; Okta allows ~75 per org).",
         ),
         ConfigField::optional(
+            "timeout_secs",
+            FieldType::Integer,
+            "Whole-request timeout in seconds (connect, send, read the answer), 1..=3600. A request that \
+             takes longer is cut and retried. Default 300.",
+        ),
+        ConfigField::optional(
             "keep_raw",
             FieldType::Boolean,
             "Keep each Okta user record on its asset. Default false.",
@@ -170,6 +191,7 @@ mod tests {
         assert_eq!(s.page_size, 200);
         assert_eq!(s.requests_per_minute, 600);
         assert_eq!(s.max_in_flight, 4);
+        assert_eq!(s.timeout, std::time::Duration::from_secs(300));
         assert!(!s.keep_raw);
         assert_eq!(s.base_url.as_str(), "https://acme.okta.com/");
     }
@@ -190,6 +212,7 @@ mod tests {
             (json!({"base_url": "https://a.okta.com", "token": "hunter2-secret", "page_size": 0}), "page_size"),
             (json!({"base_url": "https://a.okta.com", "token": "hunter2-secret", "page_size": 201}), "page_size"),
             (json!({"base_url": "https://a.okta.com", "token": "hunter2-secret", "max_in_flight": 0}), "max_in_flight"),
+            (json!({"base_url": "https://a.okta.com", "token": "hunter2-secret", "timeout_secs": 0}), "timeout_secs"),
             (json!({"base_url": "https://a.okta.com", "token": "hunter2-secret", "limit": 5}), "unknown field `limit`"),
         ];
         for (cfg, want) in cases {

@@ -32,7 +32,7 @@ use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, Checkpoint, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
-use corral_http::{Auth, HttpClient, HttpConfig, HttpError, RateConfig, Url, redact_url};
+use corral_http::{Auth, HttpClient, HttpConfig, HttpError, NextLinks, RateConfig, Timeouts, Url, redact_url};
 
 pub mod config;
 pub mod normalize;
@@ -80,6 +80,7 @@ pub struct OktaAdapter {
     info: AdapterInfo,
     http: HttpClient,
     page_size: u32,
+    max_in_flight: usize,
     keep_raw: bool,
 }
 
@@ -93,10 +94,12 @@ impl OktaAdapter {
         let rate = RateConfig::per_minute(s.requests_per_minute)
             .with_max_in_flight(s.max_in_flight)
             .with_header_adaptation(true);
+        let timeouts = Timeouts { total: s.timeout, ..Timeouts::default() };
         let http = HttpConfig::new(s.base_url.as_str())
             .with_auth(Auth::okta_ssws(&s.token))
             .with_header("Accept", "application/json")
-            .with_rate(rate);
+            .with_rate(rate)
+            .with_timeouts(timeouts);
         let http = HttpClient::new(http, Arc::default()).map_err(|e| match e {
             // The base URL was validated already: what is left is the token's header encoding.
             HttpError::Config(msg) => ConfigError::field("token", msg),
@@ -107,6 +110,7 @@ impl OktaAdapter {
             info: OktaFactory.info(),
             http,
             page_size: s.page_size,
+            max_in_flight: s.max_in_flight,
             keep_raw: s.keep_raw,
         })
     }
@@ -129,25 +133,6 @@ impl OktaAdapter {
             url.query_pairs().filter(|(k, _)| k != "limit").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         url.query_pairs_mut().clear().extend_pairs(keep).append_pair("limit", &self.page_size.to_string());
         Some(url)
-    }
-
-    /// The next page's URL from a response's `Link` headers, checked: it must
-    /// stay on the org (credentials are never sent elsewhere) and move on.
-    fn next_url(&self, resp: &corral_http::Response) -> Result<Option<Url>, FetchError> {
-        let Some(next) = resp.next_link() else { return Ok(None) };
-        let protocol = |detail: String| FetchError::Protocol { endpoint: resp.endpoint(), detail };
-        let url = Url::parse(&next).map_err(|e| protocol(format!("the Link rel=\"next\" URL is not valid: {e}")))?;
-        if url.origin() != self.http.base_url().origin() {
-            return Err(protocol(format!(
-                "the Link rel=\"next\" URL {} leaves the org {}; not following it",
-                redact_url(&url),
-                redact_url(self.http.base_url())
-            )));
-        }
-        if url == resp.url {
-            return Err(protocol("the Link rel=\"next\" URL is the page just fetched (paging would never end)".into()));
-        }
-        Ok(Some(url))
     }
 }
 
@@ -179,6 +164,8 @@ impl Adapter for OktaAdapter {
             }
             url
         });
+        // Links must stay on the org (credentials are never sent elsewhere) and move on.
+        let mut links = NextLinks::new(self.http.base_url(), "the Link rel=\"next\" URL");
         let mut resuming = resume.is_some();
         let mut url = resume.map_or_else(|| self.first_page(), String::from);
         let mut page_no: u64 = 0;
@@ -196,17 +183,17 @@ impl Adapter for OktaAdapter {
             };
             resuming = false;
             page_no += 1;
-            let next = self.next_url(&resp);
+            let next = links.from_link_header(&resp);
             let locator = format!("page {page_no} ({})", resp.endpoint());
             tracing::debug!(connection = %conn, stream = USERS, page = page_no, bytes = resp.body.len(), "page fetched");
             let mut page = RawPage::new(USERS, resp.body, locator);
             if let Ok(Some(n)) = &next {
-                page = page.with_checkpoint(Checkpoint(serde_json::json!({ "next": n.as_str() })));
+                page = page.with_checkpoint(Checkpoint(serde_json::json!({ "next": n })));
             }
             // The page itself is good even when its Link header is not: pass it on, then fail.
             ctx.sink.send(page).await?;
             match next? {
-                Some(n) => url = n.into(),
+                Some(n) => url = n,
                 None => return Ok(()),
             }
         }
@@ -214,6 +201,12 @@ impl Adapter for OktaAdapter {
 
     fn normalize(&self, page: &RawPage) -> NormalizedPage {
         normalize::normalize_page(page, self.keep_raw)
+    }
+
+    /// One pooled connection per request in flight, and one spare (a retry
+    /// may open a new connection while the broken one is being closed).
+    fn max_open_files(&self) -> usize {
+        self.max_in_flight + 1
     }
 }
 
@@ -229,7 +222,10 @@ mod tests {
         let users = &info.streams[0];
         assert_eq!((users.name.as_str(), users.kind, users.key.as_str()), (USERS, AssetKind::User, "id"));
         let names: Vec<&str> = info.config.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["base_url", "token", "page_size", "requests_per_minute", "max_in_flight", "keep_raw"]);
+        assert_eq!(
+            names,
+            ["base_url", "token", "page_size", "requests_per_minute", "max_in_flight", "timeout_secs", "keep_raw"]
+        );
         assert!(info.config.iter().all(|f| f.secret == (f.name == "token")));
         assert!(info.config.iter().all(|f| f.required == matches!(f.name.as_str(), "base_url" | "token")));
     }
@@ -241,6 +237,17 @@ mod tests {
         let adapter = OktaAdapter::from_config("c", cfg).expect("valid config");
         assert!(!format!("{adapter:?}").contains("hunter2"));
         assert!(OktaFactory.build("c", serde_json::json!({ "base_url": "https://a.okta.com" })).is_err());
+    }
+
+    #[test]
+    fn open_files_follow_the_configured_concurrency() {
+        let build = |n: u64| {
+            let cfg = serde_json::json!({ "base_url": "https://acme.okta.com", "token": "t", "max_in_flight": n });
+            OktaAdapter::from_config("c", cfg).expect("valid config").max_open_files()
+        };
+        assert_eq!(build(4), 5);
+        assert_eq!(build(75), 76);
+        assert_eq!(build(1), 2);
     }
 
     #[test]

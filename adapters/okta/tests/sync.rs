@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corral_core::testing::MemoryStore;
 use corral_core::{CheckOutcome, RunStatus};
 use corral_http::{Auth, HttpClient, HttpConfig, RateConfig, SecretString};
-use corral_sim::{Behavior, SimConfig};
+use corral_sim::{Behavior, Faults, SimConfig, Truncation};
 use serde_json::json;
 
 use common::*;
@@ -180,4 +181,90 @@ async fn a_429_is_waited_out_until_the_reset() {
     assert!(summary.requests.retries >= 1);
     // The retry came after the reset: exactly one 429 in all.
     assert_eq!(sim.counters.snapshot().status(429), 1);
+}
+
+/// A page whose connection is cut mid-body (Content-Length announced, part
+/// sent) is retried to success: it never becomes a reject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_cut_mid_body_is_retried_not_rejected() {
+    let (seed, size) = (13, 50);
+    let faults = Faults { truncation: Truncation::Connection, truncate_requests: vec![2, 3], ..Faults::default() };
+    let sim = sim(SimConfig::new(seed, size).faults(faults)).await;
+    let (summary, store) = sync(adapter(&sim, json!({ "page_size": 10, "requests_per_minute": 0 }))).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:?}", summary.errors);
+    assert_eq!(summary.records_rejected, 0, "{:?}", summary.rejects);
+    assert_eq!(summary.pages, 5);
+    assert_eq!(stored_ids(&store), expected_ids(seed, size).into_iter().collect());
+    let snap = sim.counters.snapshot();
+    assert_eq!(snap.fault("truncate"), 2, "{snap:?}");
+    assert_eq!(summary.requests.transport_errors, 2, "{:?}", summary.requests);
+    assert_eq!(summary.requests.retries, 2);
+    assert_eq!(snap.endpoint("okta.users"), 5 + 2);
+}
+
+/// The API token is revoked mid-run: the stream fails at once, naming the
+/// endpoint, without retrying the refused credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_mid_run_fails_the_stream_fast() {
+    let faults = Faults { token_revoked_after: Some(2), ..Faults::default() };
+    let sim = sim(SimConfig::new(14, 50).faults(faults)).await;
+    let (summary, store) = sync(adapter(&sim, json!({ "page_size": 10 }))).await;
+    assert_ne!(summary.status, RunStatus::Success);
+    let users = &summary.streams["users"];
+    assert!(!users.fetch_completed && !users.stale_handled, "{users:?}");
+    let err = users.fetch_error.clone().unwrap_or_default();
+    assert!(err.contains("authentication failed") && err.contains("/api/v1/users") && err.contains("401"), "{err}");
+    assert_eq!(summary.requests.retries, 0, "a refused credential is not retried");
+    let snap = sim.counters.snapshot();
+    assert_eq!(snap.endpoint("okta.users"), 3, "two pages, then the refused one, once");
+    assert_eq!(snap.fault("token_revoked"), 1);
+    assert_eq!(store.asset_count(), 20, "what was fetched before is kept");
+    assert_eq!(store.stale_count(), 0);
+}
+
+/// Records change between two runs against one running simulator: the second
+/// run updates what moved, inserts replacements and marks replaced users stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_generation_between_runs_updates_the_store() {
+    let (seed, size) = (15, 600);
+    let sim = sim(SimConfig::new(seed, size)).await;
+    let adapter = adapter(&sim, json!({ "requests_per_minute": 0 }));
+    let store = Arc::new(MemoryStore::new());
+    let first = sync_into(&store, adapter.clone()).await;
+    assert_eq!(first.status, RunStatus::Success);
+    // Replacements come every 2 to 4 generations: jump to the fourth.
+    sim.set_generation(4);
+    let second = sync_into(&store, adapter).await;
+    assert_eq!(second.status, RunStatus::Success, "{:?}", second.errors);
+    let ids = |g| -> BTreeSet<String> {
+        corral_sim::okta_users(seed, size, g).iter().filter_map(|u| u["id"].as_str().map(String::from)).collect()
+    };
+    let (g0, g1) = (ids(0), ids(4));
+    let replaced: BTreeSet<&String> = g0.difference(&g1).collect();
+    assert!(!replaced.is_empty() && replaced.len() < size / 10, "{}", replaced.len());
+    assert!(second.updated > 0, "volatile users moved: {second:?}");
+    assert_eq!(second.inserted as usize, g1.difference(&g0).count());
+    let live: BTreeSet<String> =
+        store.all_assets().into_iter().filter(|a| a.stale_since.is_none()).map(|a| a.source_id).collect();
+    assert_eq!(live, g1);
+    assert_eq!(store.stale_count(), replaced.len());
+}
+
+/// A request the vendor never answers is cut by the whole-request timeout,
+/// retried, and the sync completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_request_is_cut_by_the_timeout_and_retried() {
+    let (seed, size) = (16, 30);
+    let faults = Faults { hang_requests: vec![2], ..Faults::default() };
+    let sim = sim(SimConfig::new(seed, size).faults(faults)).await;
+    let adapter = adapter(&sim, json!({ "page_size": 10, "requests_per_minute": 0, "timeout_secs": 1 }));
+    let (summary, store) = tokio::time::timeout(Duration::from_secs(60), sync(adapter)).await.expect("the sync ends");
+    assert_eq!(summary.status, RunStatus::Success, "{:?}", summary.errors);
+    assert_eq!(stored_ids(&store), expected_ids(seed, size).into_iter().collect());
+    let snap = sim.counters.snapshot();
+    assert_eq!(snap.fault("hang"), 1);
+    assert_eq!(summary.requests.transport_errors, 1, "{:?}", summary.requests);
+    assert_eq!(summary.requests.retries, 1);
+    assert_eq!(snap.endpoint("okta.users"), 3 + 1);
+    sim.shutdown().await;
 }

@@ -78,6 +78,9 @@ pub struct OAuth2Config {
     pub extra_params: Vec<(String, String)>,
     /// Send the client credentials as HTTP Basic instead of form fields.
     pub basic_client_auth: bool,
+    /// The token endpoint's own rate limit (CrowdStrike: 300 per minute per
+    /// IP), applied to every token request of the client, retries included.
+    pub token_quota: Option<governor::Quota>,
 }
 
 impl OAuth2Config {
@@ -89,7 +92,13 @@ impl OAuth2Config {
             scope: None,
             extra_params: Vec::new(),
             basic_client_auth: false,
+            token_quota: None,
         }
+    }
+    /// Pace token requests at `quota` (see [`OAuth2Config::token_quota`]).
+    pub fn token_quota(mut self, quota: governor::Quota) -> Self {
+        self.token_quota = Some(quota);
+        self
     }
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
@@ -154,8 +163,71 @@ pub(crate) fn base64(input: &[u8]) -> String {
     out
 }
 
+/// Secrets shorter than this cannot be cut out of a text without mangling
+/// it (a 2-character secret occurs in ordinary words): a text containing one
+/// is withheld whole instead.
+const SHORT_SECRET: usize = 4;
+/// What a text containing a short secret becomes.
+pub(crate) const WITHHELD: &str = "[withheld: the text may quote a credential]";
+
+/// `text` without `secret` (see [`scrub_all`]).
+#[cfg(test)]
 pub(crate) fn scrub(text: &str, secret: &str) -> String {
-    if secret.len() < 4 { text.to_string() } else { text.replace(secret, "***") }
+    scrub_all(text, &[secret])
+}
+
+/// `text` with every occurrence of each secret replaced by `***`, longest
+/// first (a composite value before its parts). Empty secrets are ignored; a
+/// text containing a secret shorter than 4 characters is [`WITHHELD`] whole.
+pub(crate) fn scrub_all<S: AsRef<str>>(text: &str, secrets: &[S]) -> String {
+    let mut secrets: Vec<&str> = secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for s in secrets {
+        if s.len() < SHORT_SECRET {
+            if out.contains(s) {
+                return WITHHELD.to_string();
+            }
+        } else {
+            out = out.replace(s, "***");
+        }
+    }
+    out
+}
+
+/// The secret parts of a whole-header credential: `SSWS <t>` and
+/// `ApiToken <t>` give `t`, `accessKey=<a>;secretKey=<s>` gives `a` and `s`.
+fn header_parts(value: &str) -> Vec<&str> {
+    value
+        .split([';', ','])
+        .map(str::trim)
+        .map(|seg| match (seg.split_once('='), seg.split_once(' ')) {
+            (Some((_, v)), _) => v.trim(),
+            (None, Some((_, t))) => t.trim(),
+            (None, None) => seg,
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+impl Auth {
+    /// Every form in which this credential could show up in a vendor's
+    /// answer or a transport error: the values, their parts, and the base64
+    /// form of Basic credentials.
+    pub(crate) fn secret_forms(&self) -> Vec<String> {
+        match self {
+            Auth::None | Auth::OAuth2ClientCredentials(_) => Vec::new(),
+            Auth::Bearer(t) => vec![t.expose_secret().to_string()],
+            Auth::Header { value, .. } => {
+                let v = value.expose_secret();
+                std::iter::once(v).chain(header_parts(v)).map(str::to_string).collect()
+            }
+            Auth::Basic { user, password } => {
+                let raw = format!("{user}:{}", password.expose_secret());
+                vec![password.expose_secret().to_string(), base64(raw.as_bytes()), raw]
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +246,38 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
+    }
+
+    fn scrubbed(auth: &Auth, text: &str) -> String {
+        scrub_all(text, &auth.secret_forms())
+    }
+
+    #[test]
+    fn every_form_of_a_credential_is_scrubbed() {
+        let s = |v: &str| SecretString::from(v.to_string());
+        // Long secrets are cut out; the rest of the text stays.
+        let bearer = Auth::Bearer(s("tok-123456"));
+        assert_eq!(scrubbed(&bearer, "bad token tok-123456 here"), "bad token *** here");
+        // Okta's SSWS value and its token alone.
+        let ssws = Auth::okta_ssws(&s("00abcdef"));
+        assert_eq!(scrubbed(&ssws, "got SSWS 00abcdef; token 00abcdef"), "got ***; token ***");
+        // Tenable: both keys, however short; a short one withholds the whole text.
+        let tenable = Auth::tenable(&s("access-key-long"), &s("sk"));
+        assert_eq!(scrubbed(&tenable, "key access-key-long refused"), "key *** refused");
+        assert_eq!(scrubbed(&tenable, "X-ApiKeys: accessKey=access-key-long;secretKey=sk"), "X-ApiKeys: ***");
+        assert_eq!(scrubbed(&tenable, "secretKey=sk rejected"), WITHHELD);
+        // Basic: the password, and the base64 form the header carried.
+        let basic = Auth::Basic { user: "user".into(), password: s("pass-word") };
+        let shown = scrubbed(&basic, "Authorization: Basic dXNlcjpwYXNzLXdvcmQ= (user:pass-word) pass-word");
+        assert_eq!(shown, "Authorization: Basic *** (***) ***");
+        // Short secrets (under 4 characters) are never skipped.
+        let short = Auth::Bearer(s("abc"));
+        assert_eq!(scrubbed(&short, "the token abc is invalid"), WITHHELD);
+        assert_eq!(scrubbed(&short, "invalid token"), "invalid token");
+        let tiny_basic = Auth::Basic { user: "u".into(), password: s("pw") };
+        assert_eq!(scrubbed(&tiny_basic, "Basic dTpwdw=="), "Basic ***");
+        assert_eq!(scrubbed(&tiny_basic, "password pw rejected"), WITHHELD);
+        assert_eq!(scrub("x", ""), "x");
     }
 
     #[test]

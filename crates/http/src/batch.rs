@@ -1,13 +1,15 @@
 //! Multi-step fetch drivers: ids-then-details and asynchronous export jobs.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use corral_core::FetchError;
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, stream};
 
 /// Split `ids` into batches of `batch_size` and run `fetch` on each with at
@@ -63,14 +65,25 @@ pub struct ExportStatus<C> {
     pub chunks: Vec<C>,
 }
 
+/// What fetching one chunk gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkBody {
+    Data(Bytes),
+    /// The vendor no longer has it (Tenable: 404 once a chunk is 24 h old;
+    /// fetch it with `.allow_status(404)`).
+    Expired,
+}
+
 /// A vendor's export API (Tenable `POST /assets/export`, status, chunks).
-/// Decoding the small create/status answers is the adapter's business.
+/// Decoding the small create/status answers is the adapter's business (off
+/// the runtime, see [`crate::off_runtime`]).
 pub trait ExportJob: Sync {
     type Chunk: Clone + Eq + Hash + fmt::Display + Send + Sync;
     /// Start the export; returns the job id.
     fn create(&self) -> impl Future<Output = Result<String, FetchError>> + Send;
     fn status(&self, job: &str) -> impl Future<Output = Result<ExportStatus<Self::Chunk>, FetchError>> + Send;
-    fn fetch_chunk(&self, job: &str, chunk: &Self::Chunk) -> impl Future<Output = Result<Bytes, FetchError>> + Send;
+    fn fetch_chunk(&self, job: &str, chunk: &Self::Chunk)
+    -> impl Future<Output = Result<ChunkBody, FetchError>> + Send;
     /// Called when the driver gives up (error, timeout), so the vendor can
     /// free the export slot. Default: nothing.
     fn cancel(&self, _job: &str) -> impl Future<Output = ()> + Send {
@@ -116,8 +129,12 @@ pub struct ExportReport {
 
 /// Create an export, poll it, and hand each chunk to `on_chunk` exactly once
 /// as soon as it is listed (chunks appear out of order; they are fetched
-/// `concurrency` at a time and delivered in completion order). Returns when
-/// the job is finished and every chunk was delivered.
+/// `concurrency` at a time and delivered in completion order). Polling goes
+/// on while chunks are fetched and delivered, so a chunk listed during a long
+/// download starts as soon as a slot frees. At most `concurrency` chunks are
+/// fetched or waiting for `on_chunk` at once. Returns when the job is
+/// finished and every chunk was delivered; a chunk the vendor no longer has
+/// ([`ChunkBody::Expired`]) fails the export with an error saying so.
 pub async fn run_export<J, F, Fut>(job: &J, opts: ExportOptions, mut on_chunk: F) -> Result<ExportReport, FetchError>
 where
     J: ExportJob,
@@ -132,6 +149,10 @@ where
     result
 }
 
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A chunk download in flight: the chunk and what fetching it gave.
+type Download<'a, C> = Boxed<'a, (C, Result<ChunkBody, FetchError>)>;
+
 async fn drive<J, F, Fut>(job: &J, id: &str, opts: ExportOptions, on_chunk: &mut F) -> Result<ExportReport, FetchError>
 where
     J: ExportJob,
@@ -139,48 +160,93 @@ where
     Fut: Future<Output = Result<(), FetchError>>,
 {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + opts.timeout);
+    let limit = opts.concurrency.max(1);
     let mut report = ExportReport { job: id.to_string(), chunks: 0, bytes: 0, polls: 0 };
     let mut seen: HashSet<J::Chunk> = HashSet::new();
+    let mut listed: VecDeque<J::Chunk> = VecDeque::new();
+    let mut fetching: FuturesUnordered<Download<'_, J::Chunk>> = FuturesUnordered::new();
+    let mut fetched: VecDeque<(J::Chunk, Bytes)> = VecDeque::new();
+    let mut delivering: Option<Pin<Box<Fut>>> = None;
+    let mut polling: Option<Boxed<'_, Result<ExportStatus<J::Chunk>, FetchError>>> = None;
+    let mut next_poll = tokio::time::Instant::now();
     let mut delay = opts.poll_initial;
+    let mut finished = false;
     loop {
-        let status = job.status(id).await?;
-        report.polls += 1;
-        let new: Vec<J::Chunk> = status.chunks.into_iter().filter(|c| seen.insert(c.clone())).collect();
-        let got_new = !new.is_empty();
-        let mut fetches = stream::iter(new)
-            .map(|c| async move {
-                let r = job.fetch_chunk(id, &c).await;
-                (c, r)
-            })
-            .buffer_unordered(opts.concurrency.max(1));
-        while let Some((chunk, body)) = fetches.next().await {
-            let body = body?;
+        // Start downloads while fewer than `limit` chunks are fetched or waiting for delivery.
+        while fetching.len() + fetched.len() + usize::from(delivering.is_some()) < limit {
+            let Some(chunk) = listed.pop_front() else { break };
+            fetching.push(Box::pin(async move {
+                let r = job.fetch_chunk(id, &chunk).await;
+                (chunk, r)
+            }));
+        }
+        if delivering.is_none()
+            && let Some((chunk, body)) = fetched.pop_front()
+        {
             report.chunks += 1;
             report.bytes += body.len() as u64;
-            tracing::debug!(job = %id, %chunk, bytes = body.len(), "export chunk fetched");
-            on_chunk(chunk, body).await?;
+            delivering = Some(Box::pin(on_chunk(chunk, body)));
         }
-        match status.state {
-            ExportState::Finished => return Ok(report),
-            ExportState::Failed(why) => {
-                return Err(FetchError::Protocol {
+        let idle = listed.is_empty() && fetching.is_empty() && fetched.is_empty() && delivering.is_none();
+        if finished && idle {
+            return Ok(report);
+        }
+        tokio::select! {
+            r = async { if let Some(d) = delivering.as_mut() { d.await } else { Ok(()) } }, if delivering.is_some() => {
+                delivering = None;
+                r?;
+            }
+            Some((chunk, r)) = fetching.next(), if !fetching.is_empty() => match r? {
+                ChunkBody::Data(body) => {
+                    tracing::debug!(job = %id, %chunk, bytes = body.len(), "export chunk fetched");
+                    fetched.push_back((chunk, body));
+                }
+                ChunkBody::Expired => {
+                    return Err(FetchError::Protocol {
+                        endpoint: job.endpoint(),
+                        detail: format!(
+                            "export {id}: chunk {chunk} expired (the vendor no longer has it) before it was fetched; \
+                             {} chunk(s) were delivered, the export must be run again",
+                            report.chunks
+                        ),
+                    });
+                }
+            },
+            status = async { if let Some(p) = polling.as_mut() { p.await } else { std::future::pending().await } }, if polling.is_some() => {
+                polling = None;
+                let status = status?;
+                let mut got_new = false;
+                for c in status.chunks {
+                    if seen.insert(c.clone()) {
+                        listed.push_back(c);
+                        got_new = true;
+                    }
+                }
+                match status.state {
+                    ExportState::Finished => finished = true,
+                    ExportState::Failed(why) => {
+                        return Err(FetchError::Protocol {
+                            endpoint: job.endpoint(),
+                            detail: format!("export {id} ended as {why} after {} chunk(s)", report.chunks),
+                        });
+                    }
+                    ExportState::Queued | ExportState::Running => {
+                        delay = if got_new { opts.poll_initial } else { (delay * 2).min(opts.poll_max) };
+                        next_poll = tokio::time::Instant::now() + if got_new { Duration::ZERO } else { delay };
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_poll), if polling.is_none() && !finished => {
+                report.polls += 1;
+                polling = Some(Box::pin(job.status(id)));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(FetchError::Http {
                     endpoint: job.endpoint(),
-                    detail: format!("export {id} ended as {why} after {} chunk(s)", report.chunks),
+                    detail: format!("export {id} not finished after {:?}", opts.timeout),
                 });
             }
-            ExportState::Queued | ExportState::Running => {}
-        }
-        if started.elapsed() > opts.timeout {
-            return Err(FetchError::Http {
-                endpoint: job.endpoint(),
-                detail: format!("export {id} not finished after {:?}", opts.timeout),
-            });
-        }
-        if got_new {
-            delay = opts.poll_initial;
-        } else {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(opts.poll_max);
         }
     }
 }

@@ -28,11 +28,15 @@ async fn batches_run_with_bounded_concurrency() {
 }
 
 /// A fake export whose chunks appear over successive polls, out of order.
+/// Chunk 99 fails, chunk 7 has expired, chunk 1 takes `slow` to download.
 struct FakeExport {
     polls: AtomicUsize,
     plan: Vec<(ExportState, Vec<u32>)>,
     fetched: Mutex<Vec<u32>>,
     cancelled: AtomicUsize,
+    slow: Duration,
+    /// (chunk, started, finished) of every download.
+    log: Mutex<Vec<(u32, std::time::Instant, std::time::Instant)>>,
 }
 
 impl ExportJob for FakeExport {
@@ -46,14 +50,22 @@ impl ExportJob for FakeExport {
         let (state, chunks) = self.plan[n].clone();
         Ok(ExportStatus { state, chunks })
     }
-    async fn fetch_chunk(&self, _job: &str, chunk: &u32) -> Result<Bytes, FetchError> {
+    async fn fetch_chunk(&self, _job: &str, chunk: &u32) -> Result<ChunkBody, FetchError> {
+        let started = std::time::Instant::now();
         if let Ok(mut f) = self.fetched.lock() {
             f.push(*chunk);
         }
-        if *chunk == 99 {
-            return Err(FetchError::Http { endpoint: "chunk".into(), detail: "HTTP 404".into() });
+        if *chunk == 1 {
+            tokio::time::sleep(self.slow).await;
         }
-        Ok(Bytes::from(format!("[{chunk}]")))
+        if let Ok(mut l) = self.log.lock() {
+            l.push((*chunk, started, std::time::Instant::now()));
+        }
+        match *chunk {
+            99 => Err(FetchError::Http { endpoint: "chunk".into(), detail: "HTTP 500".into() }),
+            7 => Ok(ChunkBody::Expired),
+            c => Ok(ChunkBody::Data(Bytes::from(format!("[{c}]")))),
+        }
     }
     async fn cancel(&self, _job: &str) {
         self.cancelled.fetch_add(1, Ordering::SeqCst);
@@ -61,7 +73,14 @@ impl ExportJob for FakeExport {
 }
 
 fn fake(plan: Vec<(ExportState, Vec<u32>)>) -> FakeExport {
-    FakeExport { polls: AtomicUsize::new(0), plan, fetched: Mutex::new(Vec::new()), cancelled: AtomicUsize::new(0) }
+    FakeExport {
+        polls: AtomicUsize::new(0),
+        plan,
+        fetched: Mutex::new(Vec::new()),
+        cancelled: AtomicUsize::new(0),
+        slow: Duration::ZERO,
+        log: Mutex::new(Vec::new()),
+    }
 }
 
 fn fast() -> ExportOptions {
@@ -90,7 +109,7 @@ async fn export_delivers_each_chunk_once_as_it_appears() {
     .await;
     let report = report.expect("export finished");
     assert_eq!(report.chunks, 5);
-    assert_eq!(report.polls, 5);
+    assert!(report.polls >= 5, "{report:?}");
     let mut ids: Vec<u32> = delivered.iter().map(|(c, _)| *c).collect();
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
@@ -103,19 +122,75 @@ async fn export_delivers_each_chunk_once_as_it_appears() {
 async fn export_failure_is_an_error_and_cancels() {
     let job = fake(vec![(ExportState::Running, vec![1]), (ExportState::Failed("ERROR".into()), vec![1])]);
     let err = run_export(&job, fast(), |_, _| async { Ok(()) }).await.expect_err("failed export");
-    assert!(err.to_string().contains("ended as ERROR after 1 chunk"), "{err}");
+    assert!(err.to_string().contains("export job-1 ended as ERROR after"), "{err}");
     assert_eq!(job.cancelled.load(Ordering::SeqCst), 1);
 
     let job = fake(vec![(ExportState::Finished, vec![1, 99])]);
     let err = run_export(&job, fast(), |_, _| async { Ok(()) }).await.expect_err("chunk error");
-    assert!(err.to_string().contains("404"), "{err}");
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
 }
 
 #[tokio::test]
-async fn export_times_out() {
-    let job = fake(vec![(ExportState::Running, vec![])]);
-    let opts = ExportOptions { timeout: Duration::from_millis(20), ..fast() };
-    let err = run_export(&job, opts, |_, _| async { Ok(()) }).await.expect_err("timeout");
-    assert!(err.to_string().contains("not finished"), "{err}");
+async fn an_expired_chunk_fails_the_export_clearly() {
+    let job = fake(vec![(ExportState::Running, vec![2, 7]), (ExportState::Finished, vec![2, 7, 3])]);
+    let mut delivered = Vec::new();
+    let err = run_export(&job, fast(), |c, _| {
+        delivered.push(c);
+        async { Ok(()) }
+    })
+    .await
+    .expect_err("expired chunk");
+    let msg = err.to_string();
+    assert!(matches!(err, FetchError::Protocol { .. }), "{msg}");
+    assert!(msg.contains("chunk 7 expired") && msg.contains("run again"), "{msg}");
     assert_eq!(job.cancelled.load(Ordering::SeqCst), 1);
+    assert!(!delivered.contains(&7));
+}
+
+#[tokio::test]
+async fn polling_goes_on_while_a_chunk_downloads() {
+    // Chunk 1 takes 300 ms; chunk 2 is listed by a later poll during that download.
+    let mut job = fake(vec![
+        (ExportState::Running, vec![1]),
+        (ExportState::Running, vec![1]),
+        (ExportState::Running, vec![1, 2]),
+        (ExportState::Finished, vec![1, 2]),
+    ]);
+    job.slow = Duration::from_millis(300);
+    let report = run_export(&job, fast(), |_, _| async { Ok(()) }).await.expect("finished");
+    assert_eq!(report.chunks, 2);
+    let log = job.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let one = log.iter().find(|(c, ..)| *c == 1).expect("chunk 1");
+    let two = log.iter().find(|(c, ..)| *c == 2).expect("chunk 2");
+    assert!(two.1 < one.2, "chunk 2 started while chunk 1 was still downloading: {log:?}");
+    assert!(report.polls >= 4, "{report:?}");
+}
+
+#[tokio::test]
+async fn no_more_than_concurrency_chunks_are_held_for_a_slow_sink() {
+    // The sink takes 100 ms per chunk; with concurrency 2 at most two chunks
+    // are downloading, downloaded or being delivered at any time.
+    let job = fake(vec![(ExportState::Running, vec![2, 3, 4, 5]), (ExportState::Finished, vec![2, 3, 4, 5, 6])]);
+    let delivered = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let report = run_export(&job, fast(), |_, _| {
+        let delivered = delivered.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(mut d) = delivered.lock() {
+                d.push(std::time::Instant::now());
+            }
+            Ok(())
+        }
+    })
+    .await
+    .expect("finished");
+    assert_eq!(report.chunks, 5);
+    let mut starts: Vec<std::time::Instant> =
+        job.log.lock().map(|l| l.iter().map(|(_, s, _)| *s).collect()).unwrap_or_default();
+    starts.sort();
+    let delivered = delivered.lock().map(|d| d.clone()).unwrap_or_default();
+    assert_eq!((starts.len(), delivered.len()), (5, 5));
+    for i in 2..5 {
+        assert!(starts[i] >= delivered[i - 2], "download {i} started before delivery {} ended", i - 2);
+    }
 }

@@ -11,9 +11,8 @@ use corral_core::CheckOutcome;
 use corral_core::metrics::RequestMetrics;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
-use secrecy::ExposeSecret;
 
-use crate::auth::{Auth, scrub, static_header};
+use crate::auth::{Auth, scrub_all, static_header};
 use crate::config::{HttpConfig, RetryConfig};
 use crate::error::{HttpError, redact_url};
 use crate::oauth::TokenSource;
@@ -74,7 +73,9 @@ impl HttpClient {
             .map_err(|e| HttpError::Config(format!("cannot build the HTTP client: {}", e.without_url())))?;
         let static_auth = static_header(&config.auth)?;
         let oauth = match &config.auth {
-            Auth::OAuth2ClientCredentials(c) => Some(TokenSource::new(c.clone(), resolve(&base, &c.token_url)?)),
+            Auth::OAuth2ClientCredentials(c) => {
+                Some(TokenSource::new(c.clone(), resolve(&base, &c.token_url)?, config.timeouts.total))
+            }
             _ => None,
         };
         let shared = Shared {
@@ -154,23 +155,11 @@ impl HttpClient {
     /// Remove every secret the client knows from `text` (for error details
     /// that quote a vendor's answer).
     pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = match &self.shared.auth {
-            Auth::Bearer(s) => scrub(text, s.expose_secret()),
-            Auth::Header { value, .. } => {
-                // Also the parts of composite values (`accessKey=..;secretKey=..`, `SSWS <t>`).
-                let mut t = scrub(text, value.expose_secret());
-                for part in value.expose_secret().split([';', ' ', '=']).filter(|p| p.len() >= 8) {
-                    t = scrub(&t, part);
-                }
-                t
-            }
-            Auth::Basic { password, .. } => scrub(text, password.expose_secret()),
-            Auth::None | Auth::OAuth2ClientCredentials(_) => text.to_string(),
-        };
+        let mut secrets = self.shared.auth.secret_forms();
         if let Some(o) = &self.shared.oauth {
-            out = o.scrub(&out);
+            secrets.extend(o.secret_forms());
         }
-        out
+        scrub_all(text, &secrets)
     }
 }
 

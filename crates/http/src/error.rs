@@ -22,9 +22,17 @@ pub enum HttpError {
     /// a longer wait than the budget allows.
     #[error("rate limited by {endpoint} (HTTP {status}) after {attempts} attempt(s){}", wait_suffix(*wait))]
     RateLimited { endpoint: String, status: u16, attempts: u32, wait: Option<Duration> },
+    /// The vendor's rate-limit headers (or a pause after a 429) allow the next
+    /// request only after `wait`, later than the retry budget allows.
+    #[error("rate limited by {endpoint}: its rate-limit headers allow the next request only in {:.1}s, beyond the retry budget", wait.as_secs_f64())]
+    Throttled { endpoint: String, wait: Duration },
     /// No (complete) answer: connect failure, timeout, connection reset, truncated body.
     #[error("request to {endpoint} failed after {attempts} attempt(s): {kind}: {detail}")]
     Transport { endpoint: String, kind: TransportKind, attempts: u32, detail: String },
+    /// The vendor's answer breaks the protocol (a next link off the vendor's
+    /// origin, paging in a loop).
+    #[error("{endpoint}: {detail}")]
+    Protocol { endpoint: String, detail: String },
     #[error("response from {endpoint} is larger than the {limit}-byte limit")]
     BodyTooLarge { endpoint: String, limit: usize },
     /// The request could not be built (bad base URL, invalid header).
@@ -77,6 +85,8 @@ impl HttpError {
             HttpError::Auth { endpoint, .. }
             | HttpError::Status { endpoint, .. }
             | HttpError::RateLimited { endpoint, .. }
+            | HttpError::Throttled { endpoint, .. }
+            | HttpError::Protocol { endpoint, .. }
             | HttpError::Transport { endpoint, .. }
             | HttpError::BodyTooLarge { endpoint, .. } => Some(endpoint),
             HttpError::Config(_) => None,
@@ -108,6 +118,7 @@ impl From<HttpError> for FetchError {
                 detail: format!("{}{detail}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default()),
             },
             HttpError::Config(msg) => FetchError::Other(format!("invalid request configuration: {msg}")),
+            HttpError::Protocol { endpoint, detail } => FetchError::Protocol { endpoint, detail },
             other => {
                 let endpoint = other.endpoint().unwrap_or_default().to_string();
                 FetchError::Http { endpoint, detail: other.to_string() }

@@ -15,13 +15,15 @@
 //!   read with a size guard; decoding happens in the adapter's `normalize`;
 //! - **metrics**: every answer, transport error, retry and limiter wait is
 //!   counted in the connection's [`corral_core::metrics::RequestMetrics`];
-//! - **pagination** ([`next_link`], [`OffsetPager`], [`PagePager`],
-//!   [`extract_json_string`]) and multi-step drivers ([`in_batches`],
-//!   [`run_export`]).
+//! - **pagination** ([`NextLinks`] to follow next links safely, [`next_link`], [`OffsetPager`], [`PagePager`],
+//!   [`extract_json_string_offloaded`]) and multi-step drivers ([`in_batches`],
+//!   [`run_export`]);
+//! - **offloading** ([`off_runtime`]): every decode or scan of a body in a
+//!   fetch path runs on the blocking pool, whatever its size.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, RateConfig, extract_json_string};
+//! use corral_http::{Auth, HttpClient, HttpConfig, NextLinks, OAuth2Config, RateConfig};
 //! # async fn demo(ctx: corral_core::FetchContext, secret: secrecy::SecretString) -> Result<(), corral_core::FetchError> {
 //! // At build time (config validated, nothing sent):
 //! let client = HttpClient::new(
@@ -35,10 +37,12 @@
 //! )?;
 //! // In fetch: same pool, limiter and token, this run's counters.
 //! let client = client.with_metrics(ctx.requests.clone());
+//! let mut links = NextLinks::new(client.base_url(), "@odata.nextLink");
 //! let mut next = Some("/v1.0/users?$top=999".to_string());
 //! while let Some(url) = next {
 //!     let resp = client.get(&url).send_bytes().await?;
-//!     next = extract_json_string(&resp.body, &["@odata.nextLink"]);
+//!     // Scanned off the runtime (Graph pages are megabytes); same origin, no loops.
+//!     next = links.from_body_field(&resp, &["@odata.nextLink"]).await?;
 //!     let locator = resp.endpoint();
 //!     ctx.sink.send(corral_core::RawPage::new("users", resp.body, locator)).await?;
 //! }
@@ -50,23 +54,28 @@ mod batch;
 mod client;
 mod config;
 mod error;
+mod follow;
 mod oauth;
+mod offload;
 mod paginate;
 mod ratelimit;
 mod retry;
 mod send;
+mod sliding;
 
 pub use auth::{Auth, OAuth2Config};
-pub use batch::{ExportJob, ExportOptions, ExportReport, ExportState, ExportStatus, in_batches, run_export};
+pub use batch::{ChunkBody, ExportJob, ExportOptions, ExportReport, ExportState, ExportStatus, in_batches, run_export};
 pub use client::{HttpClient, RequestBuilder, Response};
 pub use config::{HttpConfig, RateConfig, RetryConfig, Timeouts};
 pub use error::{HttpError, TransportKind, check_outcome, redact_url};
+pub use follow::NextLinks;
+pub use offload::{off_runtime, offloaded_on_this_thread};
 pub use paginate::{
     Link, OffsetPager, PagePager, extract_json_string, extract_json_string_offloaded, link_with_rel, next_link,
     parse_link_header, total_count,
 };
 pub use ratelimit::VendorRate;
-pub use retry::{Class, backoff, classify, parse_retry_after, wait_from_headers};
+pub use retry::{Class, MAX_WAIT, backoff, classify, parse_retry_after, wait_from_headers};
 
 /// Re-exports adapters need without naming reqwest, governor or secrecy versions.
 pub use governor::Quota;

@@ -6,15 +6,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use corral_core::metrics::RequestMetrics;
+use governor::{DefaultDirectRateLimiter, RateLimiter};
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::auth::{OAuth2Config, base64, scrub, sensitive};
+use crate::auth::{OAuth2Config, base64, scrub_all, sensitive};
 use crate::config::RetryConfig;
-use crate::error::{HttpError, describe_reqwest, redact_url, snippet};
+use crate::error::{HttpError, TransportKind, describe_reqwest, redact_url, snippet};
 use crate::retry::{Class, backoff, classify};
+
+/// Largest token endpoint answer read; a bigger one is an error, not a token.
+pub(crate) const TOKEN_BODY_LIMIT: usize = 64 * 1024;
 
 /// One access token and when to replace it.
 pub(crate) struct CachedToken {
@@ -39,6 +43,10 @@ pub(crate) struct TokenSource {
     pub(crate) url: Url,
     state: Mutex<TokenState>,
     refresh: tokio::sync::Mutex<()>,
+    /// The connection's whole-request timeout, for each token request too:
+    /// a token endpoint that trickles its answer must not hold `refresh` forever.
+    timeout: Duration,
+    quota: Option<DefaultDirectRateLimiter>,
 }
 
 #[derive(Deserialize)]
@@ -49,8 +57,16 @@ struct TokenResponse {
 }
 
 impl TokenSource {
-    pub(crate) fn new(cfg: OAuth2Config, url: Url) -> Self {
-        TokenSource { cfg, url, state: Mutex::new(TokenState::default()), refresh: tokio::sync::Mutex::new(()) }
+    pub(crate) fn new(cfg: OAuth2Config, url: Url, timeout: Duration) -> Self {
+        let quota = cfg.token_quota.map(RateLimiter::direct);
+        TokenSource {
+            cfg,
+            url,
+            state: Mutex::new(TokenState::default()),
+            refresh: tokio::sync::Mutex::new(()),
+            timeout,
+            quota,
+        }
     }
 
     fn cached(&self) -> (Option<Arc<CachedToken>>, u64) {
@@ -161,25 +177,30 @@ impl TokenSource {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = http.post(self.url.clone()).header("Accept", "application/json").form(&form);
+            if let Some(q) = &self.quota {
+                let waited = Instant::now();
+                q.until_ready().await;
+                if waited.elapsed() >= Duration::from_millis(1) {
+                    m.record_limiter_wait(waited.elapsed());
+                }
+            }
+            let mut req =
+                http.post(self.url.clone()).header("Accept", "application/json").form(&form).timeout(self.timeout);
             if self.cfg.basic_client_auth {
                 let raw = format!("{}:{}", self.cfg.client_id, self.cfg.client_secret.expose_secret());
                 req = req.header(AUTHORIZATION, sensitive(&format!("Basic {}", base64(raw.as_bytes())))?);
             }
-            let (class, failure) = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
+            let answer = tokio::time::timeout(self.timeout, read_token_answer(req)).await.unwrap_or_else(|_| {
+                Err(TokenFailure::Transport(TransportKind::Timeout, "the token request timed out".into()))
+            });
+            let (class, failure) = match answer {
+                Ok((status, headers, body)) => {
                     m.record_status(status);
-                    let headers = resp.headers().clone();
-                    let body = match resp.bytes().await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let (kind, detail) = describe_reqwest(e);
-                            return Err(HttpError::Transport { endpoint, kind, attempts: attempt, detail });
-                        }
-                    };
                     if status == 200 || status == 201 {
-                        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| HttpError::Auth {
+                        let parsed = crate::off_runtime(move || serde_json::from_slice::<TokenResponse>(&body))
+                            .await
+                            .ok_or_else(|| HttpError::Config("the token response decoder failed".into()))?;
+                        let parsed = parsed.map_err(|e| HttpError::Auth {
                             endpoint: endpoint.clone(),
                             status: Some(status),
                             detail: format!("token response is not the expected JSON ({})", e.classify_name()),
@@ -187,21 +208,30 @@ impl TokenSource {
                         return Ok((SecretString::from(parsed.access_token), expires_in(parsed.expires_in.as_ref())));
                     }
                     let class = classify(status, &headers, false, SystemTime::now());
+                    let detail = crate::off_runtime(move || error_detail(&body)).await.unwrap_or_default();
                     (
                         class,
                         HttpError::Auth {
                             endpoint: endpoint.clone(),
                             status: Some(status),
-                            detail: self.scrub(&error_detail(&body)),
+                            detail: self.scrub(&detail),
                         },
                     )
                 }
-                Err(e) => {
+                Err(TokenFailure::TooLarge(status)) => {
+                    m.record_status(status);
+                    return Err(HttpError::BodyTooLarge { endpoint, limit: TOKEN_BODY_LIMIT });
+                }
+                Err(TokenFailure::Transport(kind, detail)) => {
                     m.record_transport_error();
-                    let (kind, detail) = describe_reqwest(e);
                     (
                         Class::Retry(None),
-                        HttpError::Transport { endpoint: endpoint.clone(), kind, attempts: attempt, detail },
+                        HttpError::Transport {
+                            endpoint: endpoint.clone(),
+                            kind,
+                            attempts: attempt,
+                            detail: self.scrub(&detail),
+                        },
                     )
                 }
             };
@@ -211,7 +241,7 @@ impl TokenSource {
                 }
                 _ => return Err(failure),
             };
-            if started.elapsed() + wait > retry.total_budget {
+            if started.elapsed().saturating_add(wait) > retry.total_budget {
                 return Err(failure);
             }
             m.record_retry(wait);
@@ -219,16 +249,55 @@ impl TokenSource {
         }
     }
 
-    /// Remove every secret this source knows from `text`.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = scrub(text, self.cfg.client_secret.expose_secret());
+    /// Every secret this source knows: the client secret (and its Basic
+    /// form), the current token.
+    pub(crate) fn secret_forms(&self) -> Vec<String> {
+        let secret = self.cfg.client_secret.expose_secret();
+        let mut out = vec![secret.to_string(), base64(format!("{}:{secret}", self.cfg.client_id).as_bytes())];
         if let Ok(s) = self.state.lock()
             && let Some(t) = &s.token
         {
-            out = scrub(&out, t.secret.expose_secret());
+            out.push(t.secret.expose_secret().to_string());
         }
         out
     }
+
+    /// Remove every secret this source knows from `text`.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        scrub_all(text, &self.secret_forms())
+    }
+}
+
+/// Why a token request got no usable answer.
+enum TokenFailure {
+    TooLarge(u16),
+    Transport(TransportKind, String),
+}
+
+/// Send a token request and read its answer, at most [`TOKEN_BODY_LIMIT`] bytes.
+async fn read_token_answer(
+    req: reqwest::RequestBuilder,
+) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), TokenFailure> {
+    let transport = |e: reqwest::Error| {
+        let (kind, detail) = describe_reqwest(e);
+        TokenFailure::Transport(kind, detail)
+    };
+    let mut resp = req.send().await.map_err(transport)?;
+    let status = resp.status().as_u16();
+    if resp.content_length().is_some_and(|n| n > TOKEN_BODY_LIMIT as u64) {
+        return Err(TokenFailure::TooLarge(status));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        let (kind, detail) = describe_reqwest(e);
+        TokenFailure::Transport(if kind == TransportKind::Timeout { kind } else { TransportKind::Body }, detail)
+    })? {
+        if body.len() + chunk.len() > TOKEN_BODY_LIMIT {
+            return Err(TokenFailure::TooLarge(status));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, std::mem::take(resp.headers_mut()), body))
 }
 
 trait ClassifyName {
@@ -303,7 +372,7 @@ mod tests {
     #[test]
     fn token_error_detail_is_scrubbed() {
         let body = br#"{"error":"invalid_client","error_description":"bad secret hunter2-secret"}"#;
-        let d = scrub(&error_detail(body), "hunter2-secret");
+        let d = crate::auth::scrub(&error_detail(body), "hunter2-secret");
         assert_eq!(d, "invalid_client: bad secret ***");
     }
 }

@@ -249,8 +249,8 @@ impl PagePager {
 /// Cheap and bounded: no DOM, nothing allocated for skipped values, and the
 /// scan stops as soon as the field's value is read. It still has to skip
 /// everything before the field, which for a cursor at the end of a multi-MB
-/// page is about a millisecond per MB; on the runtime, prefer
-/// [`extract_json_string_offloaded`] for large pages.
+/// page is about a millisecond per MB. In a fetch path use
+/// [`extract_json_string_offloaded`], which never scans on the runtime.
 pub fn extract_json_string(body: &[u8], path: &[&str]) -> Option<String> {
     if path.is_empty() {
         return None;
@@ -262,22 +262,17 @@ pub fn extract_json_string(body: &[u8], path: &[&str]) -> Option<String> {
     found
 }
 
-/// Bodies above this size are scanned off the runtime.
-const OFFLOAD_ABOVE: usize = 256 * 1024;
-
-/// [`extract_json_string`] run on the rayon pool for bodies above 256 KiB
-/// (inline below), so a large page never blocks the tokio runtime.
+/// [`extract_json_string`] run off the tokio runtime (see
+/// [`crate::off_runtime`]), whatever the body's size: the one to use in a
+/// fetch path. `None` also when the scan could not run.
 pub async fn extract_json_string_offloaded(body: Bytes, path: &[&str]) -> Option<String> {
-    if body.len() <= OFFLOAD_ABOVE {
-        return extract_json_string(&body, path);
-    }
     let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
+    crate::off_runtime(move || {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        let _ = tx.send(extract_json_string(&body, &p));
-    });
-    rx.await.ok().flatten()
+        extract_json_string(&body, &p)
+    })
+    .await
+    .flatten()
 }
 
 struct PathSeed<'p, 'f> {

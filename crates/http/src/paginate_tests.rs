@@ -97,9 +97,17 @@ async fn offloaded_extraction_matches() {
         big.push_str(&format!(r#"{{"id":"{i}"}},"#));
     }
     big.push_str(r#"{"id":"last"}],"@odata.nextLink":"next-url"}"#);
-    assert!(big.len() > OFFLOAD_ABOVE);
     let got = extract_json_string_offloaded(Bytes::from(big), &["@odata.nextLink"]).await;
     assert_eq!(got.as_deref(), Some("next-url"));
+}
+
+#[tokio::test]
+async fn even_a_tiny_body_is_scanned_off_the_runtime() {
+    let before = crate::offloaded_on_this_thread();
+    let got =
+        extract_json_string_offloaded(Bytes::from_static(br#"{"@odata.nextLink":"n"}"#), &["@odata.nextLink"]).await;
+    assert_eq!(got.as_deref(), Some("n"));
+    assert_eq!(crate::offloaded_on_this_thread(), before + 1);
 }
 
 #[test]

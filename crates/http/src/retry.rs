@@ -43,36 +43,62 @@ const EPOCH_SECONDS_FLOOR: f64 = 1_000_000_000.0;
 /// Epoch milliseconds from here on.
 const EPOCH_MILLIS_FLOOR: f64 = 1_000_000_000_000.0;
 
+/// The longest wait a header can ask for (about 31 years). Longer values, and
+/// values too large to represent, are clamped to it: such a wait is beyond
+/// any retry budget, so the request fails at once instead of overflowing.
+pub const MAX_WAIT: Duration = Duration::from_secs(1_000_000_000);
+
 /// Parse a "wait" header value into a delay from `now`:
 /// - delay in seconds: `120`, `1.5` (Retry-After, `X-RateLimit-ToWait-Sec`);
 /// - HTTP date: `Wed, 21 Oct 2015 07:28:00 GMT`;
 /// - an epoch instant in seconds or milliseconds (CrowdStrike's
 ///   `X-Ratelimit-Retryafter: 1700000000`), told apart from a delay by magnitude.
 ///
-/// Instants in the past give zero; anything unparseable gives `None`.
+/// Instants in the past give zero; anything unparseable (negative, `NaN`,
+/// exponents, units) gives `None`; anything longer than [`MAX_WAIT`] gives
+/// [`MAX_WAIT`]. Never panics, whatever the vendor sends.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if v.is_empty() {
         return None;
     }
     if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // Only digits and dots: never negative; a digit string too long for an
+        // f64 parses as infinity and is clamped below.
         let n: f64 = v.parse().ok()?;
-        if !n.is_finite() {
+        if n.is_nan() {
             return None;
         }
         if n >= EPOCH_MILLIS_FLOOR {
-            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n / 1000.0), now));
+            return Some(until_epoch(n / 1000.0, now));
         }
         if n >= EPOCH_SECONDS_FLOOR {
-            return Some(until(UNIX_EPOCH + Duration::from_secs_f64(n), now));
+            return Some(until_epoch(n, now));
         }
-        return Some(Duration::from_secs_f64(n));
+        return Some(seconds(n));
     }
     httpdate::parse_http_date(v).ok().map(|at| until(at, now))
 }
 
+/// A non-negative number of seconds as a [`Duration`], clamped to [`MAX_WAIT`].
+pub(crate) fn seconds(n: f64) -> Duration {
+    if n.is_nan() || n <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(n).map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
+}
+
+/// The time from `now` until the epoch instant `epoch_secs`, clamped to [`MAX_WAIT`].
+pub(crate) fn until_epoch(epoch_secs: f64, now: SystemTime) -> Duration {
+    match Duration::try_from_secs_f64(epoch_secs).ok().and_then(|d| UNIX_EPOCH.checked_add(d)) {
+        Some(at) => until(at, now),
+        None if epoch_secs.is_nan() || epoch_secs <= 0.0 => Duration::ZERO,
+        None => MAX_WAIT,
+    }
+}
+
 fn until(at: SystemTime, now: SystemTime) -> Duration {
-    at.duration_since(now).unwrap_or(Duration::ZERO)
+    at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_WAIT)
 }
 
 /// Headers that say how long to wait, in order of preference.
@@ -152,9 +178,46 @@ mod tests {
     #[test]
     fn retry_after_garbage() {
         let now = at(1_700_000_000);
-        for bad in ["", "soon", "-5", "1e3", "12s", "Wed, 99 Foo 2015", "1.2.3", "NaN"] {
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "-1700000000",
+            "1e3",
+            "1e400",
+            "12s",
+            "Wed, 99 Foo 2015",
+            "1.2.3",
+            "NaN",
+            "inf",
+            ".",
+            "+5",
+        ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn retry_after_huge_values_are_clamped_never_panic() {
+        let now = at(1_700_000_000);
+        // Epoch milliseconds far beyond what a SystemTime or Duration can hold.
+        assert_eq!(parse_retry_after("100000000000000000000000", now), Some(MAX_WAIT));
+        assert_eq!(parse_retry_after("18446744073709551616000", now), Some(MAX_WAIT));
+        // More digits than an f64 can hold: infinity, clamped.
+        assert_eq!(parse_retry_after(&"9".repeat(400), now), Some(MAX_WAIT));
+        assert_eq!(parse_retry_after(&format!("{}.5", "9".repeat(400)), now), Some(MAX_WAIT));
+        // Just below the epoch floor: a delay of almost 32 years, under the clamp.
+        assert_eq!(parse_retry_after("999999999.999", now), Some(Duration::from_secs_f64(999_999_999.999)));
+        // An HTTP date in the far future.
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_WAIT));
+        // The same through the header helper, with Okta's reset and remaining 0.
+        let mut h = HeaderMap::new();
+        h.insert("x-rate-limit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-rate-limit-reset", HeaderValue::from_static("100000000000000000000000"));
+        assert_eq!(wait_from_headers(&h, now), Some(MAX_WAIT));
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-retryafter", HeaderValue::from_static("100000000000000000000000"));
+        assert_eq!(classify(429, &h, false, now), Class::RateLimited(Some(MAX_WAIT)));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
     let oauth = shared.oauth.as_ref().filter(|_| same_origin);
     let max_body = max_body.unwrap_or(shared.max_body);
     let started = Instant::now();
+    let deadline = started.checked_add(retry.total_budget);
     let (mut attempts, mut errors, mut slowdowns, mut refreshed) = (0u32, 0u32, 0u32, false);
 
     loop {
@@ -54,7 +55,10 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
         } else if same_origin && let Some((name, value)) = &shared.static_auth {
             req = req.header(name.clone(), value.clone());
         }
-        let permit = shared.limiter.acquire(m).await;
+        let permit = match shared.limiter.acquire(m, deadline).await {
+            Ok(p) => p,
+            Err(wait) => return Err(HttpError::Throttled { endpoint, wait }),
+        };
         req = match &body {
             Body::None => req,
             Body::Bytes { data, content_type } => req.header(CONTENT_TYPE, *content_type).body(data.clone()),
@@ -81,7 +85,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
             }
             Outcome::Answer { status, headers, body, url } => {
                 m.record_status(status.as_u16());
-                shared.limiter.observe(&headers);
+                shared.limiter.observe(&headers, &permit);
                 drop(permit);
                 if allow.contains(&status.as_u16()) {
                     return Ok(Response { status, headers, body, url });
@@ -121,6 +125,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                         if code != 429 {
                             m.record_rate_limited();
                         }
+                        shared.limiter.rate_limited();
                         slowdowns += 1;
                         let failure =
                             HttpError::RateLimited { endpoint: endpoint.clone(), status: code, attempts, wait: hint };
@@ -130,7 +135,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                         // Without a vendor hint: "equal jitter", never a near-zero wait.
                         let wait =
                             hint.unwrap_or_else(|| backoff_cap(&retry, slowdowns) / 2 + backoff(&retry, slowdowns) / 2);
-                        if started.elapsed() + wait <= retry.total_budget {
+                        if started.elapsed().saturating_add(wait) <= retry.total_budget {
                             shared.limiter.pause_for(wait);
                         }
                         tracing::warn!(%endpoint, status = code, wait_ms = wait.as_millis() as u64, "vendor rate limit; waiting");
@@ -148,7 +153,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                 }
             }
         };
-        if started.elapsed() + wait > retry.total_budget {
+        if started.elapsed().saturating_add(wait) > retry.total_budget {
             return Err(failure);
         }
         tracing::debug!(%endpoint, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %failure, "retrying");

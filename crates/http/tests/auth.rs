@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use common::{Counter, client, count, serve};
 use corral_core::{CheckOutcome, FetchError};
-use corral_http::{Auth, HttpConfig, HttpError, OAuth2Config, SecretString};
+use corral_http::{Auth, HttpConfig, HttpError, OAuth2Config, SecretString, TransportKind};
 use serde_json::json;
 
 const SECRET: &str = "s3cr3t-client-value";
@@ -216,4 +216,150 @@ async fn static_credentials_are_sent_and_refusals_not_retried() {
     assert!(matches!(err, HttpError::Auth { status: Some(401), .. }));
     assert!(!err.to_string().contains("wrong-token-value"), "{err}");
     assert_eq!(m.snapshot().retries, 0);
+}
+
+/// A token endpoint on its own, answering with `answer` (after counting the call).
+async fn token_endpoint(answer: fn() -> Response) -> (String, Arc<Counter>, Arc<Mutex<Vec<std::time::Instant>>>) {
+    let calls = Arc::new(Counter::default());
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let (c, t) = (calls.clone(), times.clone());
+    let router = Router::new()
+        .route(
+            "/oauth2/token",
+            post(move || {
+                c.bump();
+                if let Ok(mut t) = t.lock() {
+                    t.push(std::time::Instant::now());
+                }
+                async move { answer() }
+            }),
+        )
+        .route(
+            "/api",
+            get(|headers: HeaderMap| async move {
+                match headers.get("authorization").and_then(|h| h.to_str().ok()) {
+                    Some("Bearer tok-ok") => (StatusCode::OK, "{}").into_response(),
+                    _ => (StatusCode::UNAUTHORIZED, "no").into_response(),
+                }
+            }),
+        );
+    (serve(router).await, calls, times)
+}
+
+#[tokio::test]
+async fn an_oversized_token_answer_is_a_clear_error() {
+    let (base, calls, _) = token_endpoint(|| {
+        let t = json!({"access_token": "x".repeat(100 * 1024), "expires_in": 1799});
+        (StatusCode::CREATED, axum::Json(t)).into_response()
+    })
+    .await;
+    let (c, _) = client(oauth(&base));
+    let err = c.get("/api").send_bytes().await.expect_err("too large");
+    assert!(
+        matches!(&err, HttpError::BodyTooLarge { limit: 65536, endpoint } if endpoint.ends_with("/oauth2/token")),
+        "{err:?}"
+    );
+    assert_eq!(calls.get(), 1, "not retried");
+}
+
+#[tokio::test]
+async fn a_trickling_token_endpoint_times_out_and_frees_the_refresh() {
+    // Headers at once, then one byte every 200 ms, forever.
+    let (base, calls, _) = token_endpoint(|| {
+        let body = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b" ")), ()))
+        });
+        (StatusCode::CREATED, axum::body::Body::from_stream(body)).into_response()
+    })
+    .await;
+    let timeouts = corral_http::Timeouts {
+        connect: Duration::from_secs(2),
+        read: Duration::from_secs(60),
+        total: Duration::from_millis(500),
+    };
+    let (c, _) = client(oauth(&base).with_timeouts(timeouts));
+    let started = std::time::Instant::now();
+    let both = futures::future::join(c.get("/api").send_bytes(), c.get("/api").send_bytes());
+    let (a, b) = tokio::time::timeout(Duration::from_secs(20), both).await.expect("neither request hangs");
+    for r in [a, b] {
+        let err = r.expect_err("no token");
+        assert!(
+            matches!(&err, HttpError::Transport { kind: TransportKind::Timeout, endpoint, .. } if endpoint.ends_with("/oauth2/token")),
+            "{err:?}"
+        );
+    }
+    // One refresh for both (single-flight), each attempt cut at 500 ms, retried.
+    assert_eq!(calls.get(), 4, "the quick retry policy's four attempts");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn token_requests_are_paced_by_the_token_quota() {
+    // Every token is refused by the API, so each request asks for a new one.
+    let (base, calls, times) = token_endpoint(|| {
+        (StatusCode::CREATED, axum::Json(json!({"access_token": "tok-refused", "expires_in": 1799}))).into_response()
+    })
+    .await;
+    let quota = corral_http::Quota::with_period(Duration::from_millis(250)).expect("non-zero period");
+    let cfg = HttpConfig::new(&base).with_auth(Auth::OAuth2ClientCredentials(
+        OAuth2Config::new("/oauth2/token", "client-id", SecretString::from(SECRET)).token_quota(quota),
+    ));
+    let (c, m) = client(cfg);
+    for _ in 0..5 {
+        assert!(c.get("/api").send_bytes().await.is_err());
+    }
+    let times = times.lock().map(|t| t.clone()).unwrap_or_default();
+    assert_eq!(times.len(), calls.get());
+    assert!(times.len() >= 6, "a token, then one refresh per refused request: {}", times.len());
+    for (i, t) in times.iter().enumerate() {
+        let in_a_second = times[i..].iter().filter(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
+        assert!(in_a_second <= 5, "{in_a_second} token requests within one second at 4/s");
+    }
+    assert!(m.snapshot().limiter_wait_ms >= 500, "{:?}", m.snapshot());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_token_answer_is_decoded_off_the_runtime() {
+    let (base, _, _) = token_endpoint(|| {
+        (StatusCode::OK, axum::Json(json!({"access_token": "tok-ok", "expires_in": 3599}))).into_response()
+    })
+    .await;
+    let (c, _) = client(oauth(&base));
+    let before = corral_http::offloaded_on_this_thread();
+    c.get("/api").send_bytes().await.expect("authorized");
+    assert_eq!(corral_http::offloaded_on_this_thread() - before, 1, "the token answer, nothing else");
+}
+
+/// A vendor that quotes the credentials it got in its refusal: none of their
+/// forms reaches the error, whatever their length.
+#[tokio::test]
+async fn refusals_quoting_credentials_never_leak_them() {
+    let router = Router::new().route(
+        "/x",
+        get(|h: HeaderMap| async move {
+            let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let keys = h.get("x-apikeys").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            (StatusCode::UNAUTHORIZED, format!("refused {auth} {keys} for this request")).into_response()
+        }),
+    );
+    let base = serve(router).await;
+    let cases = [
+        (
+            Auth::Basic { user: "svc".into(), password: SecretString::from("hunter2pw") },
+            vec!["hunter2pw", "c3ZjOmh1bnRlcjJwdw=="],
+        ),
+        (Auth::Basic { user: "svc".into(), password: SecretString::from("pw") }, vec!["c3ZjOnB3", " pw "]),
+        (Auth::Bearer(SecretString::from("abc")), vec!["abc"]),
+        (Auth::tenable(&SecretString::from("access-key-1"), &SecretString::from("sk")), vec!["access-key-1", "=sk"]),
+    ];
+    for (auth, leaks) in cases {
+        let (c, _) = client(HttpConfig::new(&base).with_auth(auth));
+        let err = c.get("/x").send_bytes().await.expect_err("refused");
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, HttpError::Auth { status: Some(401), .. }), "{shown}");
+        for leak in leaks {
+            assert!(!shown.contains(leak), "{leak:?} leaked: {shown}");
+        }
+    }
 }

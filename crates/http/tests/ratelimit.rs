@@ -162,3 +162,22 @@ async fn okta_epoch_reset_avoids_429() {
     assert_eq!(ok, 8);
     assert_eq!(rejected, 0, "windows {:?}", w.counts.lock().map(|c| c.clone()));
 }
+
+/// Waiting for an in-flight slot is limiter wait too: with one request in
+/// flight at a time, the second of two concurrent requests waits for the first.
+#[tokio::test]
+async fn waiting_for_an_in_flight_slot_counts_as_limiter_wait() {
+    let router = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "ok"
+        }),
+    );
+    let base = serve(router).await;
+    let (c, m) = client(HttpConfig::new(&base).with_rate(RateConfig::unlimited().with_max_in_flight(1)));
+    let (a, b) = tokio::join!(c.get("/slow").send_bytes(), c.get("/slow").send_bytes());
+    assert!(a.is_ok() && b.is_ok());
+    let waited = m.snapshot().limiter_wait_ms;
+    assert!(waited >= 250, "the second request waited about 300 ms for the slot: {waited} ms");
+}

@@ -240,3 +240,67 @@ async fn query_secrets_never_reach_error_messages() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("access_token=***&limit=5"), "{shown}");
 }
+
+/// A vendor sending absurd wait headers: huge epoch instants, negative and
+/// not-a-number delays, limits beyond u64. The client neither panics nor waits
+/// forever: a wait beyond the retry budget fails at once, naming it; garbage
+/// is ignored (plain backoff).
+#[tokio::test]
+async fn hostile_wait_headers_neither_panic_nor_hang() {
+    let run = |script: fn(usize) -> Response| async move {
+        let (base, calls) = scripted(script).await;
+        let (c, m) = client(HttpConfig::new(&base));
+        let first = tokio::time::timeout(Duration::from_secs(10), c.get("/r").send_bytes()).await;
+        let second = tokio::time::timeout(Duration::from_secs(10), c.get("/r").send_bytes()).await;
+        (first.expect("first request returns"), second.expect("second request returns"), calls.get(), m)
+    };
+
+    // 429 with an epoch-milliseconds instant far beyond any clock: fails at once.
+    let (first, _, calls, _) =
+        run(|_| with_header(status(429), "x-ratelimit-retryafter", "100000000000000000000000".into())).await;
+    let err = first.expect_err("beyond the budget");
+    assert!(
+        matches!(err, HttpError::RateLimited { status: 429, wait: Some(w), .. } if w == corral_http::MAX_WAIT),
+        "{err:?}"
+    );
+    assert_eq!(calls, 2, "each request asked once, none retried");
+
+    // Okta-style: remaining 0 until an absurd reset. The answer is used; the next
+    // request would have to wait decades, so it fails at once without being sent.
+    let (first, second, calls, m) = run(|_| {
+        let r = with_header(status(200), "x-rate-limit-remaining", "0".into());
+        with_header(r, "x-rate-limit-reset", "100000000000000000000000".into())
+    })
+    .await;
+    assert!(first.is_ok());
+    let err = second.expect_err("paced beyond the budget");
+    assert!(matches!(err, HttpError::Throttled { wait, .. } if wait >= Duration::from_secs(900)), "{err:?}");
+    assert!(err.to_string().contains("beyond the retry budget"), "{err}");
+    assert_eq!(calls, 1, "the second request was never sent");
+    assert!(m.snapshot().limiter_wait_ms < 1000);
+
+    // Negative and NaN delays are ignored: plain backoff, then success.
+    let (first, second, calls, m) = run(|n| match n {
+        1 => with_header(status(429), "retry-after", "-5".into()),
+        2 => with_header(status(429), "retry-after", "NaN".into()),
+        _ => status(200),
+    })
+    .await;
+    assert!(first.is_ok() && second.is_ok());
+    assert_eq!(calls, 4);
+    assert_eq!(m.snapshot().rate_limited, 2);
+
+    // A 503 asking to wait more seconds than an f64 holds: fails at once.
+    let (first, _, calls, _) = run(|_| with_header(status(503), "retry-after", "9".repeat(400))).await;
+    assert!(matches!(first, Err(HttpError::Status { status: 503, attempts: 1, .. })), "{first:?}");
+    assert_eq!(calls, 2);
+
+    // Limits and remainders beyond u64 (sliding-window headers) are harmless.
+    let (first, second, calls, _) = run(|_| {
+        let r = with_header(status(200), "x-ratelimit-limit", "9".repeat(400));
+        with_header(r, "x-ratelimit-remaining", "100000000000000000000000".into())
+    })
+    .await;
+    assert!(first.is_ok() && second.is_ok());
+    assert_eq!(calls, 2);
+}

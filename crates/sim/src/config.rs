@@ -87,6 +87,30 @@ impl std::str::FromStr for RateLimit {
     }
 }
 
+/// How a truncated answer is cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Truncation {
+    /// A complete, valid HTTP 200 whose body is cut JSON (a broken proxy or
+    /// cache): only a JSON decoder notices.
+    #[default]
+    Json,
+    /// What a dropped connection looks like: `Content-Length` announces the
+    /// whole body, part of it is sent, then the connection closes. An HTTP
+    /// client sees an incomplete body.
+    Connection,
+}
+
+impl std::str::FromStr for Truncation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "json" => Ok(Truncation::Json),
+            "connection" | "conn" => Ok(Truncation::Connection),
+            other => Err(format!("unknown truncation {other:?} (json, connection)")),
+        }
+    }
+}
+
 /// Faults injected into responses. All random draws come from a generator seeded with
 /// `SimConfig::seed`, so a sequential client sees the same faults on every run.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,8 +123,15 @@ pub struct Faults {
     /// Probability that a request hangs for `hang` (or until shutdown) before answering.
     pub hang_rate: f64,
     pub hang: Duration,
-    /// Probability that a 200 body is cut in the middle (valid HTTP, invalid JSON).
+    /// Probability that a 200 body is cut in the middle (see `truncation`).
     pub truncate_rate: f64,
+    /// How truncated answers are cut (default: valid HTTP, invalid JSON).
+    pub truncation: Truncation,
+    /// Data requests (1-based, in arrival order, counting only faultable ones)
+    /// whose 200 answer is truncated, whatever `truncate_rate` says.
+    pub truncate_requests: Vec<u64>,
+    /// Data requests (1-based, as above) that hang for `hang`.
+    pub hang_requests: Vec<u64>,
     /// Probability that a 200 body is replaced by malformed JSON.
     pub malformed_rate: f64,
     /// Tokens stop working this long after they were issued (401 afterwards).
@@ -116,6 +147,9 @@ pub struct Faults {
     pub malformed_pages_once: bool,
     /// Apply 5xx/slow/hang to token endpoints too (default: data endpoints only).
     pub include_auth: bool,
+    /// Okta: the API token is revoked after this many authorized requests; every
+    /// later request gets 401 `E0000011`, as after an admin revoked it.
+    pub token_revoked_after: Option<u64>,
 }
 
 impl Default for Faults {
@@ -127,12 +161,16 @@ impl Default for Faults {
             hang_rate: 0.0,
             hang: Duration::from_secs(3600),
             truncate_rate: 0.0,
+            truncation: Truncation::Json,
+            truncate_requests: Vec::new(),
+            hang_requests: Vec::new(),
             malformed_rate: 0.0,
             token_ttl: None,
             token_ttl_hidden: false,
             malformed_pages: Vec::new(),
             malformed_pages_once: false,
             include_auth: false,
+            token_revoked_after: None,
         }
     }
 }
@@ -161,6 +199,40 @@ impl Default for Credentials {
     }
 }
 
+/// The token endpoint's own rate limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum TokenRateLimit {
+    /// What the vendor documents: CrowdStrike 300 per minute (per IP, sliding);
+    /// none for Graph (not documented) and Okta (no token endpoint).
+    #[default]
+    Vendor,
+    Off,
+    Limit(RateLimit),
+}
+
+impl TokenRateLimit {
+    /// The limit in force for `vendor`.
+    pub fn for_vendor(self, vendor: Vendor) -> Option<RateLimit> {
+        match (self, vendor) {
+            (TokenRateLimit::Limit(l), _) => Some(l),
+            (TokenRateLimit::Vendor, Vendor::CrowdStrike) => Some(RateLimit::per_minute(300)),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for TokenRateLimit {
+    type Err = String;
+    /// `vendor`, `off`, or a rate such as `300/min`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "vendor" | "default" => Ok(TokenRateLimit::Vendor),
+            "off" | "none" => Ok(TokenRateLimit::Off),
+            other => other.parse().map(TokenRateLimit::Limit),
+        }
+    }
+}
+
 /// Vendor-specific behaviour switches where the real API is not pinned down.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Behavior {
@@ -171,11 +243,22 @@ pub struct Behavior {
     pub scroll_ttl: Duration,
     /// Answer 429 when more than this many requests are in flight (Okta has ~75).
     pub max_concurrent: Option<usize>,
+    /// Rate limit of the token endpoints (CrowdStrike's 300/min by default).
+    pub token_rate_limit: TokenRateLimit,
+    /// Graph: put `@odata.nextLink` after `value` (real Graph does on some
+    /// endpoints) instead of before it.
+    pub graph_next_link_after_value: bool,
 }
 
 impl Default for Behavior {
     fn default() -> Self {
-        Behavior { okta_joined_link: false, scroll_ttl: Duration::from_secs(120), max_concurrent: None }
+        Behavior {
+            okta_joined_link: false,
+            scroll_ttl: Duration::from_secs(120),
+            max_concurrent: None,
+            token_rate_limit: TokenRateLimit::Vendor,
+            graph_next_link_after_value: false,
+        }
     }
 }
 

@@ -3,6 +3,24 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Requests remembered in [`Counters::events`] at most.
+pub const MAX_EVENTS: usize = 100_000;
+
+/// One request as the simulator saw it (times since the simulator started).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RequestEvent {
+    /// When it arrived (before latency and faults).
+    pub arrived: Duration,
+    /// When its answer was ready to be written.
+    pub finished: Duration,
+    pub endpoint: String,
+    pub status: u16,
+    /// A 429's announced wait, from `finished`: `Retry-After` seconds (Graph),
+    /// `X-Ratelimit-Retryafter` epoch (CrowdStrike) or `X-Rate-Limit-Reset` (Okta).
+    pub retry_after: Option<Duration>,
+}
 
 /// Live counters of one simulator instance. Read them with [`Counters::snapshot`].
 #[derive(Debug, Default)]
@@ -15,6 +33,7 @@ pub struct Counters {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     maps: Mutex<Maps>,
+    events: Mutex<Vec<RequestEvent>>,
 }
 
 #[derive(Debug, Default)]
@@ -22,6 +41,8 @@ struct Maps {
     by_endpoint: BTreeMap<&'static str, u64>,
     by_status: BTreeMap<u16, u64>,
     faults: BTreeMap<&'static str, u64>,
+    in_flight_by_endpoint: BTreeMap<&'static str, u64>,
+    max_in_flight_by_endpoint: BTreeMap<&'static str, u64>,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -43,8 +64,10 @@ pub struct CountersSnapshot {
     pub bytes_served: u64,
     /// Most requests being handled at the same time.
     pub max_in_flight: u64,
+    /// Most requests to one endpoint label being handled at the same time.
+    pub max_in_flight_by_endpoint: BTreeMap<String, u64>,
     /// Injected faults by kind: `5xx`, `slow`, `hang`, `truncate`, `malformed`,
-    /// `malformed_page`, `token_expired`.
+    /// `malformed_page`, `token_expired`, `token_revoked`.
     pub faults: BTreeMap<String, u64>,
 }
 
@@ -57,6 +80,9 @@ impl CountersSnapshot {
     }
     pub fn fault(&self, kind: &str) -> u64 {
         self.faults.get(kind).copied().unwrap_or(0)
+    }
+    pub fn max_in_flight_at(&self, endpoint: &str) -> u64 {
+        self.max_in_flight_by_endpoint.get(endpoint).copied().unwrap_or(0)
     }
 }
 
@@ -72,14 +98,29 @@ impl Counters {
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             bytes_served: self.bytes_served.load(Ordering::Relaxed),
             max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            max_in_flight_by_endpoint: maps
+                .max_in_flight_by_endpoint
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             faults: maps.faults.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         }
+    }
+
+    /// Every request so far, in the order they finished (at most [`MAX_EVENTS`]).
+    pub fn events(&self) -> Vec<RequestEvent> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn request(&self, endpoint: &'static str) -> u64 {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
         *maps.by_endpoint.entry(endpoint).or_default() += 1;
+        let here = maps.in_flight_by_endpoint.entry(endpoint).or_default();
+        *here += 1;
+        let here = *here;
+        let peak = maps.max_in_flight_by_endpoint.entry(endpoint).or_default();
+        *peak = (*peak).max(here);
         drop(maps);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
@@ -87,8 +128,19 @@ impl Counters {
     }
 
     /// A request finished (or its client went away).
-    pub(crate) fn leave(&self) {
+    pub(crate) fn leave(&self, endpoint: &'static str) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = maps.in_flight_by_endpoint.get_mut(endpoint) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    pub(crate) fn event(&self, event: RequestEvent) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.len() < MAX_EVENTS {
+            events.push(event);
+        }
     }
 
     pub(crate) fn done(&self, status: u16, bytes: u64) {

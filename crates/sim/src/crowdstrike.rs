@@ -150,16 +150,18 @@ fn view(sim: &Sim, filter: Option<&str>) -> Result<View, Response> {
         return Ok(View::All(sim.config.size));
     };
     let parsed = Filter::parse(f).map_err(|e| error(StatusCode::BAD_REQUEST, &e))?;
+    let cs = sim.cs();
+    let key = (cs.generation, f.to_string());
     let mut cache = sim.filter_cache.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, hits)) = cache.iter().find(|(k, _)| k == f) {
+    if let Some((_, hits)) = cache.iter().find(|(k, _)| *k == key) {
         return Ok(View::Filtered(hits.clone()));
     }
     let hits: Arc<Vec<u64>> =
-        Arc::new((0..sim.config.size as u64).filter(|&i| parsed.matches(&sim.cs.host_value(i))).collect());
+        Arc::new((0..sim.config.size as u64).filter(|&i| parsed.matches(&cs.host_value(i))).collect());
     if cache.len() >= 8 {
         cache.remove(0);
     }
-    cache.push((f.to_string(), hits.clone()));
+    cache.push((key, hits.clone()));
     Ok(View::Filtered(hits))
 }
 
@@ -173,7 +175,8 @@ fn parse_num(pairs: &[(String, String)], name: &str, default: usize) -> Result<u
 }
 
 fn ids_page(sim: &Sim, view: &View, from: usize, to: usize) -> Vec<String> {
-    (from..to).map(|p| sim.cs.device_id(view.index(p))).collect()
+    let cs = sim.cs();
+    (from..to).map(|p| cs.device_id(view.index(p))).collect()
 }
 
 async fn query(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
@@ -323,6 +326,7 @@ fn details(sim: &Sim, ids: Vec<String>, max: usize) -> Response {
             &format!("too many ids: {} requested, at most {max} per request", ids.len()),
         );
     }
+    let cs = sim.cs();
     let mut seen = HashSet::with_capacity(ids.len());
     let mut found = Vec::with_capacity(ids.len());
     let mut errors = Vec::new();
@@ -330,7 +334,7 @@ fn details(sim: &Sim, ids: Vec<String>, max: usize) -> Response {
         if !seen.insert(id.as_str()) {
             continue;
         }
-        match sim.cs.index_of(id) {
+        match cs.index_of(id) {
             Some(i) => found.push(i),
             None => errors.push(json!({"code": 404, "id": id, "message": format!("device {id} not found")})),
         }
@@ -345,7 +349,7 @@ fn details(sim: &Sim, ids: Vec<String>, max: usize) -> Response {
         if k > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut out, &sim.cs.host(*i));
+        let _ = serde_json::to_writer(&mut out, &cs.host(*i));
     }
     out.extend_from_slice(b"],\"errors\":");
     let _ = serde_json::to_writer(&mut out, &errors);

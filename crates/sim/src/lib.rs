@@ -20,6 +20,7 @@
 // Handlers return ready-made error responses from helpers.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod config;
 mod counters;
 mod crowdstrike;
@@ -32,8 +33,8 @@ mod ratelimit;
 mod server;
 mod util;
 
-pub use config::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, Vendor};
-pub use counters::{Counters, CountersSnapshot};
+pub use config::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, TokenRateLimit, Truncation, Vendor};
+pub use counters::{Counters, CountersSnapshot, RequestEvent};
 pub use data::crowdstrike::{crowdstrike_device_ids, crowdstrike_hosts};
 pub use data::msgraph::{
     NULL_DATE, USER_DEFAULT_PROPERTIES, msgraph_devices, msgraph_users, project as msgraph_project,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use corral_sim::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, Vendor};
+use corral_sim::data::crowdstrike::CsData;
+use corral_sim::data::msgraph::GraphData;
+use corral_sim::data::okta::OktaData;
+use corral_sim::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, TokenRateLimit, Truncation, Vendor};
 
 #[derive(Parser)]
 #[command(name = "corral-sim", version, about = "Simulated vendor APIs for corral tests and benchmarks")]
@@ -77,6 +80,16 @@ struct Serve {
     hang_ms: u64,
     #[arg(long, default_value_t = 0.0)]
     truncate_rate: f64,
+    /// How truncated answers are cut: json (a complete 200 with cut JSON) or
+    /// connection (Content-Length of the whole body, connection closed mid-body).
+    #[arg(long, default_value = "json")]
+    truncate_mode: Truncation,
+    /// Data requests (1-based, in arrival order) to truncate, e.g. 2,5.
+    #[arg(long, value_delimiter = ',')]
+    truncate_requests: Vec<u64>,
+    /// Data requests (1-based, in arrival order) that hang for --hang-ms.
+    #[arg(long, value_delimiter = ',')]
+    hang_requests: Vec<u64>,
     #[arg(long, default_value_t = 0.0)]
     malformed_rate: f64,
     /// Page indices that answer malformed JSON, e.g. 3,7.
@@ -94,6 +107,15 @@ struct Serve {
     /// Apply 5xx/slow/hang faults to token endpoints too.
     #[arg(long)]
     faults_on_auth: bool,
+    /// Okta: the API token is revoked after this many authorized requests.
+    #[arg(long)]
+    token_revoked_after: Option<u64>,
+    /// Token endpoint rate limit: vendor (CrowdStrike 300/min, others none), off, or e.g. 10/s.
+    #[arg(long, default_value = "vendor")]
+    token_rate_limit: TokenRateLimit,
+    /// Graph: put @odata.nextLink after value instead of before it.
+    #[arg(long)]
+    graph_next_link_after_value: bool,
     /// Okta: send rel="self" and rel="next" in one comma-joined Link header.
     #[arg(long)]
     okta_joined_link: bool,
@@ -137,12 +159,16 @@ impl Serve {
                 hang_rate: self.hang_rate,
                 hang: ms(self.hang_ms),
                 truncate_rate: self.truncate_rate,
+                truncation: self.truncate_mode,
+                truncate_requests: self.truncate_requests.clone(),
+                hang_requests: self.hang_requests.clone(),
                 malformed_rate: self.malformed_rate,
                 token_ttl: self.token_ttl_s.map(Duration::from_secs_f64),
                 token_ttl_hidden: self.token_ttl_hidden,
                 malformed_pages: self.malformed_pages.clone(),
                 malformed_pages_once: self.malformed_once,
                 include_auth: self.faults_on_auth,
+                token_revoked_after: self.token_revoked_after,
             },
             credentials: Credentials {
                 client_id: self.client_id.clone(),
@@ -154,6 +180,8 @@ impl Serve {
                 okta_joined_link: self.okta_joined_link,
                 scroll_ttl: Duration::from_secs(self.scroll_ttl_s),
                 max_concurrent: self.max_concurrent,
+                token_rate_limit: self.token_rate_limit,
+                graph_next_link_after_value: self.graph_next_link_after_value,
             },
             threads: self.threads.max(1),
         }
@@ -174,18 +202,37 @@ fn main() -> Result<()> {
     }
 }
 
+/// Write the dataset one record at a time: nothing is held but the record
+/// being written, so a million hosts cost no memory.
 fn dump(d: &Dump) -> Result<()> {
     let a = &d.data;
-    let records = match a.vendor {
-        Vendor::CrowdStrike => corral_sim::crowdstrike_hosts(a.seed, a.size, a.generation),
-        Vendor::Okta => corral_sim::okta_users(a.seed, a.size, a.generation),
-        Vendor::MsGraph if d.users => corral_sim::msgraph_users(a.seed, a.size, a.generation),
-        Vendor::MsGraph => corral_sim::msgraph_devices(a.seed, a.size, a.generation),
-    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for r in records {
-        serde_json::to_writer(&mut out, &r)?;
+    fn line(out: &mut impl Write, r: &impl serde::Serialize) -> Result<()> {
+        serde_json::to_writer(&mut *out, r)?;
         out.write_all(b"\n")?;
+        Ok(())
+    }
+    let n = a.size as u64;
+    match a.vendor {
+        Vendor::CrowdStrike => {
+            let data = CsData::new(a.seed, a.size, a.generation);
+            for i in 0..n {
+                line(&mut out, &data.host(i))?;
+            }
+        }
+        Vendor::Okta => {
+            let data = OktaData::new(a.seed, a.size, a.generation);
+            for i in 0..n {
+                line(&mut out, &data.user(i))?;
+            }
+        }
+        Vendor::MsGraph => {
+            let data = GraphData::new(a.seed, a.size, a.generation);
+            for i in 0..n {
+                let r = if d.users { data.user(i) } else { data.device(i) };
+                line(&mut out, &r)?;
+            }
+        }
     }
     out.flush()?;
     Ok(())
@@ -223,6 +270,9 @@ async fn serve(s: Serve) -> Result<()> {
             println!("  users:   GET  {base}/v1.0/users");
         }
     }
+    println!(
+        "  admin:   POST {base}/_sim/generation (next dataset generation), POST {base}/_sim/revoke, GET {base}/_sim/counters"
+    );
     std::io::stdout().flush()?;
     let counters = sim.counters.clone();
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;

@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 use crate::data::msgraph::{USER_DEFAULT_PROPERTIES, project};
 use crate::ratelimit::Decision;
 use crate::server::{Kind, Sim, TokenState, blocking};
-use crate::util::{PageIndex, bearer, get as qget, json as json_resp, parse_form, parse_query, seal, unseal};
+use crate::util::{
+    PageIndex, bearer, get as qget, json as json_resp, json_bytes, parse_form, parse_query, seal, unseal,
+};
 
 const TOKEN_TTL: Duration = Duration::from_secs(3599);
 const SCOPE: &str = "https://graph.microsoft.com/.default";
@@ -86,6 +88,22 @@ pub(crate) fn too_many(_sim: &Sim, d: &Decision) -> Response {
         StatusCode::TOO_MANY_REQUESTS,
         "TooManyRequests",
         "Too many requests from this application; retry after the Retry-After interval.",
+    );
+    let wait = d.reset_at.saturating_duration_since(Instant::now());
+    let secs = (wait.as_secs_f64().ceil() as u64).max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The identity platform throttling token requests: 429, OAuth error shape, `Retry-After` seconds.
+pub(crate) fn token_too_many(_sim: &Sim, d: &Decision) -> Response {
+    let mut resp = oauth_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        50196,
+        "The server terminated an operation because it encountered a client request loop or too many requests.",
     );
     let wait = d.reset_at.saturating_duration_since(Instant::now());
     let secs = (wait.as_secs_f64().ceil() as u64).max(1);
@@ -248,8 +266,9 @@ fn list(sim: &Sim, headers: &HeaderMap, q: Option<&str>, l: &Listing) -> Respons
     let size = sim.config.size;
     let end = (position + top).min(size);
     let mut values = Vec::with_capacity(end.saturating_sub(position));
+    let data = sim.graph();
     for pos in position..end {
-        let full = if l.kind == 1 { sim.graph.device(pos as u64) } else { sim.graph.user(pos as u64) };
+        let full = if l.kind == 1 { data.device(pos as u64) } else { data.user(pos as u64) };
         let record = match (&select, l.kind) {
             (Some(props), _) => {
                 if let Some(bad) = props.iter().find(|p| full.get(p.as_str()).is_none()) {
@@ -271,8 +290,7 @@ fn list(sim: &Sim, headers: &HeaderMap, q: Option<&str>, l: &Listing) -> Respons
         Some(props) => format!("https://graph.microsoft.com/v1.0/$metadata#{}({})", l.context, props.join(",")),
         None => format!("https://graph.microsoft.com/v1.0/$metadata#{}", l.context),
     };
-    let mut body = serde_json::Map::new();
-    body.insert("@odata.context".into(), Value::String(context));
+    let mut next_link = None;
     if end < size {
         let origin = headers
             .get(header::HOST)
@@ -283,10 +301,30 @@ fn list(sim: &Sim, headers: &HeaderMap, q: Option<&str>, l: &Listing) -> Respons
         if let Some(props) = &select {
             link.push_str(&format!("&$select={}", props.join(",")));
         }
-        body.insert("@odata.nextLink".into(), Value::String(link));
+        next_link = Some(link);
     }
-    body.insert("value".into(), Value::Array(values));
-    let mut resp = json_resp(StatusCode::OK, &body);
+    // Written by hand: the field order is the point (a JSON map would sort the keys).
+    let mut body = Vec::with_capacity(values.len() * 1024 + 512);
+    let field = |body: &mut Vec<u8>, name: &str, value: &Value| {
+        let _ = serde_json::to_writer(&mut *body, name);
+        body.push(b':');
+        let _ = serde_json::to_writer(&mut *body, value);
+    };
+    body.push(b'{');
+    field(&mut body, "@odata.context", &Value::String(context));
+    let after = sim.config.behavior.graph_next_link_after_value;
+    if let Some(link) = next_link.as_ref().filter(|_| !after) {
+        body.push(b',');
+        field(&mut body, "@odata.nextLink", &Value::String(link.clone()));
+    }
+    body.push(b',');
+    field(&mut body, "value", &Value::Array(values));
+    if let Some(link) = next_link.as_ref().filter(|_| after) {
+        body.push(b',');
+        field(&mut body, "@odata.nextLink", &Value::String(link.clone()));
+    }
+    body.push(b'}');
+    let mut resp = json_bytes(StatusCode::OK, body);
     resp.extensions_mut().insert(PageIndex(page));
     resp
 }

@@ -80,7 +80,7 @@ async fn not_found() -> Response {
 
 fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
     let token = bearer(headers, "SSWS").or_else(|| bearer(headers, "Bearer"));
-    if token.as_deref() == Some(sim.config.credentials.token.as_str()) {
+    if token.as_deref() == Some(sim.config.credentials.token.as_str()) && sim.okta_token_works() {
         Ok(())
     } else {
         Err(error(StatusCode::UNAUTHORIZED, "E0000011", "Invalid token provided"))
@@ -125,7 +125,7 @@ async fn users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(q): Raw
     let after = qget(&pairs, "after").filter(|a| !a.is_empty());
     let start = match after {
         None => 0,
-        Some(a) => match sim.okta.index_of(a) {
+        Some(a) => match sim.okta().index_of(a) {
             Some(i) => i as usize + 1,
             None => {
                 return error(StatusCode::BAD_REQUEST, "E0000001", "Api validation failed: after");
@@ -134,7 +134,8 @@ async fn users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(q): Raw
     };
     let size = sim.config.size;
     let end = (start + limit).min(size);
-    let users: Vec<_> = (start..end).map(|i| sim.okta.user(i as u64)).collect();
+    let data = sim.okta();
+    let users: Vec<_> = (start..end).map(|i| data.user(i as u64)).collect();
 
     let base = origin(&sim, &headers);
     let self_link = match after {
@@ -142,7 +143,7 @@ async fn users(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(q): Raw
         None => format!("<{base}/api/v1/users?limit={limit}>; rel=\"self\""),
     };
     let next_link = (end < size && end > start).then(|| {
-        let last = sim.okta.user_id(end as u64 - 1);
+        let last = sim.okta().user_id(end as u64 - 1);
         format!("<{base}/api/v1/users?after={}&limit={limit}>; rel=\"next\"", percent_encode(&last))
     });
     let mut resp = json_resp(StatusCode::OK, &users);
@@ -165,15 +166,15 @@ async fn me(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&sim, &headers) {
         return r;
     }
-    json_resp(StatusCode::OK, &sim.okta.token_owner())
+    json_resp(StatusCode::OK, &sim.okta().token_owner())
 }
 
 async fn user(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&sim, &headers) {
         return r;
     }
-    match sim.okta.index_of(&id) {
-        Some(i) => json_resp(StatusCode::OK, &sim.okta.user(i)),
+    match sim.okta().index_of(&id) {
+        Some(i) => json_resp(StatusCode::OK, &sim.okta().user(i)),
         None => error(StatusCode::NOT_FOUND, "E0000007", &format!("Not found: Resource not found: {id} (User)")),
     }
 }

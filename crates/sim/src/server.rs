@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SimConfig, Vendor};
-use crate::counters::Counters;
+use crate::config::{SimConfig, Truncation, Vendor};
+use crate::counters::{Counters, RequestEvent};
 use crate::data::crowdstrike::CsData;
 use crate::data::msgraph::GraphData;
 use crate::data::okta::OktaData;
@@ -47,6 +47,9 @@ pub(crate) enum TokenState {
     Expired,
 }
 
+/// A filter's matching listing positions, keyed by (generation, filter).
+pub(crate) type FilterHits = ((u64, String), Arc<Vec<u64>>);
+
 pub(crate) struct Sim {
     pub vendor: Vendor,
     pub config: SimConfig,
@@ -56,18 +59,61 @@ pub(crate) struct Sim {
     started_wall: SystemTime,
     pub cancel: CancellationToken,
     limiter: Option<Limiter>,
+    /// The token endpoint's own limit (CrowdStrike: 300/min).
+    token_limiter: Option<Limiter>,
     rng: Mutex<FaultRng>,
     tokens: Mutex<HashMap<String, Instant>>,
     token_seq: AtomicU64,
     malformed_served: Mutex<HashSet<(&'static str, usize)>>,
-    pub cs: CsData,
-    pub okta: OktaData,
-    pub graph: GraphData,
-    /// CrowdStrike FQL filter results, most recent last.
-    pub filter_cache: Mutex<Vec<(String, Arc<Vec<u64>>)>>,
+    /// The dataset generation served now (`POST /_sim/generation` moves it).
+    generation: Arc<AtomicU64>,
+    /// Faultable requests so far (numbers `Faults::truncate_requests` / `hang_requests`).
+    data_requests: AtomicU64,
+    /// Okta: requests the API token authorized, and whether it was revoked.
+    okta_authorized: AtomicU64,
+    okta_revoked: AtomicBool,
+    /// CrowdStrike FQL filter results by (generation, filter), most recent last.
+    pub filter_cache: Mutex<Vec<FilterHits>>,
 }
 
 impl Sim {
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+    pub(crate) fn generation_cell(&self) -> &AtomicU64 {
+        &self.generation
+    }
+    /// The CrowdStrike dataset of the current generation.
+    pub(crate) fn cs(&self) -> CsData {
+        CsData::new(self.config.seed, self.config.size, self.generation())
+    }
+    pub(crate) fn okta(&self) -> OktaData {
+        OktaData::new(self.config.seed, self.config.size, self.generation())
+    }
+    pub(crate) fn graph(&self) -> GraphData {
+        GraphData::new(self.config.seed, self.config.size, self.generation())
+    }
+
+    /// Okta: whether the configured API token still works; counts the request if so.
+    pub(crate) fn okta_token_works(&self) -> bool {
+        if self.okta_revoked.load(Ordering::Relaxed) {
+            return false;
+        }
+        let n = self.okta_authorized.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.config.faults.token_revoked_after.is_some_and(|max| n > max) {
+            self.okta_revoked.store(true, Ordering::Relaxed);
+            self.counters.fault("token_revoked");
+            return false;
+        }
+        true
+    }
+
+    /// Revoke every credential: the Okta API token and each OAuth token issued so far.
+    pub(crate) fn revoke_tokens(&self) {
+        self.okta_revoked.store(true, Ordering::Relaxed);
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.counters.fault("token_revoked");
+    }
     /// Wall-clock epoch seconds (rounded up) of an instant.
     pub(crate) fn epoch_secs(&self, at: Instant) -> u64 {
         let wall = if at >= self.started {
@@ -139,9 +185,26 @@ pub struct SimHandle {
     pub config: SimConfig,
     cancel: CancellationToken,
     done: Option<oneshot::Receiver<()>>,
+    generation: Arc<AtomicU64>,
 }
 
 impl SimHandle {
+    /// The dataset generation served now (starts at `config.generation`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Serve generation `generation` from now on (as `POST /_sim/generation` does):
+    /// the next run of a client sees some records changed and a few replaced.
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Move to the next generation; returns it.
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Stop serving and wait (at most a few seconds) for the server to finish; hung
     /// requests are answered 503.
     pub async fn shutdown(mut self) {
@@ -182,11 +245,12 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
     let counters = Arc::new(Counters::default());
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let (seed, size, generation) = (config.seed, config.size, config.generation);
+    let (seed, generation) = (config.seed, config.generation);
     let window = match vendor {
         Vendor::Okta => Window::Fixed,
         _ => Window::Sliding,
     };
+    let generation_cell = Arc::new(AtomicU64::new(generation));
     let sim = Arc::new(Sim {
         vendor,
         counters: counters.clone(),
@@ -195,13 +259,19 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
         started_wall: SystemTime::now(),
         cancel: cancel.clone(),
         limiter: config.rate_limit.map(|rl| Limiter::new(rl, window, started)),
+        token_limiter: config
+            .behavior
+            .token_rate_limit
+            .for_vendor(vendor)
+            .map(|rl| Limiter::new(rl, Window::Sliding, started)),
         rng: Mutex::new(FaultRng::new(seed)),
         tokens: Mutex::new(HashMap::new()),
         token_seq: AtomicU64::new(0),
         malformed_served: Mutex::new(HashSet::new()),
-        cs: CsData::new(seed, size, generation),
-        okta: OktaData::new(seed, size, generation),
-        graph: GraphData::new(seed, size, generation),
+        generation: generation_cell.clone(),
+        data_requests: AtomicU64::new(0),
+        okta_authorized: AtomicU64::new(0),
+        okta_revoked: AtomicBool::new(false),
         filter_cache: Mutex::new(Vec::new()),
         config: config.clone(),
     });
@@ -226,7 +296,7 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
             // Dropping the runtime here ends any connection task still running.
         })?;
     }
-    Ok(SimHandle { base_url, addr, vendor, counters, config, cancel, done: Some(done_rx) })
+    Ok(SimHandle { base_url, addr, vendor, counters, config, cancel, done: Some(done_rx), generation: generation_cell })
 }
 
 async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: CancellationToken) -> std::io::Result<()> {
@@ -236,7 +306,11 @@ async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: Cancellatio
         Vendor::Okta => okta::router(),
         Vendor::MsGraph => msgraph::router(),
     };
-    let app: Router = routes.layer(middleware::from_fn_with_state(sim.clone(), sim_layer)).with_state(sim);
+    // Admin routes are merged after the layer: never counted, limited or faulted.
+    let app: Router = routes
+        .layer(middleware::from_fn_with_state(sim.clone(), sim_layer))
+        .merge(crate::admin::router())
+        .with_state(sim);
     let graceful = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { graceful.cancelled().await });
     tokio::select! {
@@ -268,11 +342,11 @@ fn classify(vendor: Vendor, method: &Method, path: &str) -> (&'static str, Kind)
     }
 }
 
-struct InFlight(Arc<Counters>);
+struct InFlight(Arc<Counters>, &'static str);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.leave();
+        self.0.leave(self.1);
     }
 }
 
@@ -288,11 +362,20 @@ async fn pause(sim: &Sim, d: Duration) -> bool {
 }
 
 async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let arrived = sim.started.elapsed();
     let (label, kind) = classify(sim.vendor, req.method(), req.uri().path());
     let in_flight = sim.counters.request(label);
-    let _guard = InFlight(sim.counters.clone());
-    let draws = sim.rng.lock().unwrap_or_else(|e| e.into_inner()).draw(&sim.config);
+    let _guard = InFlight(sim.counters.clone(), label);
+    let mut draws = sim.rng.lock().unwrap_or_else(|e| e.into_inner()).draw(&sim.config);
     let faultable = kind == Kind::Data || (kind == Kind::Auth && sim.config.faults.include_auth);
+    if faultable {
+        let nth = sim.data_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let f = &sim.config.faults;
+        draws.hang |= f.hang_requests.contains(&nth);
+        if f.truncate_requests.contains(&nth) {
+            draws.truncate = Some(0.5);
+        }
+    }
 
     let mut resp = handle(&sim, req, next, kind, faultable, draws, in_flight).await;
 
@@ -306,9 +389,10 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
 
     let status = resp.status();
     let page = resp.extensions().get::<PageIndex>().copied();
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
     let mut bytes = bytes.to_vec();
+    let mut cut_connection_at = None;
     if faultable && status == StatusCode::OK {
         let page_fault = page.is_some_and(|PageIndex(p)| {
             sim.config.faults.malformed_pages.contains(&p)
@@ -323,14 +407,57 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
             bytes = faults::malformed(&bytes, v);
             sim.counters.fault("malformed");
         } else if let Some(keep) = draws.truncate {
-            bytes = faults::truncate(&bytes, keep);
+            match sim.config.faults.truncation {
+                Truncation::Json => bytes = faults::truncate(&bytes, keep),
+                Truncation::Connection => cut_connection_at = Some(faults::truncate(&bytes, keep).len()),
+            }
             sim.counters.fault("truncate");
         }
     }
-    sim.counters.done(status.as_u16(), bytes.len() as u64);
-    let mut resp = Response::from_parts(parts, Body::from(bytes));
-    resp.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
-    resp
+    let finished = sim.started.elapsed();
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| announced_wait(&sim, &parts.headers)).flatten();
+    sim.counters.event(RequestEvent {
+        arrived,
+        finished,
+        endpoint: label.to_string(),
+        status: status.as_u16(),
+        retry_after,
+    });
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let Some(cut) = cut_connection_at else {
+        sim.counters.done(status.as_u16(), bytes.len() as u64);
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    // Announce the whole body, send part of it, then fail the body stream:
+    // hyper closes the connection mid-body, as a dropped connection would.
+    sim.counters.done(status.as_u16(), cut as u64);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&bytes.len().to_string()) {
+        parts.headers.insert(axum::http::header::CONTENT_LENGTH, v);
+    }
+    bytes.truncate(cut);
+    use futures::StreamExt;
+    let part = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+    // A pause first, so the part already written is flushed to the client before the cut.
+    let cut = futures::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Err(std::io::Error::other("corral-sim: connection cut mid-body"))
+    });
+    Response::from_parts(parts, Body::from_stream(part.chain(cut)))
+}
+
+/// The wait a 429 announced, from now: Retry-After seconds, or an epoch
+/// instant (CrowdStrike's X-Ratelimit-Retryafter, Okta's X-Rate-Limit-Reset).
+fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(secs) = get("retry-after") {
+        return Some(Duration::from_secs(secs));
+    }
+    let epoch = get("x-ratelimit-retryafter").or_else(|| match sim.vendor {
+        Vendor::Okta => get("x-rate-limit-reset"),
+        _ => None,
+    })?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Some(Duration::from_secs(epoch).saturating_sub(now))
 }
 
 async fn handle(
@@ -352,6 +479,15 @@ async fn handle(
         return too_many(sim, d);
     }
     let mut decision = None;
+    if kind == Kind::Auth
+        && let Some(l) = &sim.token_limiter
+    {
+        let d = l.check(Instant::now(), true);
+        if !d.allowed {
+            return too_many_token(sim, d);
+        }
+        decision = Some(d);
+    }
     if kind != Kind::Auth
         && let Some(l) = &sim.limiter
     {
@@ -394,6 +530,15 @@ fn too_many(sim: &Sim, d: Decision) -> Response {
         Vendor::CrowdStrike => crowdstrike::too_many(sim, &d),
         Vendor::Okta => okta::too_many(sim, &d),
         Vendor::MsGraph => msgraph::too_many(sim, &d),
+    };
+    resp.extensions_mut().insert(d);
+    resp
+}
+
+fn too_many_token(sim: &Sim, d: Decision) -> Response {
+    let mut resp = match sim.vendor {
+        Vendor::MsGraph => msgraph::token_too_many(sim, &d),
+        _ => crowdstrike::too_many(sim, &d),
     };
     resp.extensions_mut().insert(d);
     resp

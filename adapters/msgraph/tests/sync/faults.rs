@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use corral_core::testing::MemoryStore;
 use corral_core::{AssetKind, RunStatus};
-use corral_sim::{Faults, SimConfig};
+use corral_sim::{Faults, SimConfig, Truncation};
 use serde_json::json;
 
 use crate::common::*;
@@ -94,5 +94,25 @@ async fn persistently_unreadable_last_looking_page_fails_the_stream() {
         sim.counters.snapshot().endpoint("graph.users"),
         u64::from(corral_adapter_msgraph::UNREADABLE_PAGE_ATTEMPTS)
     );
+    sim.shutdown().await;
+}
+
+/// Pages whose connection is cut mid-body are fetched again: every record
+/// loads, nothing is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_cut_mid_body_are_retried_not_rejected() {
+    const SEED: u64 = 9;
+    const SIZE: usize = 100;
+    let faults = Faults { truncation: Truncation::Connection, truncate_requests: vec![1, 4, 5], ..Faults::default() };
+    let sim = start(SimConfig::new(SEED, SIZE).faults(faults)).await;
+    let (summary, store) = sync(adapter(&sim, json!({"page_size": 20})), &[]).await;
+    assert_eq!(summary.status, RunStatus::Success, "{}", show(&summary));
+    assert_eq!(summary.records_rejected, 0, "{}", show(&summary));
+    assert_eq!(stored_ids(&store, AssetKind::User), ids_of(&corral_sim::msgraph_users(SEED, SIZE, 0), 0..SIZE));
+    assert_eq!(stored_ids(&store, AssetKind::Device), ids_of(&corral_sim::msgraph_devices(SEED, SIZE, 0), 0..SIZE));
+    let c = sim.counters.snapshot();
+    assert_eq!(c.fault("truncate"), 3, "{c:?}");
+    assert_eq!(summary.requests.transport_errors, 3, "{:?}", summary.requests);
+    assert_eq!(c.endpoint("graph.users") + c.endpoint("graph.devices"), 10 + 3);
     sim.shutdown().await;
 }

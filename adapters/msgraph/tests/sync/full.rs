@@ -144,3 +144,44 @@ async fn keep_raw_keeps_the_graph_records() {
     }
     sim.shutdown().await;
 }
+
+/// Every body is scanned off the runtime, even small ones: the nextLink of
+/// each page, and the well-formedness check of the last one.
+#[tokio::test(flavor = "current_thread")]
+async fn small_pages_are_scanned_off_the_runtime() {
+    let sim = start(SimConfig::new(3, 30)).await;
+    let adapter = adapter(&sim, json!({"page_size": 10}));
+    let info = adapter.info().stream("users").cloned().expect("users stream");
+    let (sink, mut rx) = PageSink::channel(8);
+    let before = corral_http::offloaded_on_this_thread();
+    adapter.fetch(corral_core::FetchContext::for_test(CONN, info, sink)).await.expect("fetch ok");
+    let offloaded = corral_http::offloaded_on_this_thread() - before;
+    let mut pages = 0;
+    while rx.recv().await.is_some() {
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert!(offloaded > pages, "{offloaded} scans off the runtime for {pages} pages (links and the last page's check)");
+    sim.shutdown().await;
+}
+
+/// Real Graph puts `@odata.nextLink` after `value` on some endpoints: the
+/// link is still found (at the end of the page) and every page is fetched once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_link_after_value_is_followed() {
+    let config = SimConfig::new(12, 230)
+        .behavior(corral_sim::Behavior { graph_next_link_after_value: true, ..corral_sim::Behavior::default() });
+    let sim = start(config).await;
+    let (summary, store) = sync(adapter(&sim, json!({"page_size": 50})), &[]).await;
+    assert_eq!(summary.status, RunStatus::Success, "{}", show(&summary));
+    assert_eq!(summary.records_rejected, 0);
+    for (name, s) in &summary.streams {
+        assert_eq!(s.pages, 5, "{name}");
+        assert!(s.fetch_completed && s.stale_handled, "{name}");
+    }
+    assert_eq!(stored_ids(&store, AssetKind::User), ids_of(&corral_sim::msgraph_users(12, 230, 0), 0..230));
+    assert_eq!(stored_ids(&store, AssetKind::Device), ids_of(&corral_sim::msgraph_devices(12, 230, 0), 0..230));
+    let c = sim.counters.snapshot();
+    assert_eq!((c.endpoint("graph.users"), c.endpoint("graph.devices")), (5, 5), "{c:?}");
+    sim.shutdown().await;
+}

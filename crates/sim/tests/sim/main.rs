@@ -1,8 +1,10 @@
 //! Integration tests of the simulators over real HTTP on loopback.
 
+mod binary;
 mod common;
 mod crowdstrike;
 mod data;
 mod general;
+mod knobs;
 mod msgraph;
 mod okta;
