@@ -20,7 +20,7 @@
 //!   `{connection, kind, source_id, stream, fields: {...}, raw?, content_hash,
 //!   first_seen, last_seen, last_sync_id, stale_since?, insert_token,
 //!   write_token, write_changed}`, dates as BSON dates (millisecond
-//!   precision). `fields` is exactly [`Asset::fields_json`]. The three
+//!   precision). `fields` is exactly [`Asset::fields_json`](corral_core::asset::Asset::fields_json). The three
 //!   `*_token` / `write_changed` fields record which load batch inserted and
 //!   last rewrote the document, so a retried batch counts exactly (see [`load`](self)).
 //! - `runs`: `{_id: sync_id, sync_id, connection, adapter, status, started_at, ended_at,
@@ -278,7 +278,7 @@ impl MongoOptions {
 ///   text (`"2024-05-01 12:00:00"`), breaking every date comparison and
 ///   decoding; an update that also has another operator goes through its
 ///   document-level path, which keeps dates. So for the stand-in only, every
-///   update carries `$pull: {_corral_noop: {$in: []}}` (see [`load::noop_pull`]):
+///   update carries `$pull: {_corral_noop: {$in: []}}` (`load::noop_pull`):
 ///   a field corral never writes, a no-op in MongoDB too.
 /// - `$group` does not evaluate a compound `_id` (`{connection: "$connection",
 ///   kind: "$kind"}`: it groups everything under the literal), so for the
