@@ -1,17 +1,23 @@
 //! Load stage alone: records/s into each store across batch sizes, for a first
 //! load (inserts) and a re-load of the same assets (unchanged).
 //!
-//! `cargo bench -p corral-workspace --bench load`
-//! (CORRAL_BENCH_ASSETS sets the count, default 100,000; MongoDB is measured
-//! when MONGODB_URI is set, e.g. `export "$(bash scripts/mongo-test-server.sh start)"`).
-//! Under `cargo test` it runs once with a few hundred assets.
+//! `bash scripts/bench-load.sh` (installs and starts nx-27017 unless
+//! `MONGODB_URI` names a MongoDB, runs `cargo bench -p corral-workspace --bench
+//! load`, stops the server). `CORRAL_BENCH_ASSETS` sets the count (default
+//! 100,000). For MongoDB the store's per-command batch (`max_batch_docs`)
+//! follows the engine batch size, so a 5,000-record batch is one `update`
+//! command of 5,000 statements (byte budget permitting), not five of 1,000.
+//! Without `MONGODB_URI` it measures SQLite only and says so loudly.
+//! Under `cargo test` it runs once with a few hundred assets and checks the
+//! counts, and needs MongoDB like every MongoDB test (see `corral_store::nx`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use corral_core::store::LoadBatch;
-use corral_core::{Asset, Device, Store};
-use corral_store::mongo::MongoStore;
+use corral_core::{Asset, Device, LoadOutcome, Store};
+use corral_store::mongo::{MongoOptions, MongoStore, ServerKind};
+use corral_store::nx;
 use corral_store::sqlite::SqliteStore;
 
 fn assets(n: usize) -> Vec<Asset> {
@@ -34,27 +40,34 @@ fn assets(n: usize) -> Vec<Asset> {
         .collect()
 }
 
-async fn load(store: &Arc<dyn Store>, all: &[Asset], batch: usize, sync: &str, in_flight: usize) -> f64 {
+/// Load `all` in batches of `batch`, `in_flight` at once: (records/s, summed outcome).
+async fn load(store: &Arc<dyn Store>, all: &[Asset], batch: usize, sync: &str, in_flight: usize) -> (f64, LoadOutcome) {
     let started = Instant::now();
-    let mut set: tokio::task::JoinSet<Result<corral_core::LoadOutcome, corral_core::StoreError>> =
-        tokio::task::JoinSet::new();
+    let mut set: tokio::task::JoinSet<Result<LoadOutcome, corral_core::StoreError>> = tokio::task::JoinSet::new();
+    let mut total = LoadOutcome::default();
+    let seen_at = chrono::Utc::now();
     for chunk in all.chunks(batch) {
         while set.len() >= in_flight {
-            set.join_next().await.expect("task").expect("join").expect("upsert");
+            total.add(set.join_next().await.expect("task").expect("join").expect("upsert"));
         }
         let store = store.clone();
-        let b = LoadBatch {
-            sync_id: sync.into(),
-            connection: "bench".into(),
-            seen_at: chrono::Utc::now(),
-            assets: chunk.to_vec(),
-        };
+        let b = LoadBatch { sync_id: sync.into(), connection: "bench".into(), seen_at, assets: chunk.to_vec() };
         set.spawn(async move { store.upsert(b).await });
     }
     while let Some(r) = set.join_next().await {
-        r.expect("join").expect("upsert");
+        total.add(r.expect("join").expect("upsert"));
     }
-    all.len() as f64 / started.elapsed().as_secs_f64()
+    (all.len() as f64 / started.elapsed().as_secs_f64(), total)
+}
+
+/// First load and reload of `all`; the counts must be exact.
+async fn measure(store: &Arc<dyn Store>, all: &[Asset], batch: usize) -> (f64, f64) {
+    let n = all.len() as u64;
+    let (ins, first) = load(store, all, batch, "s1", 2).await;
+    assert_eq!((first.inserted, first.updated, first.unchanged), (n, 0, 0), "first load: every asset inserted");
+    let (same, second) = load(store, all, batch, "s2", 2).await;
+    assert_eq!((second.inserted, second.updated, second.unchanged), (0, 0, n), "reload: every asset unchanged");
+    (ins, same)
 }
 
 fn main() {
@@ -64,31 +77,47 @@ fn main() {
         Err(_) if benching => 100_000,
         Err(_) => 300,
     };
-    let batches: &[usize] = if benching { &[100, 1000, 5000] } else { &[100] };
+    let batches: &[usize] = if benching { &[100, 1000, 5000, 10_000] } else { &[100] };
+    let uri = match std::env::var("MONGODB_URI") {
+        Ok(uri) if !uri.trim().is_empty() => Some(uri),
+        // Under `cargo test`, MongoDB is required like in every MongoDB test (or skipped by CORRAL_SKIP_MONGO=1).
+        _ if !benching => nx::mongodb_uri("benches/load"),
+        _ => None,
+    };
     let all = assets(n);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        println!("load bench: {n} assets, 2 batches in flight");
-        println!("{:<10} {:>7} {:>14} {:>14}", "store", "batch", "insert rec/s", "unchanged rec/s");
+        println!("load bench: {n} assets, 2 batches in flight, {} cores", std::thread::available_parallelism().map_or(0, |p| p.get()));
+        println!("{:<22} {:>7} {:>9} {:>14} {:>16}", "store", "batch", "commands", "insert rec/s", "unchanged rec/s");
         for &batch in batches {
             let dir = tempfile::tempdir().expect("tempdir");
             let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db")).expect("sqlite"));
-            let ins = load(&sqlite, &all, batch, "s1", 2).await;
-            let same = load(&sqlite, &all, batch, "s2", 2).await;
-            println!("{:<10} {:>7} {:>14.0} {:>14.0}", "sqlite", batch, ins, same);
+            let (ins, same) = measure(&sqlite, &all, batch).await;
+            println!("{:<22} {:>7} {:>9} {:>14.0} {:>16.0}", "sqlite (file, WAL)", batch, "-", ins, same);
         }
-        if let Ok(uri) = std::env::var("MONGODB_URI") {
-            for &batch in batches {
-                let db = format!("bench_load_{}_{}", std::process::id(), batch);
-                let mongo = MongoStore::connect(&uri, &db).await.expect("mongodb");
-                let store: Arc<dyn Store> = Arc::new(mongo.clone());
-                let ins = load(&store, &all, batch, "s1", 2).await;
-                let same = load(&store, &all, batch, "s2", 2).await;
-                println!("{:<10} {:>7} {:>14.0} {:>14.0}", "mongodb", batch, ins, same);
-                let _ = mongo.drop_database().await;
-            }
-        } else {
-            println!("(MONGODB_URI not set: MongoDB not measured)");
+        let Some(uri) = uri else {
+            println!();
+            println!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+            println!("!!! MongoDB NOT MEASURED: MONGODB_URI is not set. These figures are SQLite only.");
+            println!("!!! Run `bash scripts/bench-load.sh` (starts nx-27017) or set MONGODB_URI.");
+            println!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+            return;
+        };
+        for &batch in batches {
+            let db = format!("bench_load_{}_{}", std::process::id(), batch);
+            // One `update` command per engine batch (the byte budget permitting).
+            let opts = MongoOptions { max_batch_docs: batch, ..MongoOptions::default() };
+            let mongo = MongoStore::connect_with(&uri, &db, opts).await.expect("mongodb");
+            let label = match mongo.server_kind().await.expect("reach MongoDB") {
+                ServerKind::MongoDb => "mongodb",
+                ServerKind::Nx27017StandIn => "mongodb (nx-27017)",
+            };
+            let store: Arc<dyn Store> = Arc::new(mongo.clone());
+            let (ins, same) = measure(&store, &all, batch).await;
+            let commands = mongo.stats().update_commands;
+            println!("{label:<22} {batch:>7} {commands:>9} {ins:>14.0} {same:>16.0}");
+            let _ = mongo.drop_database().await;
         }
+        println!("(commands: `update` commands sent for both passes; nx-27017 is a SQLite-backed stand-in, not MongoDB's speed)");
     });
 }

@@ -16,7 +16,9 @@
 //! or iterate [`CASES`].
 //!
 //! Contract details the suite pins down (beyond the `Store` docs):
-//! - Timestamps round-trip exactly at whole-second precision (the suite only uses whole seconds).
+//! - Timestamps round-trip exactly at millisecond precision (the suite uses
+//!   whole milliseconds; finer digits may be dropped), in stored assets, stale
+//!   marks, delete cut-offs and runs.
 //! - `count_assets` and `list_assets` apply the filter first: without
 //!   `include_stale`, stale assets are neither listed nor counted (so `stale`
 //!   is 0); with it, `count` includes them and `stale` says how many.
@@ -24,7 +26,10 @@
 //!   by connection then kind (`device` < `user`); assets are ordered by
 //!   connection, kind, source_id (byte order).
 //! - `limit` 0 returns nothing (note that MongoDB's `limit(0)` means "no limit").
-//! - `rejects(sync_id, ..)` returns them in the order they were saved.
+//! - `rejects(sync_id, ..)` returns them in the order they were saved; equal
+//!   rejects saved twice (in one call or two) are all kept.
+//! - A batch too large for one write of the store (MongoDB: 16 MiB per
+//!   command) is split by the store, by bytes as well as by count.
 //! - A record a store refuses on its own (document too large) is reported in
 //!   `LoadOutcome::rejected` with its source id in `Reject::record` (e.g.
 //!   `device huge-1`); every other record of the batch is stored.
@@ -85,7 +90,10 @@ cases![
     count_and_list_filters,
     limit_zero_returns_nothing,
     large_batch_stored,
+    large_documents_split_by_bytes,
     oversized_asset_isolated,
+    timestamps_keep_milliseconds,
+    identical_rejects_are_all_kept,
 ];
 
 /// Run every case in [`CASES`], each on a fresh store from `make(case_name)`.
@@ -132,6 +140,11 @@ pub async fn run_case(case: &Case, store: &dyn Store) -> Result<(), String> {
 /// A fixed base time (2024-05-01T12:00:00Z) plus `secs` seconds.
 pub fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_714_564_800 + secs, 0).expect("conformance: timestamp in range")
+}
+
+/// [`at`]`(secs)` plus `millis` milliseconds.
+pub fn at_ms(secs: i64, millis: i64) -> DateTime<Utc> {
+    at(secs) + chrono::Duration::milliseconds(millis)
 }
 
 const HOUR: i64 = 3600;
@@ -774,4 +787,117 @@ pub async fn oversized_asset_isolated(store: &dyn Store) {
     // A retry of the same batch behaves the same way and never fails the batch.
     let again = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), vec![huge])).await, "upsert oversized alone");
     assert_eq!(again.stored() + again.rejected.len() as u64, 1, "the oversized asset alone: stored or rejected");
+}
+
+/// Records per batch in [`large_documents_split_by_bytes`], each of about [`LARGE_DOCUMENT_BYTES`].
+pub const LARGE_DOCUMENTS: usize = 18;
+/// Size of each large document's raw data: together more than MongoDB's 16 MiB.
+pub const LARGE_DOCUMENT_BYTES: usize = 1 << 20;
+
+/// A device whose raw record holds about `bytes` bytes; `version` changes its content.
+pub fn large_device(stream: &str, source_id: &str, bytes: usize, version: u32) -> Asset {
+    let pad: String = (0..bytes).map(|i| char::from(b'a' + ((i / 1000) % 26) as u8)).collect();
+    device(stream, source_id, &format!("{source_id}.example.com"))
+        .with_raw(Some(serde_json::json!({ "id": source_id, "version": version, "pad": pad })))
+}
+
+/// One batch of large documents, more bytes than one MongoDB command may hold:
+/// every record stored intact and counted exactly, first inserted, then half changed.
+pub async fn large_documents_split_by_bytes(store: &dyn Store) {
+    let n = LARGE_DOCUMENTS;
+    let first: Vec<Asset> =
+        (0..n).map(|i| large_device("hosts", &format!("big-{i:02}"), LARGE_DOCUMENT_BYTES, 1)).collect();
+    let bytes: usize = first.iter().map(|a| a.raw.as_ref().map_or(0, |r| r.to_string().len())).sum();
+    assert!(bytes > 16 << 20, "the batch must exceed 16 MiB: {bytes}");
+    let mut assets = first.clone();
+    assets.push(device("hosts", "small", "small.example.com"));
+    let out = ok(store.upsert(batch("conn-a", "sync-1", at(0), assets)).await, "upsert large documents");
+    assert_eq!(out, outcome(n as u64 + 1, 0, 0), "every large document inserted, none rejected");
+    assert_eq!(total(store).await, n as u64 + 1, "every large document stored");
+    for i in [0, n / 2, n - 1] {
+        let stored = get(store, "conn-a", D, &format!("big-{i:02}")).await;
+        assert_eq!(stored.raw, first[i].raw, "big-{i:02}'s raw round-trips intact");
+        assert_eq!(stored.fields, first[i].fields_json(), "big-{i:02}'s fields round-trip");
+    }
+
+    // Half changed (odd ones), half the same.
+    let second: Vec<Asset> = (0..n)
+        .map(|i| {
+            let version = if i % 2 == 1 { 2 } else { 1 };
+            large_device("hosts", &format!("big-{i:02}"), LARGE_DOCUMENT_BYTES, version)
+        })
+        .collect();
+    let out = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), second.clone())).await, "upsert again");
+    assert_eq!(out, outcome(0, n as u64 / 2, n as u64 / 2), "odd ones changed, even ones unchanged");
+    let changed = get(store, "conn-a", D, "big-01").await;
+    assert_eq!(changed.raw, second[1].raw, "the changed raw replaced the old one");
+    assert_eq!((changed.first_seen, changed.last_sync_id.as_str()), (at(0), "sync-2"), "first_seen kept");
+    assert_eq!(total(store).await, n as u64 + 1, "no duplicates");
+}
+
+/// Millisecond precision everywhere a time is stored or compared.
+pub async fn timestamps_keep_milliseconds(store: &dyn Store) {
+    let t0 = at_ms(0, 123);
+    ok(
+        store.upsert(batch("conn-a", "ms-1", t0, vec![device("s1", "a1", "a1"), device("s1", "a2", "a2")])).await,
+        "upsert ms-1",
+    );
+    let a1 = get(store, "conn-a", D, "a1").await;
+    assert_eq!((a1.first_seen, a1.last_seen), (t0, t0), "first_seen and last_seen keep milliseconds");
+
+    let t1 = at_ms(0, 124);
+    let out = ok(store.upsert(batch("conn-a", "ms-2", t1, vec![device("s1", "a1", "a1")])).await, "upsert ms-2");
+    assert_eq!(out, outcome(0, 0, 1), "same content a millisecond later: unchanged");
+    let a1 = get(store, "conn-a", D, "a1").await;
+    assert_eq!((a1.first_seen, a1.last_seen), (t0, t1), "last_seen moves by one millisecond, first_seen stays");
+
+    let marked_at = at_ms(10, 457);
+    let mark = StalePolicy::Mark { delete_after: None };
+    let out = ok(store.handle_stale(&scope("conn-a", "s1", "ms-2", marked_at), mark).await, "mark");
+    assert_eq!(out, StaleOutcome { marked: 1, deleted: 0 }, "a2 marked");
+    assert_eq!(get(store, "conn-a", D, "a2").await.stale_since, Some(marked_at), "stale_since keeps milliseconds");
+
+    // Deleted once stale for at least one second: not at 999 ms, at 1000 ms.
+    let one_second = StalePolicy::Mark { delete_after: Some(Duration::from_secs(1)) };
+    let out = ok(
+        store
+            .handle_stale(&scope("conn-a", "s1", "ms-2", marked_at + chrono::Duration::milliseconds(999)), one_second)
+            .await,
+        "stale for 999 ms",
+    );
+    assert_eq!(out, StaleOutcome { marked: 0, deleted: 0 }, "stale for 999 ms: not old enough");
+    let out = ok(
+        store
+            .handle_stale(&scope("conn-a", "s1", "ms-2", marked_at + chrono::Duration::milliseconds(1000)), one_second)
+            .await,
+        "stale for 1000 ms",
+    );
+    assert_eq!(out, StaleOutcome { marked: 0, deleted: 1 }, "stale for exactly 1 s: deleted");
+
+    // Runs one millisecond apart: ordered, times intact.
+    let earlier = run_summary("run-earlier", "conn-a", at_ms(100, 1));
+    let later = run_summary("run-later", "conn-a", at_ms(100, 2));
+    ok(store.save_run(&later).await, "save later");
+    ok(store.save_run(&earlier).await, "save earlier");
+    assert_eq!(ok(store.runs(10).await, "runs"), vec![later, earlier], "most recent first by a millisecond");
+}
+
+/// Equal rejects saved twice (two records with the same problem, or the same
+/// record in two pages) are all kept, in save order.
+pub async fn identical_rejects_are_all_kept(store: &dyn Store) {
+    let reject = StoredReject {
+        sync_id: "sync-1".into(),
+        connection: "conn-a".into(),
+        stream: "hosts".into(),
+        reject: Reject::new("line 7", "missing_key", "no id").with_raw(b"{}"),
+    };
+    let other = StoredReject { reject: Reject::new("line 8", "missing_key", "no id"), ..reject.clone() };
+    ok(store.save_rejects(vec![reject.clone(), reject.clone()]).await, "save twice in one call");
+    ok(store.save_rejects(vec![other.clone()]).await, "save another");
+    ok(store.save_rejects(vec![reject.clone()]).await, "save the same again");
+    assert_eq!(
+        ok(store.rejects("sync-1", 100).await, "rejects"),
+        vec![reject.clone(), reject.clone(), other, reject],
+        "every saved reject kept, in save order"
+    );
 }

@@ -1,18 +1,23 @@
 //! The MongoDB store against a server: the store conformance suite plus
 //! MongoDB-specific cases (oversized documents, byte-split batches, a server
-//! that dies mid-load, concurrent upserts).
+//! that dies mid-load, lost replies, concurrent upserts, indexes).
 //!
 //! Needs `MONGODB_URI`: `bash scripts/mongo-test-server.sh start` starts
 //! nx-27017 (a MongoDB wire-protocol server backed by SQLite) and prints it;
 //! point it at a real MongoDB 6+ to run the same tests there. Each case uses a
 //! fresh database named `ct_<case>_<unique>` and drops it at the end.
 //!
-//! Without `MONGODB_URI` the tests fail (in CI, and locally unless
-//! `CORRAL_SKIP_MONGO=1` is set, which skips them loudly).
+//! Without `MONGODB_URI` the tests fail, unless `CORRAL_SKIP_MONGO=1` is set
+//! outside CI, which skips them loudly and leaves a marker for scripts/test.sh
+//! to report (see `corral_store::nx`).
 //!
-//! `server_stopped_mid_operation` starts its own private nx-27017 from the
-//! project's virtualenv (`CORRAL_VENV`, default `<repo>/.venv`, made by
-//! `scripts/mongo-test-server.sh install`) so that it can kill and restart it.
+//! `server_stopped_mid_operation` and the `lost_reply_*` cases start their own
+//! private nx-27017 from the project's virtualenv (`CORRAL_VENV`, default
+//! `<repo>/.venv`, made by `scripts/mongo-test-server.sh install`): the first
+//! kills and restarts it, the others reach it through a proxy that loses
+//! chosen replies (tests/support).
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,39 +26,20 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use corral_core::adapter::Reject;
 use corral_core::asset::{Asset, AssetKind, Device};
-use corral_core::store::{AssetFilter, LoadBatch, Store, StoreError};
+use corral_core::store::{
+    AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, Store, StoreError, StoredReject,
+};
 use corral_store::conformance;
-use corral_store::mongo::{MongoOptions, MongoStore, RetryPolicy};
+use corral_store::mongo::{MongoOptions, MongoStore, RetryPolicy, ServerKind};
 use corral_store::nx::{self, NxServer};
 use futures::FutureExt;
+use mongodb::bson::doc;
+use support::FaultProxy;
 
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-}
-
-/// The URI of the test server, or `None` when skipping is allowed and asked for.
-fn mongo_uri() -> Option<String> {
-    if let Ok(uri) = std::env::var("MONGODB_URI")
-        && !uri.trim().is_empty()
-    {
-        return Some(uri);
-    }
-    if env_flag("CI") {
-        panic!("MONGODB_URI not set: run scripts/test.sh (it starts nx-27017 with scripts/mongo-test-server.sh)");
-    }
-    if std::env::var("CORRAL_SKIP_MONGO").as_deref() == Ok("1") {
-        eprintln!();
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!("!!! SKIPPING MongoDB store tests: MONGODB_URI not set, CORRAL_SKIP_MONGO=1");
-        eprintln!("!!! run: export \"$(bash scripts/mongo-test-server.sh start)\"");
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        return None;
-    }
-    panic!(
-        "MONGODB_URI not set: run scripts/test.sh, or `export \"$(bash scripts/mongo-test-server.sh start)\"`, \
-         or set CORRAL_SKIP_MONGO=1 to skip the MongoDB tests"
-    );
+fn mongo_uri(test: &str) -> Option<String> {
+    nx::mongodb_uri(&format!("mongo_conformance::{test}"))
 }
 
 /// Options for tests: short timeouts so failures show in seconds.
@@ -139,14 +125,16 @@ async fn total(store: &MongoStore) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite() {
-    let Some(uri) = mongo_uri() else { return };
+    let Some(uri) = mongo_uri("conformance_suite") else { return };
     let created: Arc<Mutex<Vec<MongoStore>>> = Arc::default();
     let made = Arc::clone(&created);
     let result = AssertUnwindSafe(conformance::run_all(move |case| {
         let uri = uri.clone();
         let made = Arc::clone(&made);
         async move {
-            let store = open(&uri, case, test_options()).await;
+            // A small byte budget, so that large batches are split into several commands.
+            let opts = MongoOptions { max_batch_bytes: 2 << 20, ..test_options() };
+            let store = open(&uri, case, opts).await;
             made.lock().unwrap_or_else(|e| e.into_inner()).push(store.clone());
             Arc::new(store) as Arc<dyn Store>
         }
@@ -168,7 +156,7 @@ async fn conformance_suite() {
 /// over the per-command byte budget is sent in a command of its own and stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_document_rejected_alone() {
-    let Some(uri) = mongo_uri() else { return };
+    let Some(uri) = mongo_uri("oversized_document_rejected_alone") else { return };
     let store = open(&uri, "oversized", test_options()).await;
     with_cleanup(vec![store.clone()], async {
         let huge = conformance::oversized_device("hosts");
@@ -206,7 +194,7 @@ async fn oversized_document_rejected_alone() {
 /// 20,000 assets (~1 KB each) in one batch are split by bytes, not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_of_20000_split_by_bytes() {
-    let Some(uri) = mongo_uri() else { return };
+    let Some(uri) = mongo_uri("batch_of_20000_split_by_bytes") else { return };
     const N: usize = 20_000;
     const MAX_BYTES: usize = 2 << 20;
     let opts = MongoOptions { max_batch_docs: 100_000, max_batch_bytes: MAX_BYTES, ..test_options() };
@@ -251,7 +239,7 @@ async fn batch_of_20000_split_by_bytes() {
 /// once overall, none is duplicated, none fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_upserts_of_same_keys() {
-    let Some(uri) = mongo_uri() else { return };
+    let Some(uri) = mongo_uri("concurrent_upserts_of_same_keys") else { return };
     let store = open(&uri, "concurrent", test_options()).await;
     with_cleanup(vec![store.clone()], async {
         let assets: Vec<Asset> = (0..300).map(|i| device(&format!("d{i:03}"), "h", 0)).collect();
@@ -280,7 +268,7 @@ async fn concurrent_upserts_of_same_keys() {
 /// if the server refuses it, rejected alone: it never fails the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awkward_raw_keys() {
-    let Some(uri) = mongo_uri() else { return };
+    let Some(uri) = mongo_uri("awkward_raw_keys") else { return };
     let store = open(&uri, "rawkeys", test_options()).await;
     with_cleanup(vec![store.clone()], async {
         let dotted = device("dotted", "h", 0)
@@ -304,59 +292,224 @@ async fn awkward_raw_keys() {
     .await;
 }
 
-/// Two stores on one database both create the indexes (idempotently).
+/// Two stores on one database both create the indexes (idempotently), and the
+/// assets collection has each one the store relies on, with its exact keys
+/// (nx-27017 names indexes itself, so they are found by keys, not names).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexes_created_idempotently() {
-    let Some(uri) = mongo_uri() else { return };
+    let Some(uri) = mongo_uri("indexes_created_idempotently") else { return };
     let first = open(&uri, "indexes", test_options()).await;
     let db = first.database().name().to_string();
     let second = MongoStore::connect_with(&uri, &db, test_options()).await.expect("connect");
     with_cleanup(vec![first.clone()], async {
         first.upsert(batch("c", "s1", 0, vec![device("a", "h", 0)])).await.expect("first store");
         second.upsert(batch("c", "s2", 60, vec![device("a", "h", 0)])).await.expect("second store");
-        let names = first.database().collection::<mongodb::bson::Document>("assets").list_index_names().await;
-        let names = names.expect("list indexes");
-        // _id plus our six (nx-27017 names them itself; real MongoDB keeps ours).
-        assert!(names.len() >= 7, "{names:?}");
-        if names.iter().any(|n| n == "asset_key") {
-            for name in ["asset_stale_scan", "asset_stale_since", "asset_hostname", "asset_serial_number"] {
-                assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
-            }
+        let indexes = first.asset_indexes().await.expect("list indexes");
+        let find = |keys: mongodb::bson::Document| {
+            let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+            indexes
+                .iter()
+                .find(|(_, k, _)| k.keys().map(String::as_str).eq(names.iter().copied()))
+                .unwrap_or_else(|| panic!("no index on {keys}: {indexes:?}"))
+        };
+        let (_, key, unique) = find(doc! { "connection": 1, "kind": 1, "source_id": 1 });
+        assert!(*unique, "the asset key index must be unique: {indexes:?}");
+        assert!(key.values().all(|v| v.as_i32() == Some(1) || v.as_f64() == Some(1.0)), "ascending: {key}");
+        for keys in [
+            doc! { "connection": 1, "stream": 1, "last_sync_id": 1 },
+            doc! { "connection": 1, "stream": 1, "stale_since": 1 },
+            doc! { "kind": 1, "fields.hostname": 1 },
+            doc! { "kind": 1, "fields.serial_number": 1 },
+            doc! { "kind": 1, "fields.mac_addresses": 1 },
+        ] {
+            let (name, _, unique) = find(keys.clone());
+            assert!(!*unique, "{name} on {keys} must not be unique (assets may share them)");
         }
+        let on_key = indexes.iter().filter(|(_, k, _)| k.contains_key("source_id")).count();
+        assert_eq!(on_key, 1, "created once, not once per store: {indexes:?}");
+        assert_eq!(indexes.len(), 7, "_id plus the store's six: {indexes:?}");
         assert_eq!(total(&first).await, 1);
     })
     .await;
 }
 
+/// A NON-unique index on the asset key made by hand (under another name) would
+/// let concurrent upserts duplicate assets: the store refuses to write, naming
+/// it, instead of accepting it as equivalent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_unique_key_index_is_refused() {
+    let Some(uri) = mongo_uri("non_unique_key_index_is_refused") else { return };
+    let store = open(&uri, "nonunique", test_options()).await;
+    with_cleanup(vec![store.clone()], async {
+        let assets = store.database().collection::<mongodb::bson::Document>("assets");
+        let by_hand = mongodb::IndexModel::builder()
+            .keys(doc! { "connection": 1, "kind": 1, "source_id": 1 })
+            .options(mongodb::options::IndexOptions::builder().name("by_hand".to_string()).build())
+            .build();
+        assets.create_index(by_hand).await.expect("create the index by hand");
+        let err = store.upsert(batch("c", "s1", 0, vec![device("a", "h", 0)])).await.expect_err("must refuse");
+        assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("unique") && msg.contains("source_id"), "{msg}");
+        assert_eq!(assets.count_documents(doc! {}).await.expect("count"), 0, "nothing written");
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
-// A private nx-27017 that the test can kill and restart.
+// A private nx-27017 that the test can kill and restart, or reach through a
+// proxy that loses replies.
 // ---------------------------------------------------------------------------
 
-/// The server dies mid-load: `upsert` fails within a bounded time with a
-/// transient error, fails fast while the server is down, and once it is back
-/// the same batch loads with no duplicates.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_stopped_mid_operation() {
-    // This case runs its own server, but is gated like the others.
-    if mongo_uri().is_none() {
-        return;
-    }
-    let ci = env_flag("CI");
-    let Some(bin) = nx::binary() else {
-        let msg = format!(
-            "{} has no nx-27017: run `bash scripts/mongo-test-server.sh install` (or set CORRAL_VENV)",
-            nx::venv_dir().display()
-        );
-        if ci {
-            panic!("{msg}");
-        }
-        eprintln!("!!! SKIPPING server_stopped_mid_operation: {msg}");
-        return;
-    };
+/// A private nx-27017 (with its data directory), or `None` when the test is to skip.
+fn private_server(test: &str) -> Option<(NxServer, tempfile::TempDir)> {
+    // These cases run their own server, but are gated like the others.
+    mongo_uri(test)?;
+    let bin = nx::require_binary(&format!("mongo_conformance::{test}"))?;
     let data = tempfile::tempdir().expect("temp dir");
     let port = nx::free_port().expect("free port");
-    let mut server = NxServer::start(&bin, port, data.path(), 1).expect("start nx-27017");
-    let uri = format!("mongodb://127.0.0.1:{}", server.port);
+    let server = NxServer::start(&bin, port, data.path(), 1).expect("start nx-27017");
+    Some((server, data))
+}
+
+/// Options for the lost-reply cases: quick retries, one command at a time (so
+/// "the second update command" is well defined), 100 statements per command.
+fn proxy_options(retry: RetryPolicy) -> MongoOptions {
+    MongoOptions {
+        server_selection_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(30),
+        retry,
+        max_batch_docs: 100,
+        max_in_flight: 1,
+        ..MongoOptions::default()
+    }
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(500),
+        budget: Duration::from_secs(20),
+    }
+}
+
+async fn through_proxy(server: &NxServer, retry: RetryPolicy) -> (FaultProxy, MongoStore) {
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", server.port)).await;
+    let store = MongoStore::connect_with(&proxy.uri(), "lost", proxy_options(retry)).await.expect("connect");
+    store.ping().await.expect("ping through the proxy");
+    (proxy, store)
+}
+
+fn outcome(inserted: u64, updated: u64, unchanged: u64) -> LoadOutcome {
+    LoadOutcome { inserted, updated, unchanged, rejected: Vec::new() }
+}
+
+/// The reply to the second of three `update` commands is lost after the server
+/// applied it: the store retries that chunk, finds its 100 documents already
+/// there with the same content, and still counts them inserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_reply_of_an_upsert_still_counts_inserted() {
+    let Some((server, _data)) = private_server("lost_reply_of_an_upsert_still_counts_inserted") else { return };
+    let (proxy, store) = through_proxy(&server, quick_retries()).await;
+    assert_eq!(store.server_kind().await.expect("server kind"), ServerKind::Nx27017StandIn);
+    let assets: Vec<Asset> = (0..300).map(|i| device(&format!("n{i:03}"), "h", 0)).collect();
+    proxy.lose_reply("update", 1);
+    let out = store.upsert(batch("conn-a", "sync-1", 0, assets)).await.expect("upsert, retried by the store");
+    assert_eq!(proxy.lost(), 1, "the second command's reply was lost");
+    assert!(store.stats().retries >= 1, "{:?}", store.stats());
+    assert_eq!(out, outcome(300, 0, 0), "every document this batch created is counted inserted");
+    assert_eq!(total(&store).await, 300);
+}
+
+/// An upsert that fails after some of its commands were applied (the store
+/// does not retry here: a single-attempt policy), then retried by its caller
+/// with the same batch, as the engine does: the retry's counts are exactly
+/// what the batch did to the store (inserted / updated / unchanged), not
+/// "unchanged" for what the failed call had written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_upsert_retried_by_the_caller_counts_exactly() {
+    let Some((server, _data)) = private_server("failed_upsert_retried_by_the_caller_counts_exactly") else { return };
+    let (proxy, store) = through_proxy(&server, RetryPolicy::none()).await;
+    // 100 known assets: 50 will change, 50 will not.
+    let known: Vec<Asset> = (0..100).map(|i| device(&format!("k{i:03}"), "old", 0)).collect();
+    store.upsert(batch("conn-a", "sync-0", 0, known)).await.expect("seed");
+    // Chunks of 100: [50 changed, 50 unchanged] [100 new] [100 new].
+    let mut assets: Vec<Asset> =
+        (0..100).map(|i| device(&format!("k{i:03}"), if i < 50 { "new" } else { "old" }, 0)).collect();
+    assets.extend((0..200).map(|i| device(&format!("n{i:03}"), "h", 0)));
+    // The first command succeeds, the second is applied but its reply lost.
+    proxy.lose_reply("update", 1);
+    let b = batch("conn-a", "sync-1", 60, assets);
+    let err = store.upsert(b.clone()).await.expect_err("the lost reply fails the upsert");
+    assert!(err.is_transient(), "a single-attempt policy passes the transient error on: {err:?}");
+    assert!(err.to_string().contains("the others stored"), "{err}");
+    assert_eq!(proxy.lost(), 1);
+    let written = total(&store).await;
+    assert!(written >= 200, "the first two commands were applied: {written}");
+
+    let out = store.upsert(b).await.expect("the caller's retry");
+    assert_eq!(out, outcome(200, 50, 50), "counted as if the batch had been written once");
+    assert_eq!(total(&store).await, 300);
+    let listed = store.list_assets(&all(), 1000).await.expect("list");
+    assert!(listed.iter().all(|a| a.last_sync_id == "sync-1"), "every asset refreshed");
+    assert_eq!(listed.iter().filter(|a| a.fields["hostname"] == "new").count(), 50);
+}
+
+/// Stale handling whose mark, then whose delete, loses its reply after the
+/// server applied it: each step is retried on its own and reports what it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replies_during_stale_handling_keep_counts_exact() {
+    let Some((server, _data)) = private_server("lost_replies_during_stale_handling_keep_counts_exact") else { return };
+    let (proxy, store) = through_proxy(&server, quick_retries()).await;
+    let five: Vec<Asset> = (0..5).map(|i| device(&format!("d{i}"), "h", 0)).collect();
+    store.upsert(batch("conn-a", "sync-1", 0, five.clone())).await.expect("sync-1");
+    store.upsert(batch("conn-a", "sync-2", 3600, five[..2].to_vec())).await.expect("sync-2");
+
+    let mark = StalePolicy::Mark { delete_after: None };
+    proxy.lose_reply("update", 0);
+    let out = store.handle_stale(&conformance::scope("conn-a", "hosts", "sync-2", conformance::at(3600)), mark).await;
+    assert_eq!(proxy.lost(), 1, "the mark's reply was lost");
+    assert_eq!(out.expect("mark, retried"), StaleOutcome { marked: 3, deleted: 0 }, "the 3 unseen assets marked");
+
+    let day = StalePolicy::Mark { delete_after: Some(Duration::from_secs(86_400)) };
+    proxy.lose_reply("delete", 0);
+    let later = conformance::at(3 * 86_400);
+    let out = store.handle_stale(&conformance::scope("conn-a", "hosts", "sync-2", later), day).await;
+    assert_eq!(proxy.lost(), 2, "the delete's reply was lost");
+    assert_eq!(out.expect("delete, retried"), StaleOutcome { marked: 0, deleted: 3 }, "the 3 stale assets deleted");
+    assert_eq!(total(&store).await, 2);
+}
+
+/// `save_rejects` whose insert loses its reply after the server applied it:
+/// the retry stores nothing twice, and equal rejects are all kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_reply_of_save_rejects_stores_each_once() {
+    let Some((server, _data)) = private_server("lost_reply_of_save_rejects_stores_each_once") else { return };
+    let (proxy, store) = through_proxy(&server, quick_retries()).await;
+    let rej = |line: u32| StoredReject {
+        sync_id: "sync-1".into(),
+        connection: "conn-a".into(),
+        stream: "hosts".into(),
+        reject: Reject::new(format!("line {line}"), "missing_key", "no id"),
+    };
+    let rejects = vec![rej(1), rej(2), rej(1)];
+    proxy.lose_reply("insert", 0);
+    store.save_rejects(rejects.clone()).await.expect("save, retried");
+    assert_eq!(proxy.lost(), 1, "the insert's reply was lost");
+    assert_eq!(store.rejects("sync-1", 100).await.expect("rejects"), rejects, "each saved once, equal ones kept");
+}
+
+/// The server dies mid-load: `upsert` fails within a bounded time with a
+/// permanent error (the store retried already), fails fast while the server is
+/// down, and once it is back the same batch loads with no duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_mid_operation() {
+    let Some((mut server, data)) = private_server("server_stopped_mid_operation") else { return };
+    let bin = nx::require_binary("mongo_conformance::server_stopped_mid_operation").expect("checked above");
+    let port = server.port;
+    let uri = server.uri();
     let retry = RetryPolicy {
         max_attempts: 3,
         initial_backoff: Duration::from_millis(200),
@@ -399,15 +552,15 @@ async fn server_stopped_mid_operation() {
     let took = killed.elapsed();
     eprintln!("upsert after kill: {result:?} in {took:?} ({:?})", store.stats());
     match result {
-        Err(StoreError::Transient(msg)) => assert!(msg.contains("gave up"), "{msg}"),
-        other => panic!("expected a transient error after the server died, got {other:?}"),
+        Err(StoreError::Permanent(msg)) => assert!(msg.contains("gave up after"), "{msg}"),
+        other => panic!("expected a permanent error after the store's retries, got {other:?}"),
     }
     assert!(took < bound, "the failed upsert took {took:?}, over {bound:?}");
 
     // While the server is down, a new upsert fails just as fast.
     let started = Instant::now();
     let down = store.upsert(batch("conn-a", "sync-x", 0, vec![device("x", "x", 0)])).await;
-    assert!(matches!(down, Err(StoreError::Transient(_))), "{down:?}");
+    assert!(matches!(down, Err(StoreError::Permanent(_))), "{down:?}");
     assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
 
     // Back up (same port, same data): the batch loads, nothing duplicated.

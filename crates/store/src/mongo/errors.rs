@@ -4,10 +4,18 @@
 //! stepping down or a node recovering / shutting down, write-concern timeouts,
 //! lock / write conflicts, and anything the server or driver labels
 //! `RetryableWriteError` (or `RetryableError`). Every store write is an
-//! idempotent upsert, delete or replace, so retrying after an ambiguous
-//! failure (the server may have applied the write) is safe.
+//! idempotent upsert, delete, replace or insert with client-chosen ids, so
+//! retrying after an ambiguous failure (the server may have applied the
+//! write) is safe.
+//!
+//! Once the store's own retries are used up the error is permanent: the
+//! engine, which retries transient batch failures itself, must not multiply
+//! the store's attempts by its own (a hung server would otherwise hold a run
+//! for attempts x attempts x timeout).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use corral_core::store::StoreError;
 use mongodb::error::{Error, ErrorKind, WriteFailure};
@@ -138,17 +146,29 @@ impl<'a> Retry<'a> {
 
     /// After a failed attempt: a non-transient error is returned as is; a
     /// transient one waits (capped exponential backoff) and returns `Ok` when
-    /// another attempt may start, or gives up when the attempts or the time
-    /// budget are used up.
+    /// another attempt may start.
+    ///
+    /// Once the attempts or the time budget are used up, the error becomes
+    /// [`StoreError::Permanent`] ("gave up after N attempts in T s"): the store
+    /// has already retried, so its caller (the engine retries transient batch
+    /// failures) must not stack its own retries on top. With a policy of a
+    /// single attempt the store has not retried at all, and the transient
+    /// error is passed on as such for the caller to retry.
     pub(crate) async fn after_failure(&mut self, err: StoreError) -> Result<(), StoreError> {
         let StoreError::Transient(msg) = err else { return Err(err) };
         let elapsed = self.started.elapsed();
         let backoff = self.backoff();
-        if self.attempts >= self.policy.max_attempts.max(1) || elapsed + backoff > self.policy.budget {
-            return Err(StoreError::Transient(format!(
-                "{msg} (gave up after {} attempt(s) in {:.1}s)",
+        let max_attempts = self.policy.max_attempts.max(1);
+        if max_attempts == 1 {
+            return Err(StoreError::Transient(msg));
+        }
+        if self.attempts >= max_attempts || elapsed + backoff > self.policy.budget {
+            return Err(StoreError::Permanent(format!(
+                "{msg} (gave up after {} attempt(s) in {:.1}s; retry budget {} attempts / {:.0}s)",
                 self.attempts,
-                elapsed.as_secs_f64()
+                elapsed.as_secs_f64(),
+                max_attempts,
+                self.policy.budget.as_secs_f64(),
             )));
         }
         tracing::warn!(
@@ -169,8 +189,14 @@ impl<'a> Retry<'a> {
     }
 }
 
-/// Run `op` until it succeeds, fails for good, or the retry policy gives up.
-/// Each attempt is bounded by `attempt_timeout` (a hung server counts as transient).
+/// Run `op` until it succeeds, fails for good, or the retry policy gives up
+/// (then [`StoreError::Permanent`], see [`Retry::after_failure`]). Each attempt
+/// is bounded by `attempt_timeout` (a hung server counts as transient), so the
+/// whole operation takes at most about `policy.budget + attempt_timeout`.
+///
+/// `op` is told whether an earlier attempt failed: after an ambiguous failure
+/// the server may have applied that attempt, and an operation that reports a
+/// count must then count what is there rather than what it changed.
 pub(crate) async fn with_retry<T, F, Fut>(
     policy: &RetryPolicy,
     attempt_timeout: Duration,
@@ -178,16 +204,18 @@ pub(crate) async fn with_retry<T, F, Fut>(
     mut op: F,
 ) -> Result<T, StoreError>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(bool) -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut retry = Retry::new(policy, what);
+    let mut failed_before = false;
     loop {
-        let err = match tokio::time::timeout(attempt_timeout, op()).await {
+        let err = match tokio::time::timeout(attempt_timeout, op(failed_before)).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => e,
             Err(_) => StoreError::Transient(format!("{what}: no answer within {:.1}s", attempt_timeout.as_secs_f64())),
         };
+        failed_before = true;
         retry.after_failure(err).await?;
     }
 }
@@ -219,20 +247,59 @@ mod tests {
             budget: Duration::from_secs(60),
         };
         let mut calls = 0;
-        let r: Result<(), _> = with_retry(&policy, Duration::from_secs(5), "op", || {
+        let r: Result<(), _> = with_retry(&policy, Duration::from_secs(5), "op", |_| {
             calls += 1;
             async { Err(StoreError::Transient("boom".into())) }
         })
         .await;
         assert_eq!(calls, 3);
-        let Err(StoreError::Transient(msg)) = r else { panic!("expected transient: {r:?}") };
-        assert!(msg.contains("gave up after 3 attempt(s)"), "{msg}");
+        // Retried already: the caller must not retry again.
+        let Err(StoreError::Permanent(msg)) = r else { panic!("expected permanent: {r:?}") };
+        assert!(msg.contains("boom") && msg.contains("gave up after 3 attempt(s)"), "{msg}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_gives_up_when_the_budget_is_spent() {
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            budget: Duration::from_secs(10),
+        };
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let r: Result<(), _> = with_retry(&policy, Duration::from_secs(3), "op", |_| {
+            calls += 1;
+            async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Err(StoreError::Transient("slow failure".into()))
+            }
+        })
+        .await;
+        // 2 s per attempt + 1 s backoff: attempts start at 0, 3, 6 and 9 s; none after the 10 s budget.
+        assert_eq!(calls, 4);
+        assert_eq!(started.elapsed(), Duration::from_secs(11));
+        let Err(StoreError::Permanent(msg)) = r else { panic!("expected permanent: {r:?}") };
+        assert!(msg.contains("gave up after 4 attempt(s) in 11.0s"), "{msg}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_attempt_policy_passes_transient_errors_on() {
+        let mut calls = 0;
+        let r: Result<(), _> = with_retry(&RetryPolicy::none(), Duration::from_secs(5), "op", |_| {
+            calls += 1;
+            async { Err(StoreError::Transient("blip".into())) }
+        })
+        .await;
+        assert_eq!(calls, 1);
+        // Not retried by the store: the caller may retry.
+        assert!(matches!(r, Err(StoreError::Transient(ref m)) if m == "blip"), "{r:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried() {
         let mut calls = 0;
-        let r: Result<(), _> = with_retry(&RetryPolicy::default(), Duration::from_secs(5), "op", || {
+        let r: Result<(), _> = with_retry(&RetryPolicy::default(), Duration::from_secs(5), "op", |_| {
             calls += 1;
             async { Err(StoreError::Permanent("no".into())) }
         })
@@ -245,7 +312,7 @@ mod tests {
     async fn hung_attempts_time_out_and_retry() {
         let policy = RetryPolicy { max_attempts: 2, ..Default::default() };
         let mut calls = 0;
-        let r: Result<u32, _> = with_retry(&policy, Duration::from_secs(1), "op", || {
+        let r: Result<u32, _> = with_retry(&policy, Duration::from_secs(1), "op", |_| {
             calls += 1;
             let n = calls;
             async move {

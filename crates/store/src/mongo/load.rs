@@ -1,21 +1,27 @@
 //! `upsert`: how a load batch becomes unordered multi-statement `update` commands.
 //!
 //! 1. **Prepare** (on the blocking pool: it is CPU work): dedupe the batch by
-//!    key (the later record wins, as in every store), encode each asset's full
-//!    upsert statement as raw BSON, and reject on its own any record whose
-//!    document would exceed MongoDB's 16 MiB limit (`document_too_large`) or
-//!    cannot be encoded (`store_encode`).
+//!    key (the later record wins, as in every store), encode each asset's
+//!    `$set` part as raw BSON, reject on its own any record whose document
+//!    would exceed MongoDB's 16 MiB limit (`document_too_large`) or cannot be
+//!    encoded (`store_encode`), and compute the batch's **write token**: a
+//!    64-bit hash of (connection, sync id, seen_at, every record's kind,
+//!    source id and content hash in order). A retry of the batch (the store's
+//!    own, or the engine's, which re-sends the same batch) has the same token;
+//!    another batch, even of the same sync, has another.
 //! 2. **Chunk** by statement count and by bytes, so every command stays well
 //!    under the 16 MiB command-document limit (`run_command` sends the command
 //!    as one document; a single statement larger than the byte budget goes alone).
 //! 3. For each chunk (a few in flight at once), one **attempt** is:
-//!    - one `find` per asset kind, `{connection, kind, source_id: {$in: [...]}}`
-//!      projected to `source_id, content_hash`: the existing hashes;
+//!    - one `find` per asset kind on the primary (read concern `local`, whatever
+//!      the URI's read preference), `{connection, kind, source_id: {$in: [...]}}`
+//!      projected to `source_id, content_hash, insert_token, write_token,
+//!      write_changed`: what is stored;
 //!    - one `update` command, `ordered: false`, one statement per asset:
 //!      - new or changed content: filter on the key, `upsert: true`,
-//!        `$setOnInsert: {first_seen}`, `$set: {fields, raw, stream,
-//!        content_hash, last_seen, last_sync_id}`, `$unset: {stale_since}`
-//!        (and `raw` when the record has none);
+//!        `$setOnInsert: {first_seen, insert_token}`, `$set: {fields, raw,
+//!        stream, content_hash, last_seen, last_sync_id, write_token,
+//!        write_changed}`, `$unset: {stale_since}` (and `raw` when the record has none);
 //!      - unchanged content (same hash): a light statement that sends no
 //!        fields: filter on the key **and** the hash, `upsert: false`,
 //!        `$set: {stream, last_seen, last_sync_id}`, `$unset: {stale_since}`.
@@ -25,14 +31,31 @@
 //!      statements matched than were sent (the document changed or vanished
 //!      between the read and the write), those assets are written again with
 //!      full statements, so a race can never lose data, only cost a round trip.
+//!    - **Counts survive retries.** After an ambiguous failure (the server may
+//!      have applied the command; the reply was lost) the next attempt finds
+//!      the asset already stored with its own content hash, which alone would
+//!      count it unchanged. The tokens say what happened: `insert_token` equal
+//!      to this batch's token means this batch inserted it; `write_token`
+//!      equal to it means this batch rewrote it, and `write_changed` whether
+//!      that counted as updated (or, for the first of in-batch duplicates, as
+//!      unchanged). Such an asset is counted as that earlier attempt would have
+//!      counted it. A full statement that matched a document the pre-read did
+//!      not see is checked the same way (one extra read, only then).
 //!    - Per-statement write errors: transient codes and duplicate key (two
 //!      concurrent upserts of one new key) are retried; a document over the
 //!      size limit, a validation failure or any other per-document refusal
 //!      rejects that record alone.
 //!    - Command-level transient errors retry the attempt with capped
 //!      exponential backoff ([`super::RetryPolicy`]); every statement is
-//!      idempotent, so a retry after an ambiguous failure is safe (it may then
-//!      count as unchanged what the lost attempt had inserted).
+//!      idempotent, so a retry after an ambiguous failure is safe.
+//! 4. Every chunk sent runs to its end even when another fails, so every chunk
+//!    is either acknowledged, has used up its retries, or was never sent (none
+//!    starts after a failure); then the first error is returned (its message
+//!    says what the other chunks stored). A retry of the
+//!    whole batch then counts the acknowledged chunks through their tokens:
+//!    within one sync, inserted + updated + unchanged are exact however often
+//!    the batch is retried. (What a failed `upsert` stored cannot be reported
+//!    to the caller: `Store::upsert` returns no outcome with an error.)
 //!
 //! Why not one round trip with a conditional (pipeline) update? It cannot say
 //! per document whether the content changed, and the reads are cheap index
@@ -42,7 +65,7 @@
 //! Filters use `{field: {$eq: v}}`: identical in MongoDB to `{field: v}`
 //! (including the equality fields an upsert copies into the new document), and
 //! the only spelling nx-27017, the test stand-in, turns into an index lookup.
-//! Updates that `$set` a date also carry [`NOOP_PULL`] for the stand-in (see there).
+//! For the stand-in only, updates also carry [`noop_pull`] (see [`super::ServerKind`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -58,16 +81,18 @@ use serde::Serialize;
 use super::MongoStore;
 use super::errors::{DUPLICATE_KEY, Retry, TOO_LARGE_CODES, VALIDATION_FAILED, classify, is_transient_code};
 
-/// A `$pull` of nothing from a field corral never writes.
-///
-/// In MongoDB it is a no-op (`$pull` on a missing field changes nothing and
-/// creates nothing, on update and on upsert-insert). It is there for
-/// nx-27017 0.8.1, the stand-in the tests run against: its fast SQL path for
-/// `$set` on an existing document stores BSON dates as text
-/// (`"2024-05-01 12:00:00"`), which breaks every date comparison; a `$pull`
-/// routes the update through its document-level path, which keeps dates as dates.
+/// The field of [`noop_pull`]: corral never writes it.
 pub(crate) const NOOP_PULL_FIELD: &str = "_corral_noop";
 
+/// `{_corral_noop: {$in: []}}`, the argument of a `$pull` of nothing from a
+/// field corral never writes: sent to the nx-27017 stand-in only.
+///
+/// In MongoDB it would be a no-op (`$pull` on a missing field changes nothing
+/// and creates nothing, on update and on upsert-insert). nx-27017 0.8.1's fast
+/// SQL path for a `$set` on an existing document stores BSON dates as text
+/// (`"2024-05-01 12:00:00"`), which breaks every date comparison; a `$pull`
+/// routes the update through its document-level path, which keeps dates as
+/// dates. A real MongoDB never gets it (see [`super::ServerKind`]).
 pub(crate) fn noop_pull() -> RawDocumentBuf {
     rawdoc! { NOOP_PULL_FIELD: { "$in": [] } }
 }
@@ -75,15 +100,22 @@ pub(crate) fn noop_pull() -> RawDocumentBuf {
 /// Per-element overhead of a statement inside the `updates` array (type byte,
 /// index key) plus slack.
 const STATEMENT_OVERHEAD: usize = 16;
+/// Bytes of a full statement beyond its `$set` fields and its key filter:
+/// operator and field names, `first_seen`, the tokens, `$unset`, the stand-in's `$pull`.
+const FULL_STATEMENT_OVERHEAD: usize = 320;
 /// Bytes of the stored document beyond the `$set` part: `_id`, key fields,
-/// `first_seen`, field names.
-const STORED_DOC_OVERHEAD: usize = 160;
+/// `first_seen`, `insert_token`, field names.
+const STORED_DOC_OVERHEAD: usize = 200;
 
 /// Per-batch context shared by every chunk.
 pub(crate) struct LoadCtx {
     pub connection: String,
     pub sync_id: String,
     pub seen: bson::DateTime,
+    /// This batch's write token (see the module docs); set by [`prepare`].
+    pub token: i64,
+    /// Talking to nx-27017: add [`noop_pull`] to every update.
+    pub stand_in: bool,
 }
 
 /// One asset (after dedupe) ready to write.
@@ -98,13 +130,19 @@ pub(crate) struct Item {
     /// Later occurrences of the key in the batch: counted against the previous one.
     pub extra_updated: u64,
     pub extra_unchanged: u64,
-    /// The full upsert statement.
-    pub full: RawDocumentBuf,
+    /// The `$set` part of the full statement (without the tokens).
+    pub set: RawDocumentBuf,
+    /// The record has raw data (else `raw` is unset).
+    pub has_raw: bool,
 }
 
 impl Item {
-    fn size(&self) -> usize {
-        self.full.as_bytes().len() + STATEMENT_OVERHEAD
+    /// An upper bound on the full statement's size in the `updates` array.
+    fn size(&self, ctx: &LoadCtx) -> usize {
+        self.set.as_bytes().len()
+            + 2 * (ctx.connection.len() + self.source_id.len())
+            + FULL_STATEMENT_OVERHEAD
+            + STATEMENT_OVERHEAD
     }
 
     fn record(&self) -> String {
@@ -140,7 +178,7 @@ pub(crate) fn key_filter(connection: &str, kind: AssetKind, source_id: &str) -> 
     }
 }
 
-/// Encode one asset's full upsert statement, or reject it.
+/// Encode one asset's `$set` part, or reject it.
 fn encode(asset: &Asset, hash: &str, ctx: &LoadCtx, max_document_bytes: usize) -> Result<RawDocumentBuf, Reject> {
     let kind = asset.kind();
     let source_id = asset.source_id();
@@ -168,38 +206,69 @@ fn encode(asset: &Asset, hash: &str, ctx: &LoadCtx, max_document_bytes: usize) -
         )
         .with_raw(&sample[..sample.len().min(Reject::MAX_RAW)]));
     }
-    let mut unset = rawdoc! { "stale_since": "" };
-    if asset.raw.is_none() {
-        unset.append("raw", "");
-    }
-    Ok(rawdoc! {
-        "q": key_filter(&ctx.connection, kind, source_id),
-        "u": {
-            "$setOnInsert": { "first_seen": ctx.seen },
-            "$set": set,
-            "$unset": unset,
-            "$pull": noop_pull(),
-        },
-        "upsert": true,
-        "multi": false,
-    })
+    Ok(set)
 }
 
-/// Dedupe, hash and encode a batch (CPU work: run it on the blocking pool).
-pub(crate) fn prepare(assets: Vec<Asset>, ctx: &LoadCtx, max_document_bytes: usize) -> Prepared {
+/// The full upsert statement of `item`. `changed`: what this write counts the
+/// (first occurrence of the) asset as when it matches a stored document,
+/// recorded in `write_changed` for a retry to find.
+fn full_statement(ctx: &LoadCtx, item: &Item, changed: bool) -> RawDocumentBuf {
+    let mut set = item.set.clone();
+    set.append("write_token", ctx.token);
+    set.append("write_changed", changed);
+    let mut unset = rawdoc! { "stale_since": "" };
+    if !item.has_raw {
+        unset.append("raw", "");
+    }
+    let mut u = rawdoc! {
+        "$setOnInsert": { "first_seen": ctx.seen, "insert_token": ctx.token },
+        "$set": set,
+        "$unset": unset,
+    };
+    if ctx.stand_in {
+        u.append("$pull", noop_pull());
+    }
+    rawdoc! {
+        "q": key_filter(&ctx.connection, item.kind, &item.source_id),
+        "u": u,
+        "upsert": true,
+        "multi": false,
+    }
+}
+
+/// 64-bit FNV-1a over `parts`, each followed by a 0xff separator.
+fn fnv1a64(hash: &mut u64, parts: &[&[u8]]) {
+    for part in parts {
+        for b in part.iter().chain(&[0xff]) {
+            *hash ^= u64::from(*b);
+            *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// Dedupe, hash and encode a batch, and compute its write token into `ctx.token`
+/// (CPU work: run it on the blocking pool).
+pub(crate) fn prepare(assets: Vec<Asset>, ctx: &mut LoadCtx, max_document_bytes: usize) -> Prepared {
     let mut items: Vec<Item> = Vec::with_capacity(assets.len());
     let mut index: HashMap<(AssetKind, String), usize> = HashMap::with_capacity(assets.len());
     let mut rejected = Vec::new();
+    let mut token = 0xcbf2_9ce4_8422_2325_u64;
+    fnv1a64(
+        &mut token,
+        &[ctx.connection.as_bytes(), ctx.sync_id.as_bytes(), &ctx.seen.timestamp_millis().to_le_bytes()],
+    );
     for asset in assets {
         let hash = asset.content_hash();
-        let full = match encode(&asset, &hash, ctx, max_document_bytes) {
-            Ok(full) => full,
+        fnv1a64(&mut token, &[asset.kind().as_str().as_bytes(), asset.source_id().as_bytes(), hash.as_bytes()]);
+        let set = match encode(&asset, &hash, ctx, max_document_bytes) {
+            Ok(set) => set,
             Err(reject) => {
                 rejected.push(reject);
                 continue;
             }
         };
         let kind = asset.kind();
+        let has_raw = asset.raw.is_some();
         match index.get(&(kind, asset.source_id().to_string())) {
             Some(&i) => {
                 let item = &mut items[i];
@@ -210,7 +279,8 @@ pub(crate) fn prepare(assets: Vec<Asset>, ctx: &LoadCtx, max_document_bytes: usi
                 }
                 item.hash = hash;
                 item.stream = asset.stream;
-                item.full = full;
+                item.set = set;
+                item.has_raw = has_raw;
             }
             None => {
                 index.insert((kind, asset.source_id().to_string()), items.len());
@@ -222,11 +292,13 @@ pub(crate) fn prepare(assets: Vec<Asset>, ctx: &LoadCtx, max_document_bytes: usi
                     hash,
                     extra_updated: 0,
                     extra_unchanged: 0,
-                    full,
+                    set,
+                    has_raw,
                 });
             }
         }
     }
+    ctx.token = token as i64;
     Prepared { items, rejected }
 }
 
@@ -264,7 +336,7 @@ struct Pending {
 /// What one attempt did with one item.
 enum Disposition {
     /// Stored: (inserted, updated, unchanged) for the item and its duplicates.
-    Done(u64, u64, u64),
+    Done(Counted),
     Rejected(Reject),
     /// A light statement may have missed: write it again in full, now.
     RedoFull,
@@ -274,21 +346,86 @@ enum Disposition {
     DuplicateKey(String),
 }
 
+/// How the first occurrence of an item counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Inserted,
+    Updated,
+    Unchanged,
+}
+
+impl Counted {
+    fn add_to(self, item: &Item, outcome: &mut LoadOutcome) {
+        match self {
+            Counted::Inserted => outcome.inserted += 1,
+            Counted::Updated => outcome.updated += 1,
+            Counted::Unchanged => outcome.unchanged += 1,
+        }
+        outcome.updated += item.extra_updated;
+        outcome.unchanged += item.extra_unchanged;
+    }
+}
+
+/// What the pre-read found for one key.
+#[derive(Debug, Default)]
+struct Stored {
+    hash: String,
+    insert_token: Option<i64>,
+    write_token: Option<i64>,
+    write_changed: bool,
+}
+
+impl Stored {
+    /// How an earlier attempt of this very batch counted the item, if one wrote it
+    /// and nothing changed it since.
+    fn counted_by_this_batch(&self, item: &Item, token: i64) -> Option<Counted> {
+        if self.hash != item.hash {
+            return None;
+        }
+        if self.insert_token == Some(token) {
+            Some(Counted::Inserted)
+        } else if self.write_token == Some(token) {
+            Some(if self.write_changed { Counted::Updated } else { Counted::Unchanged })
+        } else {
+            None
+        }
+    }
+}
+
+/// The first occurrence compared with what is stored.
+fn first_vs_stored(item: &Item, stored: Option<&Stored>) -> Counted {
+    match stored {
+        Some(s) if s.hash == item.first_hash => Counted::Unchanged,
+        _ => Counted::Updated,
+    }
+}
+
+fn as_token(b: Option<&Bson>) -> Option<i64> {
+    match b? {
+        Bson::Int64(v) => Some(*v),
+        Bson::Int32(v) => Some(i64::from(*v)),
+        _ => None,
+    }
+}
+
 impl MongoStore {
     pub(crate) async fn upsert_batch(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
         if batch.assets.is_empty() {
             return Ok(LoadOutcome::default());
         }
         self.ensure_indexes().await?;
-        let ctx = LoadCtx {
+        let stand_in = self.server_kind().await?.stand_in();
+        let mut ctx = LoadCtx {
             connection: batch.connection,
             sync_id: batch.sync_id,
             seen: bson::DateTime::from_millis(batch.seen_at.timestamp_millis()),
+            token: 0,
+            stand_in,
         };
         let max_document_bytes = self.inner.opts.max_document_bytes;
         let assets = batch.assets;
         let (ctx, prepared) = tokio::task::spawn_blocking(move || {
-            let prepared = prepare(assets, &ctx, max_document_bytes);
+            let prepared = prepare(assets, &mut ctx, max_document_bytes);
             (ctx, prepared)
         })
         .await
@@ -296,7 +433,7 @@ impl MongoStore {
 
         let Prepared { items, rejected } = prepared;
         let mut outcome = LoadOutcome { rejected, ..Default::default() };
-        let sizes: Vec<usize> = items.iter().map(Item::size).collect();
+        let sizes: Vec<usize> = items.iter().map(|i| i.size(&ctx)).collect();
         let ranges = chunk_sizes(&sizes, self.inner.opts.max_batch_docs, self.inner.opts.max_batch_bytes);
         tracing::debug!(
             connection = %ctx.connection,
@@ -310,14 +447,48 @@ impl MongoStore {
         for range in ranges {
             chunks.push(items.by_ref().take(range.len()).collect());
         }
+        let total_chunks = chunks.len();
         let ctx = &ctx;
-        let mut results = futures::stream::iter(chunks)
-            .map(|chunk| self.load_chunk(ctx, chunk))
-            .buffer_unordered(self.inner.opts.max_in_flight.max(1));
-        while let Some(chunk_outcome) = results.try_next().await? {
-            outcome.add(chunk_outcome);
+        // Chunks already sent run to their end (acknowledged, or their retries
+        // used up) even when another fails, so nothing is abandoned half-way;
+        // once one has failed no further chunk starts (the server is likely
+        // gone: waiting out each chunk's retries would only delay the error).
+        let mut queue = chunks.into_iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut failed: Vec<StoreError> = Vec::new();
+        loop {
+            while failed.is_empty() && running.len() < self.inner.opts.max_in_flight.max(1) {
+                match queue.next() {
+                    Some(chunk) => running.push(self.load_chunk(ctx, chunk)),
+                    None => break,
+                }
+            }
+            match running.next().await {
+                Some(Ok(chunk_outcome)) => outcome.add(chunk_outcome),
+                Some(Err(e)) => failed.push(e),
+                None => break,
+            }
         }
-        Ok(outcome)
+        if failed.is_empty() {
+            return Ok(outcome);
+        }
+        let first = failed.swap_remove(0);
+        let others = format!(
+            " ({} of {total_chunks} update commands of this batch failed and {} were not sent; the others \
+             stored {} record(s): {} inserted, {} updated, {} unchanged)",
+            failed.len() + 1,
+            queue.len(),
+            outcome.stored(),
+            outcome.inserted,
+            outcome.updated,
+            outcome.unchanged
+        );
+        Err(match first {
+            StoreError::Transient(m) => StoreError::Transient(m + &others),
+            StoreError::Permanent(m) => StoreError::Permanent(m + &others),
+            StoreError::Config(m) => StoreError::Config(m + &others),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m + &others),
+        })
     }
 
     /// Write one chunk, retrying transient failures.
@@ -350,11 +521,7 @@ impl MongoStore {
             let mut transient: Option<String> = None;
             for (mut p, d) in pending.into_iter().zip(dispositions) {
                 match d {
-                    Disposition::Done(i, u, n) => {
-                        outcome.inserted += i;
-                        outcome.updated += u;
-                        outcome.unchanged += n;
-                    }
+                    Disposition::Done(counted) => counted.add_to(&p.item, &mut outcome),
                     Disposition::Rejected(r) => outcome.rejected.push(r),
                     Disposition::RedoFull => {
                         p.force_full = true;
@@ -387,12 +554,13 @@ impl MongoStore {
         Ok(outcome)
     }
 
-    /// The existing content hashes of the pending items' keys.
-    async fn existing_hashes(
+    /// What is stored under the pending items' keys: content hash and tokens,
+    /// read from the primary (see [`super::Inner::assets_primary`]).
+    async fn existing(
         &self,
         ctx: &LoadCtx,
         pending: &[Pending],
-    ) -> Result<HashMap<(AssetKind, String), String>, StoreError> {
+    ) -> Result<HashMap<(AssetKind, String), Stored>, StoreError> {
         let mut existing = HashMap::with_capacity(pending.len());
         for kind in AssetKind::ALL {
             let ids: Vec<&str> =
@@ -408,42 +576,92 @@ impl MongoStore {
             };
             let mut cursor = self
                 .inner
-                .assets
+                .assets_primary
                 .find(filter)
-                .projection(doc! { "_id": 0, "source_id": 1, "content_hash": 1 })
+                .projection(doc! {
+                    "_id": 0, "source_id": 1, "content_hash": 1, "insert_token": 1, "write_token": 1, "write_changed": 1,
+                })
                 .batch_size(batch_size)
                 .await
                 .map_err(|e| classify("upsert: read existing hashes", &e))?;
             while let Some(doc) = cursor.try_next().await.map_err(|e| classify("upsert: read existing hashes", &e))? {
                 let Ok(source_id) = doc.get_str("source_id") else { continue };
-                // A document without a hash (written by something else) is always rewritten.
-                let hash = doc.get_str("content_hash").unwrap_or_default();
-                existing.insert((kind, source_id.to_string()), hash.to_string());
+                let stored = Stored {
+                    // A document without a hash (written by something else) is always rewritten.
+                    hash: doc.get_str("content_hash").unwrap_or_default().to_string(),
+                    insert_token: as_token(doc.get("insert_token")),
+                    write_token: as_token(doc.get("write_token")),
+                    write_changed: doc.get_bool("write_changed").unwrap_or(false),
+                };
+                existing.insert((kind, source_id.to_string()), stored);
             }
         }
         Ok(existing)
     }
 
-    /// One attempt at writing the pending items: read hashes, send one `update` command.
+    /// Of `items` (whose full statements matched documents the pre-read did not
+    /// see), those an earlier attempt of this batch inserted.
+    async fn inserted_by_this_batch(
+        &self,
+        ctx: &LoadCtx,
+        items: &[&Item],
+    ) -> Result<HashSet<(AssetKind, String)>, StoreError> {
+        let mut found = HashSet::new();
+        for kind in AssetKind::ALL {
+            let ids: Vec<&str> = items.iter().filter(|i| i.kind == kind).map(|i| i.source_id.as_str()).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let filter = doc! {
+                "connection": { "$eq": &ctx.connection },
+                "kind": { "$eq": kind.as_str() },
+                "source_id": { "$in": ids },
+                "insert_token": { "$eq": ctx.token },
+            };
+            let mut cursor = self
+                .inner
+                .assets_primary
+                .find(filter)
+                .projection(doc! { "_id": 0, "source_id": 1 })
+                .await
+                .map_err(|e| classify("upsert: check concurrent inserts", &e))?;
+            while let Some(doc) =
+                cursor.try_next().await.map_err(|e| classify("upsert: check concurrent inserts", &e))?
+            {
+                if let Ok(source_id) = doc.get_str("source_id") {
+                    found.insert((kind, source_id.to_string()));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// One attempt at writing the pending items: read what is stored, send one `update` command.
     async fn write_attempt(&self, ctx: &LoadCtx, pending: &[Pending]) -> Result<Vec<Disposition>, StoreError> {
-        let existing = self.existing_hashes(ctx, pending).await?;
+        let existing = self.existing(ctx, pending).await?;
 
         let mut updates = RawArrayBuf::new();
         let mut light = Vec::with_capacity(pending.len());
-        let mut before: Vec<Option<&String>> = Vec::with_capacity(pending.len());
+        // How each item counts if its statement matches a stored document.
+        let mut if_matched: Vec<Counted> = Vec::with_capacity(pending.len());
+        let mut seen_before = Vec::with_capacity(pending.len());
         for p in pending {
             let stored = existing.get(&(p.item.kind, p.item.source_id.clone()));
-            let is_light = !p.force_full && stored == Some(&p.item.hash);
+            let counted = stored
+                .and_then(|s| s.counted_by_this_batch(&p.item, ctx.token))
+                .unwrap_or_else(|| first_vs_stored(&p.item, stored));
+            let is_light = !p.force_full && stored.is_some_and(|s| s.hash == p.item.hash);
             if is_light {
                 updates.push(light_statement(ctx, &p.item));
             } else {
-                updates.push(p.item.full.clone());
+                updates.push(full_statement(ctx, &p.item, counted == Counted::Updated));
             }
             light.push(is_light);
-            before.push(stored);
+            if_matched.push(counted);
+            seen_before.push(stored.is_some());
         }
         let mut command = rawdoc! {
-            "update": self.inner.opts.assets_collection.as_str(),
+            "update": self.inner.opts.collections.assets.as_str(),
             "updates": updates,
             "ordered": false,
         };
@@ -482,6 +700,14 @@ impl MongoStore {
         // did not fail contributes exactly one, the rest are light matches.
         let light_all_matched = reply.n >= full_ok && reply.n - full_ok >= light_ok;
 
+        // Full statements that matched a document the pre-read did not see: a
+        // concurrent writer inserted it, perhaps an earlier attempt of this batch.
+        let unseen: Vec<&Item> = (0..pending.len())
+            .filter(|&i| !light[i] && !seen_before[i] && !reply.errors.contains_key(&i) && !reply.upserted.contains(&i))
+            .map(|i| &pending[i].item)
+            .collect();
+        let ours = if unseen.is_empty() { HashSet::new() } else { self.inserted_by_this_batch(ctx, &unseen).await? };
+
         let mut out = Vec::with_capacity(pending.len());
         for (i, p) in pending.iter().enumerate() {
             let item = &p.item;
@@ -489,25 +715,18 @@ impl MongoStore {
                 out.push(write_error(item, *code, msg));
                 continue;
             }
-            let extras = (item.extra_updated, item.extra_unchanged);
-            let first_vs_stored = |stored: Option<&String>| match stored {
-                Some(h) if *h == item.first_hash => (0, 0, 1),
-                _ => (0, 1, 0),
-            };
-            let (i0, u0, n0) = if light[i] {
+            let counted = if light[i] {
                 if !light_all_matched {
                     out.push(Disposition::RedoFull);
                     continue;
                 }
-                first_vs_stored(before[i])
-            } else if reply.upserted.contains(&i) {
-                (1, 0, 0)
+                if_matched[i]
+            } else if reply.upserted.contains(&i) || ours.contains(&(item.kind, item.source_id.clone())) {
+                Counted::Inserted
             } else {
-                // Matched an existing document (perhaps one a concurrent writer
-                // inserted after our read: then it counts as updated).
-                first_vs_stored(before[i])
+                if_matched[i]
             };
-            out.push(Disposition::Done(i0, u0 + extras.0, n0 + extras.1));
+            out.push(Disposition::Done(counted));
         }
         Ok(out)
     }
@@ -518,17 +737,20 @@ impl MongoStore {
 fn light_statement(ctx: &LoadCtx, item: &Item) -> RawDocumentBuf {
     let mut q = key_filter(&ctx.connection, item.kind, &item.source_id);
     q.append("content_hash", rawdoc! { "$eq": item.hash.as_str() });
+    let mut u = rawdoc! {
+        "$set": {
+            "stream": item.stream.as_str(),
+            "last_seen": ctx.seen,
+            "last_sync_id": ctx.sync_id.as_str(),
+        },
+        "$unset": { "stale_since": "" },
+    };
+    if ctx.stand_in {
+        u.append("$pull", noop_pull());
+    }
     rawdoc! {
         "q": q,
-        "u": {
-            "$set": {
-                "stream": item.stream.as_str(),
-                "last_seen": ctx.seen,
-                "last_sync_id": ctx.sync_id.as_str(),
-            },
-            "$unset": { "stale_since": "" },
-            "$pull": noop_pull(),
-        },
+        "u": u,
         "upsert": false,
         "multi": false,
     }
@@ -623,11 +845,23 @@ mod tests {
     use corral_core::asset::Device;
 
     fn ctx() -> LoadCtx {
-        LoadCtx { connection: "c".into(), sync_id: "s".into(), seen: bson::DateTime::from_millis(0) }
+        LoadCtx {
+            connection: "c".into(),
+            sync_id: "s".into(),
+            seen: bson::DateTime::from_millis(0),
+            token: 0,
+            stand_in: false,
+        }
     }
 
     fn dev(id: &str, host: &str) -> Asset {
         Asset::device("hosts", Device { source_id: id.into(), hostname: Some(host.into()), ..Default::default() })
+    }
+
+    fn token_of(assets: Vec<Asset>, sync_id: &str) -> i64 {
+        let mut c = LoadCtx { sync_id: sync_id.into(), ..ctx() };
+        prepare(assets, &mut c, 16 << 20);
+        c.token
     }
 
     #[test]
@@ -642,7 +876,7 @@ mod tests {
 
     #[test]
     fn prepare_dedupes_later_wins() {
-        let p = prepare(vec![dev("a", "one"), dev("b", "x"), dev("a", "two"), dev("a", "two")], &ctx(), 16 << 20);
+        let p = prepare(vec![dev("a", "one"), dev("b", "x"), dev("a", "two"), dev("a", "two")], &mut ctx(), 16 << 20);
         assert!(p.rejected.is_empty());
         assert_eq!(p.items.len(), 2);
         let a = &p.items[0];
@@ -650,15 +884,85 @@ mod tests {
         assert_eq!((a.extra_updated, a.extra_unchanged), (1, 1));
         assert_eq!(a.hash, dev("a", "two").content_hash());
         assert_eq!(a.first_hash, dev("a", "one").content_hash());
-        let set = a.full.get_document("u").and_then(|u| u.get_document("$set")).expect("$set");
-        let host = set.get_document("fields").and_then(|f| f.get_str("hostname")).expect("hostname");
+        let host = a.set.get_document("fields").and_then(|f| f.get_str("hostname")).expect("hostname");
         assert_eq!(host, "two");
+    }
+
+    #[test]
+    fn write_token_identifies_the_batch() {
+        let batch = || vec![dev("a", "one"), dev("b", "two")];
+        assert_eq!(token_of(batch(), "s"), token_of(batch(), "s"), "a retried batch has the same token");
+        assert_ne!(token_of(batch(), "s"), token_of(batch(), "s2"), "another sync");
+        assert_ne!(token_of(batch(), "s"), token_of(vec![dev("a", "one"), dev("b", "2")], "s"), "other content");
+        assert_ne!(token_of(batch(), "s"), token_of(vec![dev("a", "one")], "s"), "a part of the batch");
+    }
+
+    #[test]
+    fn statements_for_mongodb_carry_no_stand_in_operator() {
+        let mut c = ctx();
+        let p = prepare(vec![dev("a", "one")], &mut c, 16 << 20);
+        let item = &p.items[0];
+        let ops = |stmt: &RawDocumentBuf| -> Vec<String> {
+            let u = stmt.get_document("u").expect("u");
+            u.iter().map(|e| e.expect("element").0.to_string()).collect()
+        };
+        assert_eq!(ops(&full_statement(&c, item, true)), ["$setOnInsert", "$set", "$unset"]);
+        assert_eq!(ops(&light_statement(&c, item)), ["$set", "$unset"]);
+        c.stand_in = true;
+        assert_eq!(ops(&full_statement(&c, item, true)), ["$setOnInsert", "$set", "$unset", "$pull"]);
+        assert_eq!(ops(&light_statement(&c, item)), ["$set", "$unset", "$pull"]);
+    }
+
+    #[test]
+    fn full_statement_records_the_batch() {
+        let mut c = ctx();
+        let p = prepare(vec![dev("a", "one")], &mut c, 16 << 20);
+        let stmt = full_statement(&c, &p.items[0], false);
+        let u = stmt.get_document("u").expect("u");
+        let on_insert = u.get_document("$setOnInsert").expect("$setOnInsert");
+        assert_eq!(on_insert.get_i64("insert_token").expect("insert_token"), c.token);
+        let set = u.get_document("$set").expect("$set");
+        assert_eq!(set.get_i64("write_token").expect("write_token"), c.token);
+        assert!(!set.get_bool("write_changed").expect("write_changed"));
+        assert_eq!(u.get_document("$unset").expect("$unset").iter().count(), 2, "stale_since and raw");
+    }
+
+    #[test]
+    fn size_bounds_the_statement() {
+        let mut c = LoadCtx { stand_in: true, connection: "a-connection-name".into(), ..ctx() };
+        let big = dev("big", &"h".repeat(5000)).with_raw(Some(serde_json::json!({"k": "v".repeat(3000)})));
+        let p = prepare(vec![dev("a", "one"), big, dev(&"x".repeat(300), "long id")], &mut c, 16 << 20);
+        for item in &p.items {
+            let actual = full_statement(&c, item, true).as_bytes().len() + 8;
+            assert!(item.size(&c) >= actual, "{} < {actual} for {}", item.size(&c), item.source_id);
+            assert!(item.size(&c) < actual + 600, "{} far above {actual}", item.size(&c));
+        }
+    }
+
+    #[test]
+    fn a_retry_counts_what_this_batch_wrote() {
+        let mut c = ctx();
+        let p = prepare(vec![dev("a", "one")], &mut c, 16 << 20);
+        let item = &p.items[0];
+        let stored = |insert: Option<i64>, write: Option<i64>, changed: bool| Stored {
+            hash: item.hash.clone(),
+            insert_token: insert,
+            write_token: write,
+            write_changed: changed,
+        };
+        let t = c.token;
+        assert_eq!(stored(Some(t), Some(t), true).counted_by_this_batch(item, t), Some(Counted::Inserted));
+        assert_eq!(stored(Some(1), Some(t), true).counted_by_this_batch(item, t), Some(Counted::Updated));
+        assert_eq!(stored(Some(1), Some(t), false).counted_by_this_batch(item, t), Some(Counted::Unchanged));
+        assert_eq!(stored(Some(1), Some(2), true).counted_by_this_batch(item, t), None, "another batch wrote it");
+        let changed_since = Stored { hash: "other".into(), ..stored(Some(t), Some(t), true) };
+        assert_eq!(changed_since.counted_by_this_batch(item, t), None, "changed since: counted afresh");
     }
 
     #[test]
     fn oversized_is_rejected_with_its_record() {
         let big = dev("big", &"x".repeat(2000));
-        let p = prepare(vec![dev("a", "one"), big], &ctx(), 1000);
+        let p = prepare(vec![dev("a", "one"), big], &mut ctx(), 1000);
         assert_eq!(p.items.len(), 1);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].record, "device big");
@@ -668,7 +972,7 @@ mod tests {
     #[test]
     fn unencodable_raw_is_rejected() {
         let bad = dev("u64", "h").with_raw(Some(serde_json::json!({"n": u64::MAX})));
-        let p = prepare(vec![bad], &ctx(), 16 << 20);
+        let p = prepare(vec![bad], &mut ctx(), 16 << 20);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].reason, "store_encode");
     }

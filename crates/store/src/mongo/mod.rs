@@ -4,6 +4,9 @@
 //!
 //! ```ignore
 //! let store = MongoStore::connect("mongodb://db.internal:27017", "corral").await?;
+//! // or from a configuration file's `[store]` table:
+//! let config: MongoConfig = toml::from_str(r#"uri = "mongodb://db.internal:27017""#)?;
+//! let store = config.connect().await?;
 //! // Clone it freely: clones share one pooled `mongodb::Client`.
 //! ```
 //!
@@ -11,32 +14,47 @@
 //! [`MongoStore::from_client`] around a `Client` the program already has):
 //! a `Client` owns a connection pool and background monitors.
 //!
-//! Collections (names configurable in [`MongoOptions`]):
+//! Collections (names configurable in [`CollectionNames`]):
 //!
 //! - `assets`: one document per (connection, kind, source_id):
 //!   `{connection, kind, source_id, stream, fields: {...}, raw?, content_hash,
-//!   first_seen, last_seen, last_sync_id, stale_since?}`, dates as BSON dates
-//!   (millisecond precision). `fields` is exactly [`Asset::fields_json`].
+//!   first_seen, last_seen, last_sync_id, stale_since?, insert_token,
+//!   write_token, write_changed}`, dates as BSON dates (millisecond
+//!   precision). `fields` is exactly [`Asset::fields_json`](corral_core::asset::Asset::fields_json). The three
+//!   `*_token` / `write_changed` fields record which load batch inserted and
+//!   last rewrote the document, so a retried batch counts exactly (see [`load`](self)).
 //! - `runs`: `{_id: sync_id, sync_id, connection, adapter, status, started_at, ended_at,
 //!   summary}`; `summary` is the [`RunSummary`] as JSON text, so it round-trips exactly.
 //! - `checkpoints`: `{connection, stream, value, updated_at}`; `value` is the
 //!   checkpoint's JSON text (opaque, kept byte for byte).
 //! - `rejects`: `{_id, sync_id, connection, stream, record, reason, detail,
-//!   raw?, seq, saved_at}`; `_id` is derived from the content, so saving the
-//!   same rejects again (a retry) stores them once; `seq` keeps save order.
+//!   raw?, seq, saved_at}`; `_id` is an ObjectId chosen before the first
+//!   attempt, so a retried save stores each reject once while two saves of
+//!   identical rejects keep both; `seq` keeps save order.
 //!
-//! Indexes are created (idempotently, by name) on first use.
+//! Indexes are created (idempotently, by name) on first use, then checked
+//! with `listIndexes`: the unique keys of `assets` and `checkpoints` must be
+//! backed by a unique index, or the store refuses to write
+//! ([`StoreError::Config`] naming the offending index).
 //!
 //! Loads: see [`load`](self) module docs: unordered multi-statement `update`
 //! commands (what a bulk write is on the wire; `Client::bulk_write` needs
-//! MongoDB 8.0), preceded by one indexed read of the existing content hashes.
+//! MongoDB 8.0), preceded by one indexed read of the existing content hashes
+//! on the primary.
 //!
 //! Transient failures (network, timeouts, server selection, primary step-down,
 //! `RetryableWriteError`) are retried with capped exponential backoff
-//! ([`RetryPolicy`]); then the error is returned as [`StoreError::Transient`]
-//! so the engine fails the run. The connection string may hold credentials: it
-//! is never logged nor put in an error message; [`Store::describe`] is
-//! `mongodb:<database>`.
+//! ([`RetryPolicy`]); once the policy gives up the error is returned as
+//! [`StoreError::Permanent`] ("gave up after N attempt(s) in T s"), so the
+//! engine fails the run instead of retrying again. The connection string may
+//! hold credentials: it is never logged nor put in an error message;
+//! [`Store::describe`] is `mongodb:<database>`.
+//!
+//! The test stand-in: the tests run against nx-27017, a MongoDB wire-protocol
+//! server backed by SQLite, which has two defects corral has to live with (see
+//! [`ServerKind`]). The store recognises it by its `buildInfo` (`process:
+//! "nx_27017"`) and only then adds the accommodations; a real MongoDB gets the
+//! plain commands.
 
 mod errors;
 mod load;
@@ -55,21 +73,137 @@ use corral_core::store::{
 };
 use corral_core::summary::RunSummary;
 use futures::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::ErrorKind;
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{
+    ClientOptions, CollectionOptions, IndexOptions, ReadConcern, ReadPreference, SelectionCriteria,
+};
 use mongodb::{Client, Collection, Database, IndexModel};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use errors::RetryPolicy;
+
+/// MongoDB's limit on one BSON document (and so on one command, plus 16 KiB).
+pub const MAX_BSON_BYTES: usize = 16 << 20;
+/// MongoDB's limit on the statements of one write command (`maxWriteBatchSize`).
+pub const MAX_WRITE_BATCH_DOCS: usize = 100_000;
+/// Room kept below [`MAX_BSON_BYTES`] in every `update` command for what
+/// surrounds the statements: the command's own fields, the write concern,
+/// and what the driver adds (`$db`, `lsid`, `$clusterTime`, `txnNumber`).
+pub const COMMAND_HEADROOM_BYTES: usize = 64 << 10;
+
+/// The names of the four collections. Deserializable (all fields optional,
+/// defaults `assets`, `runs`, `checkpoints`, `rejects`), e.g. from a TOML table
+/// `collections = { assets = "corral_assets" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectionNames {
+    pub assets: String,
+    pub runs: String,
+    pub checkpoints: String,
+    pub rejects: String,
+}
+
+impl Default for CollectionNames {
+    fn default() -> Self {
+        CollectionNames {
+            assets: "assets".into(),
+            runs: "runs".into(),
+            checkpoints: "checkpoints".into(),
+            rejects: "rejects".into(),
+        }
+    }
+}
+
+impl CollectionNames {
+    /// Each name must be a valid collection name, and the four must differ.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let all = [
+            ("assets", &self.assets),
+            ("runs", &self.runs),
+            ("checkpoints", &self.checkpoints),
+            ("rejects", &self.rejects),
+        ];
+        for (i, (what, name)) in all.iter().enumerate() {
+            if name.is_empty() || name.len() > 200 || name.starts_with("system.") || name.contains(['$', '\0']) {
+                return Err(StoreError::Config(format!(
+                    "invalid MongoDB collection name for {what}: {name:?} (1-200 characters, no `$`, not `system.*`)"
+                )));
+            }
+            if let Some((other, _)) = all[..i].iter().find(|(_, n)| n == name) {
+                return Err(StoreError::Config(format!(
+                    "the MongoDB collections for {other} and {what} are both named {name:?}: they must differ"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_database() -> String {
+    "corral".to_string()
+}
+
+/// The MongoDB store as a configuration file describes it: connection string,
+/// database and collection names. Deserializable; `database` defaults to
+/// `corral` and each collection name to its default ([`CollectionNames`]);
+/// unknown fields are refused. `Debug` never shows the URI (it may hold credentials).
+///
+/// ```toml
+/// uri = "mongodb://db.internal:27017/?tls=true"   # required
+/// database = "corral"                              # optional
+/// collections = { assets = "corral_assets" }       # optional, per name
+/// ```
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// `mongodb://` or `mongodb+srv://` connection string (TLS, credentials,
+    /// timeouts, read preference and write concern go here).
+    pub uri: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default)]
+    pub collections: CollectionNames,
+}
+
+impl std::fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &"<not shown>")
+            .field("database", &self.database)
+            .field("collections", &self.collections)
+            .finish()
+    }
+}
+
+impl MongoConfig {
+    /// `uri` and `database`, default collection names.
+    pub fn new(uri: impl Into<String>, database: impl Into<String>) -> Self {
+        MongoConfig { uri: uri.into(), database: database.into(), collections: CollectionNames::default() }
+    }
+
+    /// [`MongoOptions::default`] with this config's collection names.
+    pub fn options(&self) -> MongoOptions {
+        MongoOptions { collections: self.collections.clone(), ..MongoOptions::default() }
+    }
+
+    /// Connect with [`MongoConfig::options`].
+    pub async fn connect(&self) -> Result<MongoStore, StoreError> {
+        MongoStore::connect_with(&self.uri, &self.database, self.options()).await
+    }
+
+    /// Connect with `tunables` (timeouts, retries, batch limits) and this config's collection names.
+    pub async fn connect_with(&self, tunables: MongoOptions) -> Result<MongoStore, StoreError> {
+        let opts = MongoOptions { collections: self.collections.clone(), ..tunables };
+        MongoStore::connect_with(&self.uri, &self.database, opts).await
+    }
+}
 
 /// Tunables of the MongoDB store. `Default` is right for production.
 #[derive(Debug, Clone)]
 pub struct MongoOptions {
-    pub assets_collection: String,
-    pub runs_collection: String,
-    pub checkpoints_collection: String,
-    pub rejects_collection: String,
+    pub collections: CollectionNames,
     /// How long an operation waits for a usable server (only for [`MongoStore::connect`];
     /// a `serverSelectionTimeoutMS` in the URI wins). Short, so a stopped server is
     /// noticed in seconds; the retry policy covers brief elections.
@@ -77,37 +211,90 @@ pub struct MongoOptions {
     /// TCP/TLS connect timeout (only for [`MongoStore::connect`]; `connectTimeoutMS` in the URI wins).
     pub connect_timeout: Duration,
     /// Upper bound on one attempt of one operation (the driver has no socket
-    /// timeout: this is what notices a server that stopped answering).
+    /// timeout: this is what notices a server that stopped answering). The
+    /// retry policy starts no attempt past its budget, so one retried
+    /// operation takes at most about `retry.budget + attempt_timeout`.
     pub attempt_timeout: Duration,
     pub retry: RetryPolicy,
-    /// Most statements in one `update` command.
+    /// Most statements in one `update` command; at most [`MAX_WRITE_BATCH_DOCS`]
+    /// (larger values are lowered to it).
     pub max_batch_docs: usize,
-    /// Most bytes of statements in one `update` command (the command must stay
-    /// under 16 MiB; a single larger statement is sent alone).
+    /// Most bytes of statements in one `update` command; at most
+    /// [`MAX_BSON_BYTES`] - [`COMMAND_HEADROOM_BYTES`] (larger values are lowered
+    /// to it). A single larger statement is sent alone.
     pub max_batch_bytes: usize,
     /// Documents larger than this are rejected (`document_too_large`) without
-    /// being sent. MongoDB's limit is 16 MiB.
+    /// being sent. At most MongoDB's limit, [`MAX_BSON_BYTES`].
     pub max_document_bytes: usize,
-    /// `update` commands of one batch in flight at once.
+    /// `update` commands of one batch in flight at once (at least 1).
     pub max_in_flight: usize,
 }
 
 impl Default for MongoOptions {
     fn default() -> Self {
         MongoOptions {
-            assets_collection: "assets".into(),
-            runs_collection: "runs".into(),
-            checkpoints_collection: "checkpoints".into(),
-            rejects_collection: "rejects".into(),
+            collections: CollectionNames::default(),
             server_selection_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
-            attempt_timeout: Duration::from_secs(120),
+            attempt_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             max_batch_docs: 1000,
             max_batch_bytes: 8 << 20,
-            max_document_bytes: 16 << 20,
+            max_document_bytes: MAX_BSON_BYTES,
             max_in_flight: 4,
         }
+    }
+}
+
+impl MongoOptions {
+    /// The options with every limit brought within what MongoDB accepts.
+    fn clamped(mut self) -> Self {
+        let max_bytes = MAX_BSON_BYTES - COMMAND_HEADROOM_BYTES;
+        if self.max_batch_docs > MAX_WRITE_BATCH_DOCS
+            || self.max_batch_bytes > max_bytes
+            || self.max_document_bytes > MAX_BSON_BYTES
+        {
+            tracing::warn!(
+                max_batch_docs = self.max_batch_docs,
+                max_batch_bytes = self.max_batch_bytes,
+                max_document_bytes = self.max_document_bytes,
+                "MongoDB batch limits above what the server accepts were lowered"
+            );
+        }
+        self.max_batch_docs = self.max_batch_docs.clamp(1, MAX_WRITE_BATCH_DOCS);
+        self.max_batch_bytes = self.max_batch_bytes.clamp(1, max_bytes);
+        self.max_document_bytes = self.max_document_bytes.clamp(1, MAX_BSON_BYTES);
+        self.max_in_flight = self.max_in_flight.max(1);
+        self
+    }
+}
+
+/// What the store talks to.
+///
+/// nx-27017 0.8.1 (the newest on PyPI), the stand-in the tests run against,
+/// differs from MongoDB in two ways that matter here:
+/// - a plain `$set` (with or without `$unset` / `$setOnInsert`) of a BSON date
+///   on an existing document takes its fast SQL path, which stores the date as
+///   text (`"2024-05-01 12:00:00"`), breaking every date comparison and
+///   decoding; an update that also has another operator goes through its
+///   document-level path, which keeps dates. So for the stand-in only, every
+///   update carries `$pull: {_corral_noop: {$in: []}}` (`load::noop_pull`):
+///   a field corral never writes, a no-op in MongoDB too.
+/// - `$group` does not evaluate a compound `_id` (`{connection: "$connection",
+///   kind: "$kind"}`: it groups everything under the literal), so for the
+///   stand-in `count_assets` runs one aggregation per kind.
+///
+/// A real MongoDB never gets either accommodation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    MongoDb,
+    /// nx-27017 (`buildInfo.process == "nx_27017"`).
+    Nx27017StandIn,
+}
+
+impl ServerKind {
+    fn stand_in(self) -> bool {
+        self == ServerKind::Nx27017StandIn
     }
 }
 
@@ -149,10 +336,16 @@ struct Inner {
     database: String,
     opts: MongoOptions,
     assets: Collection<RawDocumentBuf>,
+    /// The assets collection for the pre-read of existing content hashes:
+    /// always the primary with read concern `local`, whatever the URI's read
+    /// preference says, so the read sees every write acknowledged before it
+    /// (a secondary may lag, and then unchanged assets are counted updated and rewritten).
+    assets_primary: Collection<Document>,
     runs: Collection<Document>,
     checkpoints: Collection<Document>,
     rejects: Collection<Document>,
     indexes: tokio::sync::OnceCell<()>,
+    server: tokio::sync::OnceCell<ServerKind>,
     stats: Stats,
 }
 
@@ -275,25 +468,6 @@ fn next_reject_seqs(n: usize) -> i64 {
     }
 }
 
-fn fnv1a64(seed: u64, parts: &[&str]) -> u64 {
-    let mut hash = seed;
-    for part in parts {
-        for b in part.as_bytes().iter().chain(&[0xff]) {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    hash
-}
-
-/// A content-derived id for a reject: saving the same reject twice keeps one.
-fn reject_id(r: &StoredReject) -> String {
-    let raw = r.reject.raw.as_deref().unwrap_or("\u{0}none");
-    let parts =
-        [r.sync_id.as_str(), &r.connection, &r.stream, &r.reject.record, &r.reject.reason, &r.reject.detail, raw];
-    format!("{:016x}{:016x}", fnv1a64(0xcbf2_9ce4_8422_2325, &parts), fnv1a64(0x6c62_272e_07bb_0142, &parts))
-}
-
 impl MongoStore {
     /// Connect with default options. `uri` is a MongoDB connection string
     /// (`mongodb://` or `mongodb+srv://`); it is never logged.
@@ -321,28 +495,27 @@ impl MongoStore {
 
     pub fn from_client_with(client: Client, database: &str, opts: MongoOptions) -> Result<Self, StoreError> {
         validate_database_name(database)?;
-        for (what, name) in [
-            ("assets", &opts.assets_collection),
-            ("runs", &opts.runs_collection),
-            ("checkpoints", &opts.checkpoints_collection),
-            ("rejects", &opts.rejects_collection),
-        ] {
-            if name.is_empty() || name.starts_with("system.") || name.contains(['$', '\0']) {
-                return Err(StoreError::Config(format!("invalid MongoDB collection name for {what}: {name:?}")));
-            }
-        }
+        opts.collections.validate()?;
+        let opts = opts.clamped();
         let db = client.database(database);
+        let primary = CollectionOptions::builder()
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .read_concern(ReadConcern::local())
+            .build();
+        let names = &opts.collections;
         Ok(MongoStore {
             inner: Arc::new(Inner {
-                assets: db.collection(&opts.assets_collection),
-                runs: db.collection(&opts.runs_collection),
-                checkpoints: db.collection(&opts.checkpoints_collection),
-                rejects: db.collection(&opts.rejects_collection),
+                assets: db.collection(&names.assets),
+                assets_primary: db.collection_with_options(&names.assets, primary),
+                runs: db.collection(&names.runs),
+                checkpoints: db.collection(&names.checkpoints),
+                rejects: db.collection(&names.rejects),
                 client,
                 db,
                 database: database.to_string(),
                 opts,
                 indexes: tokio::sync::OnceCell::new(),
+                server: tokio::sync::OnceCell::new(),
                 stats: Stats::default(),
             }),
         })
@@ -382,15 +555,45 @@ impl MongoStore {
         self.inner.db.drop().await.map_err(|e| errors::classify("drop database", &e))
     }
 
-    async fn retry<'a, T, F, Fut>(&'a self, what: &'a str, op: F) -> Result<T, StoreError>
+    async fn retry<'a, T, F, Fut>(&'a self, what: &'a str, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        errors::with_retry(&self.inner.opts.retry, self.inner.opts.attempt_timeout, what, |_| op()).await
+    }
+
+    /// Like [`MongoStore::retry`], telling each attempt whether an earlier one failed
+    /// (after an ambiguous failure a write may or may not have been applied).
+    async fn retry_flagged<'a, T, F, Fut>(&'a self, what: &'a str, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         errors::with_retry(&self.inner.opts.retry, self.inner.opts.attempt_timeout, what, op).await
     }
 
-    /// Create the indexes once per store (idempotent: same names, same keys).
+    /// Whether the server is MongoDB or the nx-27017 test stand-in (asked once per store).
+    pub async fn server_kind(&self) -> Result<ServerKind, StoreError> {
+        self.inner.server.get_or_try_init(|| self.retry("identify the server", || self.detect_server())).await.copied()
+    }
+
+    async fn detect_server(&self) -> Result<ServerKind, StoreError> {
+        match self.inner.db.run_command(doc! { "buildInfo": 1 }).await {
+            Ok(info) if info.get_str("process").is_ok_and(|p| p == "nx_27017") => Ok(ServerKind::Nx27017StandIn),
+            Ok(_) => Ok(ServerKind::MongoDb),
+            Err(e) => match errors::classify("buildInfo", &e) {
+                transient @ StoreError::Transient(_) => Err(transient),
+                // Refused (permissions, an unusual proxy): not the stand-in, which answers it.
+                other => {
+                    tracing::debug!(error = %other, "buildInfo refused; assuming MongoDB");
+                    Ok(ServerKind::MongoDb)
+                }
+            },
+        }
+    }
+
+    /// Create the indexes once per store (idempotent: same names, same keys) and check the unique ones.
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
         self.inner
             .indexes
@@ -399,49 +602,125 @@ impl MongoStore {
             .map(|_| ())
     }
 
-    async fn create_indexes(&self) -> Result<(), StoreError> {
-        let named = |keys: Document, name: &str, unique: bool| {
-            let mut o = IndexOptions::builder().name(name.to_string()).build();
-            if unique {
-                o.unique = Some(true);
-            }
-            IndexModel::builder().keys(keys).options(o).build()
+    /// Every index the store needs: (collection, keys, name, unique).
+    fn index_specs(&self) -> Vec<IndexSpec<'_>> {
+        let i = &self.inner;
+        let spec = |coll: &'static str, name: &'static str, keys: Document, unique: bool| IndexSpec {
+            name,
+            keys,
+            unique,
+            handle: match coll {
+                "runs" => &i.runs,
+                "checkpoints" => &i.checkpoints,
+                "rejects" => &i.rejects,
+                _ => &i.assets_primary,
+            },
         };
-        let assets = [
-            named(doc! { "connection": 1, "kind": 1, "source_id": 1 }, "asset_key", true),
-            named(doc! { "connection": 1, "stream": 1, "last_sync_id": 1 }, "asset_stale_scan", false),
-            named(doc! { "connection": 1, "stream": 1, "stale_since": 1 }, "asset_stale_since", false),
-            named(doc! { "kind": 1, "fields.hostname": 1 }, "asset_hostname", false),
-            named(doc! { "kind": 1, "fields.serial_number": 1 }, "asset_serial_number", false),
-            named(doc! { "kind": 1, "fields.mac_addresses": 1 }, "asset_mac_addresses", false),
-        ];
-        for index in assets {
-            self.create_index(&self.inner.assets, index).await?;
+        vec![
+            spec("assets", "asset_key", doc! { "connection": 1, "kind": 1, "source_id": 1 }, true),
+            spec("assets", "asset_stale_scan", doc! { "connection": 1, "stream": 1, "last_sync_id": 1 }, false),
+            spec("assets", "asset_stale_since", doc! { "connection": 1, "stream": 1, "stale_since": 1 }, false),
+            spec("assets", "asset_hostname", doc! { "kind": 1, "fields.hostname": 1 }, false),
+            spec("assets", "asset_serial_number", doc! { "kind": 1, "fields.serial_number": 1 }, false),
+            spec("assets", "asset_mac_addresses", doc! { "kind": 1, "fields.mac_addresses": 1 }, false),
+            spec("runs", "run_started_at", doc! { "started_at": -1, "sync_id": -1 }, false),
+            spec("checkpoints", "checkpoint_key", doc! { "connection": 1, "stream": 1 }, true),
+            spec("rejects", "reject_sync_seq", doc! { "sync_id": 1, "seq": 1 }, false),
+        ]
+    }
+
+    async fn create_indexes(&self) -> Result<(), StoreError> {
+        for spec in self.index_specs() {
+            let mut options = IndexOptions::builder().name(spec.name.to_string()).build();
+            if spec.unique {
+                options.unique = Some(true);
+            }
+            let model = IndexModel::builder().keys(spec.keys.clone()).options(options).build();
+            let coll = spec.handle;
+            match coll.create_index(model).await {
+                Ok(_) => {}
+                // 85 IndexOptionsConflict: the keys are indexed under another name or with other
+                // options (perhaps NOT unique); 86 IndexKeySpecsConflict: our name is taken by
+                // other keys. Which index exists is checked below.
+                Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 85 || c.code == 86) => {
+                    let existing = self.list_indexes(coll).await?;
+                    if !existing.iter().any(|ix| same_keys(&ix.keys, &spec.keys)) {
+                        return Err(StoreError::Config(format!(
+                            "cannot create index {} on {} {}: {}; an index of that name with other keys exists: \
+                             drop or rename it",
+                            spec.name,
+                            coll.name(),
+                            show_keys(&spec.keys),
+                            errors::describe(&e)
+                        )));
+                    }
+                    tracing::warn!(
+                        collection = coll.name(),
+                        index = spec.name,
+                        "the keys are already indexed under another name"
+                    );
+                }
+                Err(e) => return Err(errors::classify(&format!("create index {}.{}", coll.name(), spec.name), &e)),
+            }
         }
-        self.create_index(&self.inner.runs, named(doc! { "started_at": -1, "sync_id": -1 }, "run_started_at", false))
-            .await?;
-        self.create_index(
-            &self.inner.checkpoints,
-            named(doc! { "connection": 1, "stream": 1 }, "checkpoint_key", true),
-        )
-        .await?;
-        self.create_index(&self.inner.rejects, named(doc! { "sync_id": 1, "seq": 1 }, "reject_sync_seq", false))
-            .await?;
+        // Uniqueness is what makes an upsert keyed on them create one document per key.
+        // An index on the same keys that is not unique (made by hand, under another name)
+        // blocks ours on MongoDB (error 85 above) and silently replaces ours on nx-27017.
+        for spec in self.index_specs().into_iter().filter(|s| s.unique) {
+            let existing = self.list_indexes(spec.handle).await?;
+            let on_keys: Vec<&ListedIndex> = existing.iter().filter(|ix| same_keys(&ix.keys, &spec.keys)).collect();
+            if !on_keys.iter().any(|ix| ix.unique && !ix.partial) {
+                let found = match on_keys.first() {
+                    Some(ix) => format!(
+                        "index {:?} on these keys is {}",
+                        ix.name,
+                        if ix.unique { "partial" } else { "not unique" }
+                    ),
+                    None => "no index on these keys exists".to_string(),
+                };
+                return Err(StoreError::Config(format!(
+                    "collection {} needs a unique index on {}, but {found}: drop it so corral can create \
+                     its own ({}), or make it unique",
+                    spec.handle.name(),
+                    show_keys(&spec.keys),
+                    spec.name
+                )));
+            }
+        }
         Ok(())
     }
 
-    async fn create_index<T: Send + Sync>(&self, coll: &Collection<T>, index: IndexModel) -> Result<(), StoreError> {
-        let name = index.options.as_ref().and_then(|o| o.name.clone()).unwrap_or_default();
-        match coll.create_index(index).await {
-            Ok(_) => Ok(()),
-            // The same keys already indexed under another name (created by hand):
-            // that index serves as well as ours.
-            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 85) => {
-                tracing::warn!(collection = coll.name(), index = %name, "an equivalent index exists under another name");
-                Ok(())
-            }
-            Err(e) => Err(errors::classify(&format!("create index {}.{name}", coll.name()), &e)),
+    /// The collection's indexes (`listIndexes`), as the server reports them.
+    async fn list_indexes(&self, coll: &Collection<Document>) -> Result<Vec<ListedIndex>, StoreError> {
+        let what = format!("list indexes of {}", coll.name());
+        let reply = self
+            .inner
+            .db
+            .run_command(doc! { "listIndexes": coll.name() })
+            .await
+            .map_err(|e| errors::classify(&what, &e))?;
+        let batch = reply
+            .get_document("cursor")
+            .and_then(|c| c.get_array("firstBatch"))
+            .map_err(|_| StoreError::Permanent(format!("{what}: unexpected reply")))?;
+        let mut out = Vec::new();
+        for ix in batch {
+            let Bson::Document(ix) = ix else { continue };
+            let Ok(keys) = ix.get_document("key") else { continue };
+            out.push(ListedIndex {
+                name: ix.get_str("name").unwrap_or_default().to_string(),
+                keys: keys.clone(),
+                unique: ix.get("unique").is_some_and(truthy),
+                partial: ix.contains_key("partialFilterExpression"),
+            });
         }
+        Ok(out)
+    }
+
+    /// The indexes of the assets collection (for tests and diagnostics): name, keys, unique.
+    pub async fn asset_indexes(&self) -> Result<Vec<(String, Document, bool)>, StoreError> {
+        let listed = self.retry("list indexes", || self.list_indexes(&self.inner.assets_primary)).await?;
+        Ok(listed.into_iter().map(|ix| (ix.name, ix.keys, ix.unique)).collect())
     }
 
     fn asset_filter(filter: &AssetFilter) -> Document {
@@ -459,50 +738,95 @@ impl MongoStore {
         q
     }
 
-    async fn handle_stale_once(
-        &self,
-        scope: &StaleScope,
-        delete_after: Option<Duration>,
-    ) -> Result<StaleOutcome, StoreError> {
-        let base = doc! {
+    fn stale_base(scope: &StaleScope) -> Document {
+        doc! {
             "connection": { "$eq": &scope.connection },
             "stream": { "$eq": &scope.stream },
             "last_sync_id": { "$ne": &scope.sync_id },
-        };
-        let mut mark_filter = base.clone();
-        mark_filter.insert("stale_since", Bson::Null);
+        }
+    }
+
+    /// Mark the scope's unseen assets stale. Exact after a retry: once an attempt
+    /// has failed (perhaps after the server applied it), the marked assets are
+    /// counted as those of the scope whose `stale_since` is this run's `now`.
+    async fn mark_stale(&self, scope: &StaleScope, server: ServerKind) -> Result<u64, StoreError> {
         let now = to_bson_date(&scope.now);
-        let mark = doc! { "$set": { "stale_since": now }, "$pull": { load::NOOP_PULL_FIELD: { "$in": [] } } };
-        let marked = self
-            .inner
-            .assets
-            .update_many(mark_filter, mark)
-            .await
-            .map_err(|e| errors::classify("mark stale assets", &e))?
-            .modified_count;
-        let mut deleted = 0;
-        if let Some(age) = delete_after {
-            // An age too large to represent means nothing is old enough.
-            let cutoff = chrono::Duration::from_std(age).ok().and_then(|age| scope.now.checked_sub_signed(age));
-            if let Some(cutoff) = cutoff {
-                let mut delete_filter = base;
-                delete_filter.insert("stale_since", doc! { "$lte": to_bson_date(&cutoff) });
-                deleted = self
+        let mut filter = Self::stale_base(scope);
+        filter.insert("stale_since", Bson::Null);
+        let mut mark = doc! { "$set": { "stale_since": now } };
+        if server.stand_in() {
+            mark.insert("$pull", doc! { load::NOOP_PULL_FIELD: { "$in": [] } });
+        }
+        let mut marked_now = Self::stale_base(scope);
+        marked_now.insert("stale_since", doc! { "$eq": now });
+        self.retry_flagged("mark stale assets", |retried| {
+            let (filter, mark, marked_now) = (filter.clone(), mark.clone(), marked_now.clone());
+            async move {
+                let result = self
                     .inner
                     .assets
-                    .delete_many(delete_filter)
+                    .update_many(filter, mark)
                     .await
-                    .map_err(|e| errors::classify("delete stale assets", &e))?
-                    .deleted_count;
+                    .map_err(|e| errors::classify("mark stale assets", &e))?;
+                if !retried {
+                    return Ok(result.modified_count);
+                }
+                self.inner
+                    .assets_primary
+                    .count_documents(marked_now)
+                    .await
+                    .map_err(|e| errors::classify("count the assets marked stale", &e))
             }
+        })
+        .await
+    }
+
+    /// Delete the scope's assets stale since `cutoff` or earlier. Exact after a
+    /// retry: they are counted before the first attempt, and once an attempt has
+    /// failed the deleted ones are those no longer there.
+    async fn delete_stale(&self, scope: &StaleScope, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut filter = Self::stale_base(scope);
+        filter.insert("stale_since", doc! { "$lte": to_bson_date(&cutoff) });
+        let before = self
+            .retry("count stale assets to delete", || async {
+                self.inner
+                    .assets_primary
+                    .count_documents(filter.clone())
+                    .await
+                    .map_err(|e| errors::classify("count stale assets to delete", &e))
+            })
+            .await?;
+        if before == 0 {
+            return Ok(0);
         }
-        Ok(StaleOutcome { marked, deleted })
+        self.retry_flagged("delete stale assets", |retried| {
+            let filter = filter.clone();
+            async move {
+                let result = self
+                    .inner
+                    .assets
+                    .delete_many(filter.clone())
+                    .await
+                    .map_err(|e| errors::classify("delete stale assets", &e))?;
+                if !retried {
+                    return Ok(result.deleted_count);
+                }
+                let left = self
+                    .inner
+                    .assets_primary
+                    .count_documents(filter)
+                    .await
+                    .map_err(|e| errors::classify("count stale assets left", &e))?;
+                Ok(before.saturating_sub(left))
+            }
+        })
+        .await
     }
 
     async fn save_rejects_once(&self, docs: &[Document]) -> Result<(), StoreError> {
         match self.inner.rejects.insert_many(docs).ordered(false).await {
             Ok(_) => Ok(()),
-            // Already saved by an earlier (ambiguous) attempt: ids are content-derived.
+            // Already saved by an earlier (ambiguous) attempt: the ids were chosen before the first one.
             Err(e)
                 if matches!(e.kind.as_ref(), ErrorKind::InsertMany(im)
                     if im.write_concern_error.is_none()
@@ -514,12 +838,36 @@ impl MongoStore {
         }
     }
 
+    /// `count_assets` on MongoDB: one aggregation grouped by (connection, kind).
+    async fn count_grouped(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
+        let pipeline = vec![
+            doc! { "$match": Self::asset_filter(filter) },
+            doc! { "$group": {
+                "_id": { "connection": "$connection", "kind": "$kind" },
+                "count": { "$sum": 1 },
+                "stale": { "$sum": { "$cond": [ { "$ifNull": ["$stale_since", false] }, 1, 0 ] } },
+            } },
+        ];
+        let rows = self.aggregate_counts(pipeline).await?;
+        rows.into_iter()
+            .map(|row| {
+                let id = row.get_document("_id").map_err(|_| corrupt_count_row(&row))?;
+                let connection = id.get_str("connection").map_err(|_| corrupt_count_row(&row))?.to_string();
+                let kind = parse_kind(id.get_str("kind").map_err(|_| corrupt_count_row(&row))?)?;
+                Ok(AssetCount {
+                    connection,
+                    kind,
+                    count: count_of(row.get("count")),
+                    stale: count_of(row.get("stale")),
+                })
+            })
+            .collect()
+    }
+
+    /// `count_assets` on the stand-in (see [`ServerKind`]): one aggregation per kind, grouped by connection.
     async fn count_kind(&self, filter: &AssetFilter, kind: AssetKind) -> Result<Vec<AssetCount>, StoreError> {
         let mut matched = Self::asset_filter(filter);
         matched.insert("kind", doc! { "$eq": kind.as_str() });
-        // One group per connection for one kind at a time: nx-27017 (the test
-        // stand-in) does not evaluate a compound `_id: {connection, kind}` in
-        // `$group`; kinds are few, so this costs MongoDB one more cheap query.
         let pipeline = vec![
             doc! { "$match": matched },
             doc! { "$group": {
@@ -528,13 +876,12 @@ impl MongoStore {
                 "stale": { "$sum": { "$cond": [ { "$ifNull": ["$stale_since", false] }, 1, 0 ] } },
             } },
         ];
-        let cursor = self.inner.assets.aggregate(pipeline).await.map_err(|e| errors::classify("count assets", &e))?;
-        let rows: Vec<Document> = cursor.try_collect().await.map_err(|e| errors::classify("count assets", &e))?;
+        let rows = self.aggregate_counts(pipeline).await?;
         rows.into_iter()
             .map(|row| {
                 let connection = match row.get("_id") {
                     Some(Bson::String(s)) => s.clone(),
-                    other => return Err(StoreError::Corrupt(format!("assets.connection is not a string: {other:?}"))),
+                    _ => return Err(corrupt_count_row(&row)),
                 };
                 Ok(AssetCount {
                     connection,
@@ -545,6 +892,69 @@ impl MongoStore {
             })
             .collect()
     }
+
+    async fn aggregate_counts(&self, pipeline: Vec<Document>) -> Result<Vec<Document>, StoreError> {
+        let cursor = self.inner.assets.aggregate(pipeline).await.map_err(|e| errors::classify("count assets", &e))?;
+        cursor.try_collect().await.map_err(|e| errors::classify("count assets", &e))
+    }
+}
+
+/// One index the store needs.
+struct IndexSpec<'a> {
+    name: &'static str,
+    keys: Document,
+    unique: bool,
+    handle: &'a Collection<Document>,
+}
+
+/// One index as `listIndexes` reports it.
+#[derive(Debug)]
+struct ListedIndex {
+    name: String,
+    keys: Document,
+    unique: bool,
+    partial: bool,
+}
+
+fn truthy(b: &Bson) -> bool {
+    match b {
+        Bson::Boolean(v) => *v,
+        Bson::Int32(v) => *v != 0,
+        Bson::Int64(v) => *v != 0,
+        Bson::Double(v) => *v != 0.0,
+        _ => false,
+    }
+}
+
+/// The same fields in the same order with the same directions (1 and 1.0 are
+/// the same: indexes made by hand in mongosh have double values).
+fn same_keys(a: &Document, b: &Document) -> bool {
+    fn direction(v: &Bson) -> Option<String> {
+        match v {
+            Bson::Int32(n) => Some(n.signum().to_string()),
+            Bson::Int64(n) => Some(n.signum().to_string()),
+            Bson::Double(n) => Some(if *n < 0.0 { "-1" } else { "1" }.to_string()),
+            Bson::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    a.len() == b.len() && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && direction(va) == direction(vb))
+}
+
+fn show_keys(keys: &Document) -> String {
+    let fields: Vec<String> = keys.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
+fn corrupt_count_row(row: &Document) -> StoreError {
+    StoreError::Corrupt(format!("assets: unexpected count row {:?}", row.get("_id")))
+}
+
+fn parse_kind(kind: &str) -> Result<AssetKind, StoreError> {
+    AssetKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("assets.kind is not a known kind: {kind:?}")))
 }
 
 #[async_trait]
@@ -563,7 +973,19 @@ impl Store for MongoStore {
             StalePolicy::Mark { delete_after } => delete_after,
         };
         self.ensure_indexes().await?;
-        self.retry("handle stale", || self.handle_stale_once(scope, delete_after)).await
+        let server = self.server_kind().await?;
+        // Two steps, each retried on its own: a failure of the delete must not
+        // repeat the mark (whose count would then be 0).
+        let marked = self.mark_stale(scope, server).await?;
+        // An age too large to represent means nothing is old enough.
+        let cutoff = delete_after
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| scope.now.checked_sub_signed(age));
+        let deleted = match cutoff {
+            Some(cutoff) => self.delete_stale(scope, cutoff).await?,
+            None => 0,
+        };
+        Ok(StaleOutcome { marked, deleted })
     }
 
     async fn save_checkpoint(&self, connection: &str, stream: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
@@ -617,12 +1039,14 @@ impl Store for MongoStore {
         self.ensure_indexes().await?;
         let seq = next_reject_seqs(rejects.len());
         let saved_at = to_bson_date(&Utc::now());
+        // Ids chosen once, before the first attempt: a retry re-sends the same
+        // ids (and the duplicates are ignored), another save of equal rejects keeps both.
         let docs: Vec<Document> = rejects
             .iter()
             .zip(seq..)
             .map(|(r, seq)| {
                 let mut d = doc! {
-                    "_id": reject_id(r),
+                    "_id": ObjectId::new(),
                     "sync_id": &r.sync_id,
                     "connection": &r.connection,
                     "stream": &r.stream,
@@ -722,13 +1146,17 @@ impl Store for MongoStore {
     }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
-        let kinds: Vec<AssetKind> = match filter.kind {
-            Some(k) => vec![k],
-            None => AssetKind::ALL.to_vec(),
-        };
         let mut counts = Vec::new();
-        for kind in kinds {
-            counts.extend(self.retry("count assets", || self.count_kind(filter, kind)).await?);
+        if self.server_kind().await?.stand_in() {
+            let kinds: Vec<AssetKind> = match filter.kind {
+                Some(k) => vec![k],
+                None => AssetKind::ALL.to_vec(),
+            };
+            for kind in kinds {
+                counts.extend(self.retry("count assets", || self.count_kind(filter, kind)).await?);
+            }
+        } else {
+            counts = self.retry("count assets", || self.count_grouped(filter)).await?;
         }
         counts.retain(|c| c.count > 0);
         counts.sort_by(|a, b| (a.connection.as_bytes(), a.kind).cmp(&(b.connection.as_bytes(), b.kind)));
@@ -746,7 +1174,10 @@ impl Store for MongoStore {
                 let cursor = coll
                     .find(q.clone())
                     .sort(doc! { "connection": 1, "kind": 1, "source_id": 1 })
-                    .projection(doc! { "_id": 0, "content_hash": 0 })
+                    .projection(doc! {
+                        "_id": 0, "content_hash": 0, "insert_token": 0, "write_token": 0, "write_changed": 0,
+                        load::NOOP_PULL_FIELD: 0,
+                    })
                     .limit(limit_i64(limit))
                     .await
                     .map_err(|e| errors::classify("list assets", &e))?;
@@ -798,5 +1229,152 @@ mod tests {
         let store = MongoStore::connect("mongodb://user:hunter2@127.0.0.1:1", "corral").await.expect("lazy connect");
         assert_eq!(store.describe(), "mongodb:corral");
         assert!(!format!("{store:?}").contains("hunter2"));
+    }
+
+    /// The shape the CLI's `[store]` table has: `kind` picks the store.
+    #[derive(Debug, Deserialize)]
+    #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+    enum StoreTable {
+        #[allow(dead_code)]
+        Sqlite {
+            path: String,
+        },
+        Mongodb(MongoConfig),
+    }
+
+    fn parse_store(text: &str) -> Result<MongoConfig, String> {
+        #[derive(Debug, Deserialize)]
+        struct File {
+            store: StoreTable,
+        }
+        match toml::from_str::<File>(text).map_err(|e| e.to_string())?.store {
+            StoreTable::Mongodb(c) => Ok(c),
+            other => Err(format!("not mongodb: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn mongo_config_deserializes_with_defaults() {
+        let c = parse_store("[store]\nkind = \"mongodb\"\nuri = \"mongodb://u:pw-secret@h\"\n").expect("minimal");
+        assert_eq!(c, MongoConfig::new("mongodb://u:pw-secret@h", "corral"));
+        assert_eq!(c.options().collections, CollectionNames::default());
+
+        let c = parse_store(
+            "[store]\nkind = \"mongodb\"\nuri = \"mongodb://h\"\ndatabase = \"inv\"\n\
+             collections = { assets = \"corral_assets\", rejects = \"corral_rejects\" }\n",
+        )
+        .expect("names");
+        assert_eq!(c.database, "inv");
+        let names = c.options().collections;
+        assert_eq!((names.assets.as_str(), names.rejects.as_str()), ("corral_assets", "corral_rejects"));
+        assert_eq!((names.runs.as_str(), names.checkpoints.as_str()), ("runs", "checkpoints"), "defaults for the rest");
+
+        let err =
+            parse_store("[store]\nkind = \"mongodb\"\nuri = \"mongodb://h\"\ncollection = {}\n").expect_err("typo");
+        assert!(err.contains("collection"), "{err}");
+        let err = parse_store("[store]\nkind = \"mongodb\"\nuri = \"mongodb://h\"\ncollections = { asset = \"x\" }\n")
+            .expect_err("unknown collection");
+        assert!(err.contains("asset"), "{err}");
+        assert!(parse_store("[store]\nkind = \"mongodb\"\n").expect_err("no uri").contains("uri"));
+    }
+
+    #[test]
+    fn mongo_config_debug_hides_the_uri() {
+        let c = MongoConfig::new("mongodb://corral:hunter2@db.example.com", "corral");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("db.example.com"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn collection_names_are_validated() {
+        let names = |assets: &str, runs: &str| CollectionNames {
+            assets: assets.into(),
+            runs: runs.into(),
+            ..Default::default()
+        };
+        assert!(names("a", "r").validate().is_ok());
+        for bad in [names("", "r"), names("a$b", "r"), names("system.x", "r"), names("same", "same")] {
+            let err = bad.validate().expect_err("invalid names");
+            assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+        }
+        let config =
+            MongoConfig { collections: names("x", "x"), ..MongoConfig::new("mongodb://127.0.0.1:1", "corral") };
+        let err = config.connect().await.expect_err("duplicate names");
+        assert!(err.to_string().contains("both named"), "{err}");
+        let config = MongoConfig { collections: names("corral_assets", "corral_runs"), ..config };
+        let store = config.connect().await.expect("lazy connect");
+        assert_eq!(store.inner.assets.name(), "corral_assets");
+        assert_eq!(store.inner.assets_primary.name(), "corral_assets");
+        assert_eq!(store.inner.runs.name(), "corral_runs");
+        assert_eq!(store.inner.checkpoints.name(), "checkpoints");
+    }
+
+    #[tokio::test]
+    async fn batch_limits_are_clamped_to_what_mongodb_accepts() {
+        let opts = MongoOptions {
+            max_batch_docs: 1_000_000,
+            max_batch_bytes: 64 << 20,
+            max_document_bytes: 32 << 20,
+            max_in_flight: 0,
+            ..MongoOptions::default()
+        };
+        let store = MongoStore::connect_with("mongodb://127.0.0.1:1", "corral", opts).await.expect("lazy connect");
+        let o = store.options();
+        assert_eq!(o.max_batch_docs, 100_000);
+        assert_eq!(o.max_batch_bytes, (16 << 20) - COMMAND_HEADROOM_BYTES);
+        assert!(o.max_batch_bytes < 16 << 20);
+        assert_eq!(o.max_document_bytes, 16 << 20);
+        assert_eq!(o.max_in_flight, 1);
+        let defaults = MongoStore::connect("mongodb://127.0.0.1:1", "corral").await.expect("lazy connect");
+        assert_eq!(defaults.options().max_batch_docs, 1000, "sensible values are kept");
+        assert_eq!(defaults.options().max_batch_bytes, 8 << 20);
+    }
+
+    #[tokio::test]
+    async fn the_pre_read_goes_to_the_primary_whatever_the_uri_says() {
+        let uri = "mongodb://127.0.0.1:1/?readPreference=secondaryPreferred&readConcernLevel=available";
+        let store = MongoStore::connect(uri, "corral").await.expect("lazy connect");
+        assert!(
+            matches!(
+                store.inner.assets.selection_criteria(),
+                Some(SelectionCriteria::ReadPreference(ReadPreference::SecondaryPreferred { .. }))
+            ),
+            "listing follows the URI: {:?}",
+            store.inner.assets.selection_criteria()
+        );
+        assert!(
+            matches!(
+                store.inner.assets_primary.selection_criteria(),
+                Some(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            ),
+            "{:?}",
+            store.inner.assets_primary.selection_criteria()
+        );
+        assert_eq!(store.inner.assets_primary.read_concern(), Some(&ReadConcern::local()));
+    }
+
+    /// A hung server: with the default options the store gives up in about a
+    /// minute, and permanently, so the engine does not retry on top.
+    #[tokio::test(start_paused = true)]
+    async fn default_retries_give_up_on_a_hung_server_within_a_minute() {
+        let opts = MongoOptions::default();
+        let started = tokio::time::Instant::now();
+        let r: Result<(), _> = errors::with_retry(&opts.retry, opts.attempt_timeout, "upsert", |_| async {
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await;
+        let took = started.elapsed();
+        let Err(StoreError::Permanent(msg)) = r else { panic!("expected a permanent error: {r:?}") };
+        assert!(msg.contains("gave up after 1 attempt(s)"), "{msg}");
+        assert!(took <= opts.retry.budget + opts.attempt_timeout && took <= Duration::from_secs(60), "{took:?}");
+    }
+
+    #[test]
+    fn index_keys_compare_by_field_order_and_direction() {
+        assert!(same_keys(&doc! { "a": 1, "b": 1 }, &doc! { "a": 1.0, "b": 1_i64 }));
+        assert!(!same_keys(&doc! { "a": 1, "b": 1 }, &doc! { "b": 1, "a": 1 }));
+        assert!(!same_keys(&doc! { "a": 1 }, &doc! { "a": -1 }));
+        assert!(!same_keys(&doc! { "a": 1 }, &doc! { "a": 1, "b": 1 }));
     }
 }
