@@ -76,10 +76,11 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
                 .with_context(|| format!("opening the SQLite store {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        StoreConfig::Mongodb { uri, database } => {
-            let store = corral_store::mongo::MongoStore::connect(uri, database)
+        StoreConfig::Mongodb(mongo) => {
+            let store = mongo
+                .connect()
                 .await
-                .with_context(|| format!("connecting to the MongoDB store (database {database})"))?;
+                .with_context(|| format!("connecting to the MongoDB store (database {})", mongo.database))?;
             Ok(Arc::new(store))
         }
     }

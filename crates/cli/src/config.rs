@@ -30,12 +30,9 @@ pub enum StoreConfig {
         #[serde(default = "default_db_path")]
         path: PathBuf,
     },
-    Mongodb {
-        /// Usually `${MONGODB_URI}`; TLS and credentials go in the URI.
-        uri: String,
-        #[serde(default = "default_database")]
-        database: String,
-    },
+    /// `uri` (usually `${MONGODB_URI}`; TLS and credentials go in the URI),
+    /// `database` (default `corral`), `collections` (each name optional).
+    Mongodb(corral_store::mongo::MongoConfig),
 }
 
 impl Default for StoreConfig {
@@ -46,10 +43,6 @@ impl Default for StoreConfig {
 
 fn default_db_path() -> PathBuf {
     PathBuf::from("corral.db")
-}
-
-fn default_database() -> String {
-    "corral".to_string()
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +256,30 @@ mod tests {
         assert_eq!(c["token"].as_str(), Some("SSWS env-secret-value"));
         assert_eq!(c["key"].as_str(), Some("file-secret-value"));
         assert_eq!(r.redact("bad token env-secret-value and file-secret-value"), "bad token [redacted] and [redacted]");
+    }
+
+    #[test]
+    fn mongodb_store_with_uri_from_the_environment_and_collection_names() {
+        let toml = r#"
+            [store]
+            kind = "mongodb"
+            uri = "${CORRAL_TEST_MONGO_URI}"
+            collections = { assets = "inventory" }
+        "#;
+        let r = Redactor::default();
+        let env = |name: &str| (name == "CORRAL_TEST_MONGO_URI").then(|| "mongodb://app:pw-123456@db/x".to_string());
+        let cfg = Config::parse_with_env(toml, Path::new("t.toml"), &r, &env).expect("parse");
+        let StoreConfig::Mongodb(m) = &cfg.store else { panic!("not mongodb: {:?}", cfg.store) };
+        assert_eq!(m.uri, "mongodb://app:pw-123456@db/x");
+        assert_eq!(m.database, "corral");
+        assert_eq!(m.collections.assets, "inventory");
+        assert_eq!(m.collections.runs, corral_store::mongo::CollectionNames::default().runs);
+        assert!(!format!("{cfg:?}").contains("pw-123456"), "Debug shows the URI");
+        assert_eq!(r.redact("connect mongodb://app:pw-123456@db/x failed"), "connect [redacted] failed");
+        let err =
+            Config::parse("[store]\nkind = \"mongodb\"\nuri = \"mongodb://h\"\ndb = \"x\"\n", Path::new("t.toml"), &r)
+                .expect_err("unknown field");
+        assert!(format!("{err:#}").contains("db"), "{err:#}");
     }
 
     #[test]

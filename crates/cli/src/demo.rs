@@ -48,7 +48,8 @@ pub async fn run(
         if let Some(password) = uri_password(store) {
             redactor.add(password);
         }
-        StoreConfig::Mongodb { uri: store.to_string(), database: "corral".into() }
+        let database = uri_database(store).unwrap_or("corral");
+        StoreConfig::Mongodb(corral_store::mongo::MongoConfig::new(store, database))
     } else {
         StoreConfig::Sqlite { path: store.into() }
     };
@@ -143,6 +144,13 @@ pub async fn run(
     Ok(code)
 }
 
+/// The database in a `scheme://host/database?options` URI, if it names one.
+fn uri_database(uri: &str) -> Option<&str> {
+    let rest = uri.split_once("://")?.1;
+    let path = rest.split('?').next()?.split_once('/')?.1;
+    (!path.is_empty()).then_some(path)
+}
+
 /// The password in a `scheme://user:password@host` URI, if any.
 fn uri_password(uri: &str) -> Option<&str> {
     let rest = uri.split_once("://")?.1;
@@ -152,6 +160,14 @@ fn uri_password(uri: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn uri_database_is_found() {
+        assert_eq!(super::uri_database("mongodb://app:pw@db:27017/inventory?tls=true"), Some("inventory"));
+        assert_eq!(super::uri_database("mongodb://db:27017/?tls=true"), None);
+        assert_eq!(super::uri_database("mongodb://db:27017"), None);
+        assert_eq!(super::uri_database("mongodb+srv://cluster.example/demo"), Some("demo"));
+    }
+
     #[test]
     fn uri_password_is_found() {
         assert_eq!(super::uri_password("mongodb://app:s3cret@db:27017/?tls=true"), Some("s3cret"));

@@ -101,8 +101,9 @@ enum Command {
     },
     /// Sync simulated CrowdStrike, Okta and Graph APIs plus sample exports into the embedded store (./corral.db).
     Demo {
-        /// Store to load into: a SQLite path or a mongodb:// URI (from the
-        /// environment, a URI with credentials stays out of the process list).
+        /// Store to load into: a SQLite path or a mongodb:// URI, whose path
+        /// names the database (default `corral`). Set CORRAL_DEMO_STORE
+        /// instead to keep a URI with credentials out of the process list.
         #[arg(long, default_value = "corral.db", env = "CORRAL_DEMO_STORE", hide_env_values = true)]
         store: String,
         /// Devices to generate.
