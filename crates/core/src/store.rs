@@ -158,11 +158,32 @@ pub enum StoreError {
     Config(String),
     #[error("stored data could not be decoded: {0}")]
     Corrupt(String),
+    /// A batch failed after part of it was stored (the store writes a big
+    /// batch as several commands): `stored` says what was, so the run's
+    /// counts stay true even though the batch as a whole failed.
+    #[error("{source}")]
+    Partial {
+        stored: LoadOutcome,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient(_))
+        match self {
+            StoreError::Transient(_) => true,
+            StoreError::Partial { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// What part of the failed batch was stored anyway (nothing, unless `Partial`).
+    pub fn stored(&self) -> Option<&LoadOutcome> {
+        match self {
+            StoreError::Partial { stored, .. } => Some(stored),
+            _ => None,
+        }
     }
 }
 
@@ -182,7 +203,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Idempotent upsert keyed by (connection, kind, source_id). Keeps
     /// `first_seen` from the first insert, sets `last_seen` and `last_sync_id`,
-    /// clears `stale_since`. Returns inserted / updated / unchanged counts.
+    /// clears `stale_since`. Returns inserted / updated / unchanged counts; a
+    /// batch that failed after part of it was stored says so with
+    /// [`StoreError::Partial`].
     async fn upsert(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError>;
 
     /// Stale handling for one scope. The engine calls this only for a stream

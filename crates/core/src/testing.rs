@@ -57,6 +57,8 @@ pub struct MemoryStore {
     rejects: Mutex<Vec<StoredReject>>,
     /// Fail every upsert after this many succeeded (None: never).
     fail_after_batches: Mutex<Option<u64>>,
+    /// Failing upserts store the first half of their batch first (`StoreError::Partial`).
+    fail_partially: AtomicBool,
     batches: AtomicU64,
     /// Sleep this long in each upsert (milliseconds).
     delay_ms: AtomicU64,
@@ -99,6 +101,14 @@ impl MemoryStore {
     /// The most upserts that ran at the same time.
     pub fn peak_concurrent_upserts(&self) -> u64 {
         self.upserts_peak.load(Ordering::SeqCst)
+    }
+
+    /// Like [`MemoryStore::fail_after`], but a failing upsert first stores
+    /// the first half of its batch and says so (`StoreError::Partial`), as a
+    /// store writing a batch in several commands does.
+    pub fn fail_partially_after(&self, n: u64) {
+        self.fail_partially.store(true, Ordering::Relaxed);
+        self.fail_after(n);
     }
 
     pub fn set_delay(&self, delay: Duration, block_thread: bool) {
@@ -256,8 +266,19 @@ impl MemoryStore {
         if let Some(limit) = *self.fail_after_batches.lock().map_err(|_| Self::poisoned())?
             && done >= limit
         {
-            return Err(StoreError::Permanent("injected failure: the store went away".into()));
+            let error = StoreError::Permanent("injected failure: the store went away".into());
+            if !self.fail_partially.load(Ordering::Relaxed) {
+                return Err(error);
+            }
+            let mut batch = batch;
+            batch.assets.truncate(batch.assets.len() / 2);
+            let stored = self.store_batch(batch)?;
+            return Err(StoreError::Partial { stored, source: Box::new(error) });
         }
+        self.store_batch(batch)
+    }
+
+    fn store_batch(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
         let refuse = self.refuse.lock().map_err(|_| Self::poisoned())?.clone();
         let mut assets = self.assets.lock().map_err(|_| Self::poisoned())?;
         let mut out = LoadOutcome::default();

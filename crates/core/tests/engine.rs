@@ -292,6 +292,22 @@ async fn malformed_page_is_partial_and_skips_stale_for_that_stream_only() {
     assert!(kept.iter().any(|r| r.reject.reason == "malformed_page" && r.reject.raw.as_deref() == Some("{not json")));
 }
 
+/// A batch that fails after part of it was stored: the failed run counts
+/// what was stored, so its summary matches the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_stored_failed_batch_is_counted() {
+    let store = Arc::new(MemoryStore::new());
+    store.fail_partially_after(1);
+    let config = EngineConfig { batch_max_records: 10, batches_in_flight: 1, ..small_config() };
+    let engine = Engine::new(config, store.clone()).expect("engine");
+    let s = engine.sync(conn_streams("a", Synthetic::new(2, 10), &["hosts"])).await;
+    assert_eq!(s.status, RunStatus::Failed);
+    assert_eq!(s.failed_batches, 1);
+    assert_eq!(s.inserted, 15, "10 from the first batch, 5 the failed one stored");
+    assert_eq!(store.asset_count(), 15);
+    assert_eq!(store.stale_calls(), 0);
+}
+
 /// A record the store refuses (MongoDB: a document over 16 MB) keeps its
 /// stored copy from the last run; stale handling of its stream would mark it
 /// stale although the vendor still returns it.

@@ -628,6 +628,16 @@ impl Loader<'_> {
             }
             Err(e) => {
                 self.summary.failed_batches += 1;
+                if let Some(stored) = e.stored() {
+                    // Part of the failed batch was stored: count it, the rerun will see it.
+                    self.summary.inserted += stored.inserted;
+                    self.summary.updated += stored.updated;
+                    self.summary.unchanged += stored.unchanged;
+                    self.progress.assets_loaded.fetch_add(stored.stored(), Ordering::Relaxed);
+                    if !stored.rejected.is_empty() {
+                        self.on_store_refused(&done.streams, &done.stream_of, stored.rejected.clone()).await;
+                    }
+                }
                 self.fail(format!("load of a batch of {} records failed: {e}", done.records));
                 return;
             }

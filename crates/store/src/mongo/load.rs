@@ -54,8 +54,8 @@
 //!    says what the other chunks stored). A retry of the
 //!    whole batch then counts the acknowledged chunks through their tokens:
 //!    within one sync, inserted + updated + unchanged are exact however often
-//!    the batch is retried. (What a failed `upsert` stored cannot be reported
-//!    to the caller: `Store::upsert` returns no outcome with an error.)
+//!    the batch is retried. What a batch that fails for good stored anyway is
+//!    returned in `StoreError::Partial`, so the failed run counts it too.
 //!
 //! Why not one round trip with a conditional (pipeline) update? It cannot say
 //! per document whether the content changed, and the reads are cheap index
@@ -483,12 +483,18 @@ impl MongoStore {
             outcome.updated,
             outcome.unchanged
         );
-        Err(match first {
+        let first = match first {
             StoreError::Transient(m) => StoreError::Transient(m + &others),
             StoreError::Permanent(m) => StoreError::Permanent(m + &others),
             StoreError::Config(m) => StoreError::Config(m + &others),
             StoreError::Corrupt(m) => StoreError::Corrupt(m + &others),
-        })
+            partial @ StoreError::Partial { .. } => partial,
+        };
+        if outcome.stored() == 0 && outcome.rejected.is_empty() {
+            return Err(first);
+        }
+        // The run's counts include what the acknowledged commands stored.
+        Err(StoreError::Partial { stored: outcome, source: Box::new(first) })
     }
 
     /// Write one chunk, retrying transient failures.
