@@ -427,8 +427,8 @@ async fn resume_ndjson() {
 async fn a_line_too_long_to_hold_is_one_reject_and_the_rest_loads() {
     use std::sync::Arc;
 
-    use corral_core::testing::MemoryStore;
-    use corral_core::{Connection, Engine, EngineConfig, RunStatus, StalePolicy, Store};
+    use corral_core::testing::{MemoryStore, sync_once};
+    use corral_core::{RunStatus, Store};
 
     for (name, head) in [("d.csv", "id,host\n"), ("d.ndjson", "")] {
         let good = |i: &str| if head.is_empty() { format!("{{\"id\":\"{i}\"}}\n") } else { format!("{i},host\n") };
@@ -441,14 +441,7 @@ async fn a_line_too_long_to_hold_is_one_reject_and_the_rest_loads() {
         body.push_str(&good("3"));
         let (a, _) = adapter(dir.path(), name, body.as_bytes(), json!({"columns": {"source_id": "id"}}));
         let store = Arc::new(MemoryStore::new());
-        let engine = Engine::new(EngineConfig::default(), store.clone()).expect("engine");
-        let conn = Connection {
-            name: "c".into(),
-            adapter: Arc::new(a),
-            streams: vec![],
-            stale: StalePolicy::Mark { delete_after: None },
-        };
-        let s = engine.sync(conn).await;
+        let s = sync_once(&store, "c", Arc::new(a)).await;
         assert_eq!(s.status, RunStatus::Partial, "{name}: {:?}", s.errors);
         assert_eq!((s.loaded(), s.records_rejected, s.records_fetched), (3, 1, 4), "{name}");
         let sample = &s.rejects["line_too_long"].samples[0];
