@@ -13,7 +13,6 @@
 //! so: the workers were starved (a task outside the engine blocked, or the
 //! machine's CPUs were saturated).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,66 +44,89 @@ struct Inner {
     polls: Arc<Polls>,
 }
 
-/// The engine task polls in progress, and the last long one, so that a late
-/// tick can name what was running.
-#[derive(Debug, Default)]
+/// The engine tasks and whether each is inside a poll, and the last long
+/// poll, so that a late tick can name what was running. A poll costs two
+/// atomic stores; the registry is locked only when a task is created and
+/// when a tick is late.
+#[derive(Debug)]
 struct Polls {
-    next_id: AtomicU64,
-    active: Mutex<HashMap<u64, ActivePoll>>,
-    last_long: Mutex<Option<(ActivePoll, Instant)>>,
+    epoch: Instant,
+    tasks: Mutex<Registry>,
+    last_long: Mutex<Option<(String, Instant)>>,
 }
 
-#[derive(Debug, Clone)]
-struct ActivePoll {
+#[derive(Debug, Default)]
+struct Registry {
+    slots: Vec<Weak<PollSlot>>,
+    /// Live slots at the last clean-up: the next one runs at twice as many.
+    pruned_at: usize,
+}
+
+/// One engine task: its name, and when its current poll began.
+#[derive(Debug)]
+struct PollSlot {
     stage: &'static str,
     connection: Arc<str>,
-    started: Instant,
+    /// Nanoseconds since `Polls::epoch` (plus one) when the running poll
+    /// began; 0 while the task is not being polled.
+    polling_since: AtomicU64,
+}
+
+impl Default for Polls {
+    fn default() -> Self {
+        Polls { epoch: Instant::now(), tasks: Mutex::default(), last_long: Mutex::default() }
+    }
 }
 
 impl Polls {
-    fn begin(&self, stage: &'static str, connection: &Arc<str>) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut active) = self.active.lock() {
-            active.insert(id, ActivePoll { stage, connection: connection.clone(), started: Instant::now() });
+    fn register(&self, stage: &'static str, connection: Arc<str>) -> Arc<PollSlot> {
+        let slot = Arc::new(PollSlot { stage, connection, polling_since: AtomicU64::new(0) });
+        if let Ok(mut reg) = self.tasks.lock() {
+            if reg.slots.len() >= 2 * reg.pruned_at.max(64) {
+                reg.slots.retain(|w| w.strong_count() > 0);
+                reg.pruned_at = reg.slots.len();
+            }
+            reg.slots.push(Arc::downgrade(&slot));
         }
-        id
+        slot
     }
 
-    fn end(&self, id: u64, long: bool) {
-        let Ok(mut active) = self.active.lock() else { return };
-        let Some(poll) = active.remove(&id) else { return };
-        drop(active);
-        if long && let Ok(mut last) = self.last_long.lock() {
-            *last = Some((poll, Instant::now()));
+    fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn long_poll(&self, slot: &PollSlot) {
+        if let Ok(mut last) = self.last_long.lock() {
+            *last = Some((format!("{}@{}", slot.stage, slot.connection), Instant::now()));
         }
     }
 
     /// `stage@connection` of what blocked the runtime around `since`, if an engine task did.
     fn culprits(&self, since: Instant) -> Vec<String> {
-        let mut out: Vec<String> = match self.active.lock() {
-            Ok(active) => active
-                .values()
-                .filter(|p| p.started <= since)
-                .map(|p| format!("{}@{}", p.stage, p.connection))
+        let since = self.stamp(since);
+        let mut out: Vec<String> = match self.tasks.lock() {
+            Ok(reg) => reg
+                .slots
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|t| {
+                    let began = t.polling_since.load(Ordering::Acquire);
+                    began != 0 && began <= since
+                })
+                .map(|t| format!("{}@{}", t.stage, t.connection))
                 .collect(),
             Err(_) => Vec::new(),
         };
         if out.is_empty()
             && let Ok(last) = self.last_long.lock()
-            && let Some((poll, ended)) = last.as_ref()
-            && *ended >= since
+            && let Some((name, ended)) = last.as_ref()
+            && self.stamp(*ended) >= since
         {
-            out.push(format!("{}@{}", poll.stage, poll.connection));
+            out.push(name.clone());
         }
         out.sort();
         out.dedup();
         out
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
@@ -292,14 +314,14 @@ impl LagRecorder {
 /// Wraps an engine task's future and times each poll (see module docs).
 pub struct Staged<F> {
     inner: Pin<Box<F>>,
-    stage: &'static str,
-    connection: Arc<str>,
+    slot: Arc<PollSlot>,
     recorder: Arc<LagRecorder>,
 }
 
 impl<F: Future> Staged<F> {
     pub fn new(stage: &'static str, connection: Arc<str>, recorder: Arc<LagRecorder>, inner: F) -> Self {
-        Staged { inner: Box::pin(inner), stage, connection, recorder }
+        let slot = recorder.polls.register(stage, connection);
+        Staged { inner: Box::pin(inner), slot, recorder }
     }
 }
 
@@ -308,13 +330,13 @@ impl<F: Future> Future for Staged<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let started = Instant::now();
-        let id = self.recorder.polls.begin(self.stage, &self.connection);
+        self.slot.polling_since.store(self.recorder.polls.stamp(started), Ordering::Release);
         let out = self.inner.as_mut().poll(cx);
+        self.slot.polling_since.store(0, Ordering::Release);
         let took = started.elapsed();
-        let long = took >= self.recorder.threshold;
-        self.recorder.polls.end(id, long);
-        if long {
-            self.recorder.long_poll(self.stage, &self.connection, took);
+        if took >= self.recorder.threshold {
+            self.recorder.polls.long_poll(&self.slot);
+            self.recorder.long_poll(self.slot.stage, &self.slot.connection, took);
         }
         out
     }
