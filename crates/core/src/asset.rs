@@ -192,6 +192,26 @@ impl Asset {
         format!("{:016x}", fnv1a64(&bytes))
     }
 
+    /// [`Asset::content_hash`] from the fields and raw record as a store has
+    /// already serialized them (`serde_json::to_string` of the `Device` or
+    /// `User`, and of the raw value), without serializing anything again.
+    /// The body serializes as `{"kind":"<kind>",` followed by the fields'
+    /// object without its `{`; the hash is taken over exactly those bytes.
+    pub fn content_hash_of(&self, fields: &str, raw: Option<&str>) -> String {
+        let Some(rest) = fields.strip_prefix('{').filter(|r| r.len() > 1) else {
+            return self.content_hash();
+        };
+        let mut h = Fnv::default();
+        h.write(b"{\"kind\":\"");
+        h.write(self.kind().as_str().as_bytes());
+        h.write(b"\",");
+        h.write(rest.as_bytes());
+        if let Some(raw) = raw {
+            h.write(raw.as_bytes());
+        }
+        format!("{:016x}", h.0)
+    }
+
     /// Approximate serialized size in bytes, used to close load batches by
     /// size. Estimated from the fields without serializing anything (it runs
     /// once per asset on the hot path); errs on the large side.
@@ -264,12 +284,27 @@ fn json_size(v: &serde_json::Value) -> usize {
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = Fnv::default();
+    h.write(bytes);
+    h.0
+}
+
+/// 64-bit FNV-1a, fed in pieces.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    hash
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +348,34 @@ mod tests {
             let real = serde_json::to_vec(&a).expect("serialize").len();
             let estimate = a.approx_size();
             assert!(estimate >= real && estimate <= real * 2, "estimate {estimate} for {real} bytes: {a:?}");
+        }
+    }
+
+    /// Stores hash what they already serialized: it must be the same hash.
+    #[test]
+    fn content_hash_of_serialized_fields_is_the_content_hash() {
+        let device = Device {
+            source_id: "d-1".into(),
+            hostname: Some("wé-01".into()),
+            ip_addresses: vec!["10.0.0.5".parse().expect("ip")],
+            mac_addresses: crate::fields::macs(["aa:bb:cc:dd:ee:ff"]),
+            tags: vec!["a\"b".into()],
+            ..Default::default()
+        };
+        let user = User { source_id: "u-1".into(), active: Some(false), ..Default::default() };
+        let raw = serde_json::json!({"id": "d-1", "nested": [1, {"x": null}]});
+        for a in [
+            Asset::device("hosts", device.clone()),
+            Asset::device("hosts", device).with_raw(Some(raw)),
+            Asset::user("users", user),
+        ] {
+            let fields = match &a.body {
+                AssetBody::Device(d) => serde_json::to_string(d),
+                AssetBody::User(u) => serde_json::to_string(u),
+            }
+            .expect("fields");
+            let raw = a.raw.as_ref().map(|r| serde_json::to_string(r).expect("raw"));
+            assert_eq!(a.content_hash_of(&fields, raw.as_deref()), a.content_hash(), "{a:?}");
         }
     }
 

@@ -295,7 +295,6 @@ struct PreparedAsset {
 fn prepare(asset: Asset) -> Result<PreparedAsset, Reject> {
     let kind = asset.kind().as_str();
     let source_id = asset.source_id().to_string();
-    let hash = asset.content_hash();
     let fields = match &asset.body {
         AssetBody::Device(d) => serde_json::to_string(d),
         AssetBody::User(u) => serde_json::to_string(u),
@@ -309,6 +308,8 @@ fn prepare(asset: Asset) -> Result<PreparedAsset, Reject> {
         })?),
         None => None,
     };
+    // The content hash from the bytes just serialized, not serialized again.
+    let hash = asset.content_hash_of(&fields, raw.as_deref());
     Ok(PreparedAsset { kind, source_id, stream: asset.stream, fields, raw, hash })
 }
 
