@@ -44,7 +44,9 @@ impl std::fmt::Display for RunStatus {
 pub struct StageTimes {
     /// From the first fetch call until the last stream finished fetching.
     pub fetch_ms: u64,
-    /// CPU time spent in normalize, summed over the pool's threads.
+    /// Time the pool's threads spent in normalize, summed over the threads
+    /// (measured on each thread as elapsed time, so when other work shares the
+    /// cores it reads higher than the CPU time normalize used).
     pub normalize_cpu_ms: u64,
     /// Time the store took to acknowledge batches, summed over batches.
     pub load_ms: u64,
