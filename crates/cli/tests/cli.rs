@@ -44,14 +44,7 @@ fn demo_loads_assets_that_assets_lists() {
     assert_eq!(count("demo-okta"), 300);
     // Graph serves 300 Intune devices and 300 Entra users, with the duplicate
     // records real tenants have: each distinct id is stored once.
-    let distinct = |records: Vec<serde_json::Value>| {
-        records
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(str::to_string))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
-    let graph = distinct(corral_sim::msgraph_devices(42, 300, 0)) + distinct(corral_sim::msgraph_users(42, 300, 0));
+    let graph = corral_sim::msgraph_asset_count(42, 300, 0);
     assert!(graph > 300, "Intune devices and Entra users");
     assert_eq!(count("demo-msgraph"), graph as u64, "{counts}");
 

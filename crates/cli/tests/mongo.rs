@@ -212,14 +212,7 @@ fn demo_loads_into_mongodb() {
     assert_eq!(count_of(&counts, "demo-crowdstrike"), 200, "{counts}");
     assert_eq!(count_of(&counts, "demo-okta"), 200, "{counts}");
     // Intune devices and Entra users, each distinct id once (Graph repeats some records).
-    let distinct = |records: Vec<serde_json::Value>| {
-        records
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(str::to_string))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
-    let graph = distinct(corral_sim::msgraph_devices(42, 200, 0)) + distinct(corral_sim::msgraph_users(42, 200, 0));
+    let graph = corral_sim::msgraph_asset_count(42, 200, 0);
     assert_eq!(count_of(&counts, "demo-msgraph"), graph as u64, "{counts}");
     let out = corral(dir.path(), &uri, &["runs", "--json"]);
     assert_eq!(json(&out).as_array().map(Vec::len), Some(5), "{}", text(&out));

@@ -37,7 +37,7 @@ pub use config::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, T
 pub use counters::{Counters, CountersSnapshot, RequestEvent};
 pub use data::crowdstrike::{crowdstrike_device_ids, crowdstrike_hosts};
 pub use data::msgraph::{
-    NULL_DATE, USER_DEFAULT_PROPERTIES, msgraph_devices, msgraph_users, project as msgraph_project,
+    NULL_DATE, USER_DEFAULT_PROPERTIES, msgraph_asset_count, msgraph_devices, msgraph_users, project as msgraph_project,
 };
 pub use data::okta::okta_users;
 pub use server::{SimHandle, start, start_on};

@@ -281,6 +281,15 @@ pub fn msgraph_users(seed: u64, size: usize, generation: u64) -> Vec<Value> {
     (0..size as u64).map(|i| d.user(i)).collect()
 }
 
+/// How many distinct assets a full sync of the dataset stores: managed
+/// devices (the listing repeats some) plus users, each id once.
+pub fn msgraph_asset_count(seed: u64, size: usize, generation: u64) -> usize {
+    let distinct = |records: Vec<Value>| {
+        records.iter().filter_map(|r| r["id"].as_str()).collect::<std::collections::BTreeSet<_>>().len()
+    };
+    distinct(msgraph_devices(seed, size, generation)) + distinct(msgraph_users(seed, size, generation))
+}
+
 /// Keep only the named properties of a record (`$select` / default property set).
 pub fn project(record: &Value, properties: &[&str]) -> Value {
     let mut out = serde_json::Map::new();
