@@ -165,6 +165,17 @@ impl Asset {
         }
     }
 
+    /// Whether a store's `Reject::record` names this asset: its source id,
+    /// or `<kind> <source_id>` as the SQLite and MongoDB stores write it.
+    pub fn is_named_by(&self, record: &str) -> bool {
+        let id = self.source_id();
+        record == id
+            || record
+                .strip_prefix(self.kind().as_str())
+                .and_then(|rest| rest.strip_prefix(' '))
+                .is_some_and(|rest| rest == id)
+    }
+
     pub fn source_id(&self) -> &str {
         match &self.body {
             AssetBody::Device(d) => &d.source_id,
@@ -348,6 +359,16 @@ mod tests {
             let real = serde_json::to_vec(&a).expect("serialize").len();
             let estimate = a.approx_size();
             assert!(estimate >= real && estimate <= real * 2, "estimate {estimate} for {real} bytes: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_reject_names_an_asset_by_source_id_or_kind_and_source_id() {
+        let a = Asset::device("hosts", Device { source_id: "ab 1".into(), ..Default::default() });
+        for (record, named) in
+            [("ab 1", true), ("device ab 1", true), ("user ab 1", false), ("device ab", false), ("deviceab 1", false)]
+        {
+            assert_eq!(a.is_named_by(record), named, "{record:?}");
         }
     }
 

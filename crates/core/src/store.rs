@@ -191,7 +191,8 @@ impl StoreError {
 /// - keys are (connection, kind, source_id); within one batch a repeated key is
 ///   counted once as inserted, then as updated/unchanged (the later record wins);
 /// - a record the store refuses on its own is returned in `LoadOutcome::rejected`
-///   with its source id in `Reject::record`, and the rest of the batch is stored;
+///   with `Reject::record` naming it (`<kind> <source_id>`, or the bare source
+///   id: [`Asset::is_named_by`]), and the rest of the batch is stored;
 /// - without `include_stale`, stale assets are neither listed nor counted;
 ///   with it, `AssetCount::count` includes them and `stale` says how many;
 /// - a `limit` of 0 returns nothing; rejects come back in the order saved;

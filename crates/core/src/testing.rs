@@ -284,7 +284,9 @@ impl MemoryStore {
         let mut out = LoadOutcome::default();
         for a in batch.assets {
             if refuse.iter().any(|id| id == a.source_id()) {
-                out.rejected.push(crate::adapter::Reject::new(a.source_id(), "refused_by_store", "injected refusal"));
+                // Named as the real stores name it: `<kind> <source_id>`.
+                let record = format!("{} {}", a.kind().as_str(), a.source_id());
+                out.rejected.push(crate::adapter::Reject::new(record, "refused_by_store", "injected refusal"));
                 continue;
             }
             let key = (batch.connection.clone(), a.kind(), a.source_id().to_string());

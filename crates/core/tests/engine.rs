@@ -328,7 +328,7 @@ async fn a_record_the_store_refuses_is_rejected_and_its_stream_gets_no_stale_han
     assert!(phones.fetch_completed && phones.stale_handled, "{phones:?}");
     assert_eq!(store.stale_count(), 0, "the refused record was marked stale");
     let kept = store.rejects(&s.sync_id, 10).await.expect("rejects");
-    assert!(kept.iter().any(|r| r.stream == "hosts" && r.reject.record == "hosts-4"), "{kept:?}");
+    assert!(kept.iter().any(|r| r.stream == "hosts" && r.reject.record == "device hosts-4"), "{kept:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

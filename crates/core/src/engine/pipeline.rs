@@ -53,11 +53,9 @@ enum Marker {
 struct BatchDone {
     result: Result<LoadOutcome, StoreError>,
     records: usize,
-    /// The streams whose assets are in the batch (usually one).
-    streams: Vec<String>,
-    /// With several streams in the batch: each source id's stream (an index
-    /// into `streams`), to file the records the store refuses.
-    stream_of: std::collections::HashMap<String, usize>,
+    /// The stream of each record the store refused, in the order of the
+    /// outcome's `rejected` (empty when it refused none).
+    refused_streams: Vec<String>,
     markers: Vec<Marker>,
     took: Duration,
 }
@@ -567,19 +565,6 @@ impl Loader<'_> {
         let store = self.store().clone();
         let attempts = self.engine.shared.config.load_attempts;
         let records = batch.assets.len();
-        let mut streams: Vec<String> = Vec::new();
-        for a in &batch.assets {
-            if !streams.contains(&a.stream) {
-                streams.push(a.stream.clone());
-            }
-        }
-        let mut stream_of = std::collections::HashMap::new();
-        if streams.len() > 1 {
-            for a in &batch.assets {
-                let i = streams.iter().position(|s| *s == a.stream).unwrap_or_default();
-                stream_of.insert(a.source_id().to_string(), i);
-            }
-        }
         let load = LoadBatch {
             sync_id: self.sync_id.clone(),
             connection: self.conn.name.clone(),
@@ -592,9 +577,10 @@ impl Loader<'_> {
             let result = if load.assets.is_empty() {
                 Ok(LoadOutcome::default())
             } else {
-                upsert_with_retry(&*store, load, attempts).await
+                upsert_with_retry(&*store, &load, attempts).await
             };
-            BatchDone { result, records, streams, stream_of, markers, took: started.elapsed() }
+            let refused_streams = refused_streams(&load, &result);
+            BatchDone { result, records, refused_streams, markers, took: started.elapsed() }
         };
         let name: Arc<str> = Arc::from(self.conn.name.as_str());
         let handle = tokio::spawn(Staged::new("load", name, self.recorder.clone(), fut));
@@ -616,31 +602,25 @@ impl Loader<'_> {
             self.summary.batches += 1;
         }
         self.summary.stages.load_ms += done.took.as_millis() as u64;
-        match done.result {
-            Ok(outcome) => {
-                self.summary.inserted += outcome.inserted;
-                self.summary.updated += outcome.updated;
-                self.summary.unchanged += outcome.unchanged;
-                self.progress.assets_loaded.fetch_add(outcome.stored(), Ordering::Relaxed);
-                if !outcome.rejected.is_empty() {
-                    self.on_store_refused(&done.streams, &done.stream_of, outcome.rejected).await;
-                }
+        // A batch that failed after part of it was stored still counts that part.
+        let (stored, error) = match done.result {
+            Ok(outcome) => (Some(outcome), None),
+            Err(StoreError::Partial { stored, source }) => (Some(stored), Some(*source)),
+            Err(e) => (None, Some(e)),
+        };
+        if let Some(outcome) = stored {
+            self.summary.inserted += outcome.inserted;
+            self.summary.updated += outcome.updated;
+            self.summary.unchanged += outcome.unchanged;
+            self.progress.assets_loaded.fetch_add(outcome.stored(), Ordering::Relaxed);
+            if !outcome.rejected.is_empty() {
+                self.on_store_refused(&done.refused_streams, outcome.rejected).await;
             }
-            Err(e) => {
-                self.summary.failed_batches += 1;
-                if let Some(stored) = e.stored() {
-                    // Part of the failed batch was stored: count it, the rerun will see it.
-                    self.summary.inserted += stored.inserted;
-                    self.summary.updated += stored.updated;
-                    self.summary.unchanged += stored.unchanged;
-                    self.progress.assets_loaded.fetch_add(stored.stored(), Ordering::Relaxed);
-                    if !stored.rejected.is_empty() {
-                        self.on_store_refused(&done.streams, &done.stream_of, stored.rejected.clone()).await;
-                    }
-                }
-                self.fail(format!("load of a batch of {} records failed: {e}", done.records));
-                return;
-            }
+        }
+        if let Some(e) = error {
+            self.summary.failed_batches += 1;
+            self.fail(format!("load of a batch of {} records failed: {e}", done.records));
+            return;
         }
         for marker in done.markers {
             match marker {
@@ -663,20 +643,10 @@ impl Loader<'_> {
 
     /// Records the store refused one by one (too large, failed validation):
     /// rejects like any other, and their streams get no stale handling.
-    async fn on_store_refused(
-        &mut self,
-        streams: &[String],
-        stream_of: &std::collections::HashMap<String, usize>,
-        rejected: Vec<Reject>,
-    ) {
-        // The store contract: a refused record's source id is in `Reject::record`.
+    async fn on_store_refused(&mut self, streams: &[String], rejected: Vec<Reject>) {
         let mut by_stream: BTreeMap<&str, Vec<Reject>> = BTreeMap::new();
-        for r in rejected {
-            let stream = match streams {
-                [one] => one.as_str(),
-                _ => stream_of.get(&r.record).and_then(|i| streams.get(*i)).map_or("(store)", String::as_str),
-            };
-            by_stream.entry(stream).or_default().push(r);
+        for (i, r) in rejected.into_iter().enumerate() {
+            by_stream.entry(streams.get(i).map_or("(store)", String::as_str)).or_default().push(r);
         }
         for (stream, rejects) in by_stream {
             if self.store_refused.insert(stream.to_string()) {
@@ -756,7 +726,29 @@ impl Drop for Loader<'_> {
     }
 }
 
-async fn upsert_with_retry(store: &dyn Store, batch: LoadBatch, attempts: u32) -> Result<LoadOutcome, StoreError> {
+/// The stream of each record the store refused (the store contract: its
+/// `Reject::record` names it, see [`Asset::is_named_by`]), looked up in the
+/// batch it was given.
+/// Work only when the store refused something.
+fn refused_streams(batch: &LoadBatch, result: &Result<LoadOutcome, StoreError>) -> Vec<String> {
+    let rejected = match result {
+        Ok(outcome) => &outcome.rejected,
+        Err(e) => match e.stored() {
+            Some(stored) => &stored.rejected,
+            None => return Vec::new(),
+        },
+    };
+    rejected
+        .iter()
+        .map(|r| {
+            // The later record of a key wins, as in the store.
+            let asset = batch.assets.iter().rev().find(|a| a.is_named_by(&r.record));
+            asset.map_or("(store)", |a| a.stream.as_str()).to_string()
+        })
+        .collect()
+}
+
+async fn upsert_with_retry(store: &dyn Store, batch: &LoadBatch, attempts: u32) -> Result<LoadOutcome, StoreError> {
     let mut delay = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
