@@ -4,11 +4,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn corral(dir: &Path, args: &[&str]) -> Output {
+    corral_with_env(dir, args, &[])
+}
+
+/// `corral` with these environment variables set (`RUST_LOG` among them, or none).
+fn corral_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("CORRAL_CONFIG")
+        .envs(env.iter().copied())
         .output()
         .expect("run corral")
 }
@@ -186,16 +192,8 @@ fn a_secret_inside_an_error_never_reaches_logs_summaries_or_the_store() {
         config = { path = "${CORRAL_TEST_DIR_SECRET}/missing.csv", columns = { source_id = "id" } }
         "#,
     );
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(args)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "debug")
-            .env("CORRAL_TEST_DIR_SECRET", secret)
-            .env_remove("CORRAL_CONFIG")
-            .output()
-            .expect("run corral")
-    };
+    let run =
+        |args: &[&str]| corral_with_env(dir.path(), args, &[("RUST_LOG", "debug"), ("CORRAL_TEST_DIR_SECRET", secret)]);
     let out = run(&["sync", "--json"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let all = text(&out);
