@@ -125,11 +125,21 @@ pub struct RateConfig {
     /// Window assumed when a vendor reports limit/remaining without a reset
     /// time (CrowdStrike: per minute).
     pub default_window: Duration,
+    /// A wait for the vendor's budget at least this long is logged as a
+    /// warning (at most every 30 s per connection), naming the connection,
+    /// the endpoint and the wait. Default 5 s.
+    pub warn_wait: Duration,
 }
 
 impl Default for RateConfig {
     fn default() -> Self {
-        RateConfig { quota: None, max_in_flight: 16, adapt_to_headers: true, default_window: Duration::from_secs(60) }
+        RateConfig {
+            quota: None,
+            max_in_flight: 16,
+            adapt_to_headers: true,
+            default_window: Duration::from_secs(60),
+            warn_wait: Duration::from_secs(5),
+        }
     }
 }
 

@@ -336,9 +336,8 @@ pub(crate) struct Asker<'a> {
     pub(crate) endpoint: &'a str,
 }
 
-/// A limiter wait at least this long is logged as a warning (at most one
-/// per [`WARN_EVERY`] per client; the others at debug).
-const LONG_WAIT: Duration = Duration::from_secs(5);
+/// A long limiter wait ([`RateConfig::warn_wait`]) is logged as a warning
+/// at most once per this long per client (the others at debug).
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// One client's limiter. Shared by every clone of the client.
@@ -353,6 +352,8 @@ pub(crate) struct Limiter {
     warned: Mutex<Option<Instant>>,
     /// A nonsensical rate-limit header was logged (once per client).
     ignored_logged: AtomicBool,
+    /// A pacing wait this long is logged as a warning.
+    warn_wait: Duration,
 }
 
 /// Held while a request is in flight.
@@ -387,6 +388,7 @@ impl Limiter {
             changed: Notify::new(),
             warned: Mutex::new(None),
             ignored_logged: AtomicBool::new(false),
+            warn_wait: cfg.warn_wait,
         }
     }
 
@@ -466,7 +468,7 @@ impl Limiter {
     /// Log a long pacing wait: a warning at most every [`WARN_EVERY`] per
     /// client, debug otherwise. Returns whether the wait was long.
     fn announce(&self, wait: Duration, (limit, others): (Option<u64>, u64), asker: Asker<'_>) -> bool {
-        if wait < LONG_WAIT {
+        if wait < self.warn_wait {
             return false;
         }
         let now = Instant::now();

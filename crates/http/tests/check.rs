@@ -267,3 +267,73 @@ async fn token_endpoint_answers_are_named_for_what_they_are() {
             .expect("check ends with its limit");
     assert!(matches!(&outcome, CheckOutcome::Unreachable { .. }), "{outcome:?}");
 }
+
+/// A vendor with a sliding window of 4 requests per 2 s that reports only
+/// limit and remaining (CrowdStrike-like), 3 of them spent by another client
+/// just before the test; counts what it refused.
+struct SharedWindow {
+    admitted: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    refused: Counter,
+}
+
+async fn shared_window() -> (String, Arc<SharedWindow>) {
+    let now = std::time::Instant::now();
+    let state = Arc::new(SharedWindow { admitted: Mutex::new(vec![now; 3].into()), refused: Counter::default() });
+    let s = state.clone();
+    let router = Router::new().route(
+        "/api",
+        get(move || {
+            let s = s.clone();
+            async move {
+                let now = std::time::Instant::now();
+                let (allowed, remaining) = match s.admitted.lock() {
+                    Ok(mut a) => {
+                        while a.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(2)) {
+                            a.pop_front();
+                        }
+                        let allowed = a.len() < 4;
+                        if allowed {
+                            a.push_back(now);
+                        }
+                        (allowed, 4 - a.len().min(4))
+                    }
+                    Err(_) => (false, 0),
+                };
+                if !allowed {
+                    s.refused.bump();
+                }
+                let status = if allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
+                let headers =
+                    [("x-ratelimit-limit", "4".to_string()), ("x-ratelimit-remaining", remaining.to_string())];
+                (status, headers, "{}").into_response()
+            }
+        }),
+    );
+    (serve(router).await, state)
+}
+
+/// Item 2: a budget spent by another client is waited for, not failed on,
+/// and the wait is visible: a warning naming the connection, the endpoint
+/// and how long, and limiter wait in the request metrics.
+#[tokio::test]
+async fn a_wait_for_a_budget_spent_by_others_is_visible() {
+    let (base, vendor) = shared_window().await;
+    let mut rate = corral_http::RateConfig::default();
+    rate.default_window = Duration::from_secs(2);
+    rate.warn_wait = Duration::from_millis(100);
+    let metrics = Arc::new(corral_core::metrics::RequestMetrics::default());
+    let c = HttpClient::new(HttpConfig::new(&base).with_connection("falcon-eu").with_rate(rate), metrics.clone())
+        .expect("client")
+        .with_stream("hosts");
+    let (logs, _guard) = Logs::capture();
+    for _ in 0..6 {
+        c.get("/api").send_bytes().await.expect("waited for, never refused nor failed");
+    }
+    assert_eq!(vendor.refused.get(), 0, "no 429");
+    let text = logs.text();
+    let line =
+        text.lines().find(|l| l.contains("rate budget is spent")).unwrap_or_else(|| panic!("no warning: {text}"));
+    assert!(line.contains("WARN") && line.contains("falcon-eu") && line.contains("hosts"), "{line}");
+    assert!(line.contains("/api") && line.contains("wait_s=") && line.contains("held_by_other_clients=3"), "{line}");
+    assert!(metrics.snapshot().limiter_wait_ms >= 1000, "{:?}", metrics.snapshot());
+}
