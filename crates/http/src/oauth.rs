@@ -264,6 +264,11 @@ impl TokenSource {
                 }
                 Err(TokenFailure::Transport(kind, detail)) => {
                     m.record_transport_error();
+                    let detail = if kind == TransportKind::Timeout && !detail.contains("within") {
+                        format!("no complete answer within {:.1}s ({detail})", timeout.as_secs_f64())
+                    } else {
+                        detail
+                    };
                     (
                         Class::Retry(None),
                         HttpError::Transport {
