@@ -42,7 +42,7 @@ pub enum HttpError {
     /// origin, paging in a loop, a token endpoint's 200 without a token).
     #[error("{endpoint}: {detail}")]
     Protocol { endpoint: String, detail: String },
-    #[error("response from {endpoint} {}", self.what())]
+    #[error("{endpoint}: {}", self.what())]
     BodyTooLarge { endpoint: String, limit: usize },
     /// The request could not be built (bad base URL, invalid header).
     #[error("invalid request configuration: {0}")]
@@ -121,7 +121,7 @@ impl HttpError {
                 format!("{kind} after {attempts} attempt(s): {detail}")
             }
             HttpError::Protocol { detail, .. } => detail.clone(),
-            HttpError::BodyTooLarge { limit, .. } => format!("is larger than the {limit}-byte limit"),
+            HttpError::BodyTooLarge { limit, .. } => format!("the response is larger than the {limit}-byte limit"),
             HttpError::Config(msg) => format!("invalid request configuration: {msg}"),
         }
     }

@@ -318,9 +318,11 @@ async fn shared_window() -> (String, Arc<SharedWindow>) {
 #[tokio::test]
 async fn a_wait_for_a_budget_spent_by_others_is_visible() {
     let (base, vendor) = shared_window().await;
-    let mut rate = corral_http::RateConfig::default();
-    rate.default_window = Duration::from_secs(2);
-    rate.warn_wait = Duration::from_millis(100);
+    let rate = corral_http::RateConfig {
+        default_window: Duration::from_secs(2),
+        warn_wait: Duration::from_millis(100),
+        ..corral_http::RateConfig::default()
+    };
     let metrics = Arc::new(corral_core::metrics::RequestMetrics::default());
     let c = HttpClient::new(HttpConfig::new(&base).with_connection("falcon-eu").with_rate(rate), metrics.clone())
         .expect("client")
