@@ -286,7 +286,7 @@ impl TokenSource {
                 }
                 Class::RateLimited(hint) if slowdowns < retry.max_rate_limited => {
                     slowdowns += 1;
-                    if status_of(&failure) != Some(429) {
+                    if failure.status() != Some(429) {
                         m.record_rate_limited();
                     }
                     hint.unwrap_or_else(|| backoff(retry, slowdowns))
@@ -427,10 +427,6 @@ fn refusal(body: &[u8]) -> Refusal {
         Ok(OAuthError { error: Some(e), .. }) => Refusal { detail: e.clone(), error: Some(e) },
         _ => Refusal { error: None, detail: snippet(body, 300) },
     }
-}
-
-fn status_of(e: &HttpError) -> Option<u16> {
-    e.status()
 }
 
 /// `expires_in` as a number or a numeric string (older Microsoft endpoints);
