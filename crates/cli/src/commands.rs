@@ -39,12 +39,13 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             let out = Output { json, interactive, logs };
             crate::demo::run(&store, devices, users, vendor_size, &dir, &out, &redactor).await
         }
-        Command::Sync { connections, json } => {
+        Command::Sync { connections, json, wait } => {
             let config = Config::load(&cli.config, &redactor)?;
             // Every connection is validated before the store is touched.
             let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
             let store = open_store(&config.store).await?;
-            sync(store, config.engine, conns, &Output { json, interactive, logs }, &redactor).await
+            let engine = EngineConfig { wait_for_lease: wait || config.engine.wait_for_lease, ..config.engine };
+            sync(store, engine, conns, &Output { json, interactive, logs }, &redactor).await
         }
         Command::Check { connections, json } => {
             let config = Config::load(&cli.config, &redactor)?;

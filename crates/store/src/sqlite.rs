@@ -27,8 +27,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::{Asset, AssetBody, AssetKind};
 use corral_core::store::{
-    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
-    StoredAsset, StoredReject,
+    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
+    StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use rusqlite::types::Value;
@@ -90,6 +90,13 @@ CREATE TABLE IF NOT EXISTS rejects (
     raw        TEXT
 );
 CREATE INDEX IF NOT EXISTS rejects_sync_id ON rejects (sync_id, id);
+CREATE TABLE IF NOT EXISTS leases (
+    connection  TEXT PRIMARY KEY NOT NULL,
+    holder      TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
 ";
 
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
@@ -339,7 +346,7 @@ ON CONFLICT (connection, kind, source_id) DO UPDATE SET \
     fields = excluded.fields, \
     raw = excluded.raw, \
     content_hash = excluded.content_hash, \
-    last_seen = excluded.last_seen, \
+    last_seen = max(last_seen, excluded.last_seen), \
     last_sync_id = excluded.last_sync_id, \
     stale_since = NULL \
 RETURNING last_change";
@@ -382,10 +389,11 @@ fn upsert_blocking(
     Ok(outcome)
 }
 
+/// Stale: last seen before the run started (`?3`); see [`StaleScope`].
 const MARK_STALE_SQL: &str = "UPDATE assets SET stale_since = ?4 \
-    WHERE connection = ?1 AND stream = ?2 AND last_sync_id != ?3 AND stale_since IS NULL";
+    WHERE connection = ?1 AND stream = ?2 AND last_seen < ?3 AND stale_since IS NULL";
 
-const DELETE_STALE_SQL: &str = "DELETE FROM assets WHERE connection = ?1 AND stream = ?2 AND last_sync_id != ?3 \
+const DELETE_STALE_SQL: &str = "DELETE FROM assets WHERE connection = ?1 AND stream = ?2 AND last_seen < ?3 \
     AND stale_since IS NOT NULL AND stale_since <= ?4";
 
 fn stale_blocking(
@@ -394,11 +402,12 @@ fn stale_blocking(
     delete_after: Option<Duration>,
 ) -> Result<StaleOutcome, StoreError> {
     let now = ts(&scope.now);
+    let started = ts(&scope.started_at);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin stale handling")?;
     let marked = tx
         .prepare_cached(MARK_STALE_SQL)
         .ctx("prepare stale mark")?
-        .execute(params![scope.connection, scope.stream, scope.sync_id, now])
+        .execute(params![scope.connection, scope.stream, started, now])
         .ctx("mark stale assets")?;
     let mut deleted = 0;
     if let Some(age) = delete_after {
@@ -408,12 +417,46 @@ fn stale_blocking(
             deleted = tx
                 .prepare_cached(DELETE_STALE_SQL)
                 .ctx("prepare stale delete")?
-                .execute(params![scope.connection, scope.stream, scope.sync_id, ts(&cutoff)])
+                .execute(params![scope.connection, scope.stream, started, ts(&cutoff)])
                 .ctx("delete stale assets")?;
         }
     }
     tx.commit().ctx("commit stale handling")?;
     Ok(StaleOutcome { marked: marked as u64, deleted: deleted as u64 })
+}
+
+/// Take the lease when it is free, expired or already the holder's (one
+/// statement, so two processes asking at once cannot both get it).
+const ACQUIRE_LEASE_SQL: &str = "\
+INSERT INTO leases (connection, holder, owner, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+ON CONFLICT (connection) DO UPDATE SET holder = excluded.holder, owner = excluded.owner, \
+    acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+WHERE leases.expires_at <= excluded.acquired_at OR leases.holder = excluded.holder";
+
+const SELECT_LEASE_SQL: &str =
+    "SELECT connection, holder, owner, acquired_at, expires_at FROM leases WHERE connection = ?1";
+
+fn lease_expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn read_lease(conn: &Connection, connection: &str) -> Result<Option<Lease>, StoreError> {
+    let row: Option<(String, String, String, String, String)> = conn
+        .prepare_cached(SELECT_LEASE_SQL)
+        .ctx("prepare read lease")?
+        .query_row(params![connection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()
+        .ctx("read lease")?;
+    row.map(|(connection, holder, owner, acquired_at, expires_at)| {
+        Ok(Lease {
+            connection,
+            holder,
+            owner,
+            acquired_at: parse_ts("leases.acquired_at", &acquired_at)?,
+            expires_at: parse_ts("leases.expires_at", &expires_at)?,
+        })
+    })
+    .transpose()
 }
 
 /// `WHERE` clause and parameters for an [`AssetFilter`].
@@ -641,6 +684,61 @@ impl Store for SqliteStore {
             })
             .await?;
         rows.iter().map(|s| parse_json("runs.summary", s)).collect()
+    }
+
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError> {
+        let (connection, holder, owner) = (connection.to_string(), holder.to_string(), owner.to_string());
+        self.write(move |conn| {
+            let now = Utc::now();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin acquire lease")?;
+            let taken = tx
+                .prepare_cached(ACQUIRE_LEASE_SQL)
+                .ctx("prepare acquire lease")?
+                .execute(params![connection, holder, owner, ts(&now), ts(&lease_expiry(now, ttl))])
+                .ctx("acquire lease")?;
+            let lease = read_lease(&tx, &connection)?
+                .ok_or_else(|| StoreError::Corrupt(format!("lease of {connection} missing right after writing it")))?;
+            tx.commit().ctx("commit acquire lease")?;
+            Ok(if taken == 1 && lease.holder == holder { LeaseGrant::Acquired(lease) } else { LeaseGrant::Held(lease) })
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, connection: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let (connection, holder) = (connection.to_string(), holder.to_string());
+        self.write(move |conn| {
+            let expires = ts(&lease_expiry(Utc::now(), ttl));
+            let renewed = conn
+                .prepare_cached("UPDATE leases SET expires_at = ?3 WHERE connection = ?1 AND holder = ?2")
+                .ctx("prepare renew lease")?
+                .execute(params![connection, holder, expires])
+                .ctx("renew lease")?;
+            if renewed == 0 { Ok(None) } else { read_lease(conn, &connection) }
+        })
+        .await
+    }
+
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        let (connection, holder) = (connection.to_string(), holder.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM leases WHERE connection = ?1 AND holder = ?2")
+                .ctx("prepare release lease")?
+                .execute(params![connection, holder])
+                .ctx("release lease")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
+        let connection = connection.to_string();
+        self.read(move |conn| read_lease(conn, &connection)).await
     }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
