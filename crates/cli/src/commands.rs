@@ -201,6 +201,9 @@ fn adapters(json: bool) {
 async fn runs(store: &dyn Store, limit: usize, rejects: Option<String>, json: bool) -> Result<u8> {
     if let Some(sync_id) = rejects {
         let kept = store.rejects(&sync_id, limit).await?;
+        if kept.is_empty() && store.run(&sync_id).await?.is_none() {
+            bail!("no run with sync id {sync_id} in {}; `corral runs` lists the recent ones", store.describe());
+        }
         if json {
             println!("{}", serde_json::to_string_pretty(&kept)?);
         } else {

@@ -643,6 +643,20 @@ impl Store for SqliteStore {
         rows.iter().map(|s| parse_json("runs.summary", s)).collect()
     }
 
+    async fn run(&self, sync_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let sync_id = sync_id.to_string();
+        let row: Option<String> = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT summary FROM runs WHERE sync_id = ?1")
+                    .ctx("prepare find run")?
+                    .query_row(params![sync_id], |r| r.get(0))
+                    .optional()
+                    .ctx("find run")
+            })
+            .await?;
+        row.map(|s| parse_json("runs.summary", &s)).transpose()
+    }
+
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         let (where_sql, params) = filter_sql(filter);
         let sql = format!(
