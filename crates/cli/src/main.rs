@@ -4,13 +4,50 @@
 //! 2 usage error, 3 partial (some records rejected or streams failed),
 //! 4 failed (a connection or check failed, or the run was interrupted),
 //! 5 skipped (another run of a connection held its lease; nothing else failed),
-//! 130 interrupted twice (exited without waiting).
+//! 130 interrupted twice (exited without waiting), 141 stdout closed before
+//! all output was written (`corral assets --list | head -1`; no message).
+
+/// `println!` and `print!` for this whole crate: [`output::stdout`], which
+/// never panics (a closed stdout exits quietly with code 141).
+macro_rules! println {
+    () => {
+        $crate::output::stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` and `eprint!` for this whole crate: [`output::stderr`], which
+/// never panics.
+macro_rules! eprintln {
+    () => {
+        $crate::output::stderr(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($arg:tt)*) => {
+        $crate::output::stderr(format_args!($($arg)*))
+    };
+}
 
 mod commands;
 mod config;
 mod demo;
 mod limits;
 mod logging;
+mod output;
 mod progress;
 
 use std::io::IsTerminal;
@@ -146,6 +183,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(commands::run(cli, redactor.clone(), interactive, logs));
+    output::flush_stdout();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -283,6 +283,12 @@ pub trait Store: Send + Sync + 'static {
     async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError>;
     /// Most recent first.
     async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// The run with this sync id, if the store has it (`corral runs
+    /// --rejects` tells an unknown id from a run without rejects). The
+    /// default scans [`Store::runs`]; stores look it up by key.
+    async fn run(&self, sync_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        Ok(self.runs(usize::MAX).await?.into_iter().find(|r| r.sync_id == sync_id))
+    }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError>;
     async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError>;

@@ -208,15 +208,10 @@ impl TokenSource {
                         return Ok((SecretString::from(parsed.access_token), expires_in(parsed.expires_in.as_ref())));
                     }
                     let class = classify(status, &headers, false, SystemTime::now());
-                    let detail = crate::off_runtime(move || error_detail(&body)).await.unwrap_or_default();
-                    (
-                        class,
-                        HttpError::Auth {
-                            endpoint: endpoint.clone(),
-                            status: Some(status),
-                            detail: self.scrub(&detail),
-                        },
-                    )
+                    // Scrubbed before it is cut short: a secret cut in two would survive.
+                    let secrets = self.secret_forms();
+                    let detail = crate::off_runtime(move || error_detail(&body, &secrets)).await.unwrap_or_default();
+                    (class, HttpError::Auth { endpoint: endpoint.clone(), status: Some(status), detail })
                 }
                 Err(TokenFailure::TooLarge(status)) => {
                     m.record_status(status);
@@ -314,17 +309,21 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-/// The OAuth2 error fields of a token endpoint's answer, or a short snippet.
-fn error_detail(body: &[u8]) -> String {
+/// The OAuth2 error fields of a token endpoint's answer, or a short snippet,
+/// scrubbed of `secrets` (before any of it is cut short).
+fn error_detail(body: &[u8], secrets: &[String]) -> String {
     #[derive(Deserialize)]
     struct OAuthError {
         error: Option<String>,
         error_description: Option<String>,
     }
+    let scrub = |text: &str| scrub_all(text, secrets);
     match serde_json::from_slice::<OAuthError>(body) {
-        Ok(OAuthError { error: Some(e), error_description: Some(d) }) => format!("{e}: {}", snippet(d.as_bytes(), 300)),
-        Ok(OAuthError { error: Some(e), .. }) => e,
-        _ => snippet(body, 300),
+        Ok(OAuthError { error: Some(e), error_description: Some(d) }) => {
+            format!("{}: {}", scrub(&e), snippet(scrub(&d).as_bytes(), 300))
+        }
+        Ok(OAuthError { error: Some(e), .. }) => scrub(&e),
+        _ => snippet(scrub(&String::from_utf8_lossy(body)).as_bytes(), 300),
     }
 }
 
@@ -371,8 +370,17 @@ mod tests {
 
     #[test]
     fn token_error_detail_is_scrubbed() {
+        let secrets = ["hunter2-secret".to_string()];
         let body = br#"{"error":"invalid_client","error_description":"bad secret hunter2-secret"}"#;
-        let d = crate::auth::scrub(&error_detail(body), "hunter2-secret");
-        assert_eq!(d, "invalid_client: bad secret ***");
+        assert_eq!(error_detail(body, &secrets), "invalid_client: bad secret ***");
+        // The form-encoded echo of the request, past the 300 characters kept:
+        // scrubbed before it is cut, so no start of the secret survives.
+        let secrets = ["hunter2~secret-with-a-tail".to_string()];
+        let echo = format!("{}client_secret=hunter2%7Esecret-with-a-tail", "x".repeat(280));
+        let d = error_detail(echo.as_bytes(), &secrets);
+        assert!(!d.contains("hunter2") && !d.contains("%7E"), "{d}");
+        let body = serde_json::json!({ "error": "invalid_request", "error_description": echo }).to_string();
+        let d = error_detail(body.as_bytes(), &secrets);
+        assert!(d.starts_with("invalid_request: xxx") && !d.contains("hunter2"), "{d}");
     }
 }

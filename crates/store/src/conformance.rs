@@ -612,7 +612,15 @@ pub async fn runs_most_recent_first(store: &dyn Store) {
     replaced.errors.push("store unavailable".into());
     replaced.ended_at = at(600);
     ok(store.save_run(&replaced).await, "save again");
-    assert_eq!(ok(store.runs(10).await, "runs after replace"), vec![newer, replaced], "same sync id replaces the run");
+    assert_eq!(
+        ok(store.runs(10).await, "runs after replace"),
+        vec![newer.clone(), replaced.clone()],
+        "same sync id replaces the run"
+    );
+    // One run by its sync id.
+    assert_eq!(ok(store.run("sync-old").await, "run(sync-old)"), Some(replaced), "found by sync id");
+    assert_eq!(ok(store.run("sync-new").await, "run(sync-new)"), Some(newer), "found by sync id");
+    assert_eq!(ok(store.run("sync-none").await, "run(unknown)"), None, "an unknown sync id is no run");
 }
 
 /// Rejects are listed by sync id, in save order, with a limit.

@@ -145,6 +145,72 @@ impl SqliteStore {
         })
     }
 
+    /// Open an existing database file for reading only, for `corral runs`
+    /// and `corral assets`: no schema is created and nothing is written, so
+    /// it works on a file or directory the caller may not write (a copy on
+    /// read-only media, a database owned by the sync's account). A missing
+    /// file is an error ("no database at PATH"), never a new empty database.
+    ///
+    /// SQLite opens the file read-only. A WAL database is read through its
+    /// `-shm` index; when that cannot be created (a read-only directory) the
+    /// file is opened `immutable=1` instead: read as it is, without locks, so
+    /// a sync writing to it at that very moment may make the read fail. In a
+    /// writable directory, reading a WAL database leaves the `-wal` and `-shm`
+    /// files beside it as any SQLite reader does; the database file itself
+    /// is never written. Writes through the returned store fail.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(StoreError::Config(format!("{shown} is not a database file"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Config(format!("no database at {shown}; run `corral sync` first")));
+            }
+            Err(e) => return Err(StoreError::Config(format!("cannot read the SQLite database {shown}: {e}"))),
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // SQLite opens lazily: reading the schema version is what fails when
+        // the `-shm` index cannot be had.
+        let attempt = |immutable: bool| -> rusqlite::Result<(Connection, String)> {
+            let conn = if immutable {
+                Connection::open_with_flags(immutable_uri(&path), flags | OpenFlags::SQLITE_OPEN_URI)?
+            } else {
+                Connection::open_with_flags(&path, flags)?
+            };
+            configure(&conn, false)?;
+            let version = conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        let (conn, version) = match attempt(false) {
+            Ok(opened) => opened,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    ErrorCode::CannotOpen
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::PermissionDenied
+                        | ErrorCode::SystemIoFailure
+                ) =>
+            {
+                attempt(true).map_err(|e| read_only_error(&shown, e))?
+            }
+            Err(e) => return Err(read_only_error(&shown, e)),
+        };
+        match version.parse::<i64>() {
+            Ok(v) if v <= SCHEMA_VERSION => {}
+            Ok(v) => {
+                return Err(StoreError::Config(format!(
+                    "database schema version {v} is newer than this corral supports ({SCHEMA_VERSION}); upgrade corral"
+                )));
+            }
+            Err(_) => return Err(StoreError::Corrupt(format!("meta.schema_version is not a number: {version:?}"))),
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { describe: format!("sqlite:{shown}"), writer: Mutex::new(conn), reader: None }),
+        })
+    }
+
     /// A private in-memory database (for tests); gone when the store is dropped.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let mut writer = Connection::open_in_memory()
@@ -238,6 +304,40 @@ fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit().ctx("commit schema")?;
     Ok(())
+}
+
+/// A `file:` URI opening `path` immutable (read as is, no locks, no `-shm`).
+fn immutable_uri(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().replace('\\', "/").into_bytes();
+    let mut uri = String::from("file:");
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'~') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Why a database could not be opened for reading, in an operator's words.
+fn read_only_error(shown: &str, e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => {
+            StoreError::Config(format!("{shown} is not a SQLite database"))
+        }
+        rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.contains("no such table") => {
+            StoreError::Config(format!("{shown} is not a corral database (no corral tables in it)"))
+        }
+        rusqlite::Error::QueryReturnedNoRows => {
+            StoreError::Config(format!("{shown} is not a corral database (no schema version in it)"))
+        }
+        _ => StoreError::Config(format!("cannot open the SQLite database {shown} for reading: {e}")),
+    }
 }
 
 /// Map rusqlite errors: busy/locked are worth retrying, the rest are not;
@@ -741,6 +841,20 @@ impl Store for SqliteStore {
         self.read(move |conn| read_lease(conn, &connection)).await
     }
 
+    async fn run(&self, sync_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let sync_id = sync_id.to_string();
+        let row: Option<String> = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT summary FROM runs WHERE sync_id = ?1")
+                    .ctx("prepare find run")?
+                    .query_row(params![sync_id], |r| r.get(0))
+                    .optional()
+                    .ctx("find run")
+            })
+            .await?;
+        row.map(|s| parse_json("runs.summary", &s)).transpose()
+    }
+
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         let (where_sql, params) = filter_sql(filter);
         let sql = format!(
@@ -803,6 +917,63 @@ mod tests {
         assert_eq!(sa.len(), sb.len());
         assert!(sa < sb);
         assert_eq!(parse_ts("t", &sa).ok(), Some(a));
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn read_only_open_reads_never_writes_and_never_creates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("corral.db");
+        let err = SqliteStore::open_read_only(&path).expect_err("no database yet");
+        assert!(
+            matches!(&err, StoreError::Config(m) if m.contains("no database at") && m.contains("corral sync")),
+            "{err}"
+        );
+        assert!(listing(dir.path()).is_empty(), "nothing created");
+
+        let store = SqliteStore::open(&path).expect("open");
+        store.save_run(&RunSummary::new("c", "a")).await.expect("save run");
+        drop(store);
+        // A rollback-journal database: reading it needs no file beside it.
+        let conn = Connection::open(&path).expect("open");
+        let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).expect("journal mode");
+        assert_eq!(mode, "delete");
+        drop(conn);
+        let (bytes, files) = (std::fs::read(&path).expect("read"), listing(dir.path()));
+
+        let ro = SqliteStore::open_read_only(&path).expect("open read-only");
+        assert_eq!(ro.runs(10).await.expect("runs").len(), 1);
+        assert!(ro.count_assets(&AssetFilter::default()).await.expect("count").is_empty());
+        assert!(ro.save_run(&RunSummary::new("c", "a")).await.is_err(), "writes fail");
+        drop(ro);
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "the database file is unchanged");
+        assert_eq!(listing(dir.path()), files, "no file created beside it");
+
+        // Files that are not corral databases are named as such.
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"not sqlite at all, just some text that is long enough").expect("write");
+        let err = SqliteStore::open_read_only(&other).expect_err("not sqlite");
+        assert!(err.to_string().contains("not a SQLite database"), "{err}");
+        let empty = dir.path().join("empty.db");
+        Connection::open(&empty).and_then(|c| c.execute_batch("CREATE TABLE x (y)")).expect("sqlite");
+        let err = SqliteStore::open_read_only(&empty).expect_err("not corral");
+        assert!(err.to_string().contains("not a corral database"), "{err}");
+        let err = SqliteStore::open_read_only(dir.path()).expect_err("a directory");
+        assert!(err.to_string().contains("not a database file"), "{err}");
+    }
+
+    #[test]
+    fn immutable_uris_escape_the_path() {
+        assert_eq!(immutable_uri(Path::new("/a b/c?d#e%.db")), "file:/a%20b/c%3Fd%23e%25.db?immutable=1");
+        assert_eq!(immutable_uri(Path::new("rel/corral.db")), "file:rel/corral.db?immutable=1");
     }
 
     fn query_plan(conn: &Connection, sql: &str) -> String {

@@ -1335,6 +1335,25 @@ impl Store for MongoStore {
         self.retry("read a lease", || self.read_lease(connection)).await
     }
 
+    async fn run(&self, sync_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let found: Option<Document> = self
+            .retry("find run", || async {
+                self.inner
+                    .runs
+                    .find_one(doc! { "_id": { "$eq": sync_id } })
+                    .projection(doc! { "summary": 1 })
+                    .await
+                    .map_err(|e| errors::classify("find run", &e))
+            })
+            .await?;
+        found
+            .map(|d| {
+                let s = d.get_str("summary").map_err(|_| StoreError::Corrupt("runs.summary is not a string".into()))?;
+                serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("runs.summary: {e}")))
+            })
+            .transpose()
+    }
+
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         let mut counts = Vec::new();
         if self.server_kind().await?.stand_in() {
