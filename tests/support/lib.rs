@@ -77,6 +77,29 @@ impl Store for FailingStore {
     async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         self.inner.runs(limit).await
     }
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<corral_core::LeaseGrant, StoreError> {
+        self.inner.acquire_lease(connection, holder, owner, ttl).await
+    }
+    async fn renew_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<corral_core::Lease>, StoreError> {
+        self.inner.renew_lease(connection, holder, ttl).await
+    }
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(connection, holder).await
+    }
+    async fn lease(&self, connection: &str) -> Result<Option<corral_core::Lease>, StoreError> {
+        self.inner.lease(connection).await
+    }
     async fn count_assets(&self, f: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         self.inner.count_assets(f).await
     }

@@ -68,11 +68,11 @@ fn fixture_page_maps_every_field() {
     assert_eq!(w.owner.as_deref(), Some("CORP\\user0001"));
     assert_eq!(w.tags, vec!["SensorGroupingTags/prod", "FalconGroupingTags/pci"]);
 
-    // DOMAIN\host: the name's own domain wins over machine_domain; upper-case
-    // dashed MAC; OEM placeholders dropped.
+    // DOMAIN\host with machine_domain: the DNS domain wins over the NetBIOS
+    // prefix; upper-case dashed MAC; OEM placeholders dropped.
     let n = d[1];
     assert_eq!(n.hostname.as_deref(), Some("ws-00042"));
-    assert_eq!(n.domain.as_deref(), Some("corp"));
+    assert_eq!(n.domain.as_deref(), Some("corp.example.com"));
     assert_eq!(n.mac_addresses, vec![mac("f8:75:a4:aa:bb:cc")]);
     assert_eq!(n.serial_number, None);
     assert_eq!(n.manufacturer, None);

@@ -268,7 +268,9 @@ async fn malformed_details_pages_are_rejected_and_the_rest_loaded() {
     let (summary, store) = sync(a).await;
     assert_eq!(summary.status, RunStatus::Partial, "{summary:#?}");
     assert_eq!(summary.rejects.get("malformed_page").map(|g| g.count), Some(3), "{:#?}", summary.rejects);
-    assert_eq!(summary.records_rejected, 3);
+    // Three pages rejected, and the 100 hosts each held are counted as lost, not as 3 records.
+    assert_eq!((summary.records_rejected, summary.pages_rejected, summary.records_lost), (0, 3, 300));
+    assert_eq!(summary.lost_display(), "300");
     let hosts = &summary.streams["hosts"];
     assert_eq!(hosts.page_errors.len(), 3, "{hosts:#?}");
     assert!(hosts.fetch_completed);

@@ -210,3 +210,36 @@ async fn csv_header_match_is_case_insensitive_when_unambiguous() {
     let (assets, _) = run(&a).await;
     assert_eq!(device(&assets[0]).hostname.as_deref(), Some("alpha"));
 }
+
+/// A `DOMAIN\name` host with a DNS domain column takes the DNS domain; the
+/// NetBIOS prefix is kept only when nothing better is given. Android's
+/// privacy MAC is a placeholder, not an address.
+#[tokio::test]
+async fn csv_dns_domain_beats_a_netbios_prefix_and_android_privacy_mac_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = "id,name,domain,mac\n\
+               1,CORP\\srv-1,corp.example.com,02:00:00:00:00:00\n\
+               2,EU\\ws-2,CORP,020000000000\n\
+               3,CORP\\ws-3,,\"02:00:00:00:00:00, 02:00:00:00:00:01\"\n\
+               4,ws-4.lab.example.org,corp.example.com,\n";
+    let cfg = json!({"columns": {"source_id": "id", "hostname": "name", "domain": "domain", "mac_addresses": "mac"}});
+    let (a, _) = adapter(dir.path(), "hosts.csv", csv.as_bytes(), cfg);
+    let (assets, rejects) = run(&a).await;
+    assert!(rejects.is_empty(), "{rejects:?}");
+    let got: Vec<(Option<&str>, Option<&str>, Vec<String>)> = assets
+        .iter()
+        .map(device)
+        .map(|d| {
+            (d.hostname.as_deref(), d.domain.as_deref(), d.mac_addresses.iter().map(|m| String::from(*m)).collect())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some("srv-1"), Some("corp.example.com"), vec![]),
+            (Some("ws-2"), Some("eu"), vec![]),
+            (Some("ws-3"), Some("corp"), vec!["02:00:00:00:00:01".to_string()]),
+            (Some("ws-4"), Some("lab.example.org"), vec![]),
+        ]
+    );
+}

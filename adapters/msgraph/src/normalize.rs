@@ -348,6 +348,20 @@ mod tests {
         assert_eq!(*d[2], Device { source_id: "d4".into(), ..Default::default() });
     }
 
+    /// Intune reports `02:00:00:00:00:00` as the Wi-Fi MAC of Android 6+
+    /// devices (the OS hides the real one from apps): no address, and never
+    /// one that ties the devices reporting it together.
+    #[test]
+    fn android_privacy_mac_is_dropped() {
+        let body = r#"{"value":[{"id":"a1","operatingSystem":"Android","wiFiMacAddress":"020000000000"},
+            {"id":"a2","operatingSystem":"Android","wiFiMacAddress":"020000000000","ethernetMacAddress":"A0B1C2D3E4F5"}]}"#;
+        let n = run(Stream::ManagedDevices, body);
+        let d = devices(&n);
+        assert!(d[0].mac_addresses.is_empty(), "{:?}", d[0].mac_addresses);
+        let macs: Vec<String> = d[1].mac_addresses.iter().map(|m| m.to_string()).collect();
+        assert_eq!(macs, ["a0:b1:c2:d3:e4:f5"]);
+    }
+
     #[test]
     fn mac_spellings_and_duplicates() {
         let body = r#"{"value":[{"id":"d5","wiFiMacAddress":"a0-b1-c2-d3-e4-f5","ethernetMacAddress":"A0B1C2D3E4F5"},

@@ -39,12 +39,13 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             let out = Output { json, interactive, logs };
             crate::demo::run(&store, devices, users, vendor_size, &dir, &out, &redactor).await
         }
-        Command::Sync { connections, json } => {
+        Command::Sync { connections, json, wait } => {
             let config = Config::load(&cli.config, &redactor)?;
             // Every connection is validated before the store is touched.
             let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
             let store = open_store(&config.store).await?;
-            sync(store, config.engine, conns, &Output { json, interactive, logs }, &redactor).await
+            let engine = EngineConfig { wait_for_lease: wait || config.engine.wait_for_lease, ..config.engine };
+            sync(store, engine, conns, &Output { json, interactive, logs }, &redactor).await
         }
         Command::Check { connections, json, timeout } => {
             let config = Config::load(&cli.config, &redactor)?;
@@ -53,12 +54,12 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
         }
         Command::Runs { limit, rejects, json } => {
             let config = Config::load_or_default(&cli.config, &redactor)?;
-            let store = open_store(&config.store).await?;
+            let store = open_store_read_only(&config.store).await?;
             runs(&*store, limit, rejects, json).await
         }
         Command::Assets { connection, kind, list, limit, include_stale, json } => {
             let config = Config::load_or_default(&cli.config, &redactor)?;
-            let store = open_store(&config.store).await?;
+            let store = open_store_read_only(&config.store).await?;
             let filter = AssetFilter { connection, kind, include_stale };
             assets(&*store, &filter, list, limit, json).await
         }
@@ -83,6 +84,29 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
                 .with_context(|| format!("connecting to the MongoDB store (database {})", mongo.database))?;
             Ok(Arc::new(store))
         }
+    }
+}
+
+/// The store for a command that only reads it (`runs`, `assets`). SQLite is
+/// opened read-only: no schema created, nothing written, so a database the
+/// user may not write (or a copy on read-only media) can be read, and a
+/// missing one is an error instead of a new empty file. MongoDB is connected
+/// to as for a sync.
+pub async fn open_store_read_only(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    match config {
+        StoreConfig::Sqlite { path } => {
+            let p = path.clone();
+            let store = tokio::task::spawn_blocking(move || corral_store::sqlite::SqliteStore::open_read_only(&p))
+                .await
+                .context("opening the SQLite store")?
+                .map_err(|e| match e {
+                    // These name the file and say what to do.
+                    corral_core::StoreError::Config(message) => anyhow::anyhow!(message),
+                    other => anyhow::Error::new(other).context(format!("reading the SQLite store {}", path.display())),
+                })?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Mongodb(_) => open_store(config).await,
     }
 }
 
@@ -218,6 +242,9 @@ fn adapters(json: bool) {
 async fn runs(store: &dyn Store, limit: usize, rejects: Option<String>, json: bool) -> Result<u8> {
     if let Some(sync_id) = rejects {
         let kept = store.rejects(&sync_id, limit).await?;
+        if kept.is_empty() && store.run(&sync_id).await?.is_none() {
+            bail!("no run with sync id {sync_id} in {}; `corral runs` lists the recent ones", store.describe());
+        }
         if json {
             println!("{}", serde_json::to_string_pretty(&kept)?);
         } else {

@@ -155,6 +155,10 @@ impl Config {
                 redactor.redact(&e.into_inner().to_string())
             )
         })?;
+        // A driver error may quote the password alone, not the whole URI.
+        if let StoreConfig::Mongodb(m) = &config.store {
+            add_uri_password(redactor, &m.uri);
+        }
         config.engine.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in config.connections.iter_mut().enumerate() {
@@ -177,6 +181,42 @@ impl ConnectionConfig {
         resolve_secrets(&mut value, &format!("connection[{}].config", self.index), redactor, env)?;
         serde_json::to_value(&value).with_context(|| format!("connection `{}`: config", self.name))
     }
+}
+
+/// Register the password of a `scheme://user:password@host` URI with the
+/// redactor, as written and percent-decoded (`p%40ss` is the password `p@ss`).
+pub fn add_uri_password(redactor: &Redactor, uri: &str) {
+    if let Some(password) = uri_password(uri) {
+        redactor.add(password);
+        redactor.add(&percent_decoded(password));
+    }
+}
+
+/// The password in a `scheme://user:password@host` URI, if any.
+fn uri_password(uri: &str) -> Option<&str> {
+    let rest = uri.split_once("://")?.1;
+    let userinfo = rest.split(['/', '?']).next()?.rsplit_once('@')?.0;
+    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
+}
+
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| b.get(j).and_then(|c| char::from(*c).to_digit(16));
+        match (b[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'%'));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Looks up an environment variable.
@@ -280,6 +320,20 @@ mod tests {
             Config::parse("[store]\nkind = \"mongodb\"\nuri = \"mongodb://h\"\ndb = \"x\"\n", Path::new("t.toml"), &r)
                 .expect_err("unknown field");
         assert!(format!("{err:#}").contains("db"), "{err:#}");
+    }
+
+    #[test]
+    fn uri_password_is_found_and_registered_decoded_too() {
+        assert_eq!(uri_password("mongodb://app:s3cret@db:27017/?tls=true"), Some("s3cret"));
+        assert_eq!(uri_password("mongodb+srv://app:p@ss@cluster.example/x"), Some("p@ss"));
+        assert_eq!(uri_password("mongodb://db:27017"), None);
+        assert_eq!(uri_password("mongodb://app@db:27017"), None);
+        let toml = "[store]\nkind = \"mongodb\"\nuri = \"${CORRAL_TEST_MONGO_URI_2}\"\n";
+        let r = Redactor::default();
+        let env =
+            |name: &str| (name == "CORRAL_TEST_MONGO_URI_2").then(|| "mongodb://app:pw%40db-2024@h/x".to_string());
+        Config::parse_with_env(toml, Path::new("t.toml"), &r, &env).expect("parse");
+        assert_eq!(r.redact("auth failed for pw@db-2024 / pw%40db-2024"), "auth failed for [redacted] / [redacted]");
     }
 
     #[test]

@@ -45,9 +45,7 @@ pub async fn run(
     let store_config = if store.starts_with("mongodb://") || store.starts_with("mongodb+srv://") {
         // The URI may carry credentials: never print it, nor its password.
         redactor.add(store);
-        if let Some(password) = uri_password(store) {
-            redactor.add(password);
-        }
+        crate::config::add_uri_password(redactor, store);
         let database = uri_database(store).unwrap_or("corral");
         StoreConfig::Mongodb(corral_store::mongo::MongoConfig::new(store, database))
     } else {
@@ -151,13 +149,6 @@ fn uri_database(uri: &str) -> Option<&str> {
     (!path.is_empty()).then_some(path)
 }
 
-/// The password in a `scheme://user:password@host` URI, if any.
-fn uri_password(uri: &str) -> Option<&str> {
-    let rest = uri.split_once("://")?.1;
-    let userinfo = rest.split(['/', '?']).next()?.rsplit_once('@')?.0;
-    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -166,13 +157,5 @@ mod tests {
         assert_eq!(super::uri_database("mongodb://db:27017/?tls=true"), None);
         assert_eq!(super::uri_database("mongodb://db:27017"), None);
         assert_eq!(super::uri_database("mongodb+srv://cluster.example/demo"), Some("demo"));
-    }
-
-    #[test]
-    fn uri_password_is_found() {
-        assert_eq!(super::uri_password("mongodb://app:s3cret@db:27017/?tls=true"), Some("s3cret"));
-        assert_eq!(super::uri_password("mongodb+srv://app:p@ss@cluster.example/x"), Some("p@ss"));
-        assert_eq!(super::uri_password("mongodb://db:27017"), None);
-        assert_eq!(super::uri_password("mongodb://app@db:27017"), None);
     }
 }

@@ -3,13 +3,51 @@
 //! Exit codes: 0 success, 1 error (bad config, store unreachable),
 //! 2 usage error, 3 partial (some records rejected or streams failed),
 //! 4 failed (a connection or check failed, or the run was interrupted),
-//! 130 interrupted twice (exited without waiting).
+//! 5 skipped (another run of a connection held its lease; nothing else failed),
+//! 130 interrupted twice (exited without waiting), 141 stdout closed before
+//! all output was written (`corral assets --list | head -1`; no message).
+
+/// `println!` and `print!` for this whole crate: [`output::stdout`], which
+/// never panics (a closed stdout exits quietly with code 141).
+macro_rules! println {
+    () => {
+        $crate::output::stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` and `eprint!` for this whole crate: [`output::stderr`], which
+/// never panics.
+macro_rules! eprintln {
+    () => {
+        $crate::output::stderr(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($arg:tt)*) => {
+        $crate::output::stderr(format_args!($($arg)*))
+    };
+}
 
 mod commands;
 mod config;
 mod demo;
 mod limits;
 mod logging;
+mod output;
 mod progress;
 
 use std::io::IsTerminal;
@@ -29,6 +67,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_FAILED: u8 = 4;
+/// A connection was not synced because another run of it was in progress
+/// (and nothing worse happened).
+pub const EXIT_SKIPPED: u8 = 5;
 /// A second Ctrl-C / SIGTERM: exited without waiting (128 + SIGINT, as shells do).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -58,6 +99,11 @@ enum Command {
         /// Print run summaries as JSON.
         #[arg(long)]
         json: bool,
+        /// When another run of a connection is in progress (here or on
+        /// another machine sharing the store), wait for it to finish instead
+        /// of skipping the connection (exit code 5).
+        #[arg(long)]
+        wait: bool,
     },
     /// Verify each connection's credentials and reachability with one cheap call.
     Check {
@@ -150,6 +196,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(commands::run(cli, redactor.clone(), interactive, logs));
+    output::flush_stdout();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -182,6 +229,7 @@ fn init_logging(verbose: u8, json: bool, interactive: bool, sink: logging::LogSi
 pub fn exit_code(status: RunStatus) -> u8 {
     match status {
         RunStatus::Success => 0,
+        RunStatus::Skipped => EXIT_SKIPPED,
         RunStatus::Partial => EXIT_PARTIAL,
         RunStatus::Failed => EXIT_FAILED,
     }

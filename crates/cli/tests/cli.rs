@@ -211,3 +211,444 @@ fn a_secret_inside_an_error_never_reaches_logs_summaries_or_the_store() {
     let out = run(&["runs", "--rejects", &sync_id, "--json"]);
     assert!(text(&out).contains("[redacted]"), "the reject is kept, scrubbed: {}", text(&out));
 }
+
+/// RFC 4648 base64 (standard alphabet, padded), as HTTP Basic credentials carry it.
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { char::from(T[((n >> (18 - 6 * i)) & 63) as usize]) } else { '=' });
+        }
+    }
+    out
+}
+
+/// `secret` inside a JSON string, ASCII only (`\u00fc`, `\"`, `\\`, `\/`), as PHP or Python write it.
+fn ascii_json(secret: &str) -> String {
+    secret
+        .chars()
+        .map(|c| match c {
+            '"' => "\\\"".to_string(),
+            '\\' => "\\\\".to_string(),
+            '/' => "\\/".to_string(),
+            c if c.is_ascii() => c.to_string(),
+            c => c.encode_utf16(&mut [0; 2]).iter().map(|u| format!("\\u{u:04x}")).collect(),
+        })
+        .collect()
+}
+
+/// `secret` form-encoded (`application/x-www-form-urlencoded`).
+fn form_encoded(secret: &str) -> String {
+    secret
+        .bytes()
+        .map(|b| match b {
+            b' ' => "+".to_string(),
+            b if b.is_ascii_alphanumeric() || b"*-._".contains(&b) => char::from(b).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A vendor that answers a token request with an error quoting it back.
+/// Paths (the Graph tenant picks the style): `/oauth2/token` (CrowdStrike)
+/// echoes the form body as plain text, with `%20` and lower-case hex too;
+/// `t-form` the form body inside a JSON OAuth error; `t-json` the secret
+/// JSON-escaped (ASCII only: `\u00fc`, `\"`, `\\`, `\/`) in a JSON body of
+/// another shape; `t-basic` the Basic credentials of `id:secret`; `t-html`
+/// an HTML page with the secret HTML-escaped.
+fn start_echoing_vendor(rt: &tokio::runtime::Runtime, secret: &'static str, client_id: &'static str) -> String {
+    use axum::extract::Path as UrlPath;
+    use axum::http::{StatusCode, header};
+    use axum::routing::post;
+
+    fn lower_hex_with_20(form: &str) -> String {
+        let mut out = String::new();
+        let mut chars = form.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '+' => out.push_str("%20"),
+                '%' => {
+                    out.push('%');
+                    for _ in 0..2 {
+                        if let Some(h) = chars.next() {
+                            out.push(h.to_ascii_lowercase());
+                        }
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let ascii_json = ascii_json(secret);
+    let html: String = secret
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            c if !c.is_ascii() => format!("&#{};", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect();
+    let basic = base64(format!("{client_id}:{secret}").as_bytes());
+    let oauth_error = |description: String| {
+        serde_json::json!({ "error": "invalid_client", "error_description": description }).to_string()
+    };
+    let app = axum::Router::new()
+        .route(
+            "/oauth2/token",
+            post(move |body: String| async move {
+                let text = format!("access denied for {body} ({})", lower_hex_with_20(&body));
+                (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/plain")], text)
+            }),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            post(move |UrlPath(tenant): UrlPath<String>, body: String| {
+                let (ascii_json, html, basic) = (ascii_json.clone(), html.clone(), basic.clone());
+                async move {
+                    let (kind, text) = match tenant.as_str() {
+                        "t-form" => ("application/json", oauth_error(format!("bad request: {body}"))),
+                        "t-json" => {
+                            ("application/json", format!(r#"{{"errors":[{{"client_secret":"{ascii_json}"}}]}}"#))
+                        }
+                        "t-basic" => ("application/json", oauth_error(format!("refused Authorization: Basic {basic}"))),
+                        _ => ("text/html", format!("<html><body><p>refused: {html}</p></body></html>")),
+                    };
+                    (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, kind)], text)
+                }
+            }),
+        );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the echoing vendor");
+    let addr = listener.local_addr().expect("address");
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// Issue 9 item 4: a vendor that echoes the token request in its error puts
+/// the secret into the error form-encoded, JSON-escaped, HTML-escaped or as
+/// Basic credentials; an export quotes it the same ways in records it
+/// rejects. No form of it reaches the printed summary (table or JSON), the
+/// log (text or JSON), `corral check`, `corral runs` or the stored runs and
+/// rejects; the errors and rejects themselves are still reported, scrubbed
+/// (`***` by the HTTP toolkit, `[redacted]` by the engine's redactor).
+#[test]
+fn encoded_secrets_echoed_by_a_vendor_never_reach_output_logs_or_the_store() {
+    const SECRET: &str = "s3cr3t-ZZ~TOP+/=& \"q\"\\\u{fc}-3nd-xyzzy";
+    const CLIENT_ID: &str = "client-id-7";
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let vendor = start_echoing_vendor(&rt, SECRET, CLIENT_ID);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let basic = base64(format!("{CLIENT_ID}:{SECRET}").as_bytes());
+    // Records without an id, each quoting the secret in another form: rejected, kept with their raw input.
+    let records = [
+        serde_json::json!({ "host": "a", "note": SECRET }).to_string(),
+        format!(r#"{{"host":"b","note":"{}"}}"#, ascii_json(SECRET)),
+        format!(r#"{{"host":"c","note":"client_secret={}"}}"#, form_encoded(SECRET)),
+        format!(r#"{{"host":"d","note":"Authorization: Basic {basic}"}}"#),
+        r#"{"id":"1","host":"alpha"}"#.to_string(),
+    ];
+    std::fs::write(dir.path().join("export.ndjson"), records.join("\n") + "\n").expect("export");
+    let mut config = format!(
+        "[[connection]]\nname = \"export\"\nadapter = \"file\"\n[connection.config]\npath = \"export.ndjson\"\n\
+         format = \"ndjson\"\ncolumns = {{ source_id = \"id\", hostname = \"host\" }}\n\n\
+         [[connection]]\nname = \"falcon\"\nadapter = \"crowdstrike\"\n[connection.config]\nbase_url = \"{vendor}\"\n\
+         client_id = \"{CLIENT_ID}\"\nclient_secret = \"${{CORRAL_TEST_SECRET}}\"\n"
+    );
+    for tenant in ["t-form", "t-json", "t-basic", "t-html"] {
+        config.push_str(&format!(
+            "\n[[connection]]\nname = \"graph-{tenant}\"\nadapter = \"msgraph\"\n[connection.config]\n\
+             tenant_id = \"{tenant}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"${{CORRAL_TEST_SECRET}}\"\n\
+             login_base_url = \"{vendor}\"\ngraph_base_url = \"{vendor}/graph\"\n"
+        ));
+    }
+    write_config(dir.path(), &config);
+    let run =
+        |args: &[&str]| corral_with_env(dir.path(), args, &[("RUST_LOG", "debug"), ("CORRAL_TEST_SECRET", SECRET)]);
+    // What is left of the secret in any form: every form keeps its letters
+    // and digits in the clear, except base64, whose stretch for the secret is checked too.
+    let leaks = |text: &str| -> Vec<&str> {
+        ["s3cr3t", "xyzzy", "ZZ~TOP", "3nd", &basic[16..28]].into_iter().filter(|s| text.contains(s)).collect()
+    };
+
+    let mut export_runs = Vec::new();
+    for args in [&["sync", "--json"][..], &["sync", "--log-json", "--json"], &["sync"]] {
+        let out = run(args);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(4), "{all}");
+        assert_eq!(leaks(&all), Vec::<&str>::new(), "{args:?}: a form of the secret reached the output: {all}");
+        assert!(all.contains("***"), "{args:?}: {all}");
+        if args.contains(&"--json") {
+            let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            let runs = runs.as_array().expect("runs");
+            assert_eq!(runs.len(), 6);
+            for r in runs.iter().filter(|r| r["connection"] != "export") {
+                assert_eq!(r["status"], "failed", "{r}");
+                // The vendor's answer is still reported, without the secret.
+                assert!(r.to_string().contains("401") && r.to_string().contains("***"), "{r}");
+            }
+            let export = runs.iter().find(|r| r["connection"] == "export").expect("export run");
+            assert_eq!(export["records_rejected"], 4, "{export}");
+            export_runs.push(export["sync_id"].as_str().expect("sync id").to_string());
+        }
+    }
+    for args in [&["check"][..], &["check", "--json"], &["runs"], &["runs", "--json", "--limit", "100"]] {
+        let out = run(args);
+        let all = text(&out);
+        assert_eq!(leaks(&all), Vec::<&str>::new(), "{args:?}: a form of the secret was shown: {all}");
+    }
+    for sync_id in &export_runs {
+        for json in [false, true] {
+            let mut args = vec!["runs", "--rejects", sync_id.as_str()];
+            if json {
+                args.push("--json");
+            }
+            let out = run(&args);
+            let all = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{all}");
+            assert_eq!(leaks(&all), Vec::<&str>::new(), "{args:?}: a kept reject shows the secret: {all}");
+            assert_eq!(all.matches("[redacted]").count(), 4, "the rejects are kept, scrubbed: {all}");
+        }
+    }
+
+    // The stored runs and rejects, as they are in the database.
+    let db = rusqlite::Connection::open(dir.path().join("corral.db")).expect("open the store");
+    let mut stored = String::new();
+    for sql in ["SELECT summary FROM runs", "SELECT record || detail || coalesce(raw, '') FROM rejects"] {
+        let mut stmt = db.prepare(sql).expect("query");
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).expect("rows");
+        for row in rows {
+            stored.push_str(&row.expect("row"));
+        }
+    }
+    assert!(stored.contains("[redacted]") && stored.contains("***"), "{stored}");
+    assert_eq!(leaks(&stored), Vec::<&str>::new(), "a form of the secret was stored: {stored}");
+}
+
+/// Runs `corral` with a stdout whose reading end is already closed: every
+/// write to it fails with EPIPE, as under `corral ... | head -0`.
+fn corral_with_closed_stdout(dir: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("CORRAL_CONFIG")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run corral")
+}
+
+/// Issue 9 item 7: `corral assets --list | head -1` must not panic. Every
+/// command whose stdout is closed stops quietly with exit code 141 (what a
+/// shell reports for a process SIGPIPE killed); a sync's run is stored all
+/// the same.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly_with_141() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hosts.csv"), "id,host\n1,alpha\n2,beta\n").expect("csv");
+    write_config(
+        dir.path(),
+        "[[connection]]\nname = \"csv\"\nadapter = \"file\"\n\
+         config = { path = \"hosts.csv\", columns = { source_id = \"id\", hostname = \"host\" } }\n",
+    );
+    let out = corral_with_closed_stdout(dir.path(), &["sync", "--json"]);
+    let quiet = |args: &[&str], out: &Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        for noise in ["panicked", "Broken pipe", "failed printing", "error:"] {
+            assert!(!stderr.contains(noise), "{args:?} said {noise:?}: {stderr}");
+        }
+    };
+    quiet(&["sync", "--json"], &out);
+    let runs = corral(dir.path(), &["runs", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).expect("runs json");
+    assert_eq!(runs[0]["status"], "success", "the sync itself completed: {runs}");
+    let sync_id = runs[0]["sync_id"].as_str().expect("sync id").to_string();
+    for args in [
+        &["sync"][..],
+        &["check"],
+        &["adapters"],
+        &["adapters", "--json"],
+        &["assets"],
+        &["assets", "--json"],
+        &["assets", "--list"],
+        &["assets", "--list", "--json"],
+        &["runs"],
+        &["runs", "--json"],
+        &["runs", "--rejects", &sync_id],
+    ] {
+        quiet(args, &corral_with_closed_stdout(dir.path(), args));
+    }
+    // Help and usage go through clap, which ignores a closed stdout.
+    let out = corral_with_closed_stdout(dir.path(), &["--help"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", text(&out));
+}
+
+/// Issue 9 item 9: `corral runs --rejects` with a sync id no run has is an
+/// error; a run without rejects is not.
+#[test]
+fn rejects_of_an_unknown_sync_id_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hosts.csv"), "id,host\n1,alpha\n").expect("csv");
+    write_config(
+        dir.path(),
+        "[[connection]]\nname = \"csv\"\nadapter = \"file\"\n\
+         config = { path = \"hosts.csv\", columns = { source_id = \"id\", hostname = \"host\" } }\n",
+    );
+    let out = corral(dir.path(), &["sync", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let sync_id = runs[0]["sync_id"].as_str().expect("sync id").to_string();
+
+    let out = corral(dir.path(), &["runs", "--rejects", &sync_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains(&format!("no rejected records kept for sync {sync_id}")), "{}", text(&out));
+    let out = corral(dir.path(), &["runs", "--rejects", &sync_id, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json"), serde_json::json!([]));
+
+    for json in [false, true] {
+        let mut args = vec!["runs", "--rejects", "no-such-sync"];
+        if json {
+            args.push("--json");
+        }
+        let out = corral(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no run with sync id no-such-sync"), "{}", text(&out));
+        assert!(out.stdout.is_empty(), "{}", text(&out));
+    }
+}
+
+/// The database file's bytes and modification time, and the files beside it.
+fn db_state(dir: &Path) -> (Vec<u8>, std::time::SystemTime, Vec<String>) {
+    let db = dir.join("corral.db");
+    let mut files: Vec<String> =
+        std::fs::read_dir(dir).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into()).collect();
+    files.sort();
+    let modified = std::fs::metadata(&db).and_then(|m| m.modified()).expect("mtime");
+    (std::fs::read(&db).expect("read db"), modified, files)
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn journal_mode(db: &Path, mode: &str) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let got: String = conn.query_row(&format!("PRAGMA journal_mode = {mode}"), [], |r| r.get(0)).expect("pragma");
+    assert_eq!(got, mode.to_lowercase());
+}
+
+/// Under root (as in CI) file modes stop nothing: when `setpriv` is there,
+/// the read commands also run as `nobody`, for whom they do.
+fn setpriv_to_nobody() -> Option<Command> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    let available = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+    (String::from_utf8_lossy(&uid.stdout).trim() == "0" && available).then(|| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_corral")]);
+        c
+    })
+}
+
+/// Issue 9 item 9: `corral assets` and `corral runs` read a database they
+/// may not write (file and directory read-only), never write it, and never
+/// create one: without a database they say so. (Root ignores file modes:
+/// under root the checks that matter are that nothing is created or written,
+/// the file's bytes, its mtime and the directory listing stay the same; the
+/// commands also run as `nobody` when `setpriv` can drop to it.)
+#[test]
+fn read_commands_never_write_the_database_nor_create_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    set_mode(dir.path(), 0o755);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let db = data.join("corral.db");
+    std::fs::write(dir.path().join("hosts.csv"), "id,host\n1,alpha\n2,beta\n").expect("csv");
+    write_config(
+        dir.path(),
+        &format!(
+            "[store]\nkind = \"sqlite\"\npath = \"{}\"\n\n[[connection]]\nname = \"csv\"\nadapter = \"file\"\n\
+             config = {{ path = \"hosts.csv\", columns = {{ source_id = \"id\", hostname = \"host\" }} }}\n",
+            db.display()
+        ),
+    );
+    for args in [&["assets"][..], &["assets", "--list"], &["runs"], &["runs", "--rejects", "x"]] {
+        let out = corral(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("no database at {}", db.display())), "{args:?}: {stderr}");
+        assert!(stderr.contains("corral sync"), "{args:?}: {stderr}");
+        assert!(!db.exists(), "{args:?} created a database");
+    }
+
+    let out = corral(dir.path(), &["sync", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let sync_id = runs[0]["sync_id"].as_str().expect("sync id").to_string();
+    let read_everything = |what: &str| {
+        for args in [
+            &["assets", "--json"][..],
+            &["assets", "--list", "--json"],
+            &["runs", "--json"],
+            &["runs"],
+            &["runs", "--rejects", &sync_id],
+        ] {
+            let as_nobody = setpriv_to_nobody().map(|mut c| {
+                c.args(args).current_dir(dir.path()).env_remove("RUST_LOG").env_remove("CORRAL_CONFIG");
+                c.output().expect("run corral as nobody")
+            });
+            for (who, out) in
+                std::iter::once(("", corral(dir.path(), args))).chain(as_nobody.map(|o| (" as nobody", o)))
+            {
+                assert_eq!(out.status.code(), Some(0), "{what}, {args:?}{who}: {}", text(&out));
+                if args[0] == "assets" && args[1] == "--json" {
+                    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+                    assert_eq!(counts[0]["count"], 2, "{what}{who}: {counts}");
+                }
+            }
+        }
+    };
+
+    // A WAL database (as sync leaves it) in a read-only file: read, its bytes untouched.
+    set_mode(&db, 0o444);
+    let (bytes, modified, _) = db_state(&data);
+    read_everything("WAL database, read-only file");
+    let (after, modified_after, _) = db_state(&data);
+    assert!(after == bytes && modified_after == modified, "the database file was written");
+
+    // A rollback-journal database (a copy, a backup) in a read-only file and
+    // directory: read, and nothing created or changed beside it either.
+    set_mode(&db, 0o644);
+    journal_mode(&db, "DELETE");
+    set_mode(&db, 0o444);
+    set_mode(&data, 0o555);
+    let before = db_state(&data);
+    read_everything("rollback-journal database, read-only file and directory");
+    let after = db_state(&data);
+    set_mode(&data, 0o755);
+    assert!(after.0 == before.0, "the database file's bytes changed");
+    assert_eq!(after.1, before.1, "the database file was written");
+    assert_eq!(after.2, before.2, "files were created beside the database");
+
+    // A WAL database in a read-only directory, without its -shm index (for a
+    // user who may not write there: read as an immutable file).
+    set_mode(&db, 0o644);
+    journal_mode(&db, "WAL");
+    set_mode(&db, 0o444);
+    set_mode(&data, 0o555);
+    let (bytes, modified, _) = db_state(&data);
+    read_everything("WAL database, read-only file and directory");
+    let (after, modified_after, _) = db_state(&data);
+    set_mode(&data, 0o755);
+    assert!(after == bytes && modified_after == modified, "the database file was written");
+}

@@ -24,5 +24,5 @@ pub use adapter::{
 pub use asset::{Asset, AssetBody, AssetKind, Device, Os, User};
 pub use engine::{Connection, Engine, EngineConfig};
 pub use redact::Redactor;
-pub use store::{LoadBatch, LoadOutcome, StalePolicy, StaleScope, Store, StoreError};
+pub use store::{Lease, LeaseGrant, LoadBatch, LoadOutcome, StalePolicy, StaleScope, Store, StoreError};
 pub use summary::{RunStatus, RunSummary};

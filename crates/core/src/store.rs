@@ -84,12 +84,21 @@ mod opt_duration_secs {
 
 /// The scope stale handling may touch: one stream of one connection, after
 /// a sync whose fetch of that stream completed cleanly and whose loads all succeeded.
+///
+/// Stale means *last seen before this sync started* (`last_seen <
+/// started_at`), not "last written by another sync": because upserts only
+/// ever move `last_seen` forward, an asset that any sync started at or after
+/// this one has seen is never marked, however two runs' writes interleave.
 #[derive(Debug, Clone)]
 pub struct StaleScope {
     pub connection: String,
     pub stream: String,
-    /// Assets last seen by a different sync are stale.
+    /// The sync doing the stale handling (for logs).
     pub sync_id: String,
+    /// When that sync started: its batches' `seen_at`. Assets of the scope
+    /// last seen before it are stale.
+    pub started_at: DateTime<Utc>,
+    /// The time written as `stale_since`, and from which `delete_after` ages are measured.
     pub now: DateTime<Utc>,
 }
 
@@ -99,6 +108,31 @@ pub struct StaleOutcome {
     pub marked: u64,
     /// Deleted because they had been stale longer than the configured age.
     pub deleted: u64,
+}
+
+/// A claim on one connection: while a run holds it, no other run of that
+/// connection starts, in this process or any other sharing the store. The
+/// holder renews it while the run lives; another run may take it over only
+/// once it has expired (its holder died or lost the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub connection: String,
+    /// The run holding it: its sync id.
+    pub holder: String,
+    /// Where that run lives, for people (`host-1 pid 4242`).
+    pub owner: String,
+    pub acquired_at: DateTime<Utc>,
+    /// After this instant (by the store's clock) the lease may be taken over.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer to [`Store::acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseGrant {
+    /// The lease is the caller's until `expires_at` (unless renewed).
+    Acquired(Lease),
+    /// Another run holds it; here is its lease.
+    Held(Lease),
 }
 
 /// Filter for `corral assets`.
@@ -203,14 +237,18 @@ pub trait Store: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// Idempotent upsert keyed by (connection, kind, source_id). Keeps
-    /// `first_seen` from the first insert, sets `last_seen` and `last_sync_id`,
-    /// clears `stale_since`. Returns inserted / updated / unchanged counts; a
+    /// `first_seen` from the first insert, moves `last_seen` forward to the
+    /// batch's `seen_at` (never back: a late write of an older run keeps the
+    /// newer value), sets `last_sync_id`, clears `stale_since`. Returns inserted / updated / unchanged counts; a
     /// batch that failed after part of it was stored says so with
     /// [`StoreError::Partial`].
     async fn upsert(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError>;
 
     /// Stale handling for one scope. The engine calls this only for a stream
-    /// whose fetch completed and whose every batch was acknowledged.
+    /// whose fetch completed and whose every batch was acknowledged. Marks
+    /// the scope's assets last seen before `scope.started_at` (never one seen
+    /// by a sync started at or after it) and deletes those of them stale for
+    /// longer than `delete_after`.
     async fn handle_stale(&self, scope: &StaleScope, policy: StalePolicy) -> Result<StaleOutcome, StoreError>;
 
     async fn save_checkpoint(&self, connection: &str, stream: &str, checkpoint: &Checkpoint) -> Result<(), StoreError>;
@@ -221,8 +259,36 @@ pub trait Store: Send + Sync + 'static {
     async fn rejects(&self, sync_id: &str, limit: usize) -> Result<Vec<StoredReject>, StoreError>;
 
     async fn save_run(&self, summary: &RunSummary) -> Result<(), StoreError>;
+
+    /// Take the lease on `connection` for the run `holder` for `ttl`, by the
+    /// store's clock: granted when nobody holds it, when it expired, or when
+    /// `holder` already holds it. Atomic: of two runs asking at once, at most
+    /// one is granted.
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError>;
+
+    /// Extend `holder`'s lease to `ttl` from now. `None`: the lease is no
+    /// longer `holder`'s (another run took it over after it expired).
+    async fn renew_lease(&self, connection: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+
+    /// Give the lease up, if `holder` still holds it.
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The lease on `connection` as stored (it may have expired), if any.
+    async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError>;
     /// Most recent first.
     async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    /// The run with this sync id, if the store has it (`corral runs
+    /// --rejects` tells an unknown id from a run without rejects). The
+    /// default scans [`Store::runs`]; stores look it up by key.
+    async fn run(&self, sync_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        Ok(self.runs(usize::MAX).await?.into_iter().find(|r| r.sync_id == sync_id))
+    }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError>;
     async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError>;

@@ -16,6 +16,8 @@ use crate::store::StaleOutcome;
 pub enum RunStatus {
     /// Everything fetched, normalized and stored.
     Success,
+    /// Not run: another run of the connection held its lease.
+    Skipped,
     /// Stored what it could; some records were rejected or some streams failed.
     Partial,
     /// The run did not do its job (nothing usable fetched, or the store failed).
@@ -26,6 +28,7 @@ impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Success => "success",
+            RunStatus::Skipped => "skipped",
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
         }
@@ -90,7 +93,16 @@ pub struct StreamSummary {
     pub pages: u64,
     pub records_fetched: u64,
     pub assets_normalized: u64,
+    /// Records rejected one by one (an undecodable page is counted below).
     pub rejected: u64,
+    /// Pages that could not be decoded at all, and the records known to be
+    /// lost with them (see [`RunSummary::records_lost`]).
+    #[serde(default)]
+    pub pages_rejected: u64,
+    #[serde(default)]
+    pub records_lost: u64,
+    #[serde(default)]
+    pub pages_rejected_unsized: u64,
     /// The fetch finished without error.
     pub fetch_completed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,8 +129,21 @@ pub struct RunSummary {
     pub pages: u64,
     pub records_fetched: u64,
     pub assets_normalized: u64,
+    /// Records rejected one by one (malformed, missing their key, refused by the store).
     pub records_rejected: u64,
-    /// Rejected records grouped by reason, with samples.
+    /// Pages that could not be decoded at all (`malformed_page`): every
+    /// record in them is lost to this run.
+    #[serde(default)]
+    pub pages_rejected: u64,
+    /// Records lost with those pages, as far as fetch knew how many each
+    /// held (`RawPage::record_hint`): exact when `pages_rejected_unsized` is
+    /// 0, a lower bound otherwise.
+    #[serde(default)]
+    pub records_lost: u64,
+    /// Rejected pages whose record count fetch did not know.
+    #[serde(default)]
+    pub pages_rejected_unsized: u64,
+    /// Rejected records and pages grouped by reason, with samples.
     pub rejects: BTreeMap<String, RejectGroup>,
     pub inserted: u64,
     pub updated: u64,
@@ -152,6 +177,9 @@ impl RunSummary {
             records_fetched: 0,
             assets_normalized: 0,
             records_rejected: 0,
+            pages_rejected: 0,
+            records_lost: 0,
+            pages_rejected_unsized: 0,
             rejects: BTreeMap::new(),
             inserted: 0,
             updated: 0,
@@ -172,6 +200,12 @@ impl RunSummary {
         self.inserted + self.updated + self.unchanged
     }
 
+    /// Records lost with undecodable pages, for people: `500`, or `500+`
+    /// when some pages' record counts were unknown.
+    pub fn lost_display(&self) -> String {
+        lost_text(self.records_lost, self.pages_rejected_unsized)
+    }
+
     pub fn duration_ms(&self) -> i64 {
         (self.ended_at - self.started_at).num_milliseconds()
     }
@@ -187,13 +221,14 @@ pub fn render_table(runs: &[RunSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
         "CONNECTION",
         "ADAPTER",
         "STATUS",
         "FETCHED",
         "ASSETS",
         "REJECTED",
+        "LOST",
         "INSERTED",
         "UPDATED",
         "UNCHANGED",
@@ -204,13 +239,14 @@ pub fn render_table(runs: &[RunSummary]) -> String {
     for r in runs {
         let _ = writeln!(
             out,
-            "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7.1}s {:>10}",
+            "{:<20} {:<12} {:<8} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7.1}s {:>10}",
             truncate(&r.connection, 20),
             truncate(&r.adapter, 12),
             r.status.as_str(),
             r.records_fetched,
             r.assets_normalized,
             r.records_rejected,
+            r.lost_display(),
             r.inserted,
             r.updated,
             r.unchanged,
@@ -262,13 +298,26 @@ pub fn render_table(runs: &[RunSummary]) -> String {
             let _ = writeln!(out, "  error: {e}");
         }
         for (reason, group) in &r.rejects {
-            let _ = writeln!(out, "  rejected {} record(s): {reason}", group.count);
+            if reason == crate::engine::MALFORMED_PAGE {
+                let _ = writeln!(
+                    out,
+                    "  rejected {} page(s) that could not be decoded ({reason}): {} record(s) lost with them",
+                    group.count,
+                    r.lost_display()
+                );
+            } else {
+                let _ = writeln!(out, "  rejected {} record(s): {reason}", group.count);
+            }
             for s in &group.samples {
                 let _ = writeln!(out, "    {}: {}", s.record, s.detail);
             }
         }
     }
     out
+}
+
+fn lost_text(lost: u64, unsized_pages: u64) -> String {
+    if unsized_pages > 0 { format!("{lost}+") } else { lost.to_string() }
 }
 
 fn truncate(s: &str, n: usize) -> String {

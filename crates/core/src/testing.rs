@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use crate::adapter::Checkpoint;
 use crate::asset::AssetKind;
 use crate::store::{
-    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
-    StoredAsset, StoredReject,
+    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
+    StoreError, StoredAsset, StoredReject,
 };
 use crate::summary::RunSummary;
 
@@ -72,6 +72,9 @@ pub struct MemoryStore {
     /// Upserts running now, and at most.
     upserts_running: AtomicU64,
     upserts_peak: AtomicU64,
+    leases: Mutex<BTreeMap<String, Lease>>,
+    /// Lease renewals fail (as a store that cannot be reached would).
+    fail_renewals: AtomicBool,
 }
 
 impl MemoryStore {
@@ -137,6 +140,29 @@ impl MemoryStore {
         self.assets.lock().map(|a| a.values().map(|(s, _)| s.clone()).collect()).unwrap_or_default()
     }
 
+    /// Hand `connection`'s lease to another holder, as a run on another
+    /// machine taking over an expired lease would.
+    pub fn steal_lease(&self, connection: &str, holder: &str) {
+        if let Ok(mut leases) = self.leases.lock() {
+            let now = chrono::Utc::now();
+            leases.insert(
+                connection.to_string(),
+                Lease {
+                    connection: connection.to_string(),
+                    holder: holder.to_string(),
+                    owner: "another machine".to_string(),
+                    acquired_at: now,
+                    expires_at: now + chrono::Duration::hours(1),
+                },
+            );
+        }
+    }
+
+    /// Make every lease renewal fail with a transient error (or succeed again).
+    pub fn fail_lease_renewals(&self, fail: bool) {
+        self.fail_renewals.store(fail, Ordering::Relaxed);
+    }
+
     fn poisoned() -> StoreError {
         StoreError::Permanent("memory store lock poisoned".into())
     }
@@ -167,7 +193,7 @@ impl Store for MemoryStore {
         for (a, _) in assets.values_mut() {
             if a.connection == scope.connection
                 && a.stream == scope.stream
-                && a.last_sync_id != scope.sync_id
+                && a.last_seen < scope.started_at
                 && a.stale_since.is_none()
             {
                 a.stale_since = Some(scope.now);
@@ -180,6 +206,7 @@ impl Store for MemoryStore {
             assets.retain(|_, (a, _)| {
                 !(a.connection == scope.connection
                     && a.stream == scope.stream
+                    && a.last_seen < scope.started_at
                     && a.stale_since.is_some_and(|t| t <= scope.now - age))
             });
             out.deleted = (before - assets.len()) as u64;
@@ -221,6 +248,58 @@ impl Store for MemoryStore {
         runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         runs.truncate(limit);
         Ok(runs)
+    }
+
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError> {
+        let now = chrono::Utc::now();
+        let mut leases = self.leases.lock().map_err(|_| Self::poisoned())?;
+        if let Some(held) = leases.get(connection)
+            && held.holder != holder
+            && held.expires_at > now
+        {
+            return Ok(LeaseGrant::Held(held.clone()));
+        }
+        let lease = Lease {
+            connection: connection.to_string(),
+            holder: holder.to_string(),
+            owner: owner.to_string(),
+            acquired_at: now,
+            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+        };
+        leases.insert(connection.to_string(), lease.clone());
+        Ok(LeaseGrant::Acquired(lease))
+    }
+
+    async fn renew_lease(&self, connection: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        if self.fail_renewals.load(Ordering::Relaxed) {
+            return Err(StoreError::Transient("injected failure: lease renewal".into()));
+        }
+        let mut leases = self.leases.lock().map_err(|_| Self::poisoned())?;
+        match leases.get_mut(connection) {
+            Some(l) if l.holder == holder => {
+                l.expires_at = chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+                Ok(Some(l.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        let mut leases = self.leases.lock().map_err(|_| Self::poisoned())?;
+        if leases.get(connection).is_some_and(|l| l.holder == holder) {
+            leases.remove(connection);
+        }
+        Ok(())
+    }
+
+    async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
+        Ok(self.leases.lock().map_err(|_| Self::poisoned())?.get(connection).cloned())
     }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
@@ -302,7 +381,7 @@ impl MemoryStore {
                         *old_hash = hash;
                     }
                     stored.stream = a.stream.clone();
-                    stored.last_seen = batch.seen_at;
+                    stored.last_seen = stored.last_seen.max(batch.seen_at);
                     stored.last_sync_id = batch.sync_id.clone();
                     stored.stale_since = None;
                 }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use corral_core::redact::SecretSet;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -146,22 +147,8 @@ pub(crate) fn static_header(auth: &Auth) -> Result<Option<(HeaderName, HeaderVal
     })
 }
 
-pub(crate) fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+/// Base64 (RFC 4648, standard alphabet, padded): the one corral-core's scrubber knows.
+pub(crate) use corral_core::redact::base64;
 
 /// Secrets shorter than this cannot be cut out of a text without mangling
 /// it (a 2-character secret occurs in ordinary words): a text containing one
@@ -176,21 +163,19 @@ pub(crate) fn scrub(text: &str, secret: &str) -> String {
     scrub_all(text, &[secret])
 }
 
-/// `text` with every occurrence of each secret replaced by `***`, longest
-/// first (a composite value before its parts). Empty secrets are ignored; a
-/// text containing a secret shorter than 4 characters is [`WITHHELD`] whole.
+/// `text` with every occurrence of each secret replaced by `***`, in every
+/// form corral-core's [`SecretSet`] knows: as written, percent/form-encoded,
+/// JSON-escaped, HTML-escaped, inside any base64 stream (Basic credentials),
+/// and cut off at the end of a truncated text (see `corral_core::redact`).
+/// Longest first (a composite value before its parts). Empty secrets are
+/// ignored; a text still containing a secret shorter than 4 characters, in
+/// any of those forms, is [`WITHHELD`] whole.
 pub(crate) fn scrub_all<S: AsRef<str>>(text: &str, secrets: &[S]) -> String {
-    let mut secrets: Vec<&str> = secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()).collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = text.to_string();
-    for s in secrets {
-        if s.len() < SHORT_SECRET {
-            if out.contains(s) {
-                return WITHHELD.to_string();
-            }
-        } else {
-            out = out.replace(s, "***");
-        }
+    let (short, long): (Vec<&str>, Vec<&str>) =
+        secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()).partition(|s| s.len() < SHORT_SECRET);
+    let out = SecretSet::new(&long).scrub(text, "***").unwrap_or_else(|| text.to_string());
+    if !short.is_empty() && SecretSet::new(&short).is_found_in(&out) {
+        return WITHHELD.to_string();
     }
     out
 }
@@ -211,9 +196,10 @@ fn header_parts(value: &str) -> Vec<&str> {
 }
 
 impl Auth {
-    /// Every form in which this credential could show up in a vendor's
+    /// The values in which this credential could show up in a vendor's
     /// answer or a transport error: the values, their parts, and the base64
-    /// form of Basic credentials.
+    /// form of Basic credentials. [`scrub_all`] looks for each in every
+    /// encoded form too.
     pub(crate) fn secret_forms(&self) -> Vec<String> {
         match self {
             Auth::None | Auth::OAuth2ClientCredentials(_) => Vec::new(),
@@ -278,6 +264,32 @@ mod tests {
         assert_eq!(scrubbed(&tiny_basic, "Basic dTpwdw=="), "Basic ***");
         assert_eq!(scrubbed(&tiny_basic, "password pw rejected"), WITHHELD);
         assert_eq!(scrub("x", ""), "x");
+    }
+
+    #[test]
+    fn encoded_forms_of_a_credential_are_scrubbed() {
+        let secret = "~+/=& \"\\\u{fc}-s3cr3t";
+        let s = SecretString::from(secret.to_string());
+        let oauth_basic = Auth::Basic { user: "client-id".into(), password: s.clone() };
+        let form = corral_core::redact::form_urlencoded(secret);
+        let json = serde_json::to_string(secret).expect("json");
+        let texts = [
+            format!("grant_type=client_credentials&client_id=client-id&client_secret={form}"),
+            format!("{{\"error\":\"bad\",\"echo\":{json}}}"),
+            format!("{{\"echo\":{}}}", serde_json::to_string(&format!("client_secret={form}")).expect("json")),
+            secret.replace('\\', "\\\\").replace('\u{fc}', "\\u00FC").replace('"', "\\\"").replace('/', "\\/"),
+            format!("Authorization: Basic {}", base64(format!("other-id:{secret}").as_bytes())),
+            form.to_lowercase().replace("%7e", "~"),
+        ];
+        for text in texts {
+            let out = scrubbed(&oauth_basic, &text);
+            assert!(out.contains("***"), "{text} -> {out}");
+            assert!(!out.contains("s3cr3t") && !out.contains("%7E") && !out.contains("\\u00"), "{text} -> {out}");
+        }
+        // A short secret is withheld in its encoded forms too.
+        let short = Auth::Bearer(SecretString::from("a&b".to_string()));
+        assert_eq!(scrubbed(&short, "echo a%26b"), WITHHELD);
+        assert_eq!(scrubbed(&short, "echo a&amp;b"), WITHHELD);
     }
 
     #[test]

@@ -255,7 +255,9 @@ impl TokenSource {
                         return Ok((SecretString::from(parsed.access_token), expires_in(parsed.expires_in.as_ref())));
                     }
                     let class = classify(status, &headers, false, SystemTime::now());
-                    let refusal = crate::off_runtime(move || refusal(&body)).await.unwrap_or_default();
+                    // Scrubbed before it is cut short: a secret cut in two would survive.
+                    let secrets = self.secret_forms();
+                    let refusal = crate::off_runtime(move || refusal(&body, &secrets)).await.unwrap_or_default();
                     (class, self.token_error(&endpoint, status, attempt, &class, refusal))
                 }
                 Err(TokenFailure::TooLarge(status)) => {
@@ -318,7 +320,7 @@ impl TokenSource {
     /// refusal of the request.
     fn token_error(&self, endpoint: &str, status: u16, attempts: u32, class: &Class, r: Refusal) -> HttpError {
         let endpoint = endpoint.to_string();
-        let detail = self.scrub(&r.detail);
+        let detail = r.detail.clone();
         let code = r.error.as_deref().unwrap_or_default();
         let describes = |words: &[&str]| {
             let text = r.detail.to_ascii_lowercase();
@@ -407,25 +409,28 @@ const CREDENTIAL_ERRORS: &[&str] =
     &["invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope", "access_denied"];
 
 /// A token endpoint's refusal: its OAuth2 `error` code, if any, and a detail
-/// (`error: description`, or a short snippet of the body).
+/// (`error: description`, or a short snippet of the body), scrubbed.
 #[derive(Debug, Default, PartialEq)]
 struct Refusal {
     error: Option<String>,
     detail: String,
 }
 
-fn refusal(body: &[u8]) -> Refusal {
+/// The OAuth2 error fields of a token endpoint's answer, or a short snippet,
+/// scrubbed of `secrets` (before any of it is cut short).
+fn refusal(body: &[u8], secrets: &[String]) -> Refusal {
     #[derive(Deserialize)]
     struct OAuthError {
         error: Option<String>,
         error_description: Option<String>,
     }
+    let scrub = |text: &str| scrub_all(text, secrets);
     match serde_json::from_slice::<OAuthError>(body) {
         Ok(OAuthError { error: Some(e), error_description: Some(d) }) => {
-            Refusal { detail: format!("{e}: {}", snippet(d.as_bytes(), 300)), error: Some(e) }
+            Refusal { detail: format!("{}: {}", scrub(&e), snippet(scrub(&d).as_bytes(), 300)), error: Some(e) }
         }
-        Ok(OAuthError { error: Some(e), .. }) => Refusal { detail: e.clone(), error: Some(e) },
-        _ => Refusal { error: None, detail: snippet(body, 300) },
+        Ok(OAuthError { error: Some(e), .. }) => Refusal { detail: scrub(&e), error: Some(e) },
+        _ => Refusal { error: None, detail: snippet(scrub(&String::from_utf8_lossy(body)).as_bytes(), 300) },
     }
 }
 
@@ -472,8 +477,18 @@ mod tests {
 
     #[test]
     fn token_error_detail_is_scrubbed() {
+        let secrets = ["hunter2-secret".to_string()];
         let body = br#"{"error":"invalid_client","error_description":"bad secret hunter2-secret"}"#;
-        let d = crate::auth::scrub(&refusal(body).detail, "hunter2-secret");
-        assert_eq!(d, "invalid_client: bad secret ***");
+        assert_eq!(refusal(body, &secrets).detail, "invalid_client: bad secret ***");
+        // The form-encoded echo of the request, past the 300 characters kept:
+        // scrubbed before it is cut, so no start of the secret survives.
+        let secrets = ["hunter2~secret-with-a-tail".to_string()];
+        let echo = format!("{}client_secret=hunter2%7Esecret-with-a-tail", "x".repeat(280));
+        let d = refusal(echo.as_bytes(), &secrets).detail;
+        assert!(!d.contains("hunter2") && !d.contains("%7E"), "{d}");
+        let body = serde_json::json!({ "error": "invalid_request", "error_description": echo }).to_string();
+        let r = refusal(body.as_bytes(), &secrets);
+        assert!(r.detail.starts_with("invalid_request: xxx") && !r.detail.contains("hunter2"), "{r:?}");
+        assert_eq!(r.error.as_deref(), Some("invalid_request"));
     }
 }

@@ -109,7 +109,8 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                     return Ok(Response { status, headers, body, url });
                 }
                 let code = status.as_u16();
-                let detail = || client.scrub(&snippet(&body, DETAIL_CHARS));
+                // Scrubbed before it is cut short: a secret cut in two would survive.
+                let detail = || snippet(client.scrub(&String::from_utf8_lossy(&body)).as_bytes(), DETAIL_CHARS);
                 match classify(code, &headers, oauth.is_some(), SystemTime::now()) {
                     Class::Success => return Ok(Response { status, headers, body, url }),
                     Class::RefreshAuth => {

@@ -47,8 +47,8 @@ use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::{Asset, AssetKind, Device, Os, User};
 use corral_core::metrics::RequestStats;
 use corral_core::store::{
-    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
-    StoredAsset, StoredReject,
+    AssetCount, AssetFilter, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
+    StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
 use futures::FutureExt;
@@ -94,6 +94,9 @@ cases![
     oversized_asset_isolated,
     timestamps_keep_milliseconds,
     identical_rejects_are_all_kept,
+    interleaved_syncs_keep_what_either_saw,
+    leases_are_exclusive,
+    expired_lease_is_taken_over,
 ];
 
 /// Run every case in [`CASES`], each on a fresh store from `make(case_name)`.
@@ -188,8 +191,27 @@ pub fn batch(connection: &str, sync_id: &str, seen_at: DateTime<Utc>, assets: Ve
     LoadBatch { sync_id: sync_id.to_string(), connection: connection.to_string(), seen_at, assets }
 }
 
+/// The stale scope of a run that started at `now` and handles stale assets at once.
 pub fn scope(connection: &str, stream: &str, sync_id: &str, now: DateTime<Utc>) -> StaleScope {
-    StaleScope { connection: connection.to_string(), stream: stream.to_string(), sync_id: sync_id.to_string(), now }
+    scope_started(connection, stream, sync_id, now, now)
+}
+
+/// The stale scope of a run that started at `started_at` (its batches' `seen_at`)
+/// and handles stale assets at `now`.
+pub fn scope_started(
+    connection: &str,
+    stream: &str,
+    sync_id: &str,
+    started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StaleScope {
+    StaleScope {
+        connection: connection.to_string(),
+        stream: stream.to_string(),
+        sync_id: sync_id.to_string(),
+        started_at,
+        now,
+    }
 }
 
 /// A fully populated run summary (every map and list non-empty), ended 90 s after `started_at`.
@@ -210,6 +232,9 @@ pub fn run_summary(sync_id: &str, connection: &str, started_at: DateTime<Utc>) -
             records_fetched: 100,
             assets_normalized: 98,
             rejected: 2,
+            pages_rejected: 1,
+            records_lost: 25,
+            pages_rejected_unsized: 0,
             fetch_completed: true,
             fetch_error: None,
             page_errors: vec!["page 3: truncated body".into()],
@@ -232,6 +257,9 @@ pub fn run_summary(sync_id: &str, connection: &str, started_at: DateTime<Utc>) -
         records_fetched: 100,
         assets_normalized: 98,
         records_rejected: 2,
+        pages_rejected: 1,
+        records_lost: 25,
+        pages_rejected_unsized: 1,
         rejects,
         inserted: 90,
         updated: 5,
@@ -460,7 +488,10 @@ pub async fn stale_marking_is_scoped(store: &dyn Store) {
     assert_eq!(stale_of(get(store, "conn-b", D, "c1").await), None, "another connection must not be touched");
 
     // Again, later: nothing newly marked, stale_since unchanged, nothing deleted without delete_after.
-    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-2", at(5 * DAY)), mark).await, "handle_stale again");
+    let out = ok(
+        store.handle_stale(&scope_started("conn-a", "s1", "a-2", at(HOUR), at(5 * DAY)), mark).await,
+        "handle_stale again",
+    );
     assert_eq!(out, StaleOutcome { marked: 0, deleted: 0 }, "already-stale assets are not marked again");
     assert_eq!(stale_of(get(store, "conn-a", D, "a3").await), Some(at(HOUR)), "stale_since must not move");
 
@@ -510,7 +541,10 @@ pub async fn stale_delete_after_age(store: &dyn Store) {
     assert!(find(store, "conn-b", D, "a3").await.is_some(), "another connection's stale asset must not be deleted");
 
     // Simulate the passing of time with scope.now in the future.
-    let out = ok(store.handle_stale(&scope("conn-a", "s1", "a-3", at(16 * DAY)), five_days).await, "stale later");
+    let out = ok(
+        store.handle_stale(&scope_started("conn-a", "s1", "a-3", at(10 * DAY), at(16 * DAY)), five_days).await,
+        "stale later",
+    );
     assert_eq!(out, StaleOutcome { marked: 0, deleted: 1 }, "a2 stale for 6 days > 5 must now be deleted");
     assert!(find(store, "conn-a", D, "a2").await.is_none(), "a2 must be deleted");
     assert!(find(store, "conn-a", D, "a1").await.is_some(), "a1 (seen by a-3) must be kept");
@@ -578,7 +612,15 @@ pub async fn runs_most_recent_first(store: &dyn Store) {
     replaced.errors.push("store unavailable".into());
     replaced.ended_at = at(600);
     ok(store.save_run(&replaced).await, "save again");
-    assert_eq!(ok(store.runs(10).await, "runs after replace"), vec![newer, replaced], "same sync id replaces the run");
+    assert_eq!(
+        ok(store.runs(10).await, "runs after replace"),
+        vec![newer.clone(), replaced.clone()],
+        "same sync id replaces the run"
+    );
+    // One run by its sync id.
+    assert_eq!(ok(store.run("sync-old").await, "run(sync-old)"), Some(replaced), "found by sync id");
+    assert_eq!(ok(store.run("sync-new").await, "run(sync-new)"), Some(newer), "found by sync id");
+    assert_eq!(ok(store.run("sync-none").await, "run(unknown)"), None, "an unknown sync id is no run");
 }
 
 /// Rejects are listed by sync id, in save order, with a limit.
@@ -853,7 +895,7 @@ pub async fn timestamps_keep_milliseconds(store: &dyn Store) {
 
     let marked_at = at_ms(10, 457);
     let mark = StalePolicy::Mark { delete_after: None };
-    let out = ok(store.handle_stale(&scope("conn-a", "s1", "ms-2", marked_at), mark).await, "mark");
+    let out = ok(store.handle_stale(&scope_started("conn-a", "s1", "ms-2", t1, marked_at), mark).await, "mark");
     assert_eq!(out, StaleOutcome { marked: 1, deleted: 0 }, "a2 marked");
     assert_eq!(get(store, "conn-a", D, "a2").await.stale_since, Some(marked_at), "stale_since keeps milliseconds");
 
@@ -861,14 +903,20 @@ pub async fn timestamps_keep_milliseconds(store: &dyn Store) {
     let one_second = StalePolicy::Mark { delete_after: Some(Duration::from_secs(1)) };
     let out = ok(
         store
-            .handle_stale(&scope("conn-a", "s1", "ms-2", marked_at + chrono::Duration::milliseconds(999)), one_second)
+            .handle_stale(
+                &scope_started("conn-a", "s1", "ms-2", t1, marked_at + chrono::Duration::milliseconds(999)),
+                one_second,
+            )
             .await,
         "stale for 999 ms",
     );
     assert_eq!(out, StaleOutcome { marked: 0, deleted: 0 }, "stale for 999 ms: not old enough");
     let out = ok(
         store
-            .handle_stale(&scope("conn-a", "s1", "ms-2", marked_at + chrono::Duration::milliseconds(1000)), one_second)
+            .handle_stale(
+                &scope_started("conn-a", "s1", "ms-2", t1, marked_at + chrono::Duration::milliseconds(1000)),
+                one_second,
+            )
             .await,
         "stale for 1000 ms",
     );
@@ -900,4 +948,104 @@ pub async fn identical_rejects_are_all_kept(store: &dyn Store) {
         vec![reject.clone(), reject.clone(), other, reject],
         "every saved reject kept, in save order"
     );
+}
+
+/// Two syncs of one connection whose writes interleave (a lease that expired
+/// under a paused run, clocks that disagree): stale handling marks only what
+/// neither saw. `last_seen` only moves forward, and a sync marks only assets
+/// last seen before it started, so a late write of the older sync cannot make
+/// an asset the newer one saw look unseen, and the older sync's stale
+/// handling cannot mark what the newer one wrote.
+pub async fn interleaved_syncs_keep_what_either_saw(store: &dyn Store) {
+    let mark = StalePolicy::default();
+    let first = vec![device("s1", "a1", "a1"), device("s1", "a2", "a2"), device("s1", "a3", "a3")];
+    ok(store.upsert(batch("conn-a", "sync-0", at(0), first)).await, "sync-0");
+    // Two runs: `old` started at 1 h, `new` at 1 h + 2 s; both see a1 and a2, not a3.
+    let (old_start, new_start) = (at(HOUR), at(HOUR + 2));
+    let seen = || vec![device("s1", "a1", "a1"), device("s1", "a2", "a2")];
+    ok(store.upsert(batch("conn-a", "new", new_start, seen())).await, "new writes first");
+    ok(store.upsert(batch("conn-a", "old", old_start, seen())).await, "old writes a1 and a2 later");
+    assert_eq!(
+        get(store, "conn-a", D, "a1").await.last_seen,
+        new_start,
+        "a late write of an older sync must not move last_seen back"
+    );
+    let out =
+        ok(store.handle_stale(&scope_started("conn-a", "s1", "new", new_start, at(HOUR + 60)), mark).await, "new");
+    assert_eq!(out.marked, 1, "the newer sync marks a3 alone: it saw a1 and a2");
+    let out =
+        ok(store.handle_stale(&scope_started("conn-a", "s1", "old", old_start, at(HOUR + 61)), mark).await, "old");
+    assert_eq!(out.marked, 0, "the older sync marks nothing the newer one wrote");
+    for id in ["a1", "a2"] {
+        assert_eq!(get(store, "conn-a", D, id).await.stale_since, None, "{id} was seen: never stale");
+    }
+    assert_eq!(get(store, "conn-a", D, "a3").await.stale_since, Some(at(HOUR + 60)), "a3 seen by neither: stale");
+}
+
+/// A lease is granted to one holder at a time, renewed and released only by its holder.
+pub async fn leases_are_exclusive(store: &dyn Store) {
+    let ttl = Duration::from_secs(600);
+    assert_eq!(ok(store.lease("conn-a").await, "lease of a new connection"), None, "no lease yet");
+    let a = match ok(store.acquire_lease("conn-a", "run-a", "host-1 pid 1", ttl).await, "acquire a") {
+        LeaseGrant::Acquired(l) => l,
+        other => panic!("a free lease must be granted, got {other:?}"),
+    };
+    assert_eq!((a.connection.as_str(), a.holder.as_str(), a.owner.as_str()), ("conn-a", "run-a", "host-1 pid 1"));
+    assert!(a.expires_at > a.acquired_at, "expires after it was acquired: {a:?}");
+    match ok(store.acquire_lease("conn-a", "run-b", "host-2 pid 2", ttl).await, "acquire b") {
+        LeaseGrant::Held(l) => assert_eq!((l.holder.as_str(), l.owner.as_str()), ("run-a", "host-1 pid 1"), "{l:?}"),
+        other => panic!("a lease held by run-a must not be granted to run-b: {other:?}"),
+    }
+    // Another connection is independent.
+    assert!(
+        matches!(ok(store.acquire_lease("conn-b", "run-b", "h", ttl).await, "acquire conn-b"), LeaseGrant::Acquired(_)),
+        "leases are per connection"
+    );
+    // The holder asking again keeps it (a retried acquire).
+    assert!(
+        matches!(
+            ok(store.acquire_lease("conn-a", "run-a", "host-1 pid 1", ttl).await, "again"),
+            LeaseGrant::Acquired(_)
+        ),
+        "the holder may take its own lease again"
+    );
+    let renewed = ok(store.renew_lease("conn-a", "run-a", ttl).await, "renew a").expect("run-a holds it");
+    assert!(renewed.expires_at >= a.expires_at, "renewal moves the expiry forward");
+    assert_eq!(ok(store.renew_lease("conn-a", "run-b", ttl).await, "renew b"), None, "only the holder renews");
+    ok(store.release_lease("conn-a", "run-b").await, "release by another");
+    assert_eq!(
+        ok(store.lease("conn-a").await, "lease after a stranger's release").map(|l| l.holder),
+        Some("run-a".to_string()),
+        "only the holder releases"
+    );
+    ok(store.release_lease("conn-a", "run-a").await, "release a");
+    assert_eq!(ok(store.lease("conn-a").await, "lease after release"), None, "released");
+    assert!(
+        matches!(
+            ok(store.acquire_lease("conn-a", "run-b", "h2", ttl).await, "acquire b after"),
+            LeaseGrant::Acquired(_)
+        ),
+        "a released lease is free"
+    );
+    assert_eq!(ok(store.renew_lease("conn-a", "run-a", ttl).await, "renew a after"), None, "run-a lost it");
+}
+
+/// An expired lease is taken over; its former holder can no longer renew it.
+pub async fn expired_lease_is_taken_over(store: &dyn Store) {
+    let short = Duration::from_millis(300);
+    assert!(
+        matches!(ok(store.acquire_lease("conn-a", "run-a", "h1", short).await, "acquire a"), LeaseGrant::Acquired(_)),
+        "free lease"
+    );
+    // Wait past the expiry (a lower bound: the lease is surely expired afterwards).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    match ok(store.acquire_lease("conn-a", "run-b", "h2", Duration::from_secs(600)).await, "take over") {
+        LeaseGrant::Acquired(l) => assert_eq!(l.holder, "run-b"),
+        other => panic!("an expired lease must be taken over, got {other:?}"),
+    }
+    assert_eq!(ok(store.renew_lease("conn-a", "run-a", short).await, "renew a"), None, "the old holder lost it");
+    match ok(store.acquire_lease("conn-a", "run-a", "h1", short).await, "a again") {
+        LeaseGrant::Held(l) => assert_eq!(l.holder, "run-b"),
+        other => panic!("run-b's live lease must not go back to run-a: {other:?}"),
+    }
 }

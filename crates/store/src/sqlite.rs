@@ -27,8 +27,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::{Asset, AssetBody, AssetKind};
 use corral_core::store::{
-    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
-    StoredAsset, StoredReject,
+    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
+    StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use rusqlite::types::Value;
@@ -90,6 +90,13 @@ CREATE TABLE IF NOT EXISTS rejects (
     raw        TEXT
 );
 CREATE INDEX IF NOT EXISTS rejects_sync_id ON rejects (sync_id, id);
+CREATE TABLE IF NOT EXISTS leases (
+    connection  TEXT PRIMARY KEY NOT NULL,
+    holder      TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
 ";
 
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
@@ -135,6 +142,72 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 reader: Some(Mutex::new(reader)),
             }),
+        })
+    }
+
+    /// Open an existing database file for reading only, for `corral runs`
+    /// and `corral assets`: no schema is created and nothing is written, so
+    /// it works on a file or directory the caller may not write (a copy on
+    /// read-only media, a database owned by the sync's account). A missing
+    /// file is an error ("no database at PATH"), never a new empty database.
+    ///
+    /// SQLite opens the file read-only. A WAL database is read through its
+    /// `-shm` index; when that cannot be created (a read-only directory) the
+    /// file is opened `immutable=1` instead: read as it is, without locks, so
+    /// a sync writing to it at that very moment may make the read fail. In a
+    /// writable directory, reading a WAL database leaves the `-wal` and `-shm`
+    /// files beside it as any SQLite reader does; the database file itself
+    /// is never written. Writes through the returned store fail.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(StoreError::Config(format!("{shown} is not a database file"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Config(format!("no database at {shown}; run `corral sync` first")));
+            }
+            Err(e) => return Err(StoreError::Config(format!("cannot read the SQLite database {shown}: {e}"))),
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // SQLite opens lazily: reading the schema version is what fails when
+        // the `-shm` index cannot be had.
+        let attempt = |immutable: bool| -> rusqlite::Result<(Connection, String)> {
+            let conn = if immutable {
+                Connection::open_with_flags(immutable_uri(&path), flags | OpenFlags::SQLITE_OPEN_URI)?
+            } else {
+                Connection::open_with_flags(&path, flags)?
+            };
+            configure(&conn, false)?;
+            let version = conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        let (conn, version) = match attempt(false) {
+            Ok(opened) => opened,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    ErrorCode::CannotOpen
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::PermissionDenied
+                        | ErrorCode::SystemIoFailure
+                ) =>
+            {
+                attempt(true).map_err(|e| read_only_error(&shown, e))?
+            }
+            Err(e) => return Err(read_only_error(&shown, e)),
+        };
+        match version.parse::<i64>() {
+            Ok(v) if v <= SCHEMA_VERSION => {}
+            Ok(v) => {
+                return Err(StoreError::Config(format!(
+                    "database schema version {v} is newer than this corral supports ({SCHEMA_VERSION}); upgrade corral"
+                )));
+            }
+            Err(_) => return Err(StoreError::Corrupt(format!("meta.schema_version is not a number: {version:?}"))),
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { describe: format!("sqlite:{shown}"), writer: Mutex::new(conn), reader: None }),
         })
     }
 
@@ -231,6 +304,40 @@ fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit().ctx("commit schema")?;
     Ok(())
+}
+
+/// A `file:` URI opening `path` immutable (read as is, no locks, no `-shm`).
+fn immutable_uri(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().replace('\\', "/").into_bytes();
+    let mut uri = String::from("file:");
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'~') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
+/// Why a database could not be opened for reading, in an operator's words.
+fn read_only_error(shown: &str, e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => {
+            StoreError::Config(format!("{shown} is not a SQLite database"))
+        }
+        rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.contains("no such table") => {
+            StoreError::Config(format!("{shown} is not a corral database (no corral tables in it)"))
+        }
+        rusqlite::Error::QueryReturnedNoRows => {
+            StoreError::Config(format!("{shown} is not a corral database (no schema version in it)"))
+        }
+        _ => StoreError::Config(format!("cannot open the SQLite database {shown} for reading: {e}")),
+    }
 }
 
 /// Map rusqlite errors: busy/locked are worth retrying, the rest are not;
@@ -339,7 +446,7 @@ ON CONFLICT (connection, kind, source_id) DO UPDATE SET \
     fields = excluded.fields, \
     raw = excluded.raw, \
     content_hash = excluded.content_hash, \
-    last_seen = excluded.last_seen, \
+    last_seen = max(last_seen, excluded.last_seen), \
     last_sync_id = excluded.last_sync_id, \
     stale_since = NULL \
 RETURNING last_change";
@@ -382,10 +489,11 @@ fn upsert_blocking(
     Ok(outcome)
 }
 
+/// Stale: last seen before the run started (`?3`); see [`StaleScope`].
 const MARK_STALE_SQL: &str = "UPDATE assets SET stale_since = ?4 \
-    WHERE connection = ?1 AND stream = ?2 AND last_sync_id != ?3 AND stale_since IS NULL";
+    WHERE connection = ?1 AND stream = ?2 AND last_seen < ?3 AND stale_since IS NULL";
 
-const DELETE_STALE_SQL: &str = "DELETE FROM assets WHERE connection = ?1 AND stream = ?2 AND last_sync_id != ?3 \
+const DELETE_STALE_SQL: &str = "DELETE FROM assets WHERE connection = ?1 AND stream = ?2 AND last_seen < ?3 \
     AND stale_since IS NOT NULL AND stale_since <= ?4";
 
 fn stale_blocking(
@@ -394,11 +502,12 @@ fn stale_blocking(
     delete_after: Option<Duration>,
 ) -> Result<StaleOutcome, StoreError> {
     let now = ts(&scope.now);
+    let started = ts(&scope.started_at);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin stale handling")?;
     let marked = tx
         .prepare_cached(MARK_STALE_SQL)
         .ctx("prepare stale mark")?
-        .execute(params![scope.connection, scope.stream, scope.sync_id, now])
+        .execute(params![scope.connection, scope.stream, started, now])
         .ctx("mark stale assets")?;
     let mut deleted = 0;
     if let Some(age) = delete_after {
@@ -408,12 +517,46 @@ fn stale_blocking(
             deleted = tx
                 .prepare_cached(DELETE_STALE_SQL)
                 .ctx("prepare stale delete")?
-                .execute(params![scope.connection, scope.stream, scope.sync_id, ts(&cutoff)])
+                .execute(params![scope.connection, scope.stream, started, ts(&cutoff)])
                 .ctx("delete stale assets")?;
         }
     }
     tx.commit().ctx("commit stale handling")?;
     Ok(StaleOutcome { marked: marked as u64, deleted: deleted as u64 })
+}
+
+/// Take the lease when it is free, expired or already the holder's (one
+/// statement, so two processes asking at once cannot both get it).
+const ACQUIRE_LEASE_SQL: &str = "\
+INSERT INTO leases (connection, holder, owner, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+ON CONFLICT (connection) DO UPDATE SET holder = excluded.holder, owner = excluded.owner, \
+    acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+WHERE leases.expires_at <= excluded.acquired_at OR leases.holder = excluded.holder";
+
+const SELECT_LEASE_SQL: &str =
+    "SELECT connection, holder, owner, acquired_at, expires_at FROM leases WHERE connection = ?1";
+
+fn lease_expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn read_lease(conn: &Connection, connection: &str) -> Result<Option<Lease>, StoreError> {
+    let row: Option<(String, String, String, String, String)> = conn
+        .prepare_cached(SELECT_LEASE_SQL)
+        .ctx("prepare read lease")?
+        .query_row(params![connection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()
+        .ctx("read lease")?;
+    row.map(|(connection, holder, owner, acquired_at, expires_at)| {
+        Ok(Lease {
+            connection,
+            holder,
+            owner,
+            acquired_at: parse_ts("leases.acquired_at", &acquired_at)?,
+            expires_at: parse_ts("leases.expires_at", &expires_at)?,
+        })
+    })
+    .transpose()
 }
 
 /// `WHERE` clause and parameters for an [`AssetFilter`].
@@ -643,6 +786,75 @@ impl Store for SqliteStore {
         rows.iter().map(|s| parse_json("runs.summary", s)).collect()
     }
 
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError> {
+        let (connection, holder, owner) = (connection.to_string(), holder.to_string(), owner.to_string());
+        self.write(move |conn| {
+            let now = Utc::now();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin acquire lease")?;
+            let taken = tx
+                .prepare_cached(ACQUIRE_LEASE_SQL)
+                .ctx("prepare acquire lease")?
+                .execute(params![connection, holder, owner, ts(&now), ts(&lease_expiry(now, ttl))])
+                .ctx("acquire lease")?;
+            let lease = read_lease(&tx, &connection)?
+                .ok_or_else(|| StoreError::Corrupt(format!("lease of {connection} missing right after writing it")))?;
+            tx.commit().ctx("commit acquire lease")?;
+            Ok(if taken == 1 && lease.holder == holder { LeaseGrant::Acquired(lease) } else { LeaseGrant::Held(lease) })
+        })
+        .await
+    }
+
+    async fn renew_lease(&self, connection: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let (connection, holder) = (connection.to_string(), holder.to_string());
+        self.write(move |conn| {
+            let expires = ts(&lease_expiry(Utc::now(), ttl));
+            let renewed = conn
+                .prepare_cached("UPDATE leases SET expires_at = ?3 WHERE connection = ?1 AND holder = ?2")
+                .ctx("prepare renew lease")?
+                .execute(params![connection, holder, expires])
+                .ctx("renew lease")?;
+            if renewed == 0 { Ok(None) } else { read_lease(conn, &connection) }
+        })
+        .await
+    }
+
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        let (connection, holder) = (connection.to_string(), holder.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM leases WHERE connection = ?1 AND holder = ?2")
+                .ctx("prepare release lease")?
+                .execute(params![connection, holder])
+                .ctx("release lease")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
+        let connection = connection.to_string();
+        self.read(move |conn| read_lease(conn, &connection)).await
+    }
+
+    async fn run(&self, sync_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let sync_id = sync_id.to_string();
+        let row: Option<String> = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT summary FROM runs WHERE sync_id = ?1")
+                    .ctx("prepare find run")?
+                    .query_row(params![sync_id], |r| r.get(0))
+                    .optional()
+                    .ctx("find run")
+            })
+            .await?;
+        row.map(|s| parse_json("runs.summary", &s)).transpose()
+    }
+
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         let (where_sql, params) = filter_sql(filter);
         let sql = format!(
@@ -705,6 +917,63 @@ mod tests {
         assert_eq!(sa.len(), sb.len());
         assert!(sa < sb);
         assert_eq!(parse_ts("t", &sa).ok(), Some(a));
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn read_only_open_reads_never_writes_and_never_creates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("corral.db");
+        let err = SqliteStore::open_read_only(&path).expect_err("no database yet");
+        assert!(
+            matches!(&err, StoreError::Config(m) if m.contains("no database at") && m.contains("corral sync")),
+            "{err}"
+        );
+        assert!(listing(dir.path()).is_empty(), "nothing created");
+
+        let store = SqliteStore::open(&path).expect("open");
+        store.save_run(&RunSummary::new("c", "a")).await.expect("save run");
+        drop(store);
+        // A rollback-journal database: reading it needs no file beside it.
+        let conn = Connection::open(&path).expect("open");
+        let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0)).expect("journal mode");
+        assert_eq!(mode, "delete");
+        drop(conn);
+        let (bytes, files) = (std::fs::read(&path).expect("read"), listing(dir.path()));
+
+        let ro = SqliteStore::open_read_only(&path).expect("open read-only");
+        assert_eq!(ro.runs(10).await.expect("runs").len(), 1);
+        assert!(ro.count_assets(&AssetFilter::default()).await.expect("count").is_empty());
+        assert!(ro.save_run(&RunSummary::new("c", "a")).await.is_err(), "writes fail");
+        drop(ro);
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "the database file is unchanged");
+        assert_eq!(listing(dir.path()), files, "no file created beside it");
+
+        // Files that are not corral databases are named as such.
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"not sqlite at all, just some text that is long enough").expect("write");
+        let err = SqliteStore::open_read_only(&other).expect_err("not sqlite");
+        assert!(err.to_string().contains("not a SQLite database"), "{err}");
+        let empty = dir.path().join("empty.db");
+        Connection::open(&empty).and_then(|c| c.execute_batch("CREATE TABLE x (y)")).expect("sqlite");
+        let err = SqliteStore::open_read_only(&empty).expect_err("not corral");
+        assert!(err.to_string().contains("not a corral database"), "{err}");
+        let err = SqliteStore::open_read_only(dir.path()).expect_err("a directory");
+        assert!(err.to_string().contains("not a database file"), "{err}");
+    }
+
+    #[test]
+    fn immutable_uris_escape_the_path() {
+        assert_eq!(immutable_uri(Path::new("/a b/c?d#e%.db")), "file:/a%20b/c%3Fd%23e%25.db?immutable=1");
+        assert_eq!(immutable_uri(Path::new("rel/corral.db")), "file:rel/corral.db?immutable=1");
     }
 
     fn query_plan(conn: &Connection, sql: &str) -> String {

@@ -316,7 +316,7 @@ async fn indexes_created_idempotently() {
         assert!(*unique, "the asset key index must be unique: {indexes:?}");
         assert!(key.values().all(|v| v.as_i32() == Some(1) || v.as_f64() == Some(1.0)), "ascending: {key}");
         for keys in [
-            doc! { "connection": 1, "stream": 1, "last_sync_id": 1 },
+            doc! { "connection": 1, "stream": 1, "last_seen": 1 },
             doc! { "connection": 1, "stream": 1, "stale_since": 1 },
             doc! { "kind": 1, "fields.hostname": 1 },
             doc! { "kind": 1, "fields.serial_number": 1 },
@@ -476,7 +476,8 @@ async fn lost_replies_during_stale_handling_keep_counts_exact() {
     let day = StalePolicy::Mark { delete_after: Some(Duration::from_secs(86_400)) };
     proxy.lose_reply("delete", 0);
     let later = conformance::at(3 * 86_400);
-    let out = store.handle_stale(&conformance::scope("conn-a", "hosts", "sync-2", later), day).await;
+    let scope = conformance::scope_started("conn-a", "hosts", "sync-2", conformance::at(3600), later);
+    let out = store.handle_stale(&scope, day).await;
     assert_eq!(proxy.lost(), 2, "the delete's reply was lost");
     assert_eq!(out.expect("delete, retried"), StaleOutcome { marked: 0, deleted: 3 }, "the 3 stale assets deleted");
     assert_eq!(total(&store).await, 2);
@@ -551,8 +552,14 @@ async fn server_stopped_mid_operation() {
         tokio::time::timeout(bound * 2, task).await.expect("upsert must return in bounded time").expect("join");
     let took = killed.elapsed();
     eprintln!("upsert after kill: {result:?} in {took:?} ({:?})", store.stats());
+    // Permanent once the store's retries are spent; `Partial` around it when
+    // some of the batch's commands were acknowledged before the kill.
     match result {
         Err(StoreError::Permanent(msg)) => assert!(msg.contains("gave up after"), "{msg}"),
+        Err(StoreError::Partial { stored, source }) => {
+            assert!(matches!(*source, StoreError::Permanent(ref msg) if msg.contains("gave up after")), "{source:?}");
+            assert!(stored.stored() < N as u64, "{stored:?}");
+        }
         other => panic!("expected a permanent error after the store's retries, got {other:?}"),
     }
     assert!(took < bound, "the failed upsert took {took:?}, over {bound:?}");

@@ -79,6 +79,29 @@ async fn conformance_catches_a_broken_store() {
         async fn save_run(&self, r: &corral_core::RunSummary) -> Result<(), corral_core::StoreError> {
             self.0.save_run(r).await
         }
+        async fn acquire_lease(
+            &self,
+            c: &str,
+            h: &str,
+            o: &str,
+            t: std::time::Duration,
+        ) -> Result<corral_core::LeaseGrant, corral_core::StoreError> {
+            self.0.acquire_lease(c, h, o, t).await
+        }
+        async fn renew_lease(
+            &self,
+            c: &str,
+            h: &str,
+            t: std::time::Duration,
+        ) -> Result<Option<corral_core::Lease>, corral_core::StoreError> {
+            self.0.renew_lease(c, h, t).await
+        }
+        async fn release_lease(&self, c: &str, h: &str) -> Result<(), corral_core::StoreError> {
+            self.0.release_lease(c, h).await
+        }
+        async fn lease(&self, c: &str) -> Result<Option<corral_core::Lease>, corral_core::StoreError> {
+            self.0.lease(c).await
+        }
         async fn runs(&self, l: usize) -> Result<Vec<corral_core::RunSummary>, corral_core::StoreError> {
             self.0.runs(l).await
         }

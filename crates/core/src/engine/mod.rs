@@ -11,6 +11,7 @@
 //! concurrently up to `max_connections`; each one's failure is its own.
 
 mod lag;
+mod lease;
 mod pipeline;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 pub use lag::{LagMonitor, LagRecorder, Staged};
+pub use pipeline::MALFORMED_PAGE;
 
 use crate::adapter::Adapter;
 use crate::redact::Redactor;
@@ -67,6 +69,13 @@ pub struct EngineConfig {
     /// connection waits for its share before it starts. 0: not budgeted.
     /// The CLI sets it from the open-file limit (`ulimit -n`).
     pub max_open_files: usize,
+    /// Time to live of a run's lease on its connection (seconds): renewed
+    /// every third of it while the run lives; a run that died holds its
+    /// connection at most this long.
+    pub lease_ttl_secs: u64,
+    /// A connection whose lease another run holds waits for it instead of
+    /// being skipped (`corral sync --wait`).
+    pub wait_for_lease: bool,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +97,8 @@ impl Default for EngineConfig {
             lag_interval_ms: 10,
             load_attempts: 4,
             max_open_files: 0,
+            lease_ttl_secs: 60,
+            wait_for_lease: false,
         }
     }
 }
@@ -104,16 +115,24 @@ impl EngineConfig {
             ("max_page_records", self.max_page_records),
             ("load_attempts", self.load_attempts as usize),
             ("lag_interval_ms", self.lag_interval_ms as usize),
+            ("lease_ttl_secs", self.lease_ttl_secs as usize),
         ];
         for (name, v) in positive {
             if v == 0 {
                 return Err(EngineError::Config(format!("engine.{name} must be at least 1")));
             }
         }
+        if self.lease_ttl_secs > 7 * 24 * 3600 {
+            return Err(EngineError::Config("engine.lease_ttl_secs must be at most a week (604800)".into()));
+        }
         if self.max_open_files > 1 << 30 {
             return Err(EngineError::Config("engine.max_open_files must be at most 1073741824".into()));
         }
         Ok(())
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
     }
 
     fn normalize_threads(&self) -> usize {
@@ -205,6 +224,8 @@ struct Shared {
     progress: Mutex<BTreeMap<String, Arc<Progress>>>,
     cancel: tokio_util::sync::CancellationToken,
     redactor: Redactor,
+    /// `max_open_files` as a FIFO weighted semaphore (None: not budgeted).
+    open_files: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Engine {
@@ -224,6 +245,8 @@ impl Engine {
             .map_err(|e| EngineError::Pool(e.to_string()))?;
         let lag =
             LagMonitor::start(Duration::from_millis(config.lag_interval_ms), Duration::from_millis(config.lag_warn_ms));
+        let open_files =
+            (config.max_open_files > 0).then(|| Arc::new(tokio::sync::Semaphore::new(config.max_open_files)));
         Ok(Engine {
             shared: Arc::new(Shared {
                 config,
@@ -233,6 +256,7 @@ impl Engine {
                 progress: Mutex::default(),
                 cancel: Default::default(),
                 redactor,
+                open_files,
             }),
         })
     }
@@ -272,23 +296,10 @@ impl Engine {
     /// never stops the others.
     pub async fn run(&self, connections: Vec<Connection>) -> Vec<RunSummary> {
         let limit = self.shared.config.max_connections;
-        let budget = self.shared.config.max_open_files;
-        let open_files = (budget > 0).then(|| Arc::new(tokio::sync::Semaphore::new(budget)));
         let mut summaries: Vec<(usize, RunSummary)> = futures::stream::iter(connections.into_iter().enumerate())
             .map(|(i, conn)| {
                 let engine = self.clone();
-                let open_files = open_files.clone();
-                async move {
-                    // Wait for this connection's descriptors (FIFO: a big one is not starved).
-                    let _files = match open_files {
-                        Some(sem) => {
-                            let want = conn.adapter.max_open_files().clamp(1, budget);
-                            sem.acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)).await.ok()
-                        }
-                        None => None,
-                    };
-                    (i, engine.sync_isolated(conn).await)
-                }
+                async move { (i, engine.sync_isolated(conn).await) }
             })
             .buffer_unordered(limit)
             .collect()
@@ -297,7 +308,16 @@ impl Engine {
         summaries.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// Sync one connection: fetch, normalize, load, stale handling, summary saved in the store.
+    /// Wait for `adapter`'s share of the open-file budget (FIFO: a big one is not starved).
+    async fn open_files(&self, adapter: &dyn Adapter) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self.shared.open_files.clone()?;
+        let want = adapter.max_open_files().clamp(1, self.shared.config.max_open_files.max(1));
+        sem.acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)).await.ok()
+    }
+
+    /// Sync one connection: take its lease (skip, or wait, if another run
+    /// holds it), wait for its open files, then fetch, normalize, load,
+    /// handle stale assets, and save the summary in the store.
     pub async fn sync(&self, conn: Connection) -> RunSummary {
         let progress = Arc::new(Progress::default());
         if let Ok(mut map) = self.shared.progress.lock() {

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::lag::{LagRecorder, Staged};
+use super::lease;
 use super::{Connection, Engine, Progress};
 use crate::adapter::{Adapter, Checkpoint, FetchContext, FetchItem, NormalizedPage, PageSink, RawPage, Reject};
 use crate::asset::Asset;
@@ -27,6 +28,9 @@ pub(super) const INTERRUPTED: &str = "interrupted: the run was cancelled before 
 /// Undecodable pages listed by name per stream; all of them are counted as rejects.
 const MAX_PAGE_ERRORS_LISTED: usize = 20;
 
+/// The reject reason of a page that could not be decoded at all.
+pub const MALFORMED_PAGE: &str = "malformed_page";
+
 /// What normalize hands to load, in fetch order.
 enum Normalized {
     Page(PageResult),
@@ -39,6 +43,9 @@ struct PageResult {
     assets: Vec<(Asset, usize)>,
     rejects: Vec<Reject>,
     page_error: Option<String>,
+    /// The page could not be decoded: the records lost with it, when fetch
+    /// knew how many it held (`RawPage::record_hint`).
+    lost: Option<u64>,
     checkpoint: Option<Checkpoint>,
     records: u64,
     cpu: Duration,
@@ -78,6 +85,26 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         summary.errors.push("interrupted: the run was cancelled before this connection started".to_string());
         return summary;
     }
+    // One run per connection at a time, across processes and machines.
+    let conn_cancel = shared.cancel.child_token();
+    let ttl = cfg.lease_ttl();
+    let lease = match lease::acquire(
+        shared.store.clone(),
+        &conn.name,
+        &summary.sync_id,
+        ttl,
+        cfg.wait_for_lease,
+        &shared.cancel,
+        conn_cancel.clone(),
+    )
+    .await
+    {
+        Ok(guard) => guard,
+        Err(refused) => return not_started(summary, refused),
+    };
+    let _files = engine.open_files(&*conn.adapter).await;
+    // The run starts now that it holds its connection: its `seen_at`.
+    summary.started_at = Utc::now();
     let started = Instant::now();
     let name: Arc<str> = Arc::from(conn.name.as_str());
     let recorder = shared.lag.recorder();
@@ -131,7 +158,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
             requests: requests.clone(),
             max_page_records: cfg.max_page_records,
         };
-        let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone(), shared.cancel.clone());
+        let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone(), conn_cancel.clone());
         fetchers.spawn(Staged::new("fetch", name.clone(), recorder.clone(), fut));
     }
     drop(raw_tx);
@@ -165,6 +192,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         rejects_kept: 0,
         load_failure: None,
         ended: BTreeSet::new(),
+        lease_lost: lease.lost_flag(),
     };
     Staged::new("load", name.clone(), recorder.clone(), loader.run(norm_rx)).await;
     let load_failed = loader.load_failure.is_some();
@@ -212,7 +240,16 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     summary.lag = recorder.stats();
     summary.ended_at = Utc::now();
     summary.status = status_of(&summary, load_failed);
-    if summary.streams.values().any(|s| s.fetch_error.as_deref() == Some(INTERRUPTED)) {
+    let lease_lost = lease.is_lost();
+    lease.release().await;
+    if lease_lost {
+        summary.errors.push(format!(
+            "lost the lease on connection `{}`: another run may have taken it over; what was loaded before is kept, \
+             no checkpoint was saved and nothing was marked stale after that",
+            conn.name
+        ));
+        summary.status = RunStatus::Failed;
+    } else if summary.streams.values().any(|s| s.fetch_error.as_deref() == Some(INTERRUPTED)) {
         // Loaded data and its checkpoints are kept; the run itself did not complete.
         summary
             .errors
@@ -223,12 +260,41 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     summary
 }
 
+/// The summary of a run that never started because it did not get its connection's lease.
+fn not_started(mut summary: RunSummary, refused: lease::Refused) -> RunSummary {
+    let connection = summary.connection.clone();
+    match refused {
+        lease::Refused::Held(l) => {
+            tracing::warn!(connection = %connection, held_by = %l.owner, sync_id = %l.holder, expires_at = %l.expires_at,
+                "skipped: another run of this connection is in progress");
+            summary.status = RunStatus::Skipped;
+            summary.errors.push(format!(
+                "skipped: another run of connection `{connection}` is in progress (sync {} on {}; its lease runs until {} unless renewed)",
+                l.holder,
+                l.owner,
+                l.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        lease::Refused::Cancelled => {
+            summary.status = RunStatus::Failed;
+            summary.errors.push("interrupted: the run was cancelled while waiting for the connection's lease".into());
+        }
+        lease::Refused::Store(e) => {
+            tracing::error!(connection = %connection, error = %e, "could not take the connection's lease");
+            summary.status = RunStatus::Failed;
+            summary.errors.push(format!("could not take the lease on connection `{connection}`: {e}"));
+        }
+    }
+    summary.ended_at = Utc::now();
+    summary
+}
+
 fn status_of(s: &RunSummary, load_failed: bool) -> RunStatus {
     let streams = s.streams.len();
     let fetch_failed = s.streams.values().filter(|st| st.fetch_error.is_some()).count();
     if load_failed || (streams > 0 && fetch_failed == streams) || streams == 0 {
         RunStatus::Failed
-    } else if fetch_failed > 0 || s.records_rejected > 0 || !s.errors.is_empty() {
+    } else if fetch_failed > 0 || s.records_rejected > 0 || s.pages_rejected > 0 || !s.errors.is_empty() {
         RunStatus::Partial
     } else {
         RunStatus::Success
@@ -346,10 +412,18 @@ fn dispatch(
             .unwrap_or_else(|p| NormalizedPage::page_failed(format!("normalize panicked: {}", panic_message(&p))));
         let mut rejects = std::mem::take(&mut page.rejects);
         rejects.extend(out.rejects);
-        if let Some(err) = &out.page_error {
-            rejects.push(Reject::new(page.locator.clone(), "malformed_page", err.clone()).with_raw(&page.body));
-        }
-        let records = page.record_hint.map(|n| n as u64).unwrap_or((out.assets.len() + rejects.len()) as u64);
+        // An undecodable page loses every record in it: as many as fetch said
+        // it held, when it knew; it is kept as one `malformed_page` reject.
+        let lost = out.page_error.as_ref().and(page.record_hint).map(|n| n as u64);
+        let page_reject = out.page_error.as_ref().map(|err| {
+            let detail = match lost {
+                Some(n) => format!("{err} ({n} record(s) lost with the page)"),
+                None => format!("{err} (the records in the page are unknown)"),
+            };
+            Reject::new(page.locator.clone(), MALFORMED_PAGE, detail).with_raw(&page.body)
+        });
+        let records = page.record_hint.map_or((out.assets.len() + rejects.len()) as u64, |n| n as u64);
+        rejects.extend(page_reject);
         if records > max_page_records as u64 && gauges.oversized_page() == 0 {
             tracing::warn!(
                 connection = %connection, stream = %page.stream, page = %page.locator, records, max_page_records,
@@ -365,6 +439,7 @@ fn dispatch(
             assets,
             rejects,
             page_error: out.page_error,
+            lost,
             checkpoint: page.checkpoint,
             records,
             cpu: started.elapsed(),
@@ -379,6 +454,7 @@ fn dispatch(
                 assets: Vec::new(),
                 rejects: Vec::new(),
                 page_error: Some("normalize worker stopped before finishing the page".to_string()),
+                lost: None,
                 checkpoint: None,
                 records: 0,
                 cpu: Duration::ZERO,
@@ -420,11 +496,17 @@ struct Loader<'a> {
     rejects_kept: usize,
     load_failure: Option<String>,
     ended: BTreeSet<String>,
+    /// Set when the run lost its connection's lease: no checkpoint, no stale handling from then on.
+    lease_lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Loader<'_> {
     fn store(&self) -> &Arc<dyn Store> {
         &self.engine.shared.store
+    }
+
+    fn lost_lease(&self) -> bool {
+        self.lease_lost.load(Ordering::SeqCst)
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Normalized>) {
@@ -458,23 +540,40 @@ impl Loader<'_> {
     }
 
     async fn on_page(&mut self, page: PageResult) {
-        let PageResult { stream, locator, assets, rejects, page_error, checkpoint, records, .. } = page;
+        let PageResult { stream, locator, assets, rejects, page_error, lost, checkpoint, records, .. } = page;
         let st = self.summary.streams.entry(stream.clone()).or_default();
         st.pages += 1;
         st.records_fetched += records;
         st.assets_normalized += assets.len() as u64;
-        st.rejected += rejects.len() as u64;
         self.summary.pages += 1;
         self.summary.records_fetched += records;
         self.summary.assets_normalized += assets.len() as u64;
         self.progress.records_fetched.fetch_add(records, Ordering::Relaxed);
         if let Some(err) = page_error {
-            tracing::warn!(connection = %self.conn.name, stream = %stream, page = %locator, error = %err, "page could not be decoded");
-            // Every undecodable page is counted as a `malformed_page` reject; only
+            let lost_text = lost.map_or("an unknown number of records".to_string(), |n| format!("{n} record(s)"));
+            tracing::warn!(connection = %self.conn.name, stream = %stream, page = %locator, error = %err,
+                records_lost = lost, "page could not be decoded: {lost_text} lost with it");
+            // Every undecodable page is counted (pages, and the records known
+            // to be lost with them) and kept as a `malformed_page` reject; only
             // the first few are listed, so a bad file cannot bloat the summary.
+            st.pages_rejected += 1;
+            self.summary.pages_rejected += 1;
+            match lost {
+                Some(n) => {
+                    st.records_lost += n;
+                    self.summary.records_lost += n;
+                    self.progress.rejected.fetch_add(n, Ordering::Relaxed);
+                }
+                None => {
+                    st.pages_rejected_unsized += 1;
+                    self.summary.pages_rejected_unsized += 1;
+                }
+            }
             if st.page_errors.len() < MAX_PAGE_ERRORS_LISTED {
                 st.page_errors.push(format!("{locator}: {err}"));
-                self.summary.errors.push(format!("stream {stream}: {locator}: page could not be decoded: {err}"));
+                self.summary.errors.push(format!(
+                    "stream {stream}: {locator}: page could not be decoded ({lost_text} lost with it): {err}"
+                ));
             }
             self.tainted.insert(stream.clone());
         }
@@ -507,8 +606,11 @@ impl Loader<'_> {
             return;
         }
         let cfg = &self.engine.shared.config;
-        self.summary.records_rejected += rejects.len() as u64;
-        self.progress.rejected.fetch_add(rejects.len() as u64, Ordering::Relaxed);
+        // Records, not pages: an undecodable page is counted in `pages_rejected`.
+        let records = rejects.iter().filter(|r| r.reason != MALFORMED_PAGE).count() as u64;
+        self.summary.records_rejected += records;
+        self.summary.streams.entry(stream.to_string()).or_default().rejected += records;
+        self.progress.rejected.fetch_add(records, Ordering::Relaxed);
         for r in rejects {
             let group: &mut RejectGroup = self.summary.rejects.entry(r.reason.clone()).or_default();
             group.count += 1;
@@ -625,7 +727,7 @@ impl Loader<'_> {
         for marker in done.markers {
             match marker {
                 Marker::Checkpoint { stream, checkpoint } => {
-                    if self.tainted.contains(&stream) {
+                    if self.tainted.contains(&stream) || self.lost_lease() {
                         continue;
                     }
                     if let Err(e) = self.store().save_checkpoint(&self.conn.name, &stream, &checkpoint).await {
@@ -652,7 +754,6 @@ impl Loader<'_> {
             if self.store_refused.insert(stream.to_string()) {
                 tracing::warn!(connection = %self.conn.name, stream, "the store refused records of this stream; its stale handling will be skipped");
             }
-            self.summary.streams.entry(stream.to_string()).or_default().rejected += rejects.len() as u64;
             self.record_rejects(stream, rejects).await;
         }
     }
@@ -673,6 +774,10 @@ impl Loader<'_> {
             tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: a page of this stream could not be decoded");
             return;
         }
+        if self.lost_lease() {
+            tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: this run lost its lease on the connection");
+            return;
+        }
         if self.store_refused.contains(&stream) {
             // Its checkpoint is still cleared below: a rerun would be refused the same records.
             tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: the store refused records of this stream");
@@ -685,6 +790,7 @@ impl Loader<'_> {
                 connection: self.conn.name.clone(),
                 stream: stream.clone(),
                 sync_id: self.sync_id.clone(),
+                started_at: self.seen_at,
                 now: Utc::now(),
             };
             match self.store().handle_stale(&scope, self.conn.stale).await {

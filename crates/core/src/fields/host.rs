@@ -8,8 +8,9 @@ use super::text::is_nullish;
 pub struct HostName {
     /// The first label: `host1` for `HOST1.corp.example.com` or `CORP\HOST1`.
     pub hostname: Option<String>,
-    /// The rest of an FQDN, the NetBIOS domain before a `\`, or the explicit
-    /// domain given to [`hostname_with_domain`].
+    /// The rest of an FQDN, the explicit domain given to
+    /// [`hostname_with_domain`], or the NetBIOS domain before a `\`, in
+    /// that order of preference (see [`hostname_with_domain`]).
     pub domain: Option<String>,
 }
 
@@ -33,40 +34,61 @@ const NON_DOMAINS: &[&str] = &["local", "localdomain", "workgroup", "(none)"];
 ///   hostnames: `hostname` is `None`.
 /// - The domains `local` (mDNS), `localdomain` and `workgroup` are dropped.
 pub fn hostname(raw: &str) -> HostName {
-    hostname_with_domain(raw, None)
+    let name = split_name(raw);
+    HostName { hostname: name.host, domain: name.fqdn.or(name.netbios) }
 }
 
 /// Like [`hostname`], with an explicit domain field (CrowdStrike
-/// `machine_domain`, SentinelOne `domain`) that fills `domain` when the name
-/// itself carries none. The explicit domain is cleaned the same way (trimmed,
-/// lowercased, placeholders dropped) and is kept even when the name is not a
-/// valid hostname.
+/// `machine_domain`, SentinelOne `domain`, a file's `domain` column). The
+/// explicit domain is cleaned the same way (trimmed, lowercased,
+/// placeholders dropped) and is kept even when the name is not a valid
+/// hostname.
+///
+/// Which domain wins, most specific first:
+/// 1. the rest of an FQDN name (`host1.eu.example.com` -> `eu.example.com`);
+/// 2. an explicit DNS domain (one with a dot): `CORP\srv-1` with
+///    `corp.example.com` -> `corp.example.com`, not the NetBIOS `corp`;
+/// 3. the NetBIOS domain of a `DOMAIN\name` prefix;
+/// 4. an explicit single-label domain (`CORP`).
 pub fn hostname_with_domain(raw: &str, domain: Option<&str>) -> HostName {
-    let (hostname, name_domain) = split_name(raw);
-    HostName { hostname, domain: name_domain.or_else(|| domain.and_then(clean_domain)) }
+    let name = split_name(raw);
+    let explicit = domain.and_then(clean_domain);
+    let (explicit_dns, explicit_label) = match explicit {
+        Some(d) if d.contains('.') => (Some(d), None),
+        other => (None, other),
+    };
+    HostName { hostname: name.host, domain: name.fqdn.or(explicit_dns).or(name.netbios).or(explicit_label) }
 }
 
-fn split_name(raw: &str) -> (Option<String>, Option<String>) {
+/// A name taken apart: the host label, the domain of an FQDN, the NetBIOS
+/// domain of a `DOMAIN\` prefix.
+struct SplitName {
+    host: Option<String>,
+    fqdn: Option<String>,
+    netbios: Option<String>,
+}
+
+fn split_name(raw: &str) -> SplitName {
+    let none = SplitName { host: None, fqdn: None, netbios: None };
     let mut t = raw.trim();
     // Even fully multibyte, a valid name is at most 4 bytes per character.
     if is_nullish(t) || t.len() > MAX_NAME * 4 || t.chars().any(char::is_control) {
-        return (None, None);
+        return none;
     }
     let mut netbios = None;
     if let Some((dom, host)) = t.split_once('\\') {
         netbios = clean_domain(dom);
         t = host.trim();
         if t.contains('\\') {
-            return (None, None);
+            return none;
         }
     }
-    let host = host_part(t);
-    let Some(host) = host else { return (None, netbios) };
+    let Some(host) = host_part(t) else { return SplitName { netbios, ..none } };
     match host.split_once('.') {
-        None => (Some(host), netbios),
+        None => SplitName { host: Some(host), fqdn: None, netbios },
         Some((label, rest)) => {
             let label = (!label.is_empty()).then(|| label.to_owned());
-            (label, clean_domain(rest).or(netbios))
+            SplitName { host: label, fqdn: clean_domain(rest), netbios }
         }
     }
 }
@@ -213,9 +235,18 @@ mod tests {
             ("HOST1", Some("corp.example.com"), hn(Some("host1"), Some("corp.example.com"))),
             ("HOST1", Some("CORP.EXAMPLE.COM."), hn(Some("host1"), Some("corp.example.com"))),
             ("HOST1", Some("  CORP  "), hn(Some("host1"), Some("corp"))),
-            // The name's own domain wins.
+            // The name's own FQDN wins.
             ("host1.eu.example.com", Some("example.com"), hn(Some("host1"), Some("eu.example.com"))),
-            ("EU\\host1", Some("example.com"), hn(Some("host1"), Some("eu"))),
+            ("CORP\\srv-1.eu.example.com", Some("corp.example.com"), hn(Some("srv-1"), Some("eu.example.com"))),
+            // An explicit DNS domain wins over a NetBIOS prefix.
+            ("CORP\\srv-1", Some("corp.example.com"), hn(Some("srv-1"), Some("corp.example.com"))),
+            ("EU\\host1", Some("example.com"), hn(Some("host1"), Some("example.com"))),
+            ("CORP\\10.0.0.5", Some("corp.example.com"), hn(None, Some("corp.example.com"))),
+            // A NetBIOS prefix wins over an explicit NetBIOS-style label, and
+            // stays when the explicit domain is a placeholder.
+            ("EU\\host1", Some("CORP"), hn(Some("host1"), Some("eu"))),
+            ("CORP\\srv-1", Some("WORKGROUP"), hn(Some("srv-1"), Some("corp"))),
+            ("CORP\\srv-1", None, hn(Some("srv-1"), Some("corp"))),
             // Placeholder domain fields.
             ("HOST1", None, hn(Some("host1"), None)),
             ("HOST1", Some(""), hn(Some("host1"), None)),

@@ -10,8 +10,9 @@ use super::{push_unique, split_list};
 /// A MAC address in one canonical form (`aa:bb:cc:dd:ee:ff`).
 ///
 /// Parsing ([`FromStr`], [`TryFrom<String>`], serde) accepts every spelling
-/// [`mac`] does but keeps placeholders (all-zero, broadcast), so a stored
-/// value always round-trips; use [`mac`] to normalize vendor input.
+/// [`mac`] does but keeps placeholders (all-zero, broadcast, Android's privacy
+/// address), so a stored value always round-trips; use [`mac`] to normalize
+/// vendor input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MacAddr(pub [u8; 6]);
@@ -21,15 +22,23 @@ impl MacAddr {
     pub const ZERO: MacAddr = MacAddr([0; 6]);
     /// `ff:ff:ff:ff:ff:ff`, never an interface address.
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+    /// `02:00:00:00:00:00`: what Android (6.0 and later) hands to any app
+    /// that asks for the Wi-Fi or Bluetooth hardware address, since apps may
+    /// no longer read the real one. An MDM agent running as an app reports
+    /// it as the device's address, so Microsoft Graph (Intune) returns it as
+    /// `wiFiMacAddress` for a great many Android devices at once: it names
+    /// no interface and would tie unrelated devices together.
+    pub const ANDROID_PRIVACY: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0]);
 
     /// The six octets.
     pub fn octets(self) -> [u8; 6] {
         self.0
     }
 
-    /// All-zero or broadcast: a vendor placeholder, not a real interface.
+    /// All-zero, broadcast or Android's privacy address
+    /// ([`MacAddr::ANDROID_PRIVACY`]): a placeholder, not a real interface.
     pub fn is_placeholder(self) -> bool {
-        self == Self::ZERO || self == Self::BROADCAST
+        self == Self::ZERO || self == Self::BROADCAST || self == Self::ANDROID_PRIVACY
     }
 
     /// The locally-administered bit is set: a randomized (private Wi-Fi),
@@ -177,8 +186,8 @@ fn parse_groups(b: &[u8]) -> Option<MacAddr> {
 /// Accepts `aa-bb-cc-dd-ee-ff` (CrowdStrike), `AA:BB:CC:DD:EE:FF`,
 /// `aabbccddeeff` (Intune), `AABB.CCDD.EEFF` (Cisco), single-digit groups
 /// (`0:1b:63:84:45:e6`), any case, surrounding whitespace. Rejects wrong
-/// lengths, mixed separators, non-hex, EUI-64, and the all-zero and
-/// broadcast placeholders.
+/// lengths, mixed separators, non-hex, EUI-64, and the placeholders: all-zero,
+/// broadcast, and Android's privacy address `02:00:00:00:00:00`.
 pub fn mac(s: &str) -> Option<MacAddr> {
     parse(s).filter(|m| !m.is_placeholder())
 }
@@ -245,6 +254,15 @@ mod tests {
             ("ff:ff:ff:ff:ff:ff", None),
             ("FF-FF-FF-FF-FF-FF", None),
             ("FFFFFFFFFFFF", None),
+            // Android 6+'s privacy address (Intune reports it for many devices).
+            ("02:00:00:00:00:00", None),
+            ("020000000000", None),
+            ("02-00-00-00-00-00", None),
+            ("0200.0000.0000", None),
+            ("2:0:0:0:0:0", None),
+            // Its neighbours are real locally administered addresses.
+            ("02:00:00:00:00:01", Some(MacAddr([0x02, 0, 0, 0, 0, 1]))),
+            ("12:00:00:00:00:00", Some(MacAddr([0x12, 0, 0, 0, 0, 0]))),
             // Wrong lengths and shapes.
             ("", None),
             ("   ", None),
@@ -318,12 +336,13 @@ mod tests {
         // Placeholders still parse: stored values must round-trip.
         assert_eq!("00:00:00:00:00:00".parse::<MacAddr>(), Ok(MacAddr::ZERO));
         assert_eq!("ff:ff:ff:ff:ff:ff".parse::<MacAddr>(), Ok(MacAddr::BROADCAST));
+        assert_eq!("02:00:00:00:00:00".parse::<MacAddr>(), Ok(MacAddr::ANDROID_PRIVACY));
         let err = "nope".parse::<MacAddr>().expect_err("invalid");
         assert_eq!(err.to_string(), "invalid MAC address `nope`");
         let long_err = "x".repeat(10_000).parse::<MacAddr>().expect_err("invalid");
         assert!(long_err.to_string().len() < 100);
 
-        for m in [M, N, P, MacAddr::ZERO, MacAddr::BROADCAST] {
+        for m in [M, N, P, MacAddr::ZERO, MacAddr::BROADCAST, MacAddr::ANDROID_PRIVACY] {
             let json = serde_json::to_string(&m).expect("serialize");
             assert_eq!(json, format!("\"{m}\""));
             let back: MacAddr = serde_json::from_str(&json).expect("deserialize");
@@ -341,6 +360,8 @@ mod tests {
     fn mac_flags() {
         assert!(MacAddr::ZERO.is_placeholder());
         assert!(MacAddr::BROADCAST.is_placeholder());
+        assert!(MacAddr::ANDROID_PRIVACY.is_placeholder());
+        assert!(!MacAddr([0x02, 0, 0, 0, 0, 1]).is_placeholder());
         assert!(!M.is_placeholder());
         assert!(MacAddr([0x02, 0, 0, 0, 0, 1]).is_locally_administered());
         assert!(MacAddr([0xda, 0xa1, 0x19, 0, 0, 1]).is_locally_administered());
@@ -376,8 +397,9 @@ mod tests {
     fn macs_accepts_owned_and_large_inputs() {
         let owned: Vec<String> = (0..=255u8).map(|i| format!("02:00:00:00:00:{i:02x}")).collect();
         let got = macs(owned.iter().map(String::as_str).chain(owned.iter().map(String::as_str)));
-        assert_eq!(got.len(), 256);
-        assert_eq!(got[0], MacAddr([2, 0, 0, 0, 0, 0]));
-        assert_eq!(got[255], MacAddr([2, 0, 0, 0, 0, 255]));
+        // 02:00:00:00:00:00 is Android's placeholder; the other 255 are addresses.
+        assert_eq!(got.len(), 255);
+        assert_eq!(got[0], MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(got[254], MacAddr([2, 0, 0, 0, 0, 255]));
     }
 }

@@ -62,6 +62,15 @@ pub(crate) const VALIDATION_FAILED: i32 = 121;
 const TRANSIENT_LABELS: &[&str] =
     &["RetryableWriteError", "RetryableError", "TransientTransactionError", "SystemOverloadedError"];
 
+/// A single-document write refused for a duplicate key (error 11000).
+pub(crate) fn is_duplicate_key(e: &Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
 pub(crate) fn is_transient_code(code: i32) -> bool {
     TRANSIENT_CODES.contains(&code)
 }

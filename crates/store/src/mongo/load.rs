@@ -20,11 +20,14 @@
 //!    - one `update` command, `ordered: false`, one statement per asset:
 //!      - new or changed content: filter on the key, `upsert: true`,
 //!        `$setOnInsert: {first_seen, insert_token}`, `$set: {fields, raw,
-//!        stream, content_hash, last_seen, last_sync_id, write_token,
-//!        write_changed}`, `$unset: {stale_since}` (and `raw` when the record has none);
+//!        stream, content_hash, last_sync_id, write_token, write_changed}`,
+//!        `$max: {last_seen}`, `$unset: {stale_since}` (and `raw` when the record has none);
 //!      - unchanged content (same hash): a light statement that sends no
 //!        fields: filter on the key **and** the hash, `upsert: false`,
-//!        `$set: {stream, last_seen, last_sync_id}`, `$unset: {stale_since}`.
+//!        `$set: {stream, last_sync_id}`, `$max: {last_seen}`, `$unset: {stale_since}`.
+//!
+//!      `last_seen` only moves forward (`$max`), so a late write of an older
+//!      run never makes an asset look unseen to a newer one (see `StaleScope`).
 //!
 //!      `inserted` = the statements in `upserted`; a full statement that
 //!      matched is `updated`; light ones are `unchanged`. If fewer light
@@ -166,7 +169,6 @@ struct SetFull<'a> {
     raw: Option<&'a serde_json::Value>,
     stream: &'a str,
     content_hash: &'a str,
-    last_seen: bson::DateTime,
     last_sync_id: &'a str,
 }
 
@@ -189,7 +191,6 @@ fn encode(asset: &Asset, hash: &str, ctx: &LoadCtx, max_document_bytes: usize) -
         raw: asset.raw.as_ref(),
         stream: &asset.stream,
         content_hash: hash,
-        last_seen: ctx.seen,
         last_sync_id: &ctx.sync_id,
     };
     let set = bson::to_raw_document_buf(&set)
@@ -223,6 +224,8 @@ fn full_statement(ctx: &LoadCtx, item: &Item, changed: bool) -> RawDocumentBuf {
     let mut u = rawdoc! {
         "$setOnInsert": { "first_seen": ctx.seen, "insert_token": ctx.token },
         "$set": set,
+        // Forward only: a late write of an older run keeps the newer time.
+        "$max": { "last_seen": ctx.seen },
         "$unset": unset,
     };
     if ctx.stand_in {
@@ -746,9 +749,9 @@ fn light_statement(ctx: &LoadCtx, item: &Item) -> RawDocumentBuf {
     let mut u = rawdoc! {
         "$set": {
             "stream": item.stream.as_str(),
-            "last_seen": ctx.seen,
             "last_sync_id": ctx.sync_id.as_str(),
         },
+        "$max": { "last_seen": ctx.seen },
         "$unset": { "stale_since": "" },
     };
     if ctx.stand_in {
@@ -912,11 +915,11 @@ mod tests {
             let u = stmt.get_document("u").expect("u");
             u.iter().map(|e| e.expect("element").0.to_string()).collect()
         };
-        assert_eq!(ops(&full_statement(&c, item, true)), ["$setOnInsert", "$set", "$unset"]);
-        assert_eq!(ops(&light_statement(&c, item)), ["$set", "$unset"]);
+        assert_eq!(ops(&full_statement(&c, item, true)), ["$setOnInsert", "$set", "$max", "$unset"]);
+        assert_eq!(ops(&light_statement(&c, item)), ["$set", "$max", "$unset"]);
         c.stand_in = true;
-        assert_eq!(ops(&full_statement(&c, item, true)), ["$setOnInsert", "$set", "$unset", "$pull"]);
-        assert_eq!(ops(&light_statement(&c, item)), ["$set", "$unset", "$pull"]);
+        assert_eq!(ops(&full_statement(&c, item, true)), ["$setOnInsert", "$set", "$max", "$unset", "$pull"]);
+        assert_eq!(ops(&light_statement(&c, item)), ["$set", "$max", "$unset", "$pull"]);
     }
 
     #[test]

@@ -68,8 +68,8 @@ use chrono::{DateTime, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::AssetKind;
 use corral_core::store::{
-    AssetCount, AssetFilter, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store, StoreError,
-    StoredAsset, StoredReject,
+    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
+    StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use futures::TryStreamExt;
@@ -77,7 +77,7 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self, Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::ErrorKind;
 use mongodb::options::{
-    ClientOptions, CollectionOptions, IndexOptions, ReadConcern, ReadPreference, SelectionCriteria,
+    ClientOptions, CollectionOptions, IndexOptions, ReadConcern, ReadPreference, SelectionCriteria, WriteConcern,
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -93,8 +93,8 @@ pub const MAX_WRITE_BATCH_DOCS: usize = 100_000;
 /// and what the driver adds (`$db`, `lsid`, `$clusterTime`, `txnNumber`).
 pub const COMMAND_HEADROOM_BYTES: usize = 64 << 10;
 
-/// The names of the four collections. Deserializable (all fields optional,
-/// defaults `assets`, `runs`, `checkpoints`, `rejects`), e.g. from a TOML table
+/// The names of the collections. Deserializable (all fields optional,
+/// defaults `assets`, `runs`, `checkpoints`, `rejects`, `leases`), e.g. from a TOML table
 /// `collections = { assets = "corral_assets" }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -103,6 +103,7 @@ pub struct CollectionNames {
     pub runs: String,
     pub checkpoints: String,
     pub rejects: String,
+    pub leases: String,
 }
 
 impl Default for CollectionNames {
@@ -112,18 +113,20 @@ impl Default for CollectionNames {
             runs: "runs".into(),
             checkpoints: "checkpoints".into(),
             rejects: "rejects".into(),
+            leases: "leases".into(),
         }
     }
 }
 
 impl CollectionNames {
-    /// Each name must be a valid collection name, and the four must differ.
+    /// Each name must be a valid collection name, and they must all differ.
     pub fn validate(&self) -> Result<(), StoreError> {
         let all = [
             ("assets", &self.assets),
             ("runs", &self.runs),
             ("checkpoints", &self.checkpoints),
             ("rejects", &self.rejects),
+            ("leases", &self.leases),
         ];
         for (i, (what, name)) in all.iter().enumerate() {
             if name.is_empty() || name.len() > 200 || name.starts_with("system.") || name.contains(['$', '\0']) {
@@ -344,6 +347,9 @@ struct Inner {
     runs: Collection<Document>,
     checkpoints: Collection<Document>,
     rejects: Collection<Document>,
+    /// Run leases: primary, majority write and read concern (a lease must
+    /// survive a failover, or two runs could both hold it).
+    leases: Collection<Document>,
     indexes: tokio::sync::OnceCell<()>,
     server: tokio::sync::OnceCell<ServerKind>,
     stats: Stats,
@@ -503,6 +509,11 @@ impl MongoStore {
             .read_concern(ReadConcern::local())
             .build();
         let names = &opts.collections;
+        let majority = CollectionOptions::builder()
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .read_concern(ReadConcern::majority())
+            .write_concern(WriteConcern::majority())
+            .build();
         Ok(MongoStore {
             inner: Arc::new(Inner {
                 assets: db.collection(&names.assets),
@@ -510,6 +521,7 @@ impl MongoStore {
                 runs: db.collection(&names.runs),
                 checkpoints: db.collection(&names.checkpoints),
                 rejects: db.collection(&names.rejects),
+                leases: db.collection_with_options(&names.leases, majority),
                 client,
                 db,
                 database: database.to_string(),
@@ -618,7 +630,7 @@ impl MongoStore {
         };
         vec![
             spec("assets", "asset_key", doc! { "connection": 1, "kind": 1, "source_id": 1 }, true),
-            spec("assets", "asset_stale_scan", doc! { "connection": 1, "stream": 1, "last_sync_id": 1 }, false),
+            spec("assets", "asset_stale_seen", doc! { "connection": 1, "stream": 1, "last_seen": 1 }, false),
             spec("assets", "asset_stale_since", doc! { "connection": 1, "stream": 1, "stale_since": 1 }, false),
             spec("assets", "asset_hostname", doc! { "kind": 1, "fields.hostname": 1 }, false),
             spec("assets", "asset_serial_number", doc! { "kind": 1, "fields.serial_number": 1 }, false),
@@ -738,10 +750,20 @@ impl MongoStore {
         q
     }
 
+    /// The scope's assets last seen before its run started (see [`StaleScope`]).
+    ///
+    /// `last_seen <= start - 1 ms` is `last_seen < start` for BSON dates
+    /// (whole milliseconds). `last_sync_id != this sync` adds nothing on
+    /// MongoDB (the run's own writes have `last_seen >= start`), but keeps the
+    /// run's own assets safe on nx-27017, the test stand-in, whose date
+    /// comparisons are wrong within a second (`$lt` never matches there, `$lte`
+    /// over-matches).
     fn stale_base(scope: &StaleScope) -> Document {
+        let before = bson::DateTime::from_millis(scope.started_at.timestamp_millis().saturating_sub(1));
         doc! {
             "connection": { "$eq": &scope.connection },
             "stream": { "$eq": &scope.stream },
+            "last_seen": { "$lte": before },
             "last_sync_id": { "$ne": &scope.sync_id },
         }
     }
@@ -836,6 +858,119 @@ impl MongoStore {
             }
             Err(e) => Err(errors::classify("save rejects", &e)),
         }
+    }
+
+    /// The server's clock (`hello.localTime`): leases expire by it, so the
+    /// clocks of the machines running corral need not agree.
+    async fn server_now(&self) -> Result<DateTime<Utc>, StoreError> {
+        let reply = self
+            .inner
+            .db
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(|e| errors::classify("read the server time", &e))?;
+        match reply.get("localTime") {
+            Some(Bson::DateTime(t)) => from_bson_date("hello.localTime", *t),
+            // A server (or proxy) that does not say: our own clock.
+            _ => Ok(Utc::now()),
+        }
+    }
+
+    async fn read_lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
+        let found = self
+            .inner
+            .leases
+            .find_one(doc! { "_id": { "$eq": connection } })
+            .await
+            .map_err(|e| errors::classify("read a lease", &e))?;
+        found.map(|d| decode_lease(connection, &d)).transpose()
+    }
+
+    /// One attempt at taking the lease: insert it; if it exists, take it over
+    /// only when it expired or is already ours, with a compare-and-set on the
+    /// holder and expiry read (so two runs taking over at once cannot both win).
+    async fn try_acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError> {
+        let stand_in = self.server_kind().await?.stand_in();
+        for _ in 0..3 {
+            let now = self.server_now().await?;
+            let lease = Lease {
+                connection: connection.to_string(),
+                holder: holder.to_string(),
+                owner: owner.to_string(),
+                acquired_at: now,
+                expires_at: lease_expiry(now, ttl),
+            };
+            let fields = doc! {
+                "holder": holder,
+                "owner": owner,
+                "acquired_at": to_bson_date(&lease.acquired_at),
+                "expires_at": to_bson_date(&lease.expires_at),
+            };
+            let mut new = doc! { "_id": connection };
+            new.extend(fields.clone());
+            match self.inner.leases.insert_one(new).await {
+                Ok(_) => return Ok(LeaseGrant::Acquired(lease)),
+                Err(e) if errors::is_duplicate_key(&e) => {}
+                Err(e) => return Err(errors::classify("take a lease", &e)),
+            }
+            let Some(held) = self.read_lease(connection).await? else { continue }; // released meanwhile
+            if held.holder != holder && held.expires_at > now {
+                return Ok(LeaseGrant::Held(held));
+            }
+            let cas = doc! {
+                "_id": { "$eq": connection },
+                "holder": { "$eq": &held.holder },
+                "expires_at": { "$eq": to_bson_date(&held.expires_at) },
+            };
+            let mut update = doc! { "$set": fields };
+            if stand_in {
+                update.insert("$pull", doc! { load::NOOP_PULL_FIELD: { "$in": [] } });
+            }
+            let result = self
+                .inner
+                .leases
+                .update_one(cas, update)
+                .await
+                .map_err(|e| errors::classify("take over a lease", &e))?;
+            if result.matched_count == 1 {
+                return Ok(LeaseGrant::Acquired(lease));
+            }
+            // Someone else changed it between the read and the write: look again.
+        }
+        match self.read_lease(connection).await? {
+            Some(held) if held.holder != holder => Ok(LeaseGrant::Held(held)),
+            _ => Err(StoreError::Transient(format!("the lease of {connection} kept changing while taking it"))),
+        }
+    }
+
+    async fn try_renew_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let stand_in = self.server_kind().await?.stand_in();
+        let expires = lease_expiry(self.server_now().await?, ttl);
+        let mut update = doc! { "$set": { "expires_at": to_bson_date(&expires) } };
+        if stand_in {
+            update.insert("$pull", doc! { load::NOOP_PULL_FIELD: { "$in": [] } });
+        }
+        let result = self
+            .inner
+            .leases
+            .update_one(doc! { "_id": { "$eq": connection }, "holder": { "$eq": holder } }, update)
+            .await
+            .map_err(|e| errors::classify("renew a lease", &e))?;
+        if result.matched_count == 0 {
+            return Ok(None);
+        }
+        self.read_lease(connection).await
     }
 
     /// `count_assets` on MongoDB: one aggregation grouped by (connection, kind).
@@ -948,6 +1083,29 @@ fn show_keys(keys: &Document) -> String {
 
 fn corrupt_count_row(row: &Document) -> StoreError {
     StoreError::Corrupt(format!("assets: unexpected count row {:?}", row.get("_id")))
+}
+
+fn lease_expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn decode_lease(connection: &str, d: &Document) -> Result<Lease, StoreError> {
+    let text = |k: &str| {
+        d.get_str(k)
+            .map(str::to_string)
+            .map_err(|_| StoreError::Corrupt(format!("leases.{k} of {connection} is missing")))
+    };
+    let date = |k: &str| match d.get(k) {
+        Some(Bson::DateTime(t)) => from_bson_date(&format!("leases.{k}"), *t),
+        _ => Err(StoreError::Corrupt(format!("leases.{k} of {connection} is not a date"))),
+    };
+    Ok(Lease {
+        connection: connection.to_string(),
+        holder: text("holder")?,
+        owner: text("owner")?,
+        acquired_at: date("acquired_at")?,
+        expires_at: date("expires_at")?,
+    })
 }
 
 fn parse_kind(kind: &str) -> Result<AssetKind, StoreError> {
@@ -1143,6 +1301,57 @@ impl Store for MongoStore {
                 serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("runs.summary: {e}")))
             })
             .collect()
+    }
+
+    async fn acquire_lease(
+        &self,
+        connection: &str,
+        holder: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseGrant, StoreError> {
+        // Safe to retry: taking a lease the caller already holds succeeds again.
+        self.retry("take a lease", || self.try_acquire_lease(connection, holder, owner, ttl)).await
+    }
+
+    async fn renew_lease(&self, connection: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        // One attempt: the engine renews again soon, and gives up only after a whole time to live.
+        self.try_renew_lease(connection, holder, ttl).await
+    }
+
+    async fn release_lease(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        self.retry("release a lease", || async {
+            self.inner
+                .leases
+                .delete_one(doc! { "_id": { "$eq": connection }, "holder": { "$eq": holder } })
+                .await
+                .map(|_| ())
+                .map_err(|e| errors::classify("release a lease", &e))
+        })
+        .await
+    }
+
+    async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError> {
+        self.retry("read a lease", || self.read_lease(connection)).await
+    }
+
+    async fn run(&self, sync_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let found: Option<Document> = self
+            .retry("find run", || async {
+                self.inner
+                    .runs
+                    .find_one(doc! { "_id": { "$eq": sync_id } })
+                    .projection(doc! { "summary": 1 })
+                    .await
+                    .map_err(|e| errors::classify("find run", &e))
+            })
+            .await?;
+        found
+            .map(|d| {
+                let s = d.get_str("summary").map_err(|_| StoreError::Corrupt("runs.summary is not a string".into()))?;
+                serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("runs.summary: {e}")))
+            })
+            .transpose()
     }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
