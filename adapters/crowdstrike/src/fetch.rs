@@ -101,25 +101,35 @@ async fn decode_ids(body: Bytes) -> Result<IdsPage, String> {
         .unwrap_or_else(|| Err("the ids page decoder failed".to_string()))
 }
 
+/// What one fetch of the `hosts` stream did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostsStats {
+    pub listed: u64,
+    pub ids_pages: u64,
+    pub details_batches: usize,
+    /// Batches that did not fit in `ids_in_memory` and went through the temporary file.
+    pub spilled_batches: usize,
+}
+
 /// Fetch the whole `hosts` stream into `ctx.sink`. `Ok` only when every ids
 /// page and every details batch succeeded.
-pub(crate) async fn hosts(client: &HttpClient, s: &Settings, ctx: &FetchContext) -> Result<(), FetchError> {
+pub(crate) async fn hosts(client: &HttpClient, s: &Settings, ctx: &FetchContext) -> Result<HostsStats, FetchError> {
     let (tx, rx) = mpsc::channel::<Queued>(s.ids_in_memory.div_ceil(s.details_batch).max(1));
     let scroll = scroll_ids(client, s, ctx, tx);
     let details = details(client, s, ctx, rx);
-    let ((listed, pages), sent) = futures::future::try_join(scroll, details).await?;
-    tracing::info!(connection = %ctx.connection, stream = %ctx.stream.name, hosts_listed = listed, ids_pages = pages, details_batches = sent, "crowdstrike hosts fetched");
-    Ok(())
+    let ((listed, ids_pages, spilled_batches), details_batches) = futures::future::try_join(scroll, details).await?;
+    tracing::info!(connection = %ctx.connection, stream = %ctx.stream.name, hosts_listed = listed, ids_pages, details_batches, spilled_batches, "crowdstrike hosts fetched");
+    Ok(HostsStats { listed, ids_pages, details_batches, spilled_batches })
 }
 
 /// Step 1: walk the scroll, cutting the ids into details batches.
-/// Returns (ids listed, ids pages fetched).
+/// Returns (ids listed, ids pages fetched, batches spilled to the temporary file).
 async fn scroll_ids(
     client: &HttpClient,
     s: &Settings,
     ctx: &FetchContext,
     tx: mpsc::Sender<Queued>,
-) -> Result<(u64, u64), FetchError> {
+) -> Result<(u64, u64, usize), FetchError> {
     let mut offset: Option<String> = None;
     let mut carry: Vec<String> = Vec::with_capacity(s.details_batch);
     let (mut listed, mut pages, mut batches) = (0u64, 0u64, 0usize);
@@ -160,12 +170,13 @@ async fn scroll_ids(
     if !carry.is_empty() {
         send(carry, listed).await?;
     }
+    let spilled = spill.batches;
     if let Some(reader) = spill.finish().await? {
         tracing::debug!(connection = %ctx.connection, batches = reader.remaining, "ids batches read back from the spill file");
         // The scroll is done: waiting for room in the queue is harmless now.
         tx.send(Queued::Spilled(reader)).await.map_err(|_| stopped())?;
     }
-    Ok((listed, pages))
+    Ok((listed, pages, spilled))
 }
 
 /// What the scroller hands to the details side.

@@ -21,11 +21,24 @@
 //! undecoded; [`Adapter::normalize`] maps each host with the shared field
 //! normalizers. Authentication is OAuth2 client credentials at
 //! `/oauth2/token` (token cached, refreshed before expiry and once on a 401);
-//! requests are paced under the tenant's rate limit (6,000/min) and follow
-//! `X-Ratelimit-*` headers, including `X-Ratelimit-Retryafter` (epoch seconds);
-//! token requests under the token endpoint's own 300/min.
+//! token requests are paced under the token endpoint's own 300/min.
+//!
+//! Rate limit, as the vendor runs it: 6,000 requests per minute per customer,
+//! over a sliding minute, shared by every API client of the tenant (other
+//! integrations spend the same budget). Every answer carries
+//! `X-Ratelimit-Limit` and `X-Ratelimit-Remaining`, never when the window
+//! frees; a refused request (429) carries `X-Ratelimit-Retryafter`, an epoch
+//! instant in seconds. The client paces at 95 % of `requests_per_minute`,
+//! learns a smaller limit or shorter window from those headers without a 429
+//! (corral-http's sliding-window model), keeps room for what other clients
+//! are seen to spend and, when they spent it all, waits for the window to
+//! free (a warning says so; the wait is counted as limiter wait).
+//!
+//! `check` asks for a token and one id within `corral check --timeout` (15 s
+//! by default), retrying 5xx, timeouts and connect errors meanwhile.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,6 +98,8 @@ pub struct CrowdStrike {
     settings: Settings,
     info: AdapterInfo,
     http: HttpClient,
+    /// Id batches that went through the temporary file, over every fetch.
+    spilled_batches: AtomicUsize,
 }
 
 impl CrowdStrike {
@@ -104,16 +119,29 @@ impl CrowdStrike {
         let mut rate = RateConfig::from_rps(rps).with_max_in_flight(settings.details_concurrency + 1);
         rate.default_window = settings.rate_window;
         let http_config = HttpConfig::new(settings.base_url.clone())
+            .with_connection(connection)
             .with_auth(Auth::OAuth2ClientCredentials(oauth))
             .with_rate(rate)
             .with_header("Accept", "application/json");
         let http =
             HttpClient::new(http_config, Arc::default()).map_err(|e| ConfigError::field("base_url", e.to_string()))?;
-        Ok(CrowdStrike { connection: connection.into(), settings, info: CrowdStrikeFactory.info(), http })
+        Ok(CrowdStrike {
+            connection: connection.into(),
+            settings,
+            info: CrowdStrikeFactory.info(),
+            http,
+            spilled_batches: AtomicUsize::new(0),
+        })
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Id batches that did not fit in `ids_in_memory` and waited in the
+    /// temporary file, over every fetch of this adapter so far.
+    pub fn spilled_batches(&self) -> usize {
+        self.spilled_batches.load(Ordering::Relaxed)
     }
 }
 
@@ -124,13 +152,20 @@ impl Adapter for CrowdStrike {
     }
 
     /// A token, then one id from the offset query (with the configured filter,
-    /// so a bad FQL shows up here too).
+    /// so a bad FQL shows up here too), within [`corral_http::CHECK_TIMEOUT`].
     async fn check(&self) -> CheckOutcome {
+        self.check_within(corral_http::CHECK_TIMEOUT).await
+    }
+
+    /// [`Adapter::check`] within `limit`: transient failures of the token
+    /// endpoint and of the query are retried while time is left.
+    async fn check_within(&self, limit: Duration) -> CheckOutcome {
         let mut query: Vec<(&str, &str)> = vec![("limit", "1")];
         if let Some(f) = &self.settings.filter {
             query.push(("filter", f));
         }
-        let result = self.http.get(fetch::QUERY_PATH).query(&query).retry(RetryConfig::none()).send_bytes().await;
+        let result =
+            self.http.get(fetch::QUERY_PATH).query(&query).retry(RetryConfig::within(limit)).send_bytes().await;
         match result {
             Ok(r) => {
                 let total =
@@ -151,8 +186,10 @@ impl Adapter for CrowdStrike {
         if ctx.stream.name != HOSTS {
             return Err(FetchError::UnknownStream(ctx.stream.name.clone()));
         }
-        let client = self.http.with_metrics(ctx.requests.clone());
-        fetch::hosts(&client, &self.settings, &ctx).await
+        let client = self.http.with_metrics(ctx.requests.clone()).with_stream(&ctx.stream.name);
+        let stats = fetch::hosts(&client, &self.settings, &ctx).await?;
+        self.spilled_batches.fetch_add(stats.spilled_batches, Ordering::Relaxed);
+        Ok(())
     }
 
     fn normalize(&self, page: &RawPage) -> NormalizedPage {

@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corral_adapter_crowdstrike::CrowdStrike;
 use corral_core::{CheckOutcome, RunStatus};
 use corral_sim::{Faults, SimConfig, Truncation};
 use serde_json::json;
@@ -57,13 +59,18 @@ async fn full_sync_loads_the_whole_dataset_past_the_offset_cap() {
 
 /// 1b. Ids listed faster than details are fetched: beyond `ids_in_memory` the
 ///     batches wait in a temporary file, and every host still loads exactly once.
+///     The queue holds one batch and each ids page makes ten, so the spill
+///     happens on the first page whatever the timing; the adapter counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_beyond_the_memory_bound_are_spilled_and_all_load() {
     let sim = sim(SimConfig::new(8, 3_000).latency_ms(10)).await;
-    let config = json!({"ids_page_size": 1000, "details_batch": 100, "details_concurrency": 1, "ids_in_memory": 100});
-    let (summary, store) = sync(adapter(&sim, config)).await;
+    let extra = json!({"ids_page_size": 1000, "details_batch": 100, "details_concurrency": 1, "ids_in_memory": 100});
+    let cs = Arc::new(CrowdStrike::from_config("falcon", config(&sim, extra)).expect("valid config"));
+    let (summary, store) = sync(cs.clone()).await;
     assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
-    assert_eq!(stored_ids(&store), expected_ids(&sim));
+    assert!(cs.spilled_batches() >= 1, "the ids outran the details: some batches went through the file");
+    assert!(cs.spilled_batches() < 30, "{} of 30 batches spilled: the queue was used too", cs.spilled_batches());
+    assert_eq!(stored_ids(&store), expected_ids(&sim), "exactly the dataset, spilled batches included");
     assert_eq!(summary.records_fetched, 3_000);
     assert_eq!(sim.counters.snapshot().endpoint("cs.entities"), 30, "one details call per batch, none repeated");
     sim.shutdown().await;
@@ -183,6 +190,72 @@ async fn check_succeeds_with_one_cheap_call() {
     sim.shutdown().await;
 }
 
+/// Issue 9, item 6: checks against a tenant answering 10 % of requests
+/// (token endpoint included) with 5xx all pass: transient errors are
+/// retried within the check's time, never reported as refused credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_retries_transient_errors_instead_of_blaming_the_credentials() {
+    let faults = Faults { error_5xx_rate: 0.1, include_auth: true, ..Faults::default() };
+    let sim = sim(SimConfig::new(21, 100).faults(faults)).await;
+    for i in 0..20 {
+        // A new adapter each time: each check asks for a token too.
+        let outcome = adapter(&sim, json!({})).check().await;
+        assert!(outcome.is_ok(), "check {i}: {outcome}");
+    }
+    let c = sim.counters.snapshot();
+    assert!(c.fault("5xx") >= 2, "the vendor did fail some requests: {c:#?}");
+    sim.shutdown().await;
+}
+
+/// Issue 9, item 6: what failed is named. A token URL that does not exist
+/// (a wrong base URL) is "not found"; a token endpoint that keeps failing
+/// is a server error; neither is "authentication failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_wrong_base_url_and_a_failing_token_endpoint() {
+    let sim = sim(SimConfig::new(22, 100)).await;
+    let wrong = adapter(&sim, json!({"base_url": format!("{}/eu-1", sim.base_url)}));
+    match wrong.check().await {
+        CheckOutcome::NotFound { endpoint, status: 404, .. } => {
+            assert_eq!(endpoint, format!("{}/eu-1/oauth2/token", sim.base_url));
+        }
+        other => panic!("expected not found, got {other}"),
+    }
+    sim.shutdown().await;
+
+    let faults = Faults { error_5xx_rate: 1.0, include_auth: true, ..Faults::default() };
+    let sim = common::sim(SimConfig::new(23, 100).faults(faults)).await;
+    let outcome = adapter(&sim, json!({})).check_within(Duration::from_secs(5)).await;
+    match &outcome {
+        CheckOutcome::ServerError { endpoint, attempts, .. } => {
+            assert!(endpoint.ends_with("/oauth2/token"), "{endpoint}");
+            assert!(*attempts > 1, "retried first: {outcome}");
+        }
+        other => panic!("expected a server error, got {other}"),
+    }
+    assert!(sim.counters.snapshot().endpoint("cs.token") > 1);
+    sim.shutdown().await;
+}
+
+/// Issue 9, item 5: a vendor that never answers: `check` still answers
+/// within its limit, naming the endpoint it waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_answers_in_time_when_the_vendor_hangs() {
+    let faults = Faults { hang_rate: 1.0, include_auth: true, ..Faults::default() };
+    let sim = sim(SimConfig::new(24, 100).faults(faults)).await;
+    let a = adapter(&sim, json!({}));
+    let outcome = tokio::time::timeout(Duration::from_secs(60), a.check_within(Duration::from_secs(1)))
+        .await
+        .expect("the check ends with its limit, not with the vendor");
+    match &outcome {
+        CheckOutcome::Unreachable { endpoint, detail } => {
+            assert!(endpoint.ends_with("/oauth2/token"), "{endpoint}");
+            assert!(detail.contains("timed out"), "{detail}");
+        }
+        other => panic!("expected unreachable, got {other}"),
+    }
+    sim.shutdown().await;
+}
+
 /// 5. Details pages that are not JSON (an HTML error page, garbage spliced
 ///    in, a second document appended): each is one `malformed_page` reject,
 ///    the stream is not stale-handled, every other page is loaded.
@@ -231,25 +304,18 @@ async fn paces_under_the_vendor_rate_limit_and_uses_it() {
             "details_concurrency": 4,
         }),
     );
-    let started = Instant::now();
     let (summary, store) = sync(a).await;
-    let elapsed = started.elapsed();
     assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
-    assert_eq!(store.asset_count(), 1_500);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
 
     let c = sim.counters.snapshot();
     let data = data_requests(&sim);
     assert_eq!(data, 31 + 60, "{c:#?}");
     assert_eq!(c.status(429), 0, "pre-paced: no 429 at all: {c:#?}");
     assert_eq!(summary.requests.rate_limited, 0);
-    assert!(c.max_in_window <= u64::from(R), "{c:#?}");
-    let rate = data as f64 / elapsed.as_secs_f64();
-    eprintln!(
-        "rate test: {data} requests in {elapsed:?} = {rate:.1}/s (limit {R}/s), max in window {}",
-        c.max_in_window
-    );
-    assert!(rate >= 0.8 * f64::from(R), "achieved {rate:.1} req/s of {R} in {elapsed:?}");
-    assert!(rate <= 1.05 * f64::from(R), "{rate:.1} req/s over the limit");
+    assert!(c.max_in_window <= u64::from(R), "never above the limit in any window: {c:#?}");
+    assert!(summary.requests.limiter_wait_ms > 0, "the client paced itself: {:?}", summary.requests);
+    // How much of R it uses is measured by benches/s4_rate_limited.rs.
     sim.shutdown().await;
 }
 
@@ -354,27 +420,50 @@ async fn small_ids_pages_are_decoded_off_the_runtime() {
 
 /// 6b. The adapter's DEFAULT rate settings (6,000 per minute, a one-minute
 ///     window) against a tenant limited to R per second: the client learns the
-///     real window from the X-Ratelimit-* headers, gets no 429 at all, and
-///     uses at least 80 % of R. Only the page sizes are small, to make many requests.
+///     real window from the X-Ratelimit-* headers and gets no 429 at all.
+///     Only the page sizes are small, to make many requests. (The share of R
+///     it uses is measured by benches/s4_rate_limited.rs; the planner's
+///     figures are tested in virtual time in corral-http.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_config_learns_a_shorter_window_and_uses_it_without_429s() {
     const R: u32 = 20;
     let sim = sim(SimConfig::new(17, 3_000).rate_limit(R, Duration::from_secs(1))).await;
     let a = adapter(&sim, json!({"ids_page_size": 100, "details_batch": 25}));
-    let started = Instant::now();
     let (summary, store) = sync(a).await;
-    let elapsed = started.elapsed();
     assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
-    assert_eq!(store.asset_count(), 3_000);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
     let c = sim.counters.snapshot();
     let data = data_requests(&sim);
     assert_eq!(data, 31 + 120, "{c:#?}");
     assert_eq!(c.status(429), 0, "no 429 once the headers were seen (nor before): {c:#?}");
     assert_eq!(summary.requests.rate_limited, 0);
     assert!(c.max_in_window <= u64::from(R), "{c:#?}");
-    let rate = data as f64 / elapsed.as_secs_f64();
-    eprintln!("default-config rate test: {data} requests in {elapsed:?} = {rate:.1}/s (limit {R}/s)");
-    assert!(rate >= 0.8 * f64::from(R), "achieved {rate:.1} req/s of {R} in {elapsed:?}");
+    sim.shutdown().await;
+}
+
+/// Issue 9, item 2: another client of the tenant spent two thirds of the
+/// window just before the run (as in the issue: default settings, a limit
+/// learned from the headers). The run must neither fail ("allow the next
+/// request only in 21474836.5s") nor wait for an absurd time: it uses what
+/// is left, waits (visibly, as limiter wait) for the window to free, and
+/// gets no 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_spent_by_another_client_is_waited_for_not_failed() {
+    const R: u32 = 100;
+    let window = Duration::from_secs(3);
+    let sim = sim(SimConfig::new(20, 3_000).rate_limit(R, window)).await;
+    let a = adapter(&sim, json!({"ids_page_size": 100, "details_batch": 25, "rate_window_secs": 3}));
+    assert_eq!(sim.spend(2 * R / 3), 2 * R / 3);
+    let (summary, store) = sync(a).await;
+    assert_eq!(summary.status, RunStatus::Success, "{:#?}", summary.errors);
+    assert_eq!(stored_ids(&store), expected_ids(&sim));
+    let c = sim.counters.snapshot();
+    assert_eq!(data_requests(&sim), 31 + 120, "{c:#?}");
+    assert_eq!(c.status(429), 0, "no 429: {c:#?}");
+    assert_eq!(summary.requests.rate_limited, 0);
+    // 151 requests with 33 of 100 left in the first window: the client
+    // waited for the window to free, at least most of a window in all.
+    assert!(summary.requests.limiter_wait_ms >= 1_000, "{:?}", summary.requests);
     sim.shutdown().await;
 }
 

@@ -162,6 +162,7 @@ impl MsGraphAdapter {
             .scope(config::SCOPE);
         let http = HttpClient::new(
             HttpConfig::new(&settings.graph_base_url)
+                .with_connection(connection)
                 .with_auth(Auth::OAuth2ClientCredentials(oauth))
                 .with_rate(
                     RateConfig::from_rps(settings.requests_per_second * config::PACING)
@@ -252,13 +253,17 @@ impl Adapter for MsGraphAdapter {
     /// A token, then `GET /v1.0/users?$top=1&$select=id`. Refused credentials
     /// are an auth error naming the token endpoint and its status; never retried.
     async fn check(&self) -> CheckOutcome {
-        self.http.check(&format!("{USERS_PATH}?$top=1&$select=id")).await
+        self.check_within(corral_http::CHECK_TIMEOUT).await
+    }
+
+    async fn check_within(&self, limit: std::time::Duration) -> CheckOutcome {
+        self.http.check_within(&format!("{USERS_PATH}?$top=1&$select=id"), limit).await
     }
 
     async fn fetch(&self, ctx: FetchContext) -> Result<(), FetchError> {
         let stream =
             Stream::from_name(&ctx.stream.name).ok_or_else(|| FetchError::UnknownStream(ctx.stream.name.clone()))?;
-        let client = self.http.with_metrics(ctx.requests.clone());
+        let client = self.http.with_metrics(ctx.requests.clone()).with_stream(&ctx.stream.name);
         let mut url = self.first_url(stream);
         let mut page: u64 = 0;
         // The link exactly as Graph sent it, only on the Graph origin the token belongs to, never in a loop.

@@ -96,6 +96,7 @@ impl OktaAdapter {
             .with_header_adaptation(true);
         let timeouts = Timeouts { total: s.timeout, ..Timeouts::default() };
         let http = HttpConfig::new(s.base_url.as_str())
+            .with_connection(connection)
             .with_auth(Auth::okta_ssws(&s.token))
             .with_header("Accept", "application/json")
             .with_rate(rate)
@@ -143,14 +144,18 @@ impl Adapter for OktaAdapter {
     }
 
     async fn check(&self) -> CheckOutcome {
-        self.http.check(&format!("{USERS_PATH}?limit=1")).await
+        self.check_within(corral_http::CHECK_TIMEOUT).await
+    }
+
+    async fn check_within(&self, limit: std::time::Duration) -> CheckOutcome {
+        self.http.check_within(&format!("{USERS_PATH}?limit=1"), limit).await
     }
 
     async fn fetch(&self, ctx: FetchContext) -> Result<(), FetchError> {
         if ctx.stream.name != USERS {
             return Err(FetchError::UnknownStream(ctx.stream.name));
         }
-        let client = self.http.with_metrics(ctx.requests.clone());
+        let client = self.http.with_metrics(ctx.requests.clone()).with_stream(USERS);
         let conn = &self.connection;
         let resume = ctx.checkpoint.as_ref().and_then(|c| {
             let url = self.resume_url(c);

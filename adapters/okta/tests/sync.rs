@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corral_core::testing::MemoryStore;
 use corral_core::{CheckOutcome, RunStatus};
@@ -134,9 +134,7 @@ async fn rate_limit_headers_pace_the_client_without_429s() {
     let sim = sim_on_second_boundary(SimConfig::new(seed, size).rate_limit(r, w)).await;
     // No fixed quota: only the vendor's headers slow the client down.
     let adapter = adapter(&sim, json!({ "page_size": page, "requests_per_minute": 0 }));
-    let started = Instant::now();
     let (summary, store) = sync(adapter).await;
-    let elapsed = started.elapsed();
     assert_eq!(summary.status, RunStatus::Success, "{:?}", summary.errors);
     assert_eq!(stored_ids(&store).len(), size);
 
@@ -146,14 +144,10 @@ async fn rate_limit_headers_pace_the_client_without_429s() {
     assert_eq!(summary.requests.rate_limited, 0);
     assert!(snap.max_in_window <= u64::from(r), "{snap:?}");
     assert!(summary.requests.limiter_wait_ms > 0, "the client paced itself");
-    let achieved = snap.requests as f64 / elapsed.as_secs_f64();
-    let limit = f64::from(r) / w.as_secs_f64();
-    eprintln!("{} requests in {elapsed:.2?}: {achieved:.2} req/s of {limit:.2}", snap.requests);
-    assert!(
-        achieved >= 0.8 * limit,
-        "achieved {achieved:.2} req/s in {elapsed:?}, limit {limit:.2} req/s ({:.0}%)",
-        100.0 * achieved / limit
-    );
+    // 12 requests at 10 per 5 s window: at least one reset was waited for.
+    let events = sim.counters.events();
+    let (first, last) = (events.first().map(|e| e.arrived), events.last().map(|e| e.arrived));
+    assert!(last.zip(first).is_some_and(|(l, f)| l - f >= w / 2), "the last requests waited for the next window");
 }
 
 /// A 429 (budget spent by someone else) is waited out until X-Rate-Limit-Reset.

@@ -47,10 +47,10 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             let engine = EngineConfig { wait_for_lease: wait || config.engine.wait_for_lease, ..config.engine };
             sync(store, engine, conns, &Output { json, interactive, logs }, &redactor).await
         }
-        Command::Check { connections, json } => {
+        Command::Check { connections, json, timeout } => {
             let config = Config::load(&cli.config, &redactor)?;
             let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
-            check(conns, json, &redactor).await
+            check(conns, json, timeout, &redactor).await
         }
         Command::Runs { limit, rejects, json } => {
             let config = Config::load_or_default(&cli.config, &redactor)?;
@@ -180,16 +180,33 @@ pub async fn sync(
     Ok(exit_code(overall_status(&summaries)))
 }
 
-async fn check(conns: Vec<Connection>, json: bool, redactor: &Redactor) -> Result<u8> {
-    let checks =
-        futures::future::join_all(conns.iter().map(|c| async move { (c.name.clone(), c.adapter.check().await) })).await;
+/// Slack after `--timeout` before a check that ignores its limit is cut.
+const CHECK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Check every connection at once, each within `limit` (the adapters fit
+/// their retries and timeouts into it; one that does not is cut shortly after).
+async fn check(conns: Vec<Connection>, json: bool, limit: std::time::Duration, redactor: &Redactor) -> Result<u8> {
+    let checks = futures::future::join_all(conns.iter().map(|c| async move {
+        let outcome = match tokio::time::timeout(limit + CHECK_GRACE, c.adapter.check_within(limit)).await {
+            Ok(outcome) => outcome,
+            Err(_) => corral_core::CheckOutcome::Unreachable {
+                endpoint: format!("adapter {}", c.adapter.info().name),
+                detail: format!("no answer within {} (--timeout)", humantime::format_duration(limit)),
+            },
+        };
+        (c.name.clone(), outcome)
+    }))
+    .await;
     let mut failed = false;
     let mut rows = Vec::new();
     for (name, outcome) in checks {
         failed |= !outcome.is_ok();
         let text = redactor.redact(&outcome.to_string());
         if json {
-            rows.push(serde_json::json!({ "connection": name, "ok": outcome.is_ok(), "result": text }));
+            let kind = serde_json::to_value(&outcome).ok().and_then(|v| v.get("outcome").cloned());
+            rows.push(
+                serde_json::json!({ "connection": name, "ok": outcome.is_ok(), "outcome": kind, "result": text }),
+            );
         } else {
             println!("{:<24} {}", name, text);
         }

@@ -111,6 +111,10 @@ enum Command {
         connections: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// How long each connection's check may take, retries of transient
+        /// failures included (e.g. 15s, 1m).
+        #[arg(long, default_value = "15s", value_parser = parse_check_timeout)]
+        timeout: std::time::Duration,
     },
     /// List the adapters this build knows, their streams and config fields.
     Adapters {
@@ -167,6 +171,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A `--timeout` value: a humantime duration, at least 100 ms.
+fn parse_check_timeout(v: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(v).map_err(|e| format!("{e} (e.g. 15s, 1m)"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {

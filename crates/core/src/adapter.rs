@@ -187,13 +187,53 @@ impl NormalizedPage {
     }
 }
 
-/// Result of [`Adapter::check`].
+/// Result of [`Adapter::check`]: what failed, named so an operator knows
+/// what to fix. Serialized with an `outcome` tag in snake_case (`ok`,
+/// `auth_error`, `not_found`, `unreachable`, `server_error`,
+/// `rate_limited`, `failed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CheckOutcome {
-    Ok { detail: String },
-    AuthError { endpoint: String, status: Option<u16>, detail: String },
-    Unreachable { endpoint: String, detail: String },
+    Ok {
+        detail: String,
+    },
+    /// Credentials refused: 401/403, or the token endpoint refused the
+    /// client (`invalid_client` and the like).
+    AuthError {
+        endpoint: String,
+        status: Option<u16>,
+        detail: String,
+    },
+    /// Nothing there (404): a wrong base URL or tenant.
+    NotFound {
+        endpoint: String,
+        status: u16,
+        detail: String,
+    },
+    /// No answer: connect, DNS or TLS failure, or a timeout.
+    Unreachable {
+        endpoint: String,
+        detail: String,
+    },
+    /// The vendor kept answering 5xx through the check's retries.
+    ServerError {
+        endpoint: String,
+        status: u16,
+        attempts: u32,
+        detail: String,
+    },
+    /// The vendor's rate limit left no room within the check's time.
+    RateLimited {
+        endpoint: String,
+        detail: String,
+    },
+    /// Any other refusal or unusable answer (a 400 for a bad filter, a
+    /// protocol error, an invalid request).
+    Failed {
+        endpoint: String,
+        status: Option<u16>,
+        detail: String,
+    },
 }
 
 impl CheckOutcome {
@@ -207,12 +247,23 @@ impl fmt::Display for CheckOutcome {
         match self {
             CheckOutcome::Ok { detail } => write!(f, "ok: {detail}"),
             CheckOutcome::AuthError { endpoint, status: Some(s), detail } => {
-                write!(f, "authentication failed at {endpoint} (HTTP {s}): {detail}")
+                write!(f, "credentials refused by {endpoint} (HTTP {s}): {detail}")
             }
             CheckOutcome::AuthError { endpoint, status: None, detail } => {
-                write!(f, "authentication failed at {endpoint}: {detail}")
+                write!(f, "credentials refused by {endpoint}: {detail}")
+            }
+            CheckOutcome::NotFound { endpoint, status, detail } => {
+                write!(f, "not found: {endpoint} answered HTTP {status} (wrong base URL or tenant?): {detail}")
             }
             CheckOutcome::Unreachable { endpoint, detail } => write!(f, "unreachable: {endpoint}: {detail}"),
+            CheckOutcome::ServerError { endpoint, status, attempts, detail } => {
+                write!(f, "server error: {endpoint} answered HTTP {status} after {attempts} attempt(s): {detail}")
+            }
+            CheckOutcome::RateLimited { endpoint, detail } => write!(f, "rate limited: {endpoint}: {detail}"),
+            CheckOutcome::Failed { endpoint, status: Some(s), detail } => {
+                write!(f, "failed: {endpoint} (HTTP {s}): {detail}")
+            }
+            CheckOutcome::Failed { endpoint, status: None, detail } => write!(f, "failed: {endpoint}: {detail}"),
         }
     }
 }
@@ -411,6 +462,15 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// One cheap call that verifies credentials and reachability.
     async fn check(&self) -> CheckOutcome;
+
+    /// [`Adapter::check`] answering within about `limit` (`corral check
+    /// --timeout`): HTTP adapters fit their attempts, retries of transient
+    /// failures and timeouts into it. The default ignores `limit`; the caller
+    /// bounds the call anyway.
+    async fn check_within(&self, limit: std::time::Duration) -> CheckOutcome {
+        let _ = limit;
+        self.check().await
+    }
 
     /// Fetch one stream, sending raw pages to `ctx.sink`. Return `Ok` only
     /// when the stream was fetched completely: stale handling depends on it.

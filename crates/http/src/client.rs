@@ -24,7 +24,12 @@ use crate::ratelimit::Limiter;
 pub struct HttpClient {
     pub(crate) shared: Arc<Shared>,
     pub(crate) metrics: Arc<RequestMetrics>,
+    /// The stream being fetched, for log lines.
+    pub(crate) stream: Option<Arc<str>>,
 }
+
+/// How long [`HttpClient::check`] may take, retries included.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
@@ -36,6 +41,9 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryConfig,
     pub(crate) max_body: usize,
     pub(crate) total_timeout: Duration,
+    pub(crate) slow_warn: Duration,
+    /// The connection's name for log lines ("-" when not configured).
+    pub(crate) connection: String,
 }
 
 impl HttpClient {
@@ -88,15 +96,31 @@ impl HttpClient {
             retry: config.retry,
             max_body: config.max_body_bytes,
             total_timeout: config.timeouts.total,
+            slow_warn: config.timeouts.slow_warn,
+            connection: config.connection.clone().unwrap_or_else(|| "-".to_string()),
         };
-        Ok(HttpClient { shared: Arc::new(shared), metrics })
+        Ok(HttpClient { shared: Arc::new(shared), metrics, stream: None })
     }
 
     /// The same client (pool, limiter, tokens) recording into other metrics:
     /// adapters build their client once and call
     /// `client.with_metrics(ctx.requests.clone())` in each `fetch`.
     pub fn with_metrics(&self, metrics: Arc<RequestMetrics>) -> HttpClient {
-        HttpClient { shared: self.shared.clone(), metrics }
+        HttpClient { shared: self.shared.clone(), metrics, stream: self.stream.clone() }
+    }
+
+    /// The same client naming `stream` in its log lines (a long wait, a slow answer).
+    pub fn with_stream(&self, stream: &str) -> HttpClient {
+        HttpClient { stream: Some(Arc::from(stream)), ..self.clone() }
+    }
+
+    /// The connection and stream for log lines.
+    pub(crate) fn asker<'a>(&'a self, endpoint: &'a str) -> crate::ratelimit::Asker<'a> {
+        crate::ratelimit::Asker {
+            connection: &self.shared.connection,
+            stream: self.stream.as_deref().unwrap_or("-"),
+            endpoint,
+        }
     }
 
     pub fn metrics(&self) -> &Arc<RequestMetrics> {
@@ -142,10 +166,18 @@ impl HttpClient {
         self.post(path_or_url).form(fields)
     }
 
-    /// One cheap GET for [`corral_core::Adapter::check`]: no retries beyond
-    /// a token refresh, failures mapped to auth error or unreachable.
+    /// One cheap GET for [`corral_core::Adapter::check`] within
+    /// [`CHECK_TIMEOUT`]; see [`HttpClient::check_within`].
     pub async fn check(&self, path_or_url: &str) -> CheckOutcome {
-        let result = self.get(path_or_url).retry(RetryConfig::none()).send_bytes().await;
+        self.check_within(path_or_url, CHECK_TIMEOUT).await
+    }
+
+    /// One cheap GET answering within about `limit`: transient failures
+    /// (5xx, timeouts, connect errors, a 429 with a short wait, the same from
+    /// the token endpoint) are retried while time is left, each attempt cut
+    /// at what is left; the failure is named ([`HttpError::to_check_outcome`]).
+    pub async fn check_within(&self, path_or_url: &str, limit: Duration) -> CheckOutcome {
+        let result = self.get(path_or_url).retry(RetryConfig::within(limit)).send_bytes().await;
         match result {
             Ok(r) => CheckOutcome::Ok { detail: format!("{} answered HTTP {}", r.endpoint(), r.status.as_u16()) },
             Err(e) => e.to_check_outcome(),

@@ -28,6 +28,8 @@ pub struct HttpConfig {
     /// Largest response body read into memory; larger answers fail with
     /// [`crate::HttpError::BodyTooLarge`] instead of exhausting memory.
     pub max_body_bytes: usize,
+    /// The connection's name, for log lines (a long wait, a slow answer).
+    pub connection: Option<String>,
 }
 
 impl HttpConfig {
@@ -41,7 +43,13 @@ impl HttpConfig {
             retry: RetryConfig::default(),
             user_agent: concat!("corral/", env!("CARGO_PKG_VERSION")).to_string(),
             max_body_bytes: 256 * 1024 * 1024,
+            connection: None,
         }
+    }
+    /// Name log lines after this connection.
+    pub fn with_connection(mut self, name: impl Into<String>) -> Self {
+        self.connection = Some(name.into());
+        self
     }
     pub fn with_auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
@@ -73,18 +81,32 @@ impl HttpConfig {
     }
 }
 
-/// Connect, per-read and whole-request timeouts (the last one covers reading
-/// the body too).
+/// Connect, per-read and per-attempt timeouts, and when a slow answer is
+/// reported.
+///
+/// `total` bounds one attempt (connect, send, read the whole body); an
+/// attempt never runs past the request's remaining retry budget
+/// ([`RetryConfig::total_budget`]) either. A hung vendor is cut after `read`
+/// without a byte, and the request retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
     pub total: Duration,
+    /// A request still waiting for its answer after this long is logged as
+    /// a warning (connection, stream, endpoint, how long so far), and again
+    /// every `slow_warn` while it waits. Zero: never.
+    pub slow_warn: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(60), total: Duration::from_secs(300) }
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(60),
+            total: Duration::from_secs(300),
+            slow_warn: Duration::from_secs(30),
+        }
     }
 }
 
@@ -103,11 +125,21 @@ pub struct RateConfig {
     /// Window assumed when a vendor reports limit/remaining without a reset
     /// time (CrowdStrike: per minute).
     pub default_window: Duration,
+    /// A wait for the vendor's budget at least this long is logged as a
+    /// warning (at most every 30 s per connection), naming the connection,
+    /// the endpoint and the wait. Default 5 s.
+    pub warn_wait: Duration,
 }
 
 impl Default for RateConfig {
     fn default() -> Self {
-        RateConfig { quota: None, max_in_flight: 16, adapt_to_headers: true, default_window: Duration::from_secs(60) }
+        RateConfig {
+            quota: None,
+            max_in_flight: 16,
+            adapt_to_headers: true,
+            default_window: Duration::from_secs(60),
+            warn_wait: Duration::from_secs(5),
+        }
     }
 }
 
@@ -181,8 +213,20 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
-    /// One attempt, no retries (useful in `check`).
+    /// One attempt, no retries.
     pub fn none() -> Self {
         RetryConfig { max_attempts: 1, max_rate_limited: 0, ..Self::default() }
+    }
+
+    /// For `check`: transient failures (5xx, timeouts, connect errors, 429
+    /// with a wait) retried quickly, everything within `limit`.
+    pub fn within(limit: Duration) -> Self {
+        RetryConfig {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+            max_rate_limited: 3,
+            total_budget: limit,
+        }
     }
 }

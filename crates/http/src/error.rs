@@ -8,40 +8,45 @@ use corral_core::{CheckOutcome, FetchError};
 use reqwest::Url;
 
 /// Why a request failed, after retries.
+///
+/// `Display` names the endpoint once; [`HttpError::what`] is the same text
+/// without it, for messages that name the endpoint themselves
+/// ([`FetchError`], [`CheckOutcome`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HttpError {
     /// Credentials were refused (401/403 from the API, or the OAuth2 token
-    /// endpoint refused the client). `endpoint` is the URL that refused.
-    #[error("authentication failed at {endpoint}{}: {detail}", status_suffix(*status))]
+    /// endpoint refused the client: `invalid_client`, `unauthorized_client`,
+    /// `invalid_grant`, `invalid_scope`). `endpoint` is the URL that refused.
+    #[error("authentication failed at {endpoint}: {}", self.what())]
     Auth { endpoint: String, status: Option<u16>, detail: String },
+    /// Nothing there (404/410; or a token endpoint saying the tenant does not
+    /// exist): a wrong base URL, path or tenant.
+    #[error("{endpoint} {}", self.what())]
+    NotFound { endpoint: String, status: u16, detail: String },
     /// The vendor answered with a status that is not success, after retries
     /// where the status is transient.
-    #[error("{endpoint} answered HTTP {status} after {attempts} attempt(s): {detail}")]
+    #[error("{endpoint} {}", self.what())]
     Status { endpoint: String, status: u16, attempts: u32, detail: String },
     /// The vendor kept saying "slow down" past the retry budget, or asked for
     /// a longer wait than the budget allows.
-    #[error("rate limited by {endpoint} (HTTP {status}) after {attempts} attempt(s){}", wait_suffix(*wait))]
+    #[error("{endpoint}: {}", self.what())]
     RateLimited { endpoint: String, status: u16, attempts: u32, wait: Option<Duration> },
     /// The vendor's rate-limit headers (or a pause after a 429) allow the next
     /// request only after `wait`, later than the retry budget allows.
-    #[error("rate limited by {endpoint}: its rate-limit headers allow the next request only in {:.1}s, beyond the retry budget", wait.as_secs_f64())]
+    #[error("rate limited by {endpoint}: {}", self.what())]
     Throttled { endpoint: String, wait: Duration },
     /// No (complete) answer: connect failure, timeout, connection reset, truncated body.
-    #[error("request to {endpoint} failed after {attempts} attempt(s): {kind}: {detail}")]
+    #[error("request to {endpoint} failed: {}", self.what())]
     Transport { endpoint: String, kind: TransportKind, attempts: u32, detail: String },
     /// The vendor's answer breaks the protocol (a next link off the vendor's
-    /// origin, paging in a loop).
+    /// origin, paging in a loop, a token endpoint's 200 without a token).
     #[error("{endpoint}: {detail}")]
     Protocol { endpoint: String, detail: String },
-    #[error("response from {endpoint} is larger than the {limit}-byte limit")]
+    #[error("{endpoint}: {}", self.what())]
     BodyTooLarge { endpoint: String, limit: usize },
     /// The request could not be built (bad base URL, invalid header).
     #[error("invalid request configuration: {0}")]
     Config(String),
-}
-
-fn status_suffix(status: Option<u16>) -> String {
-    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
 }
 
 fn wait_suffix(wait: Option<Duration>) -> String {
@@ -74,7 +79,9 @@ impl HttpError {
     pub fn status(&self) -> Option<u16> {
         match self {
             HttpError::Auth { status, .. } => *status,
-            HttpError::Status { status, .. } | HttpError::RateLimited { status, .. } => Some(*status),
+            HttpError::Status { status, .. }
+            | HttpError::NotFound { status, .. }
+            | HttpError::RateLimited { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -83,6 +90,7 @@ impl HttpError {
     pub fn endpoint(&self) -> Option<&str> {
         match self {
             HttpError::Auth { endpoint, .. }
+            | HttpError::NotFound { endpoint, .. }
             | HttpError::Status { endpoint, .. }
             | HttpError::RateLimited { endpoint, .. }
             | HttpError::Throttled { endpoint, .. }
@@ -93,9 +101,35 @@ impl HttpError {
         }
     }
 
-    /// Map a failed `check` request to the outcome operators see: refused
-    /// credentials are an auth error naming endpoint and status; everything
-    /// else (connect failures, timeouts, wrong base URL) is "unreachable".
+    /// What went wrong, without the endpoint (which `Display` adds once).
+    pub fn what(&self) -> String {
+        match self {
+            HttpError::Auth { status: Some(s), detail, .. } => format!("HTTP {s}: {detail}"),
+            HttpError::Auth { status: None, detail, .. } => detail.clone(),
+            HttpError::NotFound { status, detail, .. } => format!("answered HTTP {status} (not found): {detail}"),
+            HttpError::Status { status, attempts, detail, .. } => {
+                format!("answered HTTP {status} after {attempts} attempt(s): {detail}")
+            }
+            HttpError::RateLimited { status, attempts, wait, .. } => {
+                format!("rate limited (HTTP {status}) after {attempts} attempt(s){}", wait_suffix(*wait))
+            }
+            HttpError::Throttled { wait, .. } => format!(
+                "its rate-limit headers allow the next request only in {:.1}s, beyond the retry budget",
+                wait.as_secs_f64()
+            ),
+            HttpError::Transport { kind, attempts, detail, .. } => {
+                format!("{kind} after {attempts} attempt(s): {detail}")
+            }
+            HttpError::Protocol { detail, .. } => detail.clone(),
+            HttpError::BodyTooLarge { limit, .. } => format!("the response is larger than the {limit}-byte limit"),
+            HttpError::Config(msg) => format!("invalid request configuration: {msg}"),
+        }
+    }
+
+    /// Map a failed `check` request to what operators need to know: refused
+    /// credentials, nothing there (wrong base URL or tenant), no answer
+    /// (connect, DNS, TLS, timeout), a server error or rate limiting that
+    /// outlasted the check's retries, or another refusal.
     pub fn to_check_outcome(&self) -> CheckOutcome {
         let endpoint = self.endpoint().unwrap_or("(no endpoint)").to_string();
         match self {
@@ -105,7 +139,22 @@ impl HttpError {
             HttpError::Status { status: s @ (401 | 403), detail, .. } => {
                 CheckOutcome::AuthError { endpoint, status: Some(*s), detail: detail.clone() }
             }
-            other => CheckOutcome::Unreachable { endpoint, detail: other.to_string() },
+            HttpError::NotFound { status, detail, .. } => {
+                CheckOutcome::NotFound { endpoint, status: *status, detail: detail.clone() }
+            }
+            HttpError::Status { status: 429, .. } | HttpError::RateLimited { .. } | HttpError::Throttled { .. } => {
+                CheckOutcome::RateLimited { endpoint, detail: self.what() }
+            }
+            HttpError::Status { status: s @ 500..=599, attempts, detail, .. } => {
+                CheckOutcome::ServerError { endpoint, status: *s, attempts: *attempts, detail: detail.clone() }
+            }
+            HttpError::Transport { .. } => CheckOutcome::Unreachable { endpoint, detail: self.what() },
+            HttpError::Status { status, detail, .. } => {
+                CheckOutcome::Failed { endpoint, status: Some(*status), detail: detail.clone() }
+            }
+            HttpError::Protocol { .. } | HttpError::BodyTooLarge { .. } | HttpError::Config(_) => {
+                CheckOutcome::Failed { endpoint, status: None, detail: self.what() }
+            }
         }
     }
 }
@@ -121,7 +170,7 @@ impl From<HttpError> for FetchError {
             HttpError::Protocol { endpoint, detail } => FetchError::Protocol { endpoint, detail },
             other => {
                 let endpoint = other.endpoint().unwrap_or_default().to_string();
-                FetchError::Http { endpoint, detail: other.to_string() }
+                FetchError::Http { endpoint, detail: other.what() }
             }
         }
     }
@@ -220,8 +269,83 @@ mod tests {
         assert_eq!(r, "https://api.example.com:8443/v1/x?limit=5&api_key=***&access_token=***");
     }
 
+    const URL: &str = "https://api.example.com/devices/v1?limit=5";
+
+    fn every_error() -> Vec<HttpError> {
+        let endpoint = || URL.to_string();
+        vec![
+            HttpError::Auth { endpoint: endpoint(), status: Some(401), detail: "invalid_client".into() },
+            HttpError::Auth { endpoint: endpoint(), status: None, detail: "no token".into() },
+            HttpError::NotFound { endpoint: endpoint(), status: 404, detail: "Not Found".into() },
+            HttpError::Status { endpoint: endpoint(), status: 503, attempts: 4, detail: "try later".into() },
+            HttpError::Status { endpoint: endpoint(), status: 400, attempts: 1, detail: "bad filter".into() },
+            HttpError::RateLimited {
+                endpoint: endpoint(),
+                status: 429,
+                attempts: 3,
+                wait: Some(Duration::from_secs(7)),
+            },
+            HttpError::Throttled { endpoint: endpoint(), wait: Duration::from_secs(1000) },
+            HttpError::Transport {
+                endpoint: endpoint(),
+                kind: TransportKind::Timeout,
+                attempts: 2,
+                detail: "operation timed out".into(),
+            },
+            HttpError::Protocol { endpoint: endpoint(), detail: "next link off the origin".into() },
+            HttpError::BodyTooLarge { endpoint: endpoint(), limit: 10 },
+        ]
+    }
+
+    /// Issue 9, item 9: each message names the URL once (the fetch error's
+    /// detail used to be the whole `HttpError` text, URL included).
     #[test]
-    fn check_outcome_maps_auth_and_unreachable() {
+    fn every_message_names_the_endpoint_once() {
+        for e in every_error() {
+            let direct = e.to_string();
+            let check = e.to_check_outcome().to_string();
+            let fetch = FetchError::from(e.clone()).to_string();
+            for text in [&direct, &check, &fetch] {
+                assert_eq!(text.matches("api.example.com").count(), 1, "{e:?} renders as {text:?}");
+            }
+        }
+        let e = HttpError::Status { endpoint: URL.into(), status: 503, attempts: 4, detail: "try later".into() };
+        assert_eq!(
+            FetchError::from(e).to_string(),
+            format!("request to {URL} failed: answered HTTP 503 after 4 attempt(s): try later")
+        );
+    }
+
+    /// Issue 9, item 6: `check` names what failed.
+    #[test]
+    fn check_outcome_names_what_failed() {
+        let kinds: Vec<&str> = every_error()
+            .iter()
+            .map(|e| match e.to_check_outcome() {
+                CheckOutcome::Ok { .. } => "ok",
+                CheckOutcome::AuthError { .. } => "credentials",
+                CheckOutcome::NotFound { .. } => "not found",
+                CheckOutcome::Unreachable { .. } => "unreachable",
+                CheckOutcome::ServerError { .. } => "server error",
+                CheckOutcome::RateLimited { .. } => "rate limited",
+                CheckOutcome::Failed { .. } => "failed",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "credentials",
+                "credentials",
+                "not found",
+                "server error",
+                "failed",
+                "rate limited",
+                "rate limited",
+                "unreachable",
+                "failed",
+                "failed"
+            ]
+        );
         let e = HttpError::Status { endpoint: "https://h/p".into(), status: 403, attempts: 1, detail: "no".into() };
         assert!(matches!(e.to_check_outcome(), CheckOutcome::AuthError { status: Some(403), .. }));
         let e = HttpError::Transport {

@@ -65,7 +65,7 @@ mod sliding;
 
 pub use auth::{Auth, OAuth2Config};
 pub use batch::{ChunkBody, ExportJob, ExportOptions, ExportReport, ExportState, ExportStatus, in_batches, run_export};
-pub use client::{HttpClient, RequestBuilder, Response};
+pub use client::{CHECK_TIMEOUT, HttpClient, RequestBuilder, Response};
 pub use config::{HttpConfig, RateConfig, RetryConfig, Timeouts};
 pub use error::{HttpError, TransportKind, check_outcome, redact_url};
 pub use follow::NextLinks;
@@ -75,7 +75,7 @@ pub use paginate::{
     parse_link_header, total_count,
 };
 pub use ratelimit::VendorRate;
-pub use retry::{Class, MAX_WAIT, backoff, classify, parse_retry_after, wait_from_headers};
+pub use retry::{Class, MAX_PLAUSIBLE_WAIT, MAX_WAIT, backoff, classify, parse_retry_after, wait_from_headers};
 
 /// Re-exports adapters need without naming reqwest, governor or secrecy versions.
 pub use governor::Quota;

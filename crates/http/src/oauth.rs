@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::auth::{OAuth2Config, base64, scrub_all, sensitive};
 use crate::config::RetryConfig;
 use crate::error::{HttpError, TransportKind, describe_reqwest, redact_url, snippet};
+use crate::ratelimit::Asker;
 use crate::retry::{Class, backoff, classify};
 
 /// Largest token endpoint answer read; a bigger one is an error, not a token.
@@ -77,42 +78,63 @@ impl TokenSource {
     }
 
     /// A valid token, fetching one if none is cached or it is due for refresh.
+    /// Waiting for another request's refresh and the token requests
+    /// themselves end by `deadline` (the asking request's retry budget).
     pub(crate) async fn token(
         &self,
         http: &reqwest::Client,
         retry: &RetryConfig,
         m: &RequestMetrics,
+        deadline: Option<Instant>,
+        asker: Asker<'_>,
     ) -> Result<Arc<CachedToken>, HttpError> {
         let (cached, failures) = self.cached();
         if let Some(t) = cached.filter(|t| t.refresh_at > Instant::now()) {
             return Ok(t);
         }
-        let _guard = self.refresh.lock().await;
+        let _guard = self.lock_refresh(deadline).await?;
         let (cached, now_failures) = self.cached();
         if let Some(t) = cached.filter(|t| t.refresh_at > Instant::now()) {
             return Ok(t);
         }
-        self.refresh_locked(http, retry, m, failures, now_failures).await
+        self.refresh_locked(http, retry, m, failures, now_failures, deadline, asker).await
     }
 
     /// The API refused token `rejected`: get a new one, unless another
     /// request already did.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn refresh_after_reject(
         &self,
         rejected: u64,
         http: &reqwest::Client,
         retry: &RetryConfig,
         m: &RequestMetrics,
+        deadline: Option<Instant>,
+        asker: Asker<'_>,
     ) -> Result<Arc<CachedToken>, HttpError> {
         let (_, failures) = self.cached();
-        let _guard = self.refresh.lock().await;
+        let _guard = self.lock_refresh(deadline).await?;
         let (cached, now_failures) = self.cached();
         if let Some(t) = cached.filter(|t| t.generation != rejected && t.refresh_at > Instant::now()) {
             return Ok(t);
         }
-        self.refresh_locked(http, retry, m, failures, now_failures).await
+        self.refresh_locked(http, retry, m, failures, now_failures, deadline, asker).await
     }
 
+    /// The single-flight refresh lock, waited for at most until `deadline`.
+    async fn lock_refresh(&self, deadline: Option<Instant>) -> Result<tokio::sync::MutexGuard<'_, ()>, HttpError> {
+        let Some(d) = deadline else { return Ok(self.refresh.lock().await) };
+        tokio::time::timeout_at(tokio::time::Instant::from_std(d), self.refresh.lock()).await.map_err(|_| {
+            HttpError::Transport {
+                endpoint: redact_url(&self.url),
+                kind: TransportKind::Timeout,
+                attempts: 0,
+                detail: "another request's token refresh outlasted this request's retry budget".into(),
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn refresh_locked(
         &self,
         http: &reqwest::Client,
@@ -120,6 +142,8 @@ impl TokenSource {
         m: &RequestMetrics,
         seen_failures: u64,
         now_failures: u64,
+        deadline: Option<Instant>,
+        asker: Asker<'_>,
     ) -> Result<Arc<CachedToken>, HttpError> {
         // A refresh failed while we waited: share its error instead of hammering the endpoint.
         if now_failures != seen_failures
@@ -128,7 +152,7 @@ impl TokenSource {
         {
             return Err(e.clone());
         }
-        match self.fetch(http, retry, m).await {
+        match self.fetch(http, retry, m, deadline, asker).await {
             Ok((secret, expires_in)) => {
                 let header = sensitive(&format!("Bearer {}", secret.expose_secret()))?;
                 let mut s = self.state.lock().map_err(|_| HttpError::Config("token cache poisoned".into()))?;
@@ -160,6 +184,8 @@ impl TokenSource {
         http: &reqwest::Client,
         retry: &RetryConfig,
         m: &RequestMetrics,
+        deadline: Option<Instant>,
+        asker: Asker<'_>,
     ) -> Result<(SecretString, Duration), HttpError> {
         let endpoint = redact_url(&self.url);
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
@@ -174,7 +200,13 @@ impl TokenSource {
             form.push((k, v));
         }
         let started = Instant::now();
-        let mut attempt = 0;
+        // The token requests end when the asking request's budget does.
+        let deadline = match (deadline, started.checked_add(retry.total_budget)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (mut attempt, mut slowdowns) = (0u32, 0u32);
+        let mut last_failure: Option<HttpError> = None;
         loop {
             attempt += 1;
             if let Some(q) = &self.quota {
@@ -184,14 +216,26 @@ impl TokenSource {
                     m.record_limiter_wait(waited.elapsed());
                 }
             }
-            let mut req =
-                http.post(self.url.clone()).header("Accept", "application/json").form(&form).timeout(self.timeout);
+            let left = deadline.map_or(self.timeout, |d| d.saturating_duration_since(Instant::now()));
+            let timeout = self.timeout.min(left);
+            if timeout.is_zero() {
+                return Err(last_failure.unwrap_or_else(|| HttpError::Transport {
+                    endpoint: endpoint.clone(),
+                    kind: TransportKind::Timeout,
+                    attempts: attempt - 1,
+                    detail: "the retry budget was spent before the token request could be sent".into(),
+                }));
+            }
+            let mut req = http.post(self.url.clone()).header("Accept", "application/json").form(&form).timeout(timeout);
             if self.cfg.basic_client_auth {
                 let raw = format!("{}:{}", self.cfg.client_id, self.cfg.client_secret.expose_secret());
                 req = req.header(AUTHORIZATION, sensitive(&format!("Basic {}", base64(raw.as_bytes())))?);
             }
-            let answer = tokio::time::timeout(self.timeout, read_token_answer(req)).await.unwrap_or_else(|_| {
-                Err(TokenFailure::Transport(TransportKind::Timeout, "the token request timed out".into()))
+            let answer = tokio::time::timeout(timeout, read_token_answer(req)).await.unwrap_or_else(|_| {
+                Err(TokenFailure::Transport(
+                    TransportKind::Timeout,
+                    format!("the token request got no complete answer within {:.1}s", timeout.as_secs_f64()),
+                ))
             });
             let (class, failure) = match answer {
                 Ok((status, headers, body)) => {
@@ -200,18 +244,21 @@ impl TokenSource {
                         let parsed = crate::off_runtime(move || serde_json::from_slice::<TokenResponse>(&body))
                             .await
                             .ok_or_else(|| HttpError::Config("the token response decoder failed".into()))?;
-                        let parsed = parsed.map_err(|e| HttpError::Auth {
+                        // An answer that is not a token is the endpoint's fault, not the credentials'.
+                        let parsed = parsed.map_err(|e| HttpError::Protocol {
                             endpoint: endpoint.clone(),
-                            status: Some(status),
-                            detail: format!("token response is not the expected JSON ({})", e.classify_name()),
+                            detail: format!(
+                                "HTTP {status} but the token response is not the expected JSON ({})",
+                                e.classify_name()
+                            ),
                         })?;
                         return Ok((SecretString::from(parsed.access_token), expires_in(parsed.expires_in.as_ref())));
                     }
                     let class = classify(status, &headers, false, SystemTime::now());
                     // Scrubbed before it is cut short: a secret cut in two would survive.
                     let secrets = self.secret_forms();
-                    let detail = crate::off_runtime(move || error_detail(&body, &secrets)).await.unwrap_or_default();
-                    (class, HttpError::Auth { endpoint: endpoint.clone(), status: Some(status), detail })
+                    let refusal = crate::off_runtime(move || refusal(&body, &secrets)).await.unwrap_or_default();
+                    (class, self.token_error(&endpoint, status, attempt, &class, refusal))
                 }
                 Err(TokenFailure::TooLarge(status)) => {
                     m.record_status(status);
@@ -219,6 +266,11 @@ impl TokenSource {
                 }
                 Err(TokenFailure::Transport(kind, detail)) => {
                     m.record_transport_error();
+                    let detail = if kind == TransportKind::Timeout && !detail.contains("within") {
+                        format!("no complete answer within {:.1}s ({detail})", timeout.as_secs_f64())
+                    } else {
+                        detail
+                    };
                     (
                         Class::Retry(None),
                         HttpError::Transport {
@@ -231,16 +283,58 @@ impl TokenSource {
                 }
             };
             let wait = match class {
-                Class::Retry(hint) | Class::RateLimited(hint) if attempt < retry.max_attempts.max(1) => {
-                    hint.unwrap_or_else(|| backoff(retry, attempt))
+                Class::Retry(hint) if attempt < retry.max_attempts.max(1) => {
+                    backoff(retry, attempt).max(hint.unwrap_or_default())
+                }
+                Class::RateLimited(hint) if slowdowns < retry.max_rate_limited => {
+                    slowdowns += 1;
+                    if failure.status() != Some(429) {
+                        m.record_rate_limited();
+                    }
+                    hint.unwrap_or_else(|| backoff(retry, slowdowns))
                 }
                 _ => return Err(failure),
             };
-            if started.elapsed().saturating_add(wait) > retry.total_budget {
+            if deadline.is_some_and(|d| Instant::now().checked_add(wait).is_none_or(|at| at > d)) {
                 return Err(failure);
             }
+            tracing::warn!(
+                connection = asker.connection,
+                endpoint = %endpoint,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                error = %failure.what(),
+                "token request failed; retrying"
+            );
             m.record_retry(wait);
+            last_failure = Some(failure);
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// What a token endpoint's refusal means: refused credentials (401/403;
+    /// 400 with `invalid_client`, `unauthorized_client`, `invalid_grant`,
+    /// `invalid_scope`, `access_denied`), an unknown tenant or a wrong URL
+    /// (404; Microsoft's 400 `invalid_request` saying the tenant is not
+    /// found), rate limiting, a server error (5xx, retried first), or another
+    /// refusal of the request.
+    fn token_error(&self, endpoint: &str, status: u16, attempts: u32, class: &Class, r: Refusal) -> HttpError {
+        let endpoint = endpoint.to_string();
+        let detail = r.detail.clone();
+        let code = r.error.as_deref().unwrap_or_default();
+        let describes = |words: &[&str]| {
+            let text = r.detail.to_ascii_lowercase();
+            words.iter().all(|w| text.contains(w))
+        };
+        match (status, class) {
+            (_, Class::RateLimited(wait)) => HttpError::RateLimited { endpoint, status, attempts, wait: *wait },
+            (401 | 403, _) => HttpError::Auth { endpoint, status: Some(status), detail },
+            (400, _) if CREDENTIAL_ERRORS.contains(&code) => HttpError::Auth { endpoint, status: Some(status), detail },
+            (400, _) if code == "invalid_request" && describes(&["tenant", "not found"]) => {
+                HttpError::NotFound { endpoint, status, detail }
+            }
+            (404 | 410, _) => HttpError::NotFound { endpoint, status, detail },
+            _ => HttpError::Status { endpoint, status, attempts, detail },
         }
     }
 
@@ -309,9 +403,22 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
+/// OAuth2 `error` codes that mean the client's credentials (or what they
+/// may ask for) were refused (RFC 6749 section 5.2).
+const CREDENTIAL_ERRORS: &[&str] =
+    &["invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope", "access_denied"];
+
+/// A token endpoint's refusal: its OAuth2 `error` code, if any, and a detail
+/// (`error: description`, or a short snippet of the body), scrubbed.
+#[derive(Debug, Default, PartialEq)]
+struct Refusal {
+    error: Option<String>,
+    detail: String,
+}
+
 /// The OAuth2 error fields of a token endpoint's answer, or a short snippet,
 /// scrubbed of `secrets` (before any of it is cut short).
-fn error_detail(body: &[u8], secrets: &[String]) -> String {
+fn refusal(body: &[u8], secrets: &[String]) -> Refusal {
     #[derive(Deserialize)]
     struct OAuthError {
         error: Option<String>,
@@ -320,10 +427,10 @@ fn error_detail(body: &[u8], secrets: &[String]) -> String {
     let scrub = |text: &str| scrub_all(text, secrets);
     match serde_json::from_slice::<OAuthError>(body) {
         Ok(OAuthError { error: Some(e), error_description: Some(d) }) => {
-            format!("{}: {}", scrub(&e), snippet(scrub(&d).as_bytes(), 300))
+            Refusal { detail: format!("{}: {}", scrub(&e), snippet(scrub(&d).as_bytes(), 300)), error: Some(e) }
         }
-        Ok(OAuthError { error: Some(e), .. }) => scrub(&e),
-        _ => snippet(scrub(&String::from_utf8_lossy(body)).as_bytes(), 300),
+        Ok(OAuthError { error: Some(e), .. }) => Refusal { detail: scrub(&e), error: Some(e) },
+        _ => Refusal { error: None, detail: snippet(scrub(&String::from_utf8_lossy(body)).as_bytes(), 300) },
     }
 }
 
@@ -372,15 +479,16 @@ mod tests {
     fn token_error_detail_is_scrubbed() {
         let secrets = ["hunter2-secret".to_string()];
         let body = br#"{"error":"invalid_client","error_description":"bad secret hunter2-secret"}"#;
-        assert_eq!(error_detail(body, &secrets), "invalid_client: bad secret ***");
+        assert_eq!(refusal(body, &secrets).detail, "invalid_client: bad secret ***");
         // The form-encoded echo of the request, past the 300 characters kept:
         // scrubbed before it is cut, so no start of the secret survives.
         let secrets = ["hunter2~secret-with-a-tail".to_string()];
         let echo = format!("{}client_secret=hunter2%7Esecret-with-a-tail", "x".repeat(280));
-        let d = error_detail(echo.as_bytes(), &secrets);
+        let d = refusal(echo.as_bytes(), &secrets).detail;
         assert!(!d.contains("hunter2") && !d.contains("%7E"), "{d}");
         let body = serde_json::json!({ "error": "invalid_request", "error_description": echo }).to_string();
-        let d = error_detail(body.as_bytes(), &secrets);
-        assert!(d.starts_with("invalid_request: xxx") && !d.contains("hunter2"), "{d}");
+        let r = refusal(body.as_bytes(), &secrets);
+        assert!(r.detail.starts_with("invalid_request: xxx") && !r.detail.contains("hunter2"), "{r:?}");
+        assert_eq!(r.error.as_deref(), Some("invalid_request"));
     }
 }

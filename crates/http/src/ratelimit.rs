@@ -12,6 +12,7 @@
 //! the request at once instead of sleeping through it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use corral_core::metrics::RequestMetrics;
@@ -20,7 +21,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::config::RateConfig;
-use crate::retry::{MAX_WAIT, seconds, until_epoch};
+use crate::retry::{MAX_WAIT, When, parse_when};
 use crate::sliding::Sliding;
 
 /// What a vendor's rate-limit headers said about its budget.
@@ -34,57 +35,139 @@ pub struct VendorRate {
     pub reset_in: Option<Duration>,
 }
 
-/// Header families: generic/ServiceNow/CrowdStrike (`X-RateLimit-*`; header
-/// names are case-insensitive, so CrowdStrike's `X-Ratelimit-*` is the same),
-/// Okta (`X-Rate-Limit-*`) and the IETF draft (`RateLimit-*`).
+/// Header families: generic/ServiceNow/CrowdStrike/GitHub/Discord/Atlassian
+/// (`X-RateLimit-*`; header names are case-insensitive, so CrowdStrike's
+/// `X-Ratelimit-*` is the same), Okta/Twitter (`X-Rate-Limit-*`) and the
+/// IETF draft's separate fields (`RateLimit-Limit`, `-Remaining`, `-Reset`).
 const PREFIXES: &[&str] = &["x-ratelimit-", "x-rate-limit-", "ratelimit-"];
 
+/// What [`read_rate`] found: the budget, and a header it ignored because its
+/// value made no sense (name and the start of the value, for one log line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RateRead {
+    pub(crate) rate: Option<VendorRate>,
+    pub(crate) ignored: Option<(String, String)>,
+}
+
 impl VendorRate {
-    /// Read the rate-limit headers, if any. Reset values are read as an
-    /// epoch instant (seconds or milliseconds) or a delay in seconds,
-    /// decided by magnitude. Never panics, whatever the values.
+    /// Read the rate-limit headers, if any. Reset times are read in every
+    /// form vendors use (see [`crate::parse_retry_after`]: delay seconds,
+    /// epoch seconds or milliseconds, HTTP date, RFC 3339), from
+    /// `X-RateLimit-Reset-After` (a delay, preferred: immune to clock skew) or
+    /// `*-Reset`, and from the IETF draft's structured `RateLimit` /
+    /// `RateLimit-Policy` fields. Absolute times are measured against the
+    /// response's `Date` when it has one. A reset that makes no sense (not a
+    /// time, more than [`crate::MAX_PLAUSIBLE_WAIT`] away) is left out, as if
+    /// the vendor had not sent it. Never panics, whatever the values.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<VendorRate> {
-        for prefix in PREFIXES {
-            let get = |suffix: &str| {
-                headers.get(format!("{prefix}{suffix}")).and_then(|v| v.to_str().ok()).and_then(leading_number)
-            };
-            // `as` saturates: a limit of 1e30 is u64::MAX, not a panic.
-            let limit = get("limit").map(|n| n as u64);
-            let remaining = get("remaining").map(|n| n as u64);
-            let reset = get("reset");
-            if limit.is_none() && remaining.is_none() && reset.is_none() {
-                continue;
-            }
-            let reset_in = reset.map(|n| reset_delay(n, headers, now));
-            return Some(VendorRate { limit, remaining, reset_in });
-        }
-        None
+        read_rate(headers, now).rate
     }
 }
 
-/// `600`, `100, 100;w=60` (IETF draft), `1.5`: the first number, if non-negative.
-fn leading_number(v: &str) -> Option<f64> {
-    let v = v.trim_start();
-    let end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
-    let n: f64 = v[..end].parse().ok()?;
-    (!n.is_nan() && n >= 0.0).then_some(n)
-}
-
-fn reset_delay(n: f64, headers: &HeaderMap, now: SystemTime) -> Duration {
-    let epoch_secs = if n >= 1e12 {
-        n / 1000.0
-    } else if n >= 1e9 {
-        n
-    } else {
-        return seconds(n);
-    };
+/// [`VendorRate::from_headers`], also naming a header it ignored.
+pub(crate) fn read_rate(headers: &HeaderMap, now: SystemTime) -> RateRead {
     // Measure against the server's own clock when it tells us the time.
     let server_now = headers
         .get(reqwest::header::DATE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .unwrap_or(now);
-    until_epoch(epoch_secs, server_now)
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut ignored = None;
+    let mut reset_of = |name: &str, value: &str| match parse_when(value, server_now) {
+        When::In(d) => Some(d),
+        When::Nonsense => {
+            ignored.get_or_insert_with(|| (name.to_string(), value.chars().take(64).collect()));
+            None
+        }
+    };
+    if let Some(v) = text("ratelimit")
+        && let Some(f) = structured(v, text("ratelimit-policy"))
+    {
+        let reset_in = f.reset.and_then(|r| reset_of("RateLimit", r));
+        if f.limit.is_some() || f.remaining.is_some() || reset_in.is_some() {
+            return RateRead { rate: Some(VendorRate { limit: f.limit, remaining: f.remaining, reset_in }), ignored };
+        }
+    }
+    for prefix in PREFIXES {
+        let name = |suffix: &str| format!("{prefix}{suffix}");
+        let limit = text(&name("limit")).and_then(count);
+        let remaining = text(&name("remaining")).and_then(count);
+        let after = text(&name("reset-after")).and_then(|v| reset_of(&name("reset-after"), v));
+        let reset_in = after.or_else(|| text(&name("reset")).and_then(|v| reset_of(&name("reset"), v)));
+        if limit.is_none() && remaining.is_none() && reset_in.is_none() {
+            continue;
+        }
+        return RateRead { rate: Some(VendorRate { limit, remaining, reset_in }), ignored };
+    }
+    RateRead { rate: None, ignored }
+}
+
+/// `600`, `100, 100;w=60` (IETF draft 3: the first number is the limit),
+/// `1.5`: a non-negative number standing alone or before a `,` or `;`.
+/// Saturates (a limit of 1e30 is `u64::MAX`, never a panic).
+fn count(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let head = v.split([',', ';']).next().unwrap_or_default().trim();
+    if head.is_empty() || !head.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let n: f64 = head.parse().ok()?;
+    // `as` saturates.
+    (!n.is_nan() && n >= 0.0).then_some(n as u64)
+}
+
+/// The IETF draft's combined fields.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Structured<'a> {
+    limit: Option<u64>,
+    remaining: Option<u64>,
+    reset: Option<&'a str>,
+}
+
+/// `RateLimit` in either shape the drafts used:
+/// - a dictionary (drafts 5-6): `limit=100, remaining=50, reset=30`;
+/// - a list of policies (draft 7 on): `"default";r=50;t=30` with the quota
+///   in `RateLimit-Policy: "default";q=100;w=60`. With several policies,
+///   the one with the least remaining counts.
+fn structured<'a>(ratelimit: &'a str, policy: Option<&'a str>) -> Option<Structured<'a>> {
+    let params = |member: &'a str| {
+        member.split(';').map(str::trim).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim()))
+    };
+    let mut dict = Structured::default();
+    let mut best: Option<(&str, u64, Option<&str>)> = None;
+    for member in ratelimit.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let name = member.split(';').next().unwrap_or_default().trim();
+        if let Some((k, v)) = name.split_once('=') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "limit" => dict.limit = count(v),
+                "remaining" => dict.remaining = count(v),
+                "reset" => dict.reset = Some(v.trim()),
+                _ => {}
+            }
+            continue;
+        }
+        let r = params(member).find(|(k, _)| *k == "r").and_then(|(_, v)| count(v));
+        let t = params(member).find(|(k, _)| *k == "t").map(|(_, v)| v);
+        if let Some(r) = r
+            && best.is_none_or(|(_, b, _)| r < b)
+        {
+            best = Some((name.trim_matches('"'), r, t));
+        }
+    }
+    if dict != Structured::default() {
+        return Some(dict);
+    }
+    let (name, remaining, reset) = best?;
+    let limit = policy.and_then(|p| {
+        let quota = |m: &'a str| params(m).find(|(k, _)| *k == "q").and_then(|(_, v)| count(v));
+        let members = || p.split(',').map(str::trim).filter(|m| !m.is_empty());
+        members()
+            .find(|m| m.split(';').next().unwrap_or_default().trim().trim_matches('"') == name)
+            .and_then(quota)
+            .or_else(|| members().next().and_then(quota))
+    });
+    Some(Structured { limit, remaining: Some(remaining), reset })
 }
 
 /// Slack added after a vendor's reset time before trusting the new window.
@@ -233,11 +316,29 @@ impl Budget {
         self.sliding.answered(seq, now);
     }
 
+    /// The vendor's limit as known, and how much of it other clients hold (sliding windows).
+    fn pressure(&self, now: Instant) -> (Option<u64>, u64) {
+        (self.limit, if self.saw_reset { 0 } else { self.sliding.others(now) })
+    }
+
     #[cfg(test)]
     pub(crate) fn sliding(&self) -> &Sliding {
         &self.sliding
     }
 }
+
+/// Who waits, for log lines: the connection, the stream when known, the
+/// endpoint (redacted).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asker<'a> {
+    pub(crate) connection: &'a str,
+    pub(crate) stream: &'a str,
+    pub(crate) endpoint: &'a str,
+}
+
+/// A long limiter wait ([`RateConfig::warn_wait`]) is logged as a warning
+/// at most once per this long per client (the others at debug).
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// One client's limiter. Shared by every clone of the client.
 pub(crate) struct Limiter {
@@ -247,6 +348,12 @@ pub(crate) struct Limiter {
     budget: Mutex<Budget>,
     /// Wakes requests waiting for a sliding-window slot when an answer changed the model.
     changed: Notify,
+    /// When a long wait was last logged as a warning.
+    warned: Mutex<Option<Instant>>,
+    /// A nonsensical rate-limit header was logged (once per client).
+    ignored_logged: AtomicBool,
+    /// A pacing wait this long is logged as a warning.
+    warn_wait: Duration,
 }
 
 /// Held while a request is in flight.
@@ -279,16 +386,22 @@ impl Limiter {
             adapt: cfg.adapt_to_headers,
             budget: Mutex::new(Budget::new(cfg.default_window, quota_rate(cfg))),
             changed: Notify::new(),
+            warned: Mutex::new(None),
+            ignored_logged: AtomicBool::new(false),
+            warn_wait: cfg.warn_wait,
         }
     }
 
     /// Wait for an in-flight slot, the fixed quota and the vendor's pacing.
     /// All of that time is recorded as limiter wait. A pacing wait that
     /// would end after `deadline` is not waited for: the error is its length.
+    /// A long pacing wait (the vendor's budget spent, by this client or by
+    /// others sharing it) is logged as a warning naming `asker` and the wait.
     pub(crate) async fn acquire(
         &self,
         metrics: &RequestMetrics,
         deadline: Option<Instant>,
+        asker: Asker<'_>,
     ) -> Result<Permit<'_>, Duration> {
         let started = Instant::now();
         let record = || {
@@ -302,17 +415,27 @@ impl Limiter {
         if let Some(g) = &self.governor {
             g.until_ready().await;
         }
+        let mut announced = false;
         let reserved = loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            let now = Instant::now();
             let r = match self.budget.lock() {
-                Ok(mut b) => b.reserve(Instant::now(), deadline),
-                Err(_) => Ok(Reservation::Go(Slot { at: Instant::now(), seq: 0 })),
+                Ok(mut b) => b.reserve(now, deadline).map(|r| (r, b.pressure(now))),
+                Err(_) => Ok((Reservation::Go(Slot { at: now, seq: 0 }), (None, 0))),
             };
             match r {
-                Ok(Reservation::Go(slot)) => break slot,
-                Ok(Reservation::Later(at)) => {
+                Ok((Reservation::Go(slot), pressure)) => {
+                    if !announced {
+                        self.announce(slot.at.saturating_duration_since(now), pressure, asker);
+                    }
+                    break slot;
+                }
+                Ok((Reservation::Later(at), pressure)) => {
+                    if !announced {
+                        announced = self.announce(at.saturating_duration_since(now), pressure, asker);
+                    }
                     tokio::select! {
                         _ = sleep_until(at) => {}
                         _ = changed => {}
@@ -342,12 +465,57 @@ impl Limiter {
         Ok(permit)
     }
 
+    /// Log a long pacing wait: a warning at most every [`WARN_EVERY`] per
+    /// client, debug otherwise. Returns whether the wait was long.
+    fn announce(&self, wait: Duration, (limit, others): (Option<u64>, u64), asker: Asker<'_>) -> bool {
+        if wait < self.warn_wait {
+            return false;
+        }
+        let now = Instant::now();
+        let warn = match self.warned.lock() {
+            Ok(mut w) if w.is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY) => {
+                *w = Some(now);
+                true
+            }
+            _ => false,
+        };
+        let wait_s = (wait.as_secs_f64() * 10.0).round() / 10.0;
+        let limit = limit.map_or_else(|| "unknown".to_string(), |l| l.to_string());
+        let (connection, stream, endpoint) = (asker.connection, asker.stream, asker.endpoint);
+        if warn {
+            tracing::warn!(
+                connection,
+                stream,
+                %endpoint,
+                wait_s,
+                vendor_limit = %limit,
+                held_by_other_clients = others,
+                "the vendor's rate budget is spent; waiting for its window to free (counted as limiter wait)"
+            );
+        } else {
+            tracing::debug!(connection, stream, %endpoint, wait_s, "waiting for the vendor's rate budget");
+        }
+        true
+    }
+
     /// Learn from the rate-limit headers of the answer to `permit`'s request.
-    pub(crate) fn observe(&self, headers: &HeaderMap, permit: &Permit<'_>) {
+    pub(crate) fn observe(&self, headers: &HeaderMap, permit: &Permit<'_>, asker: Asker<'_>) {
         if !self.adapt {
             return;
         }
-        if let Some(rate) = VendorRate::from_headers(headers, SystemTime::now())
+        let read = read_rate(headers, SystemTime::now());
+        if let Some((header, value)) = &read.ignored
+            && !self.ignored_logged.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                connection = asker.connection,
+                endpoint = %asker.endpoint,
+                header = %header,
+                value = %value,
+                "ignoring a rate-limit header whose value is not a plausible time (logged once per connection)"
+            );
+        }
+        if let Some(rate) = read.rate
             && let Ok(mut b) = self.budget.lock()
         {
             b.observe(permit.seq, rate, Instant::now());

@@ -77,31 +77,135 @@ fn huge_negative_and_garbage_header_values_never_panic() {
     let huge = "9".repeat(400);
     type Case<'a> = (Vec<(&'static str, &'a str)>, Option<VendorRate>);
     let cases: Vec<Case<'_>> = vec![
-        // Epoch milliseconds beyond any SystemTime: clamped.
+        // Epoch milliseconds beyond any SystemTime: nonsense, left out.
         (
             vec![("X-Rate-Limit-Remaining", "0"), ("X-Rate-Limit-Reset", "100000000000000000000000")],
-            Some(VendorRate { limit: None, remaining: Some(0), reset_in: Some(MAX_WAIT) }),
+            Some(VendorRate { limit: None, remaining: Some(0), reset_in: None }),
         ),
-        // Infinity (more digits than an f64 holds): limit saturates, reset clamps.
+        // Infinity (more digits than an f64 holds): limit saturates, the reset is left out.
         (
             vec![("X-RateLimit-Limit", &huge), ("X-RateLimit-Remaining", &huge), ("X-RateLimit-Reset", &huge)],
-            Some(VendorRate { limit: Some(u64::MAX), remaining: Some(u64::MAX), reset_in: Some(MAX_WAIT) }),
+            Some(VendorRate { limit: Some(u64::MAX), remaining: Some(u64::MAX), reset_in: None }),
         ),
         // A delay far beyond a lifetime, given as seconds just under the epoch floor.
-        (
-            vec![("X-RateLimit-Reset", "999999999.5")],
-            Some(VendorRate { limit: None, remaining: None, reset_in: Some(Duration::from_secs_f64(999_999_999.5)) }),
-        ),
+        (vec![("X-RateLimit-Reset", "999999999.5")], None),
         // Negative and not-a-number values are ignored.
         (vec![("X-Rate-Limit-Remaining", "-5"), ("X-Rate-Limit-Reset", "NaN")], None),
         (vec![("X-Rate-Limit-Limit", "-1"), ("X-Rate-Limit-Remaining", "5")], {
             Some(VendorRate { limit: None, remaining: Some(5), reset_in: None })
         }),
         (vec![("X-Rate-Limit-Reset", "..")], None),
+        // A date is not a count.
+        (vec![("X-RateLimit-Limit", "2026-12-01"), ("X-RateLimit-Remaining", "4")], {
+            Some(VendorRate { limit: None, remaining: Some(4), reset_in: None })
+        }),
     ];
     for (pairs, want) in cases {
         assert_eq!(VendorRate::from_headers(&headers(&pairs), now), want, "{pairs:?}");
     }
+}
+
+/// Issue 9, item 2: reset times come in every form vendors use, and each is
+/// read as the time it means (a timestamp was read as its leading digits:
+/// `2026-12-01T...` as 2026 seconds).
+#[test]
+fn reset_headers_in_every_form() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000); // Tue, 14 Nov 2023 22:13:20 GMT
+    let secs = |s: f64| Some(Duration::from_secs_f64(s));
+    type Case<'a> = (Vec<(&'static str, &'a str)>, Option<Duration>);
+    let cases: Vec<Case<'_>> = vec![
+        // Delay seconds (IETF RateLimit-Reset, many REST APIs).
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "30")], secs(30.0)),
+        (vec![("RateLimit-Remaining", "0"), ("RateLimit-Reset", "30")], secs(30.0)),
+        // Epoch seconds (Okta, GitHub), with a fraction (Discord), epoch milliseconds.
+        (vec![("X-Rate-Limit-Remaining", "0"), ("X-Rate-Limit-Reset", "1700000030")], secs(30.0)),
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "1700000030.5")], secs(30.5)),
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "1700000030000")], secs(30.0)),
+        // Discord's delay, preferred over the epoch form it also sends.
+        (
+            vec![
+                ("X-RateLimit-Remaining", "0"),
+                ("X-RateLimit-Reset", "1700000099"),
+                ("X-RateLimit-Reset-After", "12.250"),
+            ],
+            secs(12.25),
+        ),
+        // An HTTP date.
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "Tue, 14 Nov 2023 22:13:50 GMT")], secs(30.0)),
+        // RFC 3339 / ISO 8601 (Atlassian), with an offset, with milliseconds, without a zone (UTC).
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "2023-11-14T22:13:50Z")], secs(30.0)),
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "2023-11-14T23:13:50.500+01:00")], secs(30.5)),
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "2023-11-14T22:13:50")], secs(30.0)),
+        (vec![("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "2023-11-14 22:13:50")], secs(30.0)),
+    ];
+    for (pairs, want) in cases {
+        let got = VendorRate::from_headers(&headers(&pairs), now);
+        assert_eq!(got.and_then(|r| r.reset_in), want, "{pairs:?}");
+        assert_eq!(got.and_then(|r| r.remaining), Some(0), "{pairs:?}");
+    }
+    // The IETF draft's structured fields: a dictionary (drafts 5-6) ...
+    let dict = headers(&[("RateLimit", "limit=100, remaining=50, reset=30")]);
+    assert_eq!(
+        VendorRate::from_headers(&dict, now),
+        Some(VendorRate { limit: Some(100), remaining: Some(50), reset_in: secs(30.0) })
+    );
+    // ... and policies (draft 7 on): the tightest one counts.
+    let listed = headers(&[
+        ("RateLimit", "\"burst\";r=40;t=1, \"day\";r=7;t=30"),
+        ("RateLimit-Policy", "\"burst\";q=100;w=60, \"day\";q=1000;w=86400"),
+    ]);
+    assert_eq!(
+        VendorRate::from_headers(&listed, now),
+        Some(VendorRate { limit: Some(1000), remaining: Some(7), reset_in: secs(30.0) })
+    );
+}
+
+/// Issue 9, item 2: a reset that makes no sense never becomes a wait: it is
+/// left out (and reported once), whatever else the answer says.
+#[test]
+fn nonsense_reset_values_are_ignored_never_waited_for() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for reset in [
+        "100000000000000000000000", // absurd magnitude
+        "4102444800",               // 2100-01-01: far future
+        "2100-01-01T00:00:00Z",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+        "86400000", // a thousand days as a delay
+        "soon",
+        "12s",
+        "-30",
+    ] {
+        let h = headers(&[("X-RateLimit-Limit", "10"), ("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", reset)]);
+        let read = read_rate(&h, now);
+        assert_eq!(read.rate, Some(VendorRate { limit: Some(10), remaining: Some(0), reset_in: None }), "{reset}");
+        assert_eq!(read.ignored.as_ref().map(|(name, _)| name.as_str()), Some("x-ratelimit-reset"), "{reset}");
+        // No wait past a request's budget comes of it: the budget never fails the request.
+        let t0 = Instant::now();
+        let mut b = Budget::new(W, None);
+        let s = sliding_slot(&mut b, t0);
+        if let Some(rate) = read.rate {
+            b.observe(s.seq, rate, t0);
+        }
+        b.done(s.seq, t0);
+        let deadline = t0 + Duration::from_secs(15 * 60);
+        let mut t = t0;
+        for _ in 0..20 {
+            match b.reserve(t, Some(deadline)) {
+                Ok(Reservation::Go(slot)) => {
+                    b.done(slot.seq, slot.at);
+                    t = slot.at;
+                }
+                Ok(Reservation::Later(at)) => {
+                    assert!(at <= t + W + W / 10, "{reset}: asked to wait {:?}", at - t);
+                    t = at;
+                }
+                Err(wait) => panic!("{reset}: a request would fail, waiting {wait:?}"),
+            }
+        }
+    }
+    // A reset already past with nothing left: "soon", not never and not a failure.
+    let h = headers(&[("X-Rate-Limit-Remaining", "0"), ("X-Rate-Limit-Reset", "1699999000")]);
+    assert_eq!(VendorRate::from_headers(&h, now).and_then(|r| r.reset_in), Some(Duration::ZERO));
 }
 
 #[test]
@@ -156,7 +260,7 @@ fn a_wait_past_the_deadline_is_refused_not_reserved() {
     let t0 = Instant::now();
     let mut b = budget();
     let s = go(&mut b, t0).expect("slot");
-    // Okta-style: nothing left, reset absurdly far away.
+    // Okta-style: nothing left, the reset (told by a caller, not parsed) far away.
     b.observe(s.seq, VendorRate { limit: Some(10), remaining: Some(0), reset_in: Some(MAX_WAIT) }, t0);
     b.done(s.seq, t0);
     let deadline = t0 + Duration::from_secs(900);
@@ -221,7 +325,36 @@ fn simulate(
     latency: Duration,
     min_gap: Duration,
 ) -> Vec<Instant> {
-    let t0 = Instant::now();
+    let run = simulate_from(b, v, Instant::now(), n, workers, latency, min_gap);
+    assert_eq!(run.refused_reservations, 0, "no reservation refused without a deadline");
+    run.sent
+}
+
+/// What [`simulate_from`] saw.
+struct Run {
+    sent: Vec<Instant>,
+    /// Reservations refused because the wait would have ended past a
+    /// request's retry budget ([`RETRY_BUDGET`] from when it first asked).
+    refused_reservations: u64,
+    /// The longest a request waited for its slot, from when it first asked.
+    longest_wait: Duration,
+}
+
+/// The default per-request retry budget ([`crate::RetryConfig::default`]).
+const RETRY_BUDGET: Duration = Duration::from_secs(15 * 60);
+
+/// [`simulate`] from `t0` (the vendor may already hold other clients'
+/// requests), each request asking with the default retry budget as deadline.
+#[allow(clippy::too_many_arguments)]
+fn simulate_from(
+    b: &mut Budget,
+    v: &mut Vendor,
+    t0: Instant,
+    n: usize,
+    workers: usize,
+    latency: Duration,
+    min_gap: Duration,
+) -> Run {
     // (time, kind: 0 = answer / 1 = worker ready, worker, generation or seq, remaining)
     type Event = (Instant, u8, usize, u64, Option<u64>);
     let mut events: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
@@ -231,6 +364,9 @@ fn simulate(
         events.push(Reverse((t0, 1, w, 0, None)));
     }
     let (mut sent, mut last) = (Vec::new(), None::<Instant>);
+    let (mut refused_reservations, mut longest_wait) = (0u64, Duration::ZERO);
+    // When each worker's current request first asked for a slot.
+    let mut asked: Vec<Option<Instant>> = vec![None; workers];
     while let Some(Reverse((now, kind, w, tag, remaining))) = events.pop() {
         if kind == 0 {
             let rate = VendorRate { limit: Some(v.limit), remaining, reset_in: None };
@@ -254,8 +390,11 @@ fn simulate(
             continue;
         }
         let ready = last.map_or(now, |l: Instant| now.max(l + min_gap));
-        match b.reserve(ready, None) {
+        let first_asked = *asked[w].get_or_insert(now);
+        match b.reserve(ready, Some(first_asked + RETRY_BUDGET)) {
             Ok(Reservation::Go(slot)) => {
+                asked[w] = None;
+                longest_wait = longest_wait.max(slot.at.saturating_duration_since(first_asked));
                 last = Some(slot.at);
                 sent.push(slot.at);
                 let remaining = v.arrive(slot.at + latency / 2);
@@ -266,10 +405,15 @@ fn simulate(
                 generation[w] += 1;
                 events.push(Reverse((at, 1, w, generation[w], None)));
             }
-            Err(_) => {}
+            Err(_) => {
+                // The request fails (the run would report it); the worker moves on.
+                refused_reservations += 1;
+                asked[w] = None;
+                events.push(Reverse((now + MS, 1, w, generation[w], None)));
+            }
         }
     }
-    sent
+    Run { sent, refused_reservations, longest_wait }
 }
 
 fn rate(sent: &[Instant]) -> f64 {
@@ -355,4 +499,56 @@ fn unlearned_window_is_never_overrun() {
         assert!(in_window <= 5, "slot {i}: {in_window} in one window");
     }
     assert!(b.reserve(t0, Some(t0 + Duration::from_secs(10))).is_err(), "the sixth slot is a minute away");
+}
+
+/// Issue 9, item 3: the default CrowdStrike settings (a quota of 95/s, a
+/// one-minute window assumed) against a tenant allowing 300 per minute. The
+/// limit is learned from the first answer; the client must then use at least
+/// 90 % of it from the first request on, with no 429 (it used to spend half
+/// the budget at once, then probe at doubling intervals for a minute: 66 %).
+#[test]
+fn learning_the_limit_from_headers_uses_at_least_ninety_percent_of_it() {
+    let quota = 6000.0 * 0.95 / 60.0;
+    let mut b = Budget::new(W, Some(quota));
+    let mut v = Vendor::new(300, W);
+    let run = simulate_from(&mut b, &mut v, Instant::now(), 501, 5, 50 * MS, Duration::from_secs_f64(1.0 / quota));
+    assert_eq!(run.refused_reservations, 0);
+    assert_eq!(run.sent.len(), 501);
+    assert_eq!(v.refused, 0, "never above the vendor's limit");
+    let fraction = rate(&run.sent) / (300.0 / 60.0);
+    eprintln!("501 requests at 300/min: {:.3} of the limit", fraction);
+    assert!(fraction >= 0.9, "{fraction:.3} of the limit");
+    // The window is not starved after the first burst: every 10 s of the run sees requests.
+    let (first, last) = (run.sent[0], run.sent[500]);
+    let mut t = first;
+    while t + Duration::from_secs(10) < last {
+        let n = run.sent.iter().filter(|s| **s >= t && **s < t + Duration::from_secs(10)).count();
+        assert!(n >= 10, "{n} requests in the 10 s from {:?}", t - first);
+        t += Duration::from_secs(10);
+    }
+}
+
+/// Issue 9, item 2: another client of the tenant spent 200 of its 300
+/// requests per minute just before the run. The client must neither fail nor
+/// wait for an absurd time: it uses what is left, waits for the window to
+/// free (at most about one window at a time), and gets no 429.
+#[test]
+fn a_budget_mostly_spent_by_another_client_is_waited_for_not_failed() {
+    let quota = 6000.0 * 0.95 / 60.0;
+    for (spent, spread) in [(200u32, Duration::ZERO), (200, Duration::from_secs(50)), (250, Duration::from_secs(20))] {
+        let t0 = Instant::now() + Duration::from_secs(120);
+        let mut v = Vendor::new(300, W);
+        for i in 0..spent {
+            v.arrive(t0 - spread + spread.mul_f64(f64::from(i) / f64::from(spent)) - MS);
+        }
+        let mut b = Budget::new(W, Some(quota));
+        let run = simulate_from(&mut b, &mut v, t0, 501, 5, 50 * MS, Duration::from_secs_f64(1.0 / quota));
+        let case = format!("{spent} spent over {spread:?}");
+        assert_eq!(run.refused_reservations, 0, "{case}: no request gave up waiting");
+        assert_eq!(run.sent.len(), 501, "{case}");
+        assert_eq!(v.refused, 0, "{case}: no 429");
+        assert!(run.longest_wait <= W + W / 5, "{case}: waited {:?} at once", run.longest_wait);
+        let fraction = rate(&run.sent) / (300.0 / 60.0);
+        eprintln!("{case}: {fraction:.3} of the limit, longest wait {:?}", run.longest_wait);
+    }
 }

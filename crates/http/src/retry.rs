@@ -43,41 +43,110 @@ const EPOCH_SECONDS_FLOOR: f64 = 1_000_000_000.0;
 /// Epoch milliseconds from here on.
 const EPOCH_MILLIS_FLOOR: f64 = 1_000_000_000_000.0;
 
-/// The longest wait a header can ask for (about 31 years). Longer values, and
-/// values too large to represent, are clamped to it: such a wait is beyond
-/// any retry budget, so the request fails at once instead of overflowing.
+/// The longest wait the toolkit ever computes (about 31 years): sums that
+/// would overflow an `Instant` are clamped to it, and such a wait is beyond
+/// any retry budget.
 pub const MAX_WAIT: Duration = Duration::from_secs(1_000_000_000);
 
-/// Parse a "wait" header value into a delay from `now`:
-/// - delay in seconds: `120`, `1.5` (Retry-After, `X-RateLimit-ToWait-Sec`);
-/// - HTTP date: `Wed, 21 Oct 2015 07:28:00 GMT`;
-/// - an epoch instant in seconds or milliseconds (CrowdStrike's
-///   `X-Ratelimit-Retryafter: 1700000000`), told apart from a delay by magnitude.
+/// The longest wait a vendor's header may plausibly ask for: a day (daily
+/// quotas exist) and an hour of slack. A longer wait, an instant further
+/// away, a value that is not a time at all: nonsense (a misread field, a
+/// vendor clock gone wrong), ignored rather than waited for or failed on.
+pub const MAX_PLAUSIBLE_WAIT: Duration = Duration::from_secs(25 * 3600);
+
+/// What a header that names a time said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum When {
+    /// This long from now (zero for an instant already past).
+    In(Duration),
+    /// Not a time, or not a plausible one (see [`MAX_PLAUSIBLE_WAIT`]).
+    Nonsense,
+}
+
+impl When {
+    pub(crate) fn delay(self) -> Option<Duration> {
+        match self {
+            When::In(d) => Some(d),
+            When::Nonsense => None,
+        }
+    }
+}
+
+/// Read a time from a vendor header, in every form vendors use:
+/// - a delay in seconds: `120`, `1.5` (Retry-After, `X-RateLimit-Reset` of
+///   GitHub-likes in delay form, `X-RateLimit-Reset-After`, IETF `RateLimit-Reset`);
+/// - an epoch instant in seconds or milliseconds, told apart from a delay by
+///   magnitude (CrowdStrike's `X-Ratelimit-Retryafter: 1700000000`, Okta's
+///   `X-Rate-Limit-Reset`, Discord's `1700000000.250`);
+/// - an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`);
+/// - an RFC 3339 / ISO 8601 timestamp (`2015-10-21T07:28:00Z`,
+///   `2015-10-21T09:28:00.000+02:00`; without an offset: UTC), as Atlassian sends.
 ///
-/// Instants in the past give zero; anything unparseable (negative, `NaN`,
-/// exponents, units) gives `None`; anything longer than [`MAX_WAIT`] gives
-/// [`MAX_WAIT`]. Never panics, whatever the vendor sends.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+/// Instants are measured from `now` (pass the server's `Date` when there is
+/// one). An instant in the past is zero. Anything else (negative, `NaN`,
+/// exponents, units, more than [`MAX_PLAUSIBLE_WAIT`] away) is
+/// [`When::Nonsense`]. Never panics, whatever the vendor sends.
+pub(crate) fn parse_when(value: &str, now: SystemTime) -> When {
     let v = value.trim();
     if v.is_empty() {
-        return None;
+        return When::Nonsense;
     }
+    let plausible = |d: Duration| if d <= MAX_PLAUSIBLE_WAIT { When::In(d) } else { When::Nonsense };
     if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         // Only digits and dots: never negative; a digit string too long for an
-        // f64 parses as infinity and is clamped below.
-        let n: f64 = v.parse().ok()?;
-        if n.is_nan() {
-            return None;
+        // f64 parses as infinity and is nonsense below.
+        let Ok(n) = v.parse::<f64>() else { return When::Nonsense };
+        if !n.is_finite() {
+            return When::Nonsense;
         }
         if n >= EPOCH_MILLIS_FLOOR {
-            return Some(until_epoch(n / 1000.0, now));
+            return plausible(until_epoch(n / 1000.0, now));
         }
         if n >= EPOCH_SECONDS_FLOOR {
-            return Some(until_epoch(n, now));
+            return plausible(until_epoch(n, now));
         }
-        return Some(seconds(n));
+        return plausible(seconds(n));
     }
-    httpdate::parse_http_date(v).ok().map(|at| until(at, now))
+    if let Ok(at) = httpdate::parse_http_date(v) {
+        return plausible(until(at, now));
+    }
+    match parse_timestamp(v) {
+        Some(at) => plausible(until(at, now)),
+        None => When::Nonsense,
+    }
+}
+
+/// An RFC 3339 / ISO 8601 timestamp (`T` or a space between date and time;
+/// no offset means UTC).
+fn parse_timestamp(v: &str) -> Option<SystemTime> {
+    use chrono::{DateTime, NaiveDateTime};
+    let utc = DateTime::parse_from_rfc3339(v).map(|t| t.to_utc()).ok().or_else(|| {
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"]
+            .iter()
+            .find_map(|f| {
+                DateTime::parse_from_str(v, f)
+                    .map(|t| t.to_utc())
+                    .ok()
+                    .or_else(|| NaiveDateTime::parse_from_str(v, f).ok().map(|t| t.and_utc()))
+            })
+    })?;
+    let secs = utc.timestamp();
+    let nanos = utc.timestamp_subsec_nanos();
+    if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(u64::try_from(secs).ok()?, nanos))
+    } else {
+        // Before 1970: long past, as good as the epoch.
+        Some(UNIX_EPOCH)
+    }
+}
+
+/// Parse a "wait" header value into a delay from `now`, in any of the forms
+/// [`parse_when`] reads (delay seconds, epoch seconds or milliseconds, HTTP
+/// date, RFC 3339). Instants in the past give zero; anything unparseable or
+/// implausible (more than [`MAX_PLAUSIBLE_WAIT`]) gives `None`: the caller
+/// backs off as if the vendor had said nothing. Never panics.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    parse_when(value, now).delay()
 }
 
 /// A non-negative number of seconds as a [`Duration`], clamped to [`MAX_WAIT`].
@@ -171,8 +240,20 @@ mod tests {
         assert_eq!(parse_retry_after("1700000000000", now), Some(Duration::from_secs(10)));
         // Past instant.
         assert_eq!(parse_retry_after("1600000000", now), Some(Duration::ZERO));
-        // Just under the floor is still a (long) delay, not an instant.
-        assert_eq!(parse_retry_after("999999999", now), Some(Duration::from_secs(999_999_999)));
+        // Just under the floor is still a delay, not an instant: 31 years, nonsense.
+        assert_eq!(parse_retry_after("999999999", now), None);
+        // A day is plausible (daily quotas); a day and a half is not.
+        assert_eq!(parse_retry_after("86400", now), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_retry_after("129600", now), None);
+    }
+
+    #[test]
+    fn retry_after_rfc3339() {
+        let now = at(1_700_000_000); // 2023-11-14T22:13:20Z
+        assert_eq!(parse_retry_after("2023-11-14T22:13:30Z", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("2023-11-14T23:13:30+01:00", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("2023-11-14T22:00:00Z", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("2026-12-01T10:00:00Z", now), None, "three years away: nonsense");
     }
 
     #[test]
@@ -198,26 +279,30 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_huge_values_are_clamped_never_panic() {
+    fn retry_after_huge_values_are_ignored_never_panic() {
         let now = at(1_700_000_000);
         // Epoch milliseconds far beyond what a SystemTime or Duration can hold.
-        assert_eq!(parse_retry_after("100000000000000000000000", now), Some(MAX_WAIT));
-        assert_eq!(parse_retry_after("18446744073709551616000", now), Some(MAX_WAIT));
-        // More digits than an f64 can hold: infinity, clamped.
-        assert_eq!(parse_retry_after(&"9".repeat(400), now), Some(MAX_WAIT));
-        assert_eq!(parse_retry_after(&format!("{}.5", "9".repeat(400)), now), Some(MAX_WAIT));
-        // Just below the epoch floor: a delay of almost 32 years, under the clamp.
-        assert_eq!(parse_retry_after("999999999.999", now), Some(Duration::from_secs_f64(999_999_999.999)));
+        assert_eq!(parse_retry_after("100000000000000000000000", now), None);
+        assert_eq!(parse_retry_after("18446744073709551616000", now), None);
+        // More digits than an f64 can hold.
+        assert_eq!(parse_retry_after(&"9".repeat(400), now), None);
+        assert_eq!(parse_retry_after(&format!("{}.5", "9".repeat(400)), now), None);
+        assert_eq!(parse_retry_after("999999999.999", now), None);
         // An HTTP date in the far future.
-        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_WAIT));
-        // The same through the header helper, with Okta's reset and remaining 0.
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), None);
+        // The same through the header helper, with Okta's reset and remaining 0:
+        // no wait from nonsense (the caller backs off instead).
         let mut h = HeaderMap::new();
         h.insert("x-rate-limit-remaining", HeaderValue::from_static("0"));
         h.insert("x-rate-limit-reset", HeaderValue::from_static("100000000000000000000000"));
-        assert_eq!(wait_from_headers(&h, now), Some(MAX_WAIT));
+        assert_eq!(wait_from_headers(&h, now), None);
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-retryafter", HeaderValue::from_static("100000000000000000000000"));
-        assert_eq!(classify(429, &h, false, now), Class::RateLimited(Some(MAX_WAIT)));
+        assert_eq!(classify(429, &h, false, now), Class::RateLimited(None));
+        // A nonsense Retry-After does not hide a sensible header after it.
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        h.insert("x-rate-limit-retry-after", HeaderValue::from_static("3"));
+        assert_eq!(wait_from_headers(&h, now), Some(Duration::from_secs(3)));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use reqwest::{StatusCode, Url};
 
 use crate::client::{Body, RequestBuilder, Response};
 use crate::error::{HttpError, TransportKind, describe_reqwest, redact_url, snippet};
+use crate::ratelimit::Asker;
 use crate::retry::{Class, backoff, backoff_cap, classify};
 
 /// How much of an error answer is read (for its detail) before giving up on it.
@@ -31,34 +32,45 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
     let shared = &client.shared;
     let m: &RequestMetrics = &client.metrics;
     let endpoint = redact_url(&url);
+    let asker = client.asker(&endpoint);
     // Credentials go only to the vendor's own origin.
     let same_origin = url.origin() == shared.base.origin();
     let oauth = shared.oauth.as_ref().filter(|_| same_origin);
     let max_body = max_body.unwrap_or(shared.max_body);
+    let per_attempt = timeout.unwrap_or(shared.total_timeout);
     let started = Instant::now();
     let deadline = started.checked_add(retry.total_budget);
     let (mut attempts, mut errors, mut slowdowns, mut refreshed) = (0u32, 0u32, 0u32, false);
+    let mut last_failure: Option<HttpError> = None;
 
     loop {
         attempts += 1;
-        let mut req = shared
-            .http
-            .request(method.clone(), url.clone())
-            .headers(headers.clone())
-            .timeout(timeout.unwrap_or(shared.total_timeout));
+        let mut req = shared.http.request(method.clone(), url.clone()).headers(headers.clone());
         let mut token_generation = 0;
         // The token first: a slow token endpoint must not hold an in-flight slot.
         if let Some(o) = oauth {
-            let t = o.token(&shared.http, &retry, m).await?;
+            let t = o.token(&shared.http, &retry, m, deadline, asker).await?;
             token_generation = t.generation;
             req = req.header(AUTHORIZATION, t.header.clone());
         } else if same_origin && let Some((name, value)) = &shared.static_auth {
             req = req.header(name.clone(), value.clone());
         }
-        let permit = match shared.limiter.acquire(m, deadline).await {
+        let permit = match shared.limiter.acquire(m, deadline, asker).await {
             Ok(p) => p,
             Err(wait) => return Err(HttpError::Throttled { endpoint, wait }),
         };
+        // One attempt never runs past the request's retry budget.
+        let left = deadline.map_or(per_attempt, |d| d.saturating_duration_since(Instant::now()));
+        let attempt_timeout = per_attempt.min(left);
+        if attempt_timeout.is_zero() {
+            return Err(last_failure.unwrap_or_else(|| HttpError::Transport {
+                endpoint: endpoint.clone(),
+                kind: TransportKind::Timeout,
+                attempts: attempts - 1,
+                detail: "the retry budget was spent before the request could be sent".into(),
+            }));
+        }
+        req = req.timeout(attempt_timeout);
         req = match &body {
             Body::None => req,
             Body::Bytes { data, content_type } => req.header(CONTENT_TYPE, *content_type).body(data.clone()),
@@ -66,7 +78,8 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
         };
         let allowed = |s: StatusCode| s.is_success() || allow.contains(&s.as_u16());
 
-        let (wait, failure) = match read(req, max_body, allowed).await {
+        let attempt_started = Instant::now();
+        let (wait, failure) = match watched(read(req, max_body, allowed), shared.slow_warn, asker, attempts).await {
             Outcome::TooLarge(status) => {
                 m.record_status(status.as_u16());
                 return Err(HttpError::BodyTooLarge { endpoint, limit: max_body });
@@ -74,6 +87,11 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
             Outcome::Transport(kind, detail) => {
                 m.record_transport_error();
                 drop(permit);
+                let detail = if kind == TransportKind::Timeout {
+                    format!("no complete answer within {:.1}s ({detail})", attempt_timeout.as_secs_f64())
+                } else {
+                    detail
+                };
                 let failure =
                     HttpError::Transport { endpoint: endpoint.clone(), kind, attempts, detail: client.scrub(&detail) };
                 // Only a failed connect proves a non-idempotent request was never sent.
@@ -85,13 +103,14 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
             }
             Outcome::Answer { status, headers, body, url } => {
                 m.record_status(status.as_u16());
-                shared.limiter.observe(&headers, &permit);
+                shared.limiter.observe(&headers, &permit, asker);
                 drop(permit);
                 if allow.contains(&status.as_u16()) {
                     return Ok(Response { status, headers, body, url });
                 }
                 let code = status.as_u16();
-                let detail = || client.scrub(&snippet(&body, DETAIL_CHARS));
+                // Scrubbed before it is cut short: a secret cut in two would survive.
+                let detail = || snippet(client.scrub(&String::from_utf8_lossy(&body)).as_bytes(), DETAIL_CHARS);
                 match classify(code, &headers, oauth.is_some(), SystemTime::now()) {
                     Class::Success => return Ok(Response { status, headers, body, url }),
                     Class::RefreshAuth => {
@@ -111,12 +130,15 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                         }
                         refreshed = true;
                         tracing::debug!(%endpoint, "HTTP 401 with an OAuth2 token; refreshing it once");
-                        o.refresh_after_reject(token_generation, &shared.http, &retry, m).await?;
+                        o.refresh_after_reject(token_generation, &shared.http, &retry, m, deadline, asker).await?;
                         m.record_retry(Duration::ZERO);
                         continue;
                     }
                     Class::ConfigError if code == 401 || code == 403 => {
                         return Err(HttpError::Auth { endpoint, status: Some(code), detail: detail() });
+                    }
+                    Class::ConfigError if code == 404 || code == 410 => {
+                        return Err(HttpError::NotFound { endpoint, status: code, detail: detail() });
                     }
                     Class::ConfigError | Class::Fatal => {
                         return Err(HttpError::Status { endpoint, status: code, attempts, detail: detail() });
@@ -138,7 +160,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                         if started.elapsed().saturating_add(wait) <= retry.total_budget {
                             shared.limiter.pause_for(wait);
                         }
-                        tracing::warn!(%endpoint, status = code, wait_ms = wait.as_millis() as u64, "vendor rate limit; waiting");
+                        tracing::warn!(connection = asker.connection, stream = asker.stream, %endpoint, status = code, wait_ms = wait.as_millis() as u64, "vendor rate limit; waiting");
                         (wait, failure)
                     }
                     Class::Retry(hint) => {
@@ -156,9 +178,44 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
         if started.elapsed().saturating_add(wait) > retry.total_budget {
             return Err(failure);
         }
-        tracing::debug!(%endpoint, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %failure, "retrying");
+        let took = attempt_started.elapsed();
+        let wait_ms = wait.as_millis() as u64;
+        if matches!(failure, HttpError::Transport { kind: TransportKind::Timeout, .. })
+            || (!shared.slow_warn.is_zero() && took >= shared.slow_warn)
+        {
+            tracing::warn!(connection = asker.connection, stream = asker.stream, %endpoint, attempt = attempts, took_s = took.as_secs(), wait_ms, error = %failure.what(), "attempt failed after a long wait; retrying");
+        } else {
+            tracing::debug!(%endpoint, attempt = attempts, wait_ms, error = %failure, "retrying");
+        }
         m.record_retry(wait);
+        last_failure = Some(failure);
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// `attempt`, logging a warning every `every` while it waits (zero: never).
+async fn watched(attempt: impl Future<Output = Outcome>, every: Duration, asker: Asker<'_>, n: u32) -> Outcome {
+    if every.is_zero() {
+        return attempt.await;
+    }
+    tokio::pin!(attempt);
+    let began = tokio::time::Instant::now();
+    let mut next = began + every;
+    loop {
+        tokio::select! {
+            out = &mut attempt => return out,
+            _ = tokio::time::sleep_until(next) => {
+                tracing::warn!(
+                    connection = asker.connection,
+                    stream = asker.stream,
+                    endpoint = %asker.endpoint,
+                    attempt = n,
+                    waiting_s = began.elapsed().as_secs(),
+                    "request in flight, still waiting for the vendor's answer"
+                );
+                next += every;
+            }
+        }
     }
 }
 

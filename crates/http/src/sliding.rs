@@ -14,10 +14,29 @@
 //! `window / limit`, which keeps the bound tight.
 //!
 //! Until the window is learned, and only when the configured pace could spend
-//! the vendor's budget much faster than the assumed window allows, half the
-//! budget is spent at once and the rest kept for probes sent at doubling
-//! intervals: a probe answered after the window ended reveals its length,
-//! and no probe is ever sent beyond the budget, so learning costs no 429.
+//! the vendor's budget much faster than the assumed window allows (the limit
+//! was learned from the headers, not configured), the client warms up: half
+//! of its share of the budget at once, the rest spread evenly over what is
+//! left of the assumed window, the first few of those sooner, at doubling
+//! intervals (20 ms, 40 ms, ...), so that a much shorter window shows itself
+//! within about twice its length. An answer after the real window ended
+//! reports `remaining` going back up, which bounds the window (above); and
+//! no request is ever sent beyond the budget, so learning costs no 429.
+//! When the assumed window is the real one, the whole budget is used over
+//! it (spending the second half at doubling intervals instead used a third
+//! of it for probes that came later and later).
+//!
+//! Other clients of the tenant spend the same budget. What the vendor counts
+//! beyond our own requests is theirs: the model keeps room for the most they
+//! were seen to hold (plus one request of headroom) for a window after it was
+//! last seen, and spaces our requests evenly over what is left. When they
+//! hold all of it, the next request waits until their use is forgotten (at
+//! most a window after it was seen), never longer.
+//!
+//! The model counts a request against the window a little longer than the
+//! window itself (1 %, at most 500 ms): requests reach the vendor with some
+//! jitter, and one arriving earlier than its predecessor's expiry would be
+//! refused.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -30,6 +49,12 @@ const LOG_WITHOUT_LIMIT: usize = 256;
 const OVERLAP_SCAN: usize = 256;
 /// The first probe's delay after half the budget is spent, while the window is unknown.
 const PROBE_BASE: Duration = Duration::from_millis(20);
+/// Probes stop doubling after this many (by then the even spread is sooner).
+const PROBE_DOUBLINGS: u64 = 20;
+/// Longest slack added to the window for requests reaching the vendor late.
+const MAX_JITTER: Duration = Duration::from_millis(500);
+/// Samples of other clients' use kept (over about one window).
+const EXT_SAMPLES: usize = 32;
 /// Shortest window the model believes in.
 const MIN_WINDOW: Duration = Duration::from_millis(10);
 
@@ -57,8 +82,10 @@ pub(crate) struct Sliding {
     /// Requests of other clients seen in the window, until `external_until`.
     external: u64,
     external_until: Option<Instant>,
-    /// When half the budget was in use (warm-up probes are timed from it).
-    half_at: Option<Instant>,
+    /// Other clients' requests as each answer of the last window saw them
+    /// (at most [`EXT_SAMPLES`], one per window / [`EXT_SAMPLES`]): how fast
+    /// their use grows.
+    ext_samples: VecDeque<(Instant, u64)>,
     /// The first request: after one assumed window, the assumption stands.
     first_at: Option<Instant>,
 }
@@ -80,7 +107,7 @@ impl Sliding {
             log: VecDeque::new(),
             external: 0,
             external_until: None,
-            half_at: None,
+            ext_samples: VecDeque::new(),
             first_at: None,
         }
     }
@@ -113,9 +140,47 @@ impl Sliding {
         }
     }
 
-    /// Our requests with a send time in `(s - window, s]`.
+    /// Other clients' requests the model keeps room for at `s`: what they
+    /// were seen to hold, what they may have added since the last answer if
+    /// their use has been growing, and one more for their jitter if any.
+    fn others_at(&self, s: Instant) -> u64 {
+        let ext = self.external_at(s).saturating_add(self.growth_until(s));
+        ext.saturating_add(u64::from(ext > 0))
+    }
+
+    /// Requests other clients may add between the last answer and `s`, at
+    /// the rate their use grew over the last window (zero when it was
+    /// steady or shrinking). At most one window's worth is projected.
+    fn growth_until(&self, s: Instant) -> u64 {
+        let (Some(first), Some(last)) = (self.ext_samples.front(), self.ext_samples.back()) else { return 0 };
+        let span = last.0.saturating_duration_since(first.0);
+        let Some(grown) = last.1.checked_sub(first.1).filter(|g| *g > 0) else { return 0 };
+        if span < self.window / 20 || s <= last.0 {
+            return 0;
+        }
+        let ahead = s.saturating_duration_since(last.0).min(self.window);
+        (grown as f64 * ahead.as_secs_f64() / span.as_secs_f64()).ceil() as u64
+    }
+
+    /// Other clients' requests the model keeps room for now (for log lines).
+    pub(crate) fn others(&self, now: Instant) -> u64 {
+        self.external_at(now)
+    }
+
+    /// What other clients leave of the vendor's budget at `s`.
+    fn share_at(&self, s: Instant, limit: u64) -> u64 {
+        limit.saturating_sub(self.others_at(s))
+    }
+
+    /// How long one of our requests counts against the window: the window,
+    /// and a little more for requests that reach the vendor late.
+    fn span(&self) -> Duration {
+        self.window + (self.window / 100).min(MAX_JITTER)
+    }
+
+    /// Our requests with a send time in `(s - span, s]`.
     fn in_window(&self, s: Instant) -> usize {
-        let Some(start) = s.checked_sub(self.window) else { return self.log.len() };
+        let Some(start) = s.checked_sub(self.span()) else { return self.log.len() };
         self.log.len() - self.log.partition_point(|e| e.at <= start)
     }
 
@@ -125,9 +190,7 @@ impl Sliding {
         for _ in 0..2 {
             let ours = self.in_window(s) as u64;
             let ext = self.external_at(s);
-            // With other clients about, one slot of headroom for their jitter.
-            let headroom = u64::from(ext > 0);
-            let Some(need) = (ours + ext + 1 + headroom).checked_sub(limit).filter(|n| *n > 0) else { return s };
+            let Some(need) = (ours + self.others_at(s) + 1).checked_sub(limit).filter(|n| *n > 0) else { return s };
             if need > ours {
                 // Other clients hold the budget: wait until their use is forgotten.
                 match self.external_until {
@@ -140,7 +203,7 @@ impl Sliding {
             }
             // The `need`-th oldest of our requests in the window must leave it.
             let oldest = self.log.len() - ours as usize;
-            let leaves = self.log.get(oldest + need as usize - 1).map_or(s, |e| add(e.at, self.window));
+            let leaves = self.log.get(oldest + need as usize - 1).map_or(s, |e| add(e.at, self.span()));
             let candidate = leaves.max(s);
             match self.external_until {
                 // The others' use ends first: look again from there without it.
@@ -158,18 +221,49 @@ impl Sliding {
         let Some(limit) = self.limit.filter(|l| *l > 0) else { return t };
         let mut slot = self.model_slot(t, limit);
         if self.probing(slot) {
-            let used = self.in_window(slot) as u64 + self.external_at(slot);
-            let half = limit.div_ceil(2);
-            if let (Some(j), Some(half_at)) = (used.checked_sub(half), self.half_at) {
-                let factor = 1u32 << j.min(30) as u32;
-                slot = slot.max(add(half_at, PROBE_BASE.saturating_mul(factor)));
+            let warm = self.warmup_slot(slot, limit);
+            if warm > slot {
+                slot = self.model_slot(warm, limit);
             }
         } else if let Some(last) = self.log.back() {
-            // Evenly spaced at the window's sustainable rate (as known now).
-            let even = add(last.at, self.window / u32::try_from(limit).unwrap_or(u32::MAX));
+            // Evenly spaced at the sustainable rate of what other clients
+            // leave of the window (as known now).
+            let share = self.share_at(slot, limit).max(1);
+            let even = add(last.at, self.window / u32::try_from(share).unwrap_or(u32::MAX));
             slot = self.model_slot(slot.max(even), limit);
         }
         slot
+    }
+
+    /// While warming up: the earliest instant at or after `s` for our next
+    /// request. The first half of our share of the window goes at once; the
+    /// `k`-th request after it at the earlier of `k` even steps over the rest
+    /// of the assumed window and `PROBE_BASE * 2^(k-1)`. Never later than the
+    /// end of the assumed window (the model decides from there on).
+    fn warmup_slot(&self, s: Instant, limit: u64) -> Instant {
+        let Some(first) = self.first_at else { return s };
+        let share = self.share_at(s, limit);
+        let burst = share.div_ceil(2);
+        // Every request since the first is in the window while warming up.
+        let ours = self.in_window(s);
+        let Some(k) = (ours as u64 + 1).checked_sub(burst).filter(|k| *k > 0 && burst > 0) else { return s };
+        // The burst ended with our `burst`-th request.
+        let Some(burst_end) = (self.log.len() - ours)
+            .checked_add(usize::try_from(burst).unwrap_or(usize::MAX) - 1)
+            .and_then(|i| self.log.get(i))
+            .map(|e| e.at)
+        else {
+            return s;
+        };
+        let end = add(first, self.default_window);
+        let rest = share - burst;
+        let spread = if k >= rest {
+            end
+        } else {
+            add(burst_end, end.saturating_duration_since(burst_end).mul_f64(k as f64 / rest as f64))
+        };
+        let probe = add(burst_end, PROBE_BASE.saturating_mul(1 << (k - 1).min(PROBE_DOUBLINGS)));
+        s.max(spread.min(probe))
     }
 
     /// Record request `seq` as sent at `slot` (from [`Sliding::plan`]).
@@ -177,14 +271,6 @@ impl Sliding {
         self.prune(slot);
         self.first_at.get_or_insert(slot);
         self.log.push_back(Sent { seq, at: slot, answered: None });
-        if let Some(limit) = self.limit.filter(|l| *l > 0) {
-            let used = self.in_window(slot) as u64 + self.external_at(slot);
-            if used < limit.div_ceil(2) {
-                self.half_at = None;
-            } else if self.half_at.is_none() {
-                self.half_at = Some(slot);
-            }
-        }
     }
 
     /// Forget requests older than the window (and a tenth, to confirm it),
@@ -263,6 +349,27 @@ impl Sliding {
         if external >= self.external || self.external_until.is_none_or(|u| u <= a) {
             self.external = external;
             self.external_until = Some(add(a, self.window));
+        }
+        self.sample_external(a, external);
+    }
+
+    /// Remember what other clients held at `a` (bounded: one sample per
+    /// 1/[`EXT_SAMPLES`] of the window, over the last window).
+    fn sample_external(&mut self, a: Instant, external: u64) {
+        let start = a.checked_sub(self.window);
+        while self.ext_samples.front().is_some_and(|(t, _)| start.is_some_and(|st| *t < st)) {
+            self.ext_samples.pop_front();
+        }
+        let step = self.window / EXT_SAMPLES as u32;
+        let several = self.ext_samples.len() > 1;
+        match self.ext_samples.back_mut() {
+            // Within one step of the last sample: keep the latest reading
+            // (the oldest one stays, as the reference).
+            Some(last) if several && a.saturating_duration_since(last.0) < step => *last = (a, external),
+            _ => self.ext_samples.push_back((a, external)),
+        }
+        while self.ext_samples.len() > EXT_SAMPLES + 1 {
+            self.ext_samples.pop_front();
         }
     }
 

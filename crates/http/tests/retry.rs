@@ -125,20 +125,21 @@ fn epoch_now() -> u64 {
 #[tokio::test]
 async fn retry_after_seconds_is_honoured() {
     let w = waited_for("retry-after", || "1".into()).await;
-    assert!(w >= Duration::from_millis(950) && w < Duration::from_millis(1800), "{w:?}");
+    assert!(w >= Duration::from_millis(950), "waited at least what the vendor asked: {w:?}");
 }
 
 #[tokio::test]
 async fn retry_after_http_date_is_honoured() {
     let w = waited_for("retry-after", || httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2))).await;
-    // HTTP dates have whole seconds: between 1 and 2 s.
-    assert!(w >= Duration::from_millis(950) && w < Duration::from_millis(2300), "{w:?}");
+    // HTTP dates have whole seconds: at least 1 s of the 2 asked.
+    assert!(w >= Duration::from_millis(950), "{w:?}");
 }
 
 #[tokio::test]
 async fn crowdstrike_epoch_retry_after_is_honoured() {
     let w = waited_for("x-ratelimit-retryafter", || (epoch_now() + 2).to_string()).await;
-    assert!(w >= Duration::from_millis(950) && w < Duration::from_millis(2300), "{w:?}");
+    // Whole epoch seconds: at least 1 s of the 2 asked.
+    assert!(w >= Duration::from_millis(950), "{w:?}");
 }
 
 #[tokio::test]
@@ -158,11 +159,11 @@ async fn qualys_409_to_wait_is_honoured() {
 #[tokio::test]
 async fn wait_beyond_the_budget_fails_at_once() {
     let (base, calls) = scripted(|_| with_header(status(429), "retry-after", "3600".into())).await;
-    let (c, _) = client(HttpConfig::new(&base));
-    let t = Instant::now();
+    let (c, m) = client(HttpConfig::new(&base));
     let err = c.get("/r").send_bytes().await.expect_err("budget exceeded");
-    assert!(t.elapsed() < Duration::from_secs(1));
     assert_eq!(calls.get(), 1);
+    let s = m.snapshot();
+    assert_eq!((s.retries, s.retry_wait_ms), (0, 0), "failed without waiting: {s:?}");
     assert!(matches!(err, HttpError::RateLimited { status: 429, wait: Some(w), .. } if w == Duration::from_secs(3600)));
     assert!(err.to_string().contains("3600.0s"), "{err}");
 }
@@ -242,42 +243,51 @@ async fn query_secrets_never_reach_error_messages() {
 }
 
 /// A vendor sending absurd wait headers: huge epoch instants, negative and
-/// not-a-number delays, limits beyond u64. The client neither panics nor waits
-/// forever: a wait beyond the retry budget fails at once, naming it; garbage
-/// is ignored (plain backoff).
+/// not-a-number delays, limits beyond u64. The client neither panics nor
+/// waits nor fails because of them (issue 9, item 2): a value that is not a
+/// plausible time is ignored, as if the vendor had sent nothing (plain
+/// backoff after a 429 or 5xx, no pacing after a 200).
 #[tokio::test]
-async fn hostile_wait_headers_neither_panic_nor_hang() {
+async fn hostile_wait_headers_are_ignored_neither_waited_for_nor_failed_on() {
     let run = |script: fn(usize) -> Response| async move {
         let (base, calls) = scripted(script).await;
         let (c, m) = client(HttpConfig::new(&base));
-        let first = tokio::time::timeout(Duration::from_secs(10), c.get("/r").send_bytes()).await;
-        let second = tokio::time::timeout(Duration::from_secs(10), c.get("/r").send_bytes()).await;
+        let first = tokio::time::timeout(Duration::from_secs(30), c.get("/r").send_bytes()).await;
+        let second = tokio::time::timeout(Duration::from_secs(30), c.get("/r").send_bytes()).await;
         (first.expect("first request returns"), second.expect("second request returns"), calls.get(), m)
     };
 
-    // 429 with an epoch-milliseconds instant far beyond any clock: fails at once.
-    let (first, _, calls, _) =
-        run(|_| with_header(status(429), "x-ratelimit-retryafter", "100000000000000000000000".into())).await;
-    let err = first.expect_err("beyond the budget");
-    assert!(
-        matches!(err, HttpError::RateLimited { status: 429, wait: Some(w), .. } if w == corral_http::MAX_WAIT),
-        "{err:?}"
-    );
-    assert_eq!(calls, 2, "each request asked once, none retried");
+    // A 429 with an epoch-milliseconds instant far beyond any clock: backed
+    // off as if without a hint, then the answer that follows is used.
+    let (first, second, calls, m) = run(|n| match n {
+        1 => with_header(status(429), "x-ratelimit-retryafter", "100000000000000000000000".into()),
+        _ => status(200),
+    })
+    .await;
+    assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+    assert_eq!(calls, 3);
+    assert_eq!(m.snapshot().rate_limited, 1);
 
-    // Okta-style: remaining 0 until an absurd reset. The answer is used; the next
-    // request would have to wait decades, so it fails at once without being sent.
+    // Okta-style: remaining 0 until an absurd reset. The reset is ignored:
+    // the next request is neither refused nor parked for decades.
     let (first, second, calls, m) = run(|_| {
         let r = with_header(status(200), "x-rate-limit-remaining", "0".into());
         with_header(r, "x-rate-limit-reset", "100000000000000000000000".into())
     })
     .await;
-    assert!(first.is_ok());
-    let err = second.expect_err("paced beyond the budget");
-    assert!(matches!(err, HttpError::Throttled { wait, .. } if wait >= Duration::from_secs(900)), "{err:?}");
-    assert!(err.to_string().contains("beyond the retry budget"), "{err}");
-    assert_eq!(calls, 1, "the second request was never sent");
-    assert!(m.snapshot().limiter_wait_ms < 1000);
+    assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+    assert_eq!(calls, 2);
+    assert!(m.snapshot().limiter_wait_ms < 1000, "{:?}", m.snapshot());
+
+    // A reset as an RFC 3339 timestamp years away (it was read as its
+    // leading digits, 2026 seconds, before): ignored too.
+    let (first, second, calls, _) = run(|_| {
+        let r = with_header(status(200), "x-ratelimit-remaining", "0".into());
+        with_header(r, "x-ratelimit-reset", "2126-12-01T10:00:00Z".into())
+    })
+    .await;
+    assert!(first.is_ok() && second.is_ok(), "{first:?} {second:?}");
+    assert_eq!(calls, 2);
 
     // Negative and NaN delays are ignored: plain backoff, then success.
     let (first, second, calls, m) = run(|n| match n {
@@ -290,10 +300,11 @@ async fn hostile_wait_headers_neither_panic_nor_hang() {
     assert_eq!(calls, 4);
     assert_eq!(m.snapshot().rate_limited, 2);
 
-    // A 503 asking to wait more seconds than an f64 holds: fails at once.
-    let (first, _, calls, _) = run(|_| with_header(status(503), "retry-after", "9".repeat(400))).await;
-    assert!(matches!(first, Err(HttpError::Status { status: 503, attempts: 1, .. })), "{first:?}");
-    assert_eq!(calls, 2);
+    // A 503 asking to wait more seconds than an f64 holds: retried like any 503.
+    let (first, _, calls, _) =
+        run(|n| if n == 1 { with_header(status(503), "retry-after", "9".repeat(400)) } else { status(200) }).await;
+    assert!(first.is_ok(), "{first:?}");
+    assert_eq!(calls, 3);
 
     // Limits and remainders beyond u64 (sliding-window headers) are harmless.
     let (first, second, calls, _) = run(|_| {
@@ -303,4 +314,21 @@ async fn hostile_wait_headers_neither_panic_nor_hang() {
     .await;
     assert!(first.is_ok() && second.is_ok());
     assert_eq!(calls, 2);
+}
+
+/// A plausible wait that is longer than the budget still fails at once,
+/// naming the wait (a vendor's daily quota is spent).
+#[tokio::test]
+async fn a_plausible_reset_beyond_the_budget_fails_at_once() {
+    let (base, calls) = scripted(|_| {
+        let r = with_header(status(200), "x-rate-limit-remaining", "0".into());
+        with_header(r, "x-rate-limit-reset", "7200".into())
+    })
+    .await;
+    let (c, _) = client(HttpConfig::new(&base));
+    c.get("/r").send_bytes().await.expect("the first answer is used");
+    let err = c.get("/r").send_bytes().await.expect_err("paced beyond the budget");
+    assert!(matches!(err, HttpError::Throttled { wait, .. } if wait >= Duration::from_secs(7000)), "{err:?}");
+    assert!(err.to_string().contains("beyond the retry budget"), "{err}");
+    assert_eq!(calls.get(), 1, "the second request was never sent");
 }

@@ -4,6 +4,9 @@
 //! - `GET /_sim/generation` -> `{"generation": N}`;
 //! - `POST /_sim/generation` (body empty: the next one; `{"generation": N}`: that one)
 //!   -> `{"generation": N}`: records change from the next request on;
+//! - `POST /_sim/spend` `{"requests": N}` -> `{"spent": M}`: another client of
+//!   the tenant spends N requests of the rate limit now (M: what the limit
+//!   admitted; 0 without a rate limit);
 //! - `POST /_sim/revoke` -> 204: the Okta API token and every OAuth token
 //!   issued so far stop working (401), as when an admin revokes them;
 //! - `GET /_sim/counters` -> the counters snapshot as JSON.
@@ -26,6 +29,7 @@ pub(crate) fn router() -> Router<Arc<Sim>> {
     Router::new()
         .route("/_sim/generation", get(generation).post(set_generation))
         .route("/_sim/revoke", post(revoke))
+        .route("/_sim/spend", post(spend))
         .route("/_sim/counters", get(counters))
 }
 
@@ -56,6 +60,20 @@ async fn set_generation(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     };
     tracing::info!(generation = now, "corral-sim: dataset generation changed");
     json_resp(StatusCode::OK, &json!({ "generation": now }))
+}
+
+async fn spend(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let n = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("requests")?.as_u64())
+        .and_then(|n| u32::try_from(n).ok());
+    let Some(n) = n else {
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "body must be {\"requests\": <non-negative integer>}"}),
+        );
+    };
+    json_resp(StatusCode::OK, &json!({ "spent": sim.spend(n) }))
 }
 
 async fn revoke(State(sim): State<Arc<Sim>>) -> StatusCode {

@@ -62,6 +62,39 @@ impl Limiter {
         self.limit.per.max(Duration::from_millis(1))
     }
 
+    /// Another client of the tenant spends `n` requests at `now` (as many as
+    /// the limit leaves; what is beyond it would have been refused). They
+    /// count against the limit like any other; they are not attempts of the
+    /// client under test (`Counters::max_in_window` ignores them). Returns
+    /// how many were admitted.
+    pub(crate) fn spend(&self, now: Instant, n: u32) -> u32 {
+        let per = self.per();
+        let limit = self.limit.requests;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match self.window {
+            Window::Sliding => {
+                while s.admitted.front().is_some_and(|t| now.duration_since(*t) >= per) {
+                    s.admitted.pop_front();
+                }
+                let take = n.min(limit.saturating_sub(s.admitted.len() as u32));
+                s.admitted.extend(std::iter::repeat_n(now, take as usize));
+                take
+            }
+            Window::Fixed => {
+                let elapsed = now.saturating_duration_since(s.start);
+                let index = (elapsed.as_nanos() / per.as_nanos()) as u64;
+                if index != s.window_index {
+                    s.window_index = index;
+                    s.window_admitted = 0;
+                    s.window_attempts = 0;
+                }
+                let take = n.min(limit.saturating_sub(s.window_admitted));
+                s.window_admitted += take;
+                take
+            }
+        }
+    }
+
     /// Count one request and decide; `consume == false` only reports the state.
     pub(crate) fn check(&self, now: Instant, consume: bool) -> Decision {
         let per = self.per();
@@ -138,6 +171,20 @@ mod tests {
         assert_eq!(d.reset_at, t0 + Duration::from_secs(1));
         assert_eq!(d.attempts_in_window, 4);
         assert!(l.check(t0 + Duration::from_millis(1001), true).allowed);
+    }
+
+    #[test]
+    fn another_client_spends_part_of_the_window() {
+        let t0 = Instant::now();
+        let l = Limiter::new(RateLimit::per_second(5), Window::Sliding, t0);
+        assert_eq!(l.spend(t0, 3), 3);
+        let d = l.check(t0 + Duration::from_millis(10), true);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 1);
+        assert_eq!(d.attempts_in_window, 1, "the other client's requests are not the client's attempts");
+        assert_eq!(l.spend(t0 + Duration::from_millis(20), 3), 1, "no more than the limit leaves");
+        assert!(!l.check(t0 + Duration::from_millis(30), true).allowed);
+        assert!(l.check(t0 + Duration::from_millis(1001), true).allowed, "spent requests leave the window too");
     }
 
     #[test]

@@ -159,6 +159,11 @@ impl Sim {
         }
     }
 
+    /// Another client spends `n` requests of the data limit now.
+    pub(crate) fn spend(&self, n: u32) -> u32 {
+        self.limiter.as_ref().map_or(0, |l| l.spend(Instant::now(), n))
+    }
+
     fn nominal_decision(&self, now: Instant) -> Decision {
         let limit = match self.vendor {
             Vendor::CrowdStrike => 6000,
@@ -186,6 +191,7 @@ pub struct SimHandle {
     cancel: CancellationToken,
     done: Option<oneshot::Receiver<()>>,
     generation: Arc<AtomicU64>,
+    sim: Arc<Sim>,
 }
 
 impl SimHandle {
@@ -203,6 +209,15 @@ impl SimHandle {
     /// Move to the next generation; returns it.
     pub fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Another client of the tenant spends `n` requests of the data rate
+    /// limit now (what `POST /_sim/spend` does): they count against the
+    /// limit for a window like any request, as on a real tenant whose budget
+    /// other integrations share. Returns how many the limit admitted (0
+    /// without a rate limit).
+    pub fn spend(&self, n: u32) -> u32 {
+        self.sim.spend(n)
     }
 
     /// Stop serving and wait (at most a few seconds) for the server to finish; hung
@@ -275,6 +290,7 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
         filter_cache: Mutex::new(Vec::new()),
         config: config.clone(),
     });
+    let handle_sim = sim.clone();
     let (done_tx, done_rx) = oneshot::channel();
     let stop = cancel.clone();
     let task = async move {
@@ -296,7 +312,17 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
             // Dropping the runtime here ends any connection task still running.
         })?;
     }
-    Ok(SimHandle { base_url, addr, vendor, counters, config, cancel, done: Some(done_rx), generation: generation_cell })
+    Ok(SimHandle {
+        base_url,
+        addr,
+        vendor,
+        counters,
+        config,
+        cancel,
+        done: Some(done_rx),
+        generation: generation_cell,
+        sim: handle_sim,
+    })
 }
 
 async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: CancellationToken) -> std::io::Result<()> {

@@ -43,18 +43,27 @@ async fn bad_secret_fails_check_with_the_token_endpoint_and_is_not_retried() {
     sim.shutdown().await;
 }
 
+/// An unknown tenant is "not found" (Microsoft answers 400 `invalid_request`,
+/// AADSTS90002 "Tenant ... not found"): the URL names the wrong directory. An
+/// unknown client id is refused credentials (400 `unauthorized_client`).
+/// Neither is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_tenant_and_client_are_auth_errors_too() {
+async fn unknown_tenant_is_not_found_and_unknown_client_refused() {
     let sim = start(SimConfig::new(1, 10)).await;
-    for (extra, status) in [(json!({"tenant_id": "other-tenant"}), 400), (json!({"client_id": "someone-else"}), 400)] {
-        let outcome = adapter(&sim, extra.clone()).check().await;
-        match outcome {
-            CheckOutcome::AuthError { endpoint, status: s, .. } => {
-                assert!(endpoint.ends_with("/oauth2/v2.0/token"), "{endpoint}");
-                assert_eq!(s, Some(status), "{extra}");
-            }
-            other => panic!("{extra}: expected an auth error, got {other:?}"),
+    match adapter(&sim, json!({"tenant_id": "other-tenant"})).check().await {
+        CheckOutcome::NotFound { endpoint, status, detail } => {
+            assert!(endpoint.ends_with("/other-tenant/oauth2/v2.0/token"), "{endpoint}");
+            assert_eq!(status, 400);
+            assert!(detail.contains("AADSTS90002"), "{detail}");
         }
+        other => panic!("unknown tenant: expected not found, got {other:?}"),
+    }
+    match adapter(&sim, json!({"client_id": "someone-else"})).check().await {
+        CheckOutcome::AuthError { endpoint, status, .. } => {
+            assert!(endpoint.ends_with("/oauth2/v2.0/token"), "{endpoint}");
+            assert_eq!(status, Some(400));
+        }
+        other => panic!("unknown client: expected refused credentials, got {other:?}"),
     }
     assert_eq!(sim.counters.snapshot().endpoint("graph.token"), 2);
     sim.shutdown().await;
