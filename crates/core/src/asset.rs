@@ -14,17 +14,20 @@ use serde::{Deserialize, Serialize};
 use crate::fields::MacAddr;
 
 /// What kind of thing an asset is. Each stream produces exactly one kind.
+///
+/// The variants are declared in the order of their names, so `Ord` is the
+/// byte order of [`AssetKind::as_str`]: the order stores sort by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AssetKind {
+    /// A resource in a cloud account (instance, bucket, database, ...).
+    CloudResource,
     Device,
+    /// An installed product on a device.
+    Software,
     User,
     /// A finding: one vulnerability on one asset.
     Vulnerability,
-    /// An installed product on a device.
-    Software,
-    /// A resource in a cloud account (instance, bucket, database, ...).
-    CloudResource,
 }
 
 impl AssetKind {
@@ -790,10 +793,23 @@ impl Asset {
         Ok(s)
     }
 
-    /// The asset's fields as a JSON object ([`Asset::fields_string`] parsed).
+    /// The asset's fields as a JSON object (the same as [`Asset::fields_string`]).
     pub fn fields_json(&self) -> serde_json::Value {
-        // Serializing plain data structs cannot fail.
-        self.fields_string().ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null)
+        // Serializing plain data structs into a Value cannot fail.
+        let mut v = match &self.body {
+            AssetBody::Device(d) => serde_json::to_value(d),
+            AssetBody::User(u) => serde_json::to_value(u),
+            AssetBody::Vulnerability(v) => serde_json::to_value(v),
+            AssetBody::Software(x) => serde_json::to_value(x),
+            AssetBody::CloudResource(c) => serde_json::to_value(c),
+        }
+        .unwrap_or(serde_json::Value::Null);
+        if !self.attributes.is_empty()
+            && let serde_json::Value::Object(m) = &mut v
+        {
+            m.insert("attributes".into(), serde_json::to_value(&self.attributes).unwrap_or(serde_json::Value::Null));
+        }
+        v
     }
 
     /// A stable fingerprint of the asset's content (fields, attributes, raw
@@ -1169,6 +1185,15 @@ mod tests {
         let back = stored.asset().expect("asset");
         assert_eq!(back, a);
         assert_eq!(back.content_hash(), a.content_hash());
+    }
+
+    #[test]
+    fn kinds_order_by_name() {
+        let mut by_name = AssetKind::ALL;
+        by_name.sort_by_key(|k| k.as_str());
+        let mut by_ord = AssetKind::ALL;
+        by_ord.sort();
+        assert_eq!(by_name, by_ord);
     }
 
     #[test]
