@@ -1251,6 +1251,27 @@ mod tests {
             &format!("SELECT source_id FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT 10"),
         );
         assert!(plan.contains("USING INDEX") && !plan.contains("TEMP B-TREE"), "list assets: {plan}");
+        let by_key = AssetFilter {
+            conditions: vec![corral_core::schema::parse_where("serial_number=x", None, &[]).expect("parse")],
+            ..Default::default()
+        };
+        let (where_sql, _) = filter_sql(&by_key, true);
+        let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
+        assert!(plan.contains("USING COVERING INDEX asset_keys_value"), "--where on a key: {plan}");
+        assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "--where on a key: {plan}");
+        let points = AssetFilter {
+            points_at: Some(corral_core::store::AssetKey {
+                connection: "c".into(),
+                kind: AssetKind::Device,
+                source_id: "d".into(),
+            }),
+            ..Default::default()
+        };
+        let (where_sql, _) = filter_sql(&points, true);
+        let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
+        assert!(plan.contains("asset_refs_target"), "points_at: {plan}");
+        let plan = query_plan(&conn, DELETE_KEYS_SQL);
+        assert!(plan.contains("PRIMARY KEY") || plan.contains("USING"), "delete keys: {plan}");
         let plan = query_plan(&conn, "SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT 5");
         assert!(plan.contains("USING INDEX runs_started_at"), "runs: {plan}");
     }

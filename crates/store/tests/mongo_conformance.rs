@@ -112,7 +112,7 @@ fn batch(connection: &str, sync_id: &str, secs: i64, assets: Vec<Asset>) -> Load
 }
 
 fn all() -> AssetFilter {
-    AssetFilter { connection: None, kind: None, include_stale: true }
+    AssetFilter { include_stale: true, ..Default::default() }
 }
 
 async fn total(store: &MongoStore) -> u64 {
