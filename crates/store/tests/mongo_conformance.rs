@@ -321,13 +321,15 @@ async fn indexes_created_idempotently() {
             doc! { "kind": 1, "fields.hostname": 1 },
             doc! { "kind": 1, "fields.serial_number": 1 },
             doc! { "kind": 1, "fields.mac_addresses": 1 },
+            doc! { "keys": 1 },
+            doc! { "refs": 1 },
         ] {
             let (name, _, unique) = find(keys.clone());
             assert!(!*unique, "{name} on {keys} must not be unique (assets may share them)");
         }
         let on_key = indexes.iter().filter(|(_, k, _)| k.contains_key("source_id")).count();
         assert_eq!(on_key, 1, "created once, not once per store: {indexes:?}");
-        assert_eq!(indexes.len(), 7, "_id plus the store's six: {indexes:?}");
+        assert_eq!(indexes.len(), 9, "_id plus the store's eight: {indexes:?}");
         assert_eq!(total(&first).await, 1);
     })
     .await;

@@ -119,10 +119,10 @@ pub(crate) fn key_string(key: corral_core::asset::KeyType, value: &str) -> Strin
     format!("{}:{value}", key.as_str())
 }
 
-/// A reference as stored in `refs`: the JSON array `[connection, kind,
-/// source_id]` as text (unambiguous whatever the names hold).
+/// A reference as stored in `refs`: `"<kind>:<length of connection>:<connection>:<source_id>"`
+/// (`device:6:cs-eu1:abc`), unambiguous whatever the names hold.
 pub(crate) fn ref_string(connection: &str, kind: AssetKind, source_id: &str) -> String {
-    serde_json::to_string(&[connection, kind.as_str(), source_id]).unwrap_or_default()
+    format!("{}:{}:{connection}:{source_id}", kind.as_str(), connection.len())
 }
 
 /// Per-element overhead of a statement inside the `updates` array (type byte,

@@ -22,8 +22,8 @@
 //!   insert_token, write_token, write_changed}`, dates as BSON dates (millisecond
 //!   precision). `fields` is exactly [`Asset::fields_json`](corral_core::asset::Asset::fields_json)
 //!   (attributes under `fields.attributes`). `keys` (the correlation keys as
-//!   `"<type>:<value>"`) and `refs` (references as `[connection, kind,
-//!   source_id]` JSON text) are derived from the content and rewritten only
+//!   `"<type>:<value>"`) and `refs` (references as
+//!   `"<kind>:<length of connection>:<connection>:<source_id>"`) are derived from the content and rewritten only
 //!   with it; each has a multikey index. The three
 //!   `*_token` / `write_changed` fields record which load batch inserted and
 //!   last rewrote the document, so a retried batch counts exactly (see [`load`](self)).
@@ -798,8 +798,11 @@ impl MongoStore {
                 _ => and.push(doc! { "$or": alternatives }),
             }
         }
+        // Within `$and`, like the conditions: the same query to MongoDB, and
+        // nx-27017 (the test stand-in) matches an array element there only,
+        // not in a top-level `{refs: {$eq: ..}}` on an indexed array field.
         if let Some(t) = &filter.points_at {
-            q.insert("refs", doc! { "$eq": load::ref_string(&t.connection, t.kind, &t.source_id) });
+            and.push(doc! { "refs": { "$eq": load::ref_string(&t.connection, t.kind, &t.source_id) } });
         }
         if !and.is_empty() {
             q.insert("$and", and);
