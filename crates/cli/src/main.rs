@@ -49,6 +49,8 @@ mod limits;
 mod logging;
 mod output;
 mod progress;
+#[cfg(test)]
+mod schema_doc;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -448,7 +448,7 @@ pub fn render_markdown(adapters: &[AdapterInfo]) -> String {
     let _ = writeln!(
         w,
         "<!-- Generated from the code (corral_core::schema::render_markdown and each adapter's AdapterInfo). \
-         Do not edit: regenerate with `CORRAL_UPDATE_SCHEMA=1 cargo test -p corral --test schema`. -->\n"
+         Do not edit: regenerate with `CORRAL_UPDATE_SCHEMA=1 cargo test -p corral schema_md`. -->\n"
     );
     let _ = writeln!(
         w,
