@@ -1283,7 +1283,8 @@ pub async fn where_finds_fields_and_attributes(store: &dyn Store) {
     ok(store.upsert(batch("conn-b", "sync-1", at(0), other)).await, "upsert conn-b");
     let dev1 = key("conn-a", D, "dev-1");
     let one = |k: (String, AssetKind, String)| vec![k];
-    let cases: Vec<(&[&str], Option<AssetKind>, Vec<(String, AssetKind, String)>)> = vec![
+    type Key = (String, AssetKind, String);
+    let cases: Vec<(&[&str], Option<AssetKind>, Vec<Key>)> = vec![
         (&["hostname=WEB-01"], None, vec![dev1.clone(), key("conn-b", D, "dev-1")]),
         (&["serial_number=5cg1234xyz"], None, one(dev1.clone())),
         (&["mac_addresses=AA-BB-CC-DD-EE-02"], None, one(dev1.clone())),

@@ -66,12 +66,16 @@ pub fn severity_scaled(n: f64, scale: SeverityScale) -> Option<Severity> {
 /// low, 4.0-6.9 medium, 7.0-8.9 high, 9.0-10.0 critical; `None` outside 0-10.
 pub fn severity_from_cvss(score: f64) -> Option<Severity> {
     let s = cvss_score(score)?;
-    Some(match s {
-        s if s == 0.0 => Severity::Info,
-        s if s < 4.0 => Severity::Low,
-        s if s < 7.0 => Severity::Medium,
-        s if s < 9.0 => Severity::High,
-        _ => Severity::Critical,
+    Some(if s == 0.0 {
+        Severity::Info
+    } else if s < 4.0 {
+        Severity::Low
+    } else if s < 7.0 {
+        Severity::Medium
+    } else if s < 9.0 {
+        Severity::High
+    } else {
+        Severity::Critical
     })
 }
 
