@@ -411,6 +411,72 @@ const INSERT_REF_SQL: &str = "INSERT OR IGNORE INTO asset_refs \
 const DELETE_KEYS_SQL: &str = "DELETE FROM asset_keys WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
 const DELETE_REFS_SQL: &str = "DELETE FROM asset_refs WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
 
+/// Rows of one multi-row insert into `asset_keys`.
+const KEY_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT OR IGNORE INTO asset_keys .. VALUES` with [`KEY_ROWS_PER_INSERT`] rows.
+fn bulk_key_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows = vec!["(?, ?, ?, ?, ?)"; KEY_ROWS_PER_INSERT].join(", ");
+        format!("INSERT OR IGNORE INTO asset_keys (connection, kind, source_id, type, value) VALUES {rows}")
+    })
+}
+
+/// The keys and references of newly inserted assets (they have none yet):
+/// keys in multi-row inserts, which cost SQLite far less per row than one
+/// statement each. Empties `inserted`.
+fn write_inserted_derived(
+    tx: &Connection,
+    connection: &str,
+    inserted: &mut Vec<&PreparedAsset>,
+) -> Result<(), StoreError> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<(&PreparedAsset, &'static str, String)> = Vec::new();
+    for a in inserted.iter() {
+        rows.extend(a.asset.correlation_keys().into_iter().map(|(k, v)| (*a, k.as_str(), v)));
+        let refs = a.asset.references();
+        if !refs.is_empty() {
+            let mut insert = tx.prepare_cached(INSERT_REF_SQL).ctx("prepare insert reference")?;
+            for (role, r) in refs {
+                insert
+                    .execute(params![
+                        connection,
+                        a.kind,
+                        a.source_id,
+                        role,
+                        r.connection_or(connection),
+                        r.kind.as_str(),
+                        r.source_id
+                    ])
+                    .ctx("insert reference")?;
+            }
+        }
+    }
+    let mut chunks = rows.chunks_exact(KEY_ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut bulk = tx.prepare_cached(bulk_key_sql()).ctx("prepare insert keys")?;
+        for chunk in chunks.by_ref() {
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(5 * KEY_ROWS_PER_INSERT);
+            for (a, key, value) in chunk {
+                values.extend_from_slice(&[&connection, &a.kind, &a.source_id, key, value]);
+            }
+            bulk.execute(values.as_slice()).ctx("insert keys")?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut insert = tx.prepare_cached(INSERT_KEY_SQL).ctx("prepare insert key")?;
+        for (a, key, value) in rest {
+            insert.execute(params![connection, a.kind, a.source_id, key, value]).ctx("insert key")?;
+        }
+    }
+    inserted.clear();
+    Ok(())
+}
+
 /// (Re)write the keys and references of one asset; `replace` deletes its old ones first.
 fn write_derived(
     conn: &Connection,
@@ -607,13 +673,16 @@ fn upsert_blocking(
     connection: &str,
     sync_id: &str,
     seen: &str,
-    assets: Vec<PreparedAsset>,
+    assets: &[PreparedAsset],
 ) -> Result<LoadOutcome, StoreError> {
     let mut outcome = LoadOutcome::default();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin upsert")?;
     {
         let mut upsert = tx.prepare_cached(UPSERT_SQL).ctx("prepare upsert")?;
-        for a in &assets {
+        // Keys and references of inserted assets, written in bulk: before the
+        // next update (which may be of one of them: a key repeated in the batch) and at the end.
+        let mut inserted: Vec<&PreparedAsset> = Vec::new();
+        for a in assets {
             let change: i64 = upsert
                 .query_row(
                     params![connection, a.kind, a.source_id, a.asset.stream, a.fields, a.raw, a.hash, seen, sync_id],
@@ -628,10 +697,11 @@ fn upsert_blocking(
             }
             match change & !CHANGE_STREAM {
                 CHANGE_INSERTED => {
-                    write_derived(&tx, connection, a.kind, &a.source_id, &a.asset, false)?;
+                    inserted.push(a);
                     outcome.inserted += 1;
                 }
                 CHANGE_UPDATED => {
+                    write_inserted_derived(&tx, connection, &mut inserted)?;
                     write_derived(&tx, connection, a.kind, &a.source_id, &a.asset, true)?;
                     outcome.updated += 1;
                 }
@@ -639,6 +709,7 @@ fn upsert_blocking(
                 other => return Err(StoreError::Corrupt(format!("assets.last_change: unexpected value {other}"))),
             }
         }
+        write_inserted_derived(&tx, connection, &mut inserted)?;
     }
     tx.commit().ctx("commit upsert")?;
     Ok(outcome)
@@ -876,7 +947,11 @@ impl Store for SqliteStore {
             }
             let seen = ts(&seen_at);
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut outcome = upsert_blocking(&mut conn, &connection, &sync_id, &seen, prepared)?;
+            let written = upsert_blocking(&mut conn, &connection, &sync_id, &seen, &prepared);
+            // The assets are freed after the lock is released.
+            drop(conn);
+            drop(prepared);
+            let mut outcome = written?;
             outcome.rejected = rejected;
             Ok(outcome)
         })
