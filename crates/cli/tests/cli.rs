@@ -165,6 +165,15 @@ fn adapters_lists_streams_and_config_fields() {
     let file = infos.as_array().and_then(|a| a.iter().find(|i| i["name"] == "file")).expect("file adapter listed");
     assert!(file["streams"].to_string().contains("devices"));
     assert!(file["config"].to_string().contains("path"));
+    // Streams say what they fill and the attributes they declare, with their types.
+    let graph = infos.as_array().and_then(|a| a.iter().find(|i| i["name"] == "msgraph")).expect("msgraph listed");
+    let devices = &graph["streams"][0];
+    assert_eq!(devices["name"], "managed_devices");
+    let attrs = devices["attributes"].as_array().expect("attributes");
+    assert!(attrs.iter().any(|a| a["name"] == "compliance_state" && a["type"] == "string"), "{devices}");
+    assert!(devices["fills"].to_string().contains("entra_device_id"), "{devices}");
+    let out = corral(dir.path(), &["adapters"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("attribute compliance_state"), "{}", text(&out));
 }
 
 /// A secret that reaches an error (here: through a file path that embeds it)
