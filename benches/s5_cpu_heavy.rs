@@ -197,12 +197,7 @@ fn main() {
                     name: "tenable-shaped".into(),
                     version: "0".into(),
                     description: String::new(),
-                    streams: vec![StreamInfo {
-                        name: "assets".into(),
-                        kind: AssetKind::Device,
-                        key: "id".into(),
-                        description: String::new(),
-                    }],
+                    streams: vec![StreamInfo::new("assets", AssetKind::Device, "id", "")],
                     config: vec![],
                 },
                 pages: pages.clone(),

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, ConfigError, FetchContext, FetchError,
+    Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, Quota, RateConfig, RetryConfig};
@@ -66,13 +66,35 @@ pub const TOKEN_REQUESTS_PER_MINUTE: u32 = 300;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CrowdStrikeFactory;
 
-fn hosts_stream() -> StreamInfo {
-    StreamInfo {
-        name: HOSTS.into(),
-        kind: AssetKind::Device,
-        key: "device_id".into(),
-        description: "Falcon sensor hosts (GET devices-scroll ids, POST entities details)".into(),
-    }
+/// The `hosts` stream: what it fills and the attributes it declares.
+pub fn hosts_stream() -> StreamInfo {
+    StreamInfo::new(
+        HOSTS,
+        AssetKind::Device,
+        "device_id",
+        "Falcon sensor hosts (GET devices-scroll ids, POST entities details)",
+    )
+    .fills("hostname", "`hostname` (`fields::hostname_with_domain`)")
+    .fills("domain", "`machine_domain`, or the FQDN's domain")
+    .fills("ip_addresses", "`local_ip`, `external_ip`")
+    .fills("mac_addresses", "`mac_address`")
+    .fills("serial_number", "`serial_number`")
+    .fills("os.family", "from `platform_name` and `os_version`")
+    .fills("os.name", "`platform_name`")
+    .fills("os.version", "`os_version`")
+    .fills("manufacturer", "`system_manufacturer`")
+    .fills("model", "`system_product_name` (firmware defaults dropped)")
+    .fills("first_seen", "`first_seen`")
+    .fills("last_seen", "`last_seen`")
+    .fills("owner", "`last_login_user`")
+    .fills("cloud_instance_id", "`instance_id` (cloud hosts)")
+    .fills("tags", "`tags`")
+    .attribute("agent_version", AttrType::String, "Falcon sensor version (`agent_version`).")
+    .attribute("status", AttrType::String, "Containment status (`status`: normal, contained, ...).")
+    .attribute("cid", AttrType::String, "The customer id (tenant) the host reports to (`cid`), lowercase.")
+    .attribute("platform", AttrType::String, "`platform_name` as sent (Windows, Mac, Linux).")
+    .attribute("product_type", AttrType::String, "`product_type_desc` (Workstation, Server, Domain Controller).")
+    .attribute("groups", AttrType::StringList, "Host group ids (`groups`).")
 }
 
 impl AdapterFactory for CrowdStrikeFactory {

@@ -71,6 +71,18 @@ struct Host<'a> {
     last_login_user: Text<'a>,
     #[serde(borrow)]
     tags: TextList<'a>,
+    #[serde(borrow)]
+    agent_version: Text<'a>,
+    #[serde(borrow)]
+    status: Text<'a>,
+    #[serde(borrow)]
+    cid: Text<'a>,
+    #[serde(borrow)]
+    product_type_desc: Text<'a>,
+    #[serde(borrow)]
+    instance_id: Text<'a>,
+    #[serde(borrow)]
+    groups: TextList<'a>,
 }
 
 /// Normalize one details page. Never panics.
@@ -122,7 +134,7 @@ pub fn page(page: &RawPage, keep_raw: bool) -> NormalizedPage {
         match device(&host) {
             Some(d) => {
                 let raw_value = if keep_raw { serde_json::from_str(raw.get()).ok() } else { None };
-                out.assets.push(Asset::device(&page.stream, d).with_raw(raw_value));
+                out.assets.push(with_attributes(Asset::device(&page.stream, d), &host).with_raw(raw_value));
             }
             None => {
                 out.rejects.push(Reject::new(locator(), "missing_key", "no device_id").with_raw(raw.get().as_bytes()))
@@ -130,6 +142,19 @@ pub fn page(page: &RawPage, keep_raw: bool) -> NormalizedPage {
         }
     }
     out
+}
+
+/// The vendor attributes of a host (declared in [`crate::hosts_stream`]).
+fn with_attributes(asset: Asset, h: &Host) -> Asset {
+    let text = |t: &Text| t.as_str().and_then(fields::text);
+    let groups = fields::tags(h.groups.0.iter().map(|t| t.as_ref()));
+    asset
+        .with_attr_opt("agent_version", text(&h.agent_version))
+        .with_attr_opt("status", text(&h.status))
+        .with_attr_opt("cid", text(&h.cid).map(|c| c.to_ascii_lowercase()))
+        .with_attr_opt("platform", text(&h.platform_name))
+        .with_attr_opt("product_type", text(&h.product_type_desc))
+        .with_attr_opt("groups", (!groups.is_empty()).then_some(groups))
 }
 
 /// Map one host to a device; `None` without a usable `device_id`.
@@ -149,7 +174,9 @@ fn device(h: &Host) -> Option<Device> {
         first_seen: h.first_seen.as_str().and_then(fields::timestamp),
         last_seen: h.last_seen.as_str().and_then(fields::timestamp),
         owner: h.last_login_user.as_str().and_then(fields::text),
+        cloud_instance_id: h.instance_id.as_str().and_then(fields::text),
         tags: fields::tags(h.tags.0.iter().map(|t| t.as_ref())),
+        ..Default::default()
     })
 }
 

@@ -26,7 +26,7 @@ fn devices(page: &NormalizedPage) -> Vec<&Device> {
         .iter()
         .map(|a| match &a.body {
             AssetBody::Device(d) => d,
-            AssetBody::User(_) => panic!("hosts produce devices"),
+            _ => panic!("hosts produce devices"),
         })
         .collect()
 }
@@ -244,4 +244,30 @@ fn never_panics_on_cut_or_corrupted_pages() {
         b[at] = (x >> 32) as u8;
         let _ = a.normalize(&RawPage::new("hosts", Bytes::from(b), LOCATOR));
     }
+}
+
+/// Hosts carry the attributes the stream declares, of their declared types;
+/// the declaration itself is well-formed.
+#[test]
+fn hosts_carry_declared_attributes() {
+    let info = CrowdStrikeFactory.info();
+    assert!(info.problems().is_empty(), "{:?}", info.problems());
+    let page = normalize(PAGE);
+    let stream = info.stream("hosts").expect("hosts stream");
+    for a in &page.assets {
+        assert_eq!(stream.check_attributes(a), Ok(()), "{a:?}");
+    }
+    let first = &page.assets[0].attributes;
+    assert_eq!(first.get("agent_version"), Some(&corral_core::AttrValue::String("7.14.17001.0".into())));
+    assert_eq!(first.get("status"), Some(&corral_core::AttrValue::String("normal".into())));
+    assert_eq!(first.get("cid"), Some(&corral_core::AttrValue::String("ffffffffffffffffffffffffffffffff".into())));
+    assert_eq!(first.get("platform"), Some(&corral_core::AttrValue::String("Windows".into())));
+    let host = json!({"resources": [{"device_id": "c1", "instance_id": "i-0abc", "groups": ["g1", "g2"], "product_type_desc": "Server"}]});
+    let page = normalize(host.to_string());
+    let a = &page.assets[0];
+    let AssetBody::Device(d) = &a.body else { panic!("a device") };
+    assert_eq!(d.cloud_instance_id.as_deref(), Some("i-0abc"));
+    assert_eq!(a.attributes.get("groups"), Some(&corral_core::AttrValue::StringList(vec!["g1".into(), "g2".into()])));
+    assert_eq!(a.attributes.get("product_type"), Some(&corral_core::AttrValue::String("Server".into())));
+    assert_eq!(stream.check_attributes(a), Ok(()));
 }

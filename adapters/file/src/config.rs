@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use corral_core::{AssetKind, ConfigError};
+use corral_core::{AssetKind, AttrType, ConfigError};
 use serde::Deserialize;
 
 /// Default records per raw page.
@@ -36,6 +36,36 @@ pub struct FileConfig {
     /// Asset field -> CSV header name or NDJSON key (dotted path allowed for NDJSON).
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Vendor attribute name -> its column (a string attribute), or
+    /// `{ column, type, description }`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, AttributeColumn>,
+    /// Devices: the connection the `owner_id` column's users belong to
+    /// (default: this one).
+    #[serde(default)]
+    pub owner_connection: Option<String>,
+}
+
+/// One `attributes` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AttributeColumn {
+    Column(String),
+    Full {
+        column: String,
+        #[serde(default, rename = "type")]
+        ty: Option<String>,
+        #[serde(default)]
+        description: Option<String>,
+    },
+}
+
+/// A vendor attribute fed by a column, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeMapping {
+    pub name: String,
+    pub ty: AttrType,
+    pub description: String,
 }
 
 fn default_kind() -> AssetKind {
@@ -81,6 +111,8 @@ pub enum Target {
     FirstSeen,
     LastSeen,
     Owner,
+    /// The owner's source id in `owner_connection`: a reference to a user.
+    OwnerId,
     // User
     Username,
     Email,
@@ -93,6 +125,8 @@ pub enum Target {
     LastLogin,
     // Both
     Tags,
+    /// The vendor attribute `Settings::attributes[i]`.
+    Attribute(usize),
 }
 
 /// Column targets valid for devices, in documentation order.
@@ -110,6 +144,7 @@ pub const DEVICE_TARGETS: &[(&str, Target)] = &[
     ("first_seen", Target::FirstSeen),
     ("last_seen", Target::LastSeen),
     ("owner", Target::Owner),
+    ("owner_id", Target::OwnerId),
     ("tags", Target::Tags),
 ];
 
@@ -133,14 +168,16 @@ pub fn targets(kind: AssetKind) -> &'static [(&'static str, Target)] {
     match kind {
         AssetKind::Device => DEVICE_TARGETS,
         AssetKind::User => USER_TARGETS,
+        // Refused by `validate`: the file adapter reads devices and users.
+        _ => &[],
     }
 }
 
 /// One `columns` entry, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapping {
-    /// The asset field name as configured (`hostname`).
-    pub field: &'static str,
+    /// The asset field name as configured (`hostname`, `attributes.rack`).
+    pub field: String,
     pub target: Target,
     /// The CSV header name or NDJSON key / dotted path.
     pub column: String,
@@ -156,8 +193,12 @@ pub struct Settings {
     pub delimiter: u8,
     pub page_records: usize,
     pub keep_raw: bool,
-    /// `source_id` first, then the other mappings in config order.
+    /// `source_id` first, then the other mappings in config order, then the attributes'.
     pub mappings: Vec<Mapping>,
+    /// The vendor attributes the columns feed (`Target::Attribute(i)` is the i-th).
+    pub attributes: Vec<AttributeMapping>,
+    /// The connection `owner_id` references point into (`None`: this one).
+    pub owner_connection: Option<String>,
 }
 
 impl Settings {
@@ -177,6 +218,9 @@ pub fn stream_name(kind: AssetKind) -> &'static str {
     match kind {
         AssetKind::Device => "devices",
         AssetKind::User => "users",
+        AssetKind::Vulnerability => "vulnerabilities",
+        AssetKind::Software => "software",
+        AssetKind::CloudResource => "cloud_resources",
     }
 }
 
@@ -238,6 +282,9 @@ impl FileConfig {
             }
         };
 
+        if !matches!(self.kind, AssetKind::Device | AssetKind::User) {
+            return Err(ConfigError::field("kind", "must be \"device\" or \"user\""));
+        }
         if !(1..=MAX_PAGE_RECORDS).contains(&self.page_records) {
             return Err(ConfigError::field("page_records", format!("must be between 1 and {MAX_PAGE_RECORDS}")));
         }
@@ -255,7 +302,7 @@ impl FileConfig {
             if column.trim().is_empty() {
                 return Err(ConfigError::field(format!("columns.{field}"), "must name a source column"));
             }
-            let m = Mapping { field: name, target: *target, column: column.clone() };
+            let m = Mapping { field: (*name).to_string(), target: *target, column: column.clone() };
             if *target == Target::SourceId {
                 mappings.insert(0, m);
             } else {
@@ -269,6 +316,40 @@ impl FileConfig {
             ));
         }
 
+        if self.owner_connection.is_some() && !self.columns.contains_key("owner_id") {
+            return Err(ConfigError::field("owner_connection", "only applies with a columns.owner_id column"));
+        }
+        if self.owner_connection.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(ConfigError::field("owner_connection", "must name a connection"));
+        }
+        let mut attributes = Vec::with_capacity(self.attributes.len());
+        for (name, spec) in &self.attributes {
+            let field = format!("attributes.{name}");
+            if !corral_core::adapter::valid_attribute_name(name) {
+                return Err(ConfigError::field(
+                    field,
+                    "an attribute name is lowercase letters, digits and _, starting with a letter (at most 64)",
+                ));
+            }
+            let (column, ty, description) = match spec {
+                AttributeColumn::Column(c) => (c, None, None),
+                AttributeColumn::Full { column, ty, description } => (column, ty.as_deref(), description.clone()),
+            };
+            if column.trim().is_empty() {
+                return Err(ConfigError::field(field, "must name a source column"));
+            }
+            let ty = match ty {
+                None => AttrType::String,
+                Some(t) => t.parse::<AttrType>().map_err(|e| ConfigError::field(format!("{field}.type"), e))?,
+            };
+            mappings.push(Mapping { field, target: Target::Attribute(attributes.len()), column: column.clone() });
+            attributes.push(AttributeMapping {
+                name: name.clone(),
+                ty,
+                description: description.unwrap_or_else(|| format!("From the file's `{column}` column.")),
+            });
+        }
+
         Ok(Settings {
             path: self.path,
             format,
@@ -277,6 +358,8 @@ impl FileConfig {
             page_records: self.page_records,
             keep_raw: self.keep_raw,
             mappings,
+            attributes,
+            owner_connection: self.owner_connection,
         })
     }
 }
@@ -322,8 +405,33 @@ mod tests {
     fn source_id_mapping_comes_first() {
         let s = parse(json!({"path": "a.csv", "columns": {"hostname": "h", "source_id": "id", "tags": "t"}}))
             .expect("valid");
-        let fields: Vec<&str> = s.mappings.iter().map(|m| m.field).collect();
+        let fields: Vec<&str> = s.mappings.iter().map(|m| m.field.as_str()).collect();
         assert_eq!(fields, ["source_id", "hostname", "tags"]);
+    }
+
+    #[test]
+    fn attributes_and_owner_references() {
+        let s = parse(json!({"path": "a.csv", "owner_connection": "okta", "columns": {"source_id": "id", "owner_id": "uid"},
+            "attributes": {"rack": "Rack", "cores": {"column": "CPU Cores", "type": "integer", "description": "CPU cores"}}}))
+        .expect("valid");
+        assert_eq!(s.attributes.len(), 2);
+        assert_eq!((s.attributes[0].name.as_str(), s.attributes[0].ty), ("cores", AttrType::Integer));
+        assert_eq!((s.attributes[1].name.as_str(), s.attributes[1].ty), ("rack", AttrType::String));
+        let fields: Vec<&str> = s.mappings.iter().map(|m| m.field.as_str()).collect();
+        assert_eq!(fields, ["source_id", "owner_id", "attributes.cores", "attributes.rack"]);
+        assert_eq!(s.owner_connection.as_deref(), Some("okta"));
+        let e = err(json!({"path": "a.csv", "columns": {"source_id": "id"}, "attributes": {"Rack": "r"}}));
+        assert!(e.starts_with("config field `attributes.Rack`"), "{e}");
+        let e = err(
+            json!({"path": "a.csv", "columns": {"source_id": "id"}, "attributes": {"r": {"column": "r", "type": "decimal"}}}),
+        );
+        assert!(e.starts_with("config field `attributes.r.type`") && e.contains("string_list"), "{e}");
+        let e = err(json!({"path": "a.csv", "columns": {"source_id": "id"}, "attributes": {"r": " "}}));
+        assert!(e.starts_with("config field `attributes.r`"), "{e}");
+        let e = err(json!({"path": "a.csv", "owner_connection": "okta", "columns": {"source_id": "id"}}));
+        assert!(e.starts_with("config field `owner_connection`"), "{e}");
+        let e = err(json!({"path": "a.csv", "kind": "software", "columns": {"source_id": "id"}}));
+        assert!(e.starts_with("config field `kind`"), "{e}");
     }
 
     #[test]

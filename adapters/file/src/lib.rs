@@ -46,11 +46,58 @@ const READ_BUFFER: usize = 256 * 1024;
 pub struct FileAdapterFactory;
 
 fn stream_info(kind: AssetKind, key: &str) -> StreamInfo {
-    let (name, what) = match kind {
-        AssetKind::Device => ("devices", "Devices from the file (when kind = \"device\")"),
-        AssetKind::User => ("users", "Users from the file (when kind = \"user\")"),
+    let what = match kind {
+        AssetKind::User => "Users from the file (when kind = \"user\")",
+        _ => "Devices from the file (when kind = \"device\")",
     };
-    StreamInfo { name: name.into(), kind, key: key.into(), description: what.into() }
+    let s = StreamInfo::new(config::stream_name(kind), kind, key, what);
+    let column = "the column mapped to it in `columns`";
+    let fields: &[&str] = match kind {
+        AssetKind::User => &[
+            "username",
+            "email",
+            "display_name",
+            "first_name",
+            "last_name",
+            "active",
+            "status",
+            "created",
+            "last_login",
+            "tags",
+        ],
+        _ => &[
+            "hostname",
+            "domain",
+            "ip_addresses",
+            "mac_addresses",
+            "serial_number",
+            "os.family",
+            "os.name",
+            "os.version",
+            "manufacturer",
+            "model",
+            "first_seen",
+            "last_seen",
+            "owner",
+            "owner_ref",
+            "tags",
+        ],
+    };
+    fields.iter().fold(s, |s, f| match *f {
+        "os.family" => s.fills(f, "from the `os_name` and `os_version` columns"),
+        "os.name" => s.fills(f, "the `os_name` column"),
+        "os.version" => s.fills(f, "the `os_version` column"),
+        "owner_ref" => s.fills(f, "the `owner_id` column: a user of `owner_connection` (default: this connection)"),
+        _ => s.fills(f, column),
+    })
+}
+
+/// The stream a validated config feeds, with the attributes its `attributes` table declares.
+fn configured_stream(settings: &Settings) -> StreamInfo {
+    settings
+        .attributes
+        .iter()
+        .fold(stream_info(settings.kind, settings.source_column()), |s, a| s.attribute(&a.name, a.ty, &a.description))
 }
 
 fn config_fields() -> Vec<ConfigField> {
@@ -84,7 +131,19 @@ fn config_fields() -> Vec<ConfigField> {
              source_id is required. Device fields: hostname, domain, ip_addresses, mac_addresses, serial_number, os_name, \
              os_version, manufacturer, model, first_seen, last_seen, owner, tags. User fields: username, email, \
              display_name, first_name, last_name, active, status, created, last_login, tags. ip_addresses, mac_addresses \
-             and tags take a column holding several values (separated by , or ; -- IPs and MACs also by whitespace) or an NDJSON array.",
+             and tags take a column holding several values (separated by , or ; -- IPs and MACs also by whitespace) or an NDJSON array. \
+             owner_id (devices) references the owner as a user of owner_connection.",
+        ),
+        ConfigField::optional(
+            "attributes",
+            FieldType::Table,
+            "Vendor attribute name -> its column (a string attribute), or { column = \"...\", type = \"string|integer|float|boolean|timestamp|string_list\", description = \"...\" }. \
+             A value that is not of the type rejects the record (attribute_type).",
+        ),
+        ConfigField::optional(
+            "owner_connection",
+            FieldType::String,
+            "Devices: the connection whose users the owner_id column names. Default: this connection.",
         ),
     ]
 }
@@ -97,6 +156,13 @@ impl AdapterFactory for FileAdapterFactory {
             description: "Devices or users from a CSV or NDJSON export (for products without an API)".into(),
             streams: vec![stream_info(AssetKind::Device, "source_id"), stream_info(AssetKind::User, "source_id")],
             config: config_fields(),
+        }
+    }
+
+    fn info_for(&self, config: &serde_json::Value) -> AdapterInfo {
+        match config::parse(config.clone()) {
+            Ok(settings) => FileAdapter::new("", settings).info,
+            Err(_) => self.info(),
         }
     }
 
@@ -121,8 +187,8 @@ impl FileAdapter {
 
     pub fn new(connection: &str, settings: Settings) -> Self {
         let mut info = FileAdapterFactory.info();
-        // This connection offers only the stream its kind feeds.
-        info.streams = vec![stream_info(settings.kind, settings.source_column())];
+        // This connection offers only the stream its kind feeds, with the attributes its config declares.
+        info.streams = vec![configured_stream(&settings)];
         FileAdapter { connection: connection.into(), settings, info }
     }
 

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use corral_core::fields;
-use corral_core::{Asset, AssetKind, Device, NormalizedPage, RawPage, Reject, User};
+use corral_core::{Asset, AssetKind, AssetRef, AttrType, AttrValue, Device, NormalizedPage, RawPage, Reject, User};
 use serde_json::Value;
 
 use crate::config::{Format, Settings, Target};
@@ -20,6 +20,7 @@ pub mod reason {
     pub const INVALID_UTF8: &str = "invalid_utf8";
     pub const MISSING_SOURCE_ID: &str = "missing_source_id";
     pub const INVALID_SOURCE_ID: &str = "invalid_source_id";
+    pub const UNSUPPORTED_KIND: &str = "unsupported_kind";
 }
 
 /// One source value, borrowed from the record.
@@ -124,7 +125,7 @@ fn build_asset<'a>(
         _ => return Err((reason::MISSING_SOURCE_ID, format!("`{}` is missing or empty", settings.source_column()))),
     };
 
-    match settings.kind {
+    let mut asset = match settings.kind {
         AssetKind::Device => {
             let mut d = Device { source_id, ..Default::default() };
             let mut host: Option<Val<'a>> = None;
@@ -158,6 +159,13 @@ fn build_asset<'a>(
                     Target::FirstSeen => d.first_seen = timestamp(v),
                     Target::LastSeen => d.last_seen = timestamp(v),
                     Target::Owner => d.owner = text(v),
+                    Target::OwnerId => {
+                        d.owner_ref = text(v).map(|id| AssetRef {
+                            connection: settings.owner_connection.clone(),
+                            kind: AssetKind::User,
+                            source_id: id,
+                        })
+                    }
                     Target::Tags => push_tags(&mut d.tags, v),
                     _ => {}
                 }
@@ -174,7 +182,7 @@ fn build_asset<'a>(
                 let version = os_version.and_then(Val::as_text);
                 d.os = fields::os(name.as_deref(), version.as_deref());
             }
-            Ok(Asset::device(stream, d))
+            Asset::device(stream, d)
         }
         AssetKind::User => {
             let mut u = User { source_id, ..Default::default() };
@@ -194,9 +202,52 @@ fn build_asset<'a>(
                     _ => {}
                 }
             }
-            Ok(Asset::user(stream, u))
+            Asset::user(stream, u)
         }
+        // `validate` refuses other kinds.
+        other => return Err((reason::UNSUPPORTED_KIND, format!("the file adapter does not read {other} records"))),
+    };
+    for (i, m) in settings.mappings.iter().enumerate() {
+        let (Target::Attribute(a), Some(v)) = (m.target, get(i)) else { continue };
+        let Some(attr) = settings.attributes.get(a) else { continue };
+        // Empty and "no value" spellings are no attribute, as for canonical fields.
+        if v.as_text().is_some_and(|t| fields::text(&t).is_none()) || matches!(v, Val::Json(Value::Null)) {
+            continue;
+        }
+        let value = attribute(attr.ty, v).ok_or_else(|| {
+            (
+                corral_core::adapter::ATTRIBUTE_TYPE,
+                format!("attribute `{}` is declared {} but `{}` holds no {}", attr.name, attr.ty, m.column, attr.ty),
+            )
+        })?;
+        asset.attributes.insert(attr.name.clone(), value);
     }
+    Ok(asset)
+}
+
+/// A column's value as an attribute of type `ty`, or `None` when it is not one.
+fn attribute(ty: AttrType, v: Val<'_>) -> Option<AttrValue> {
+    Some(match ty {
+        AttrType::String => AttrValue::String(text(v)?),
+        AttrType::Integer => match v {
+            Val::Json(Value::Number(n)) => AttrValue::Integer(n.as_i64()?),
+            other => AttrValue::Integer(other.as_text()?.trim().parse().ok()?),
+        },
+        AttrType::Float => {
+            let f = match v {
+                Val::Json(Value::Number(n)) => n.as_f64()?,
+                other => other.as_text()?.trim().parse().ok()?,
+            };
+            AttrValue::Float(fields::score(f)?)
+        }
+        AttrType::Boolean => AttrValue::Boolean(parse_bool(v)?),
+        AttrType::Timestamp => AttrValue::Timestamp(timestamp(v)?),
+        AttrType::StringList => {
+            let mut out = Vec::new();
+            push_tags(&mut out, v);
+            AttrValue::StringList(out)
+        }
+    })
 }
 
 fn push_tags(out: &mut Vec<String>, v: Val<'_>) {

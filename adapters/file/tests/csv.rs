@@ -9,14 +9,14 @@ use serde_json::json;
 fn device(a: &corral_core::Asset) -> &Device {
     match &a.body {
         AssetBody::Device(d) => d,
-        AssetBody::User(_) => panic!("expected a device"),
+        _ => panic!("expected a device"),
     }
 }
 
 fn user(a: &corral_core::Asset) -> &User {
     match &a.body {
         AssetBody::User(u) => u,
-        AssetBody::Device(_) => panic!("expected a user"),
+        _ => panic!("expected a user"),
     }
 }
 
@@ -242,4 +242,67 @@ async fn csv_dns_domain_beats_a_netbios_prefix_and_android_privacy_mac_is_droppe
             (Some("ws-4"), Some("lab.example.org"), vec![]),
         ]
     );
+}
+
+/// Columns mapped to attributes by config: typed, declared on the
+/// connection's stream (so `corral adapters` and `--where` know them), a
+/// value of the wrong type rejects its record naming the attribute; an
+/// `owner_id` column references the owner in `owner_connection`.
+#[tokio::test]
+async fn columns_feed_typed_attributes_and_owner_references() {
+    use corral_core::{AdapterFactory, AssetKind, AssetRef, AttrType, AttrValue};
+    let csv = "id,Rack,Cores,Managed,Patched,Groups,Owner\n\
+               1,R-12,8,yes,2024-05-01T10:00:00Z,\"a, b\",u-1\n\
+               2,,n/a,,,,\n\
+               3,R-3,many,no,,,u-3\n";
+    let cfg = json!({
+        "owner_connection": "okta-prod",
+        "columns": {"source_id": "id", "owner_id": "Owner"},
+        "attributes": {
+            "rack": "Rack",
+            "cores": {"column": "Cores", "type": "integer", "description": "CPU cores"},
+            "managed": {"column": "Managed", "type": "boolean"},
+            "patched": {"column": "Patched", "type": "timestamp"},
+            "groups": {"column": "Groups", "type": "string_list"},
+        },
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, _) = adapter(dir.path(), "d.csv", csv.as_bytes(), cfg.clone());
+    let stream = a.info().stream("devices").expect("stream").clone();
+    let declared: Vec<(&str, AttrType)> = stream.attributes.iter().map(|x| (x.name.as_str(), x.ty)).collect();
+    assert_eq!(
+        declared,
+        [
+            ("cores", AttrType::Integer),
+            ("groups", AttrType::StringList),
+            ("managed", AttrType::Boolean),
+            ("patched", AttrType::Timestamp),
+            ("rack", AttrType::String)
+        ]
+    );
+    assert!(a.info().problems().is_empty(), "{:?}", a.info().problems());
+    // The same declaration without building the connection (what `corral assets` reads).
+    let mut unbuilt = cfg.clone();
+    unbuilt["path"] = json!("d.csv");
+    assert_eq!(corral_adapter_file::FileAdapterFactory.info_for(&unbuilt).streams, vec![stream.clone()]);
+
+    let (assets, rejects) = run(&a).await;
+    assert_eq!(reasons(&rejects), [("line 4".to_string(), "attribute_type".to_string())]);
+    assert!(rejects[0].detail.contains("`cores`") && rejects[0].detail.contains("Cores"), "{}", rejects[0].detail);
+    assert_eq!(assets.len(), 2);
+    let attrs = &assets[0].attributes;
+    assert_eq!(attrs.get("rack"), Some(&AttrValue::String("R-12".into())));
+    assert_eq!(attrs.get("cores"), Some(&AttrValue::Integer(8)));
+    assert_eq!(attrs.get("managed"), Some(&AttrValue::Boolean(true)));
+    assert_eq!(
+        attrs.get("patched"),
+        corral_core::fields::timestamp("2024-05-01T10:00:00Z").map(AttrValue::Timestamp).as_ref()
+    );
+    assert_eq!(attrs.get("groups"), Some(&AttrValue::StringList(vec!["a".into(), "b".into()])));
+    assert!(assets[1].attributes.is_empty(), "empty and n/a values are no attribute: {:?}", assets[1].attributes);
+    for asset in &assets {
+        assert_eq!(stream.check_attributes(asset), Ok(()));
+    }
+    assert_eq!(device(&assets[0]).owner_ref, Some(AssetRef::to("okta-prod", AssetKind::User, "u-1")));
+    assert_eq!(device(&assets[1]).owner_ref, None);
 }

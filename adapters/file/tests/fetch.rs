@@ -337,8 +337,7 @@ async fn fetch_of_the_other_stream_is_unknown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, _) = adapter(dir.path(), "d.ndjson", b"{}\n", json!({"columns": {"source_id": "id"}}));
     let (sink, _rx) = PageSink::channel(1);
-    let users =
-        StreamInfo { name: "users".into(), kind: AssetKind::User, key: "id".into(), description: String::new() };
+    let users = StreamInfo::new("users", AssetKind::User, "id", "");
     let r = a.fetch(FetchContext::for_test("c", users, sink)).await;
     assert!(matches!(r, Err(FetchError::UnknownStream(s)) if s == "users"));
 }

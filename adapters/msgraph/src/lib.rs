@@ -33,7 +33,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, ConfigError, FetchContext, FetchError,
+    Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{
@@ -54,7 +54,7 @@ pub const USERS_PATH: &str = "/v1.0/users";
 /// The `managedDevice` properties normalize maps.
 pub const DEVICE_SELECT: &str = "id,deviceName,serialNumber,wiFiMacAddress,ethernetMacAddress,operatingSystem,\
 osVersion,manufacturer,model,enrolledDateTime,lastSyncDateTime,userPrincipalName,emailAddress,complianceState,\
-managedDeviceOwnerType";
+managedDeviceOwnerType,azureADDeviceId,userId,deviceRegistrationState";
 /// The `user` properties normalize maps. `GET /users` without `$select`
 /// returns a default set that lacks `accountEnabled`, `userType` and `createdDateTime`.
 pub const USER_SELECT: &str =
@@ -94,14 +94,53 @@ impl Stream {
         }
     }
 
+    /// The stream's declaration: what it fills and the attributes it declares.
     pub fn info(self) -> StreamInfo {
-        let (kind, description) = match self {
-            Stream::ManagedDevices => {
-                (AssetKind::Device, "Intune managed devices (GET /v1.0/deviceManagement/managedDevices)")
-            }
-            Stream::Users => (AssetKind::User, "Entra ID users (GET /v1.0/users)"),
-        };
-        StreamInfo { name: self.name().into(), kind, key: "id".into(), description: description.into() }
+        match self {
+            Stream::ManagedDevices => StreamInfo::new(
+                self.name(),
+                AssetKind::Device,
+                "id",
+                "Intune managed devices (GET /v1.0/deviceManagement/managedDevices)",
+            )
+            .fills("hostname", "`deviceName` (`fields::hostname`)")
+            .fills("domain", "the domain of `deviceName` (`CORP\\name`, an FQDN)")
+            .fills("mac_addresses", "`wiFiMacAddress`, `ethernetMacAddress`")
+            .fills("serial_number", "`serialNumber`")
+            .fills("os.family", "from `operatingSystem` and `osVersion`")
+            .fills("os.name", "`operatingSystem`")
+            .fills("os.version", "`osVersion`")
+            .fills("manufacturer", "`manufacturer`")
+            .fills("model", "`model`")
+            .fills("first_seen", "`enrolledDateTime`")
+            .fills("last_seen", "`lastSyncDateTime`")
+            .fills("owner", "`userPrincipalName`, else `emailAddress`")
+            .fills("owner_ref", "`userId`: the Entra user (this connection's `users` stream)")
+            .fills("entra_device_id", "`azureADDeviceId`, lowercase (the all-zero id dropped)")
+            .fills("tags", "`compliance:<complianceState>`, `ownership:<managedDeviceOwnerType>`")
+            .attribute(
+                "compliance_state",
+                AttrType::String,
+                "`complianceState` (compliant, noncompliant, inGracePeriod, ...).",
+            )
+            .attribute("owner_type", AttrType::String, "`managedDeviceOwnerType` (company, personal).")
+            .attribute(
+                "registration_state",
+                AttrType::String,
+                "`deviceRegistrationState` (registered, ...).",
+            ),
+            Stream::Users => StreamInfo::new(self.name(), AssetKind::User, "id", "Entra ID users (GET /v1.0/users)")
+                .fills("username", "`userPrincipalName`")
+                .fills("email", "`mail`")
+                .fills("display_name", "`displayName`")
+                .fills("first_name", "`givenName`")
+                .fills("last_name", "`surname`")
+                .fills("active", "`accountEnabled`")
+                .fills("status", "`enabled` / `disabled` from `accountEnabled`")
+                .fills("created", "`createdDateTime`")
+                .fills("tags", "`user_type:<userType>`")
+                .attribute("user_type", AttrType::String, "`userType` (Member, Guest)."),
+        }
     }
 }
 

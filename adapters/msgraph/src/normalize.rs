@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use corral_core::fields;
-use corral_core::{Asset, Device, NormalizedPage, RawPage, Reject, User};
+use corral_core::{Asset, AssetKind, AssetRef, Device, NormalizedPage, RawPage, Reject, User};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -38,14 +38,27 @@ pub fn page(stream: Stream, page: &RawPage, keep_raw: bool) -> NormalizedPage {
         };
         let asset = match stream {
             Stream::ManagedDevices => match serde_json::from_str::<DeviceRecord>(raw.get()) {
-                Ok(rec) => device(rec).map(|d| Asset::device(stream.name(), d)),
+                Ok(rec) => {
+                    let compliance = rec.compliance_state.text();
+                    let ownership = rec.managed_device_owner_type.text();
+                    let registration = rec.device_registration_state.text();
+                    device(rec).map(|d| {
+                        Asset::device(stream.name(), d)
+                            .with_attr_opt("compliance_state", compliance)
+                            .with_attr_opt("owner_type", ownership)
+                            .with_attr_opt("registration_state", registration)
+                    })
+                }
                 Err(e) => {
                     out.rejects.push(reject("invalid_record", format!("not a managedDevice object: {e}")));
                     continue;
                 }
             },
             Stream::Users => match serde_json::from_str::<UserRecord>(raw.get()) {
-                Ok(rec) => user(rec).map(|u| Asset::user(stream.name(), u)),
+                Ok(rec) => {
+                    let user_type = rec.user_type.text();
+                    user(rec).map(|u| Asset::user(stream.name(), u).with_attr_opt("user_type", user_type))
+                }
                 Err(e) => {
                     out.rejects.push(reject("invalid_record", format!("not a user object: {e}")));
                     continue;
@@ -83,6 +96,13 @@ fn device(r: DeviceRecord) -> Option<Device> {
     let source_id = r.id.text()?;
     let host = r.device_name.as_str().map(fields::hostname).unwrap_or_default();
     let owner = r.user_principal_name.text().or_else(|| r.email_address.as_str().and_then(fields::email));
+    // The owner's Entra user object id: a user of this connection's `users` stream.
+    let owner_ref = r.user_id.text().map(|id| AssetRef::local(AssetKind::User, id));
+    let entra_device_id = r
+        .azure_ad_device_id
+        .text()
+        .map(|id| id.to_ascii_lowercase())
+        .filter(|id| id != "00000000-0000-0000-0000-000000000000");
     let compliance = r.compliance_state.text().map(|s| format!("compliance:{}", s.to_ascii_lowercase()));
     let ownership = r.managed_device_owner_type.text().map(|s| format!("ownership:{}", s.to_ascii_lowercase()));
     Some(Device {
@@ -100,7 +120,10 @@ fn device(r: DeviceRecord) -> Option<Device> {
         first_seen: r.enrolled_date_time.as_str().and_then(fields::timestamp),
         last_seen: r.last_sync_date_time.as_str().and_then(fields::timestamp),
         owner,
+        owner_ref,
+        entra_device_id,
         tags: fields::tags(compliance.iter().chain(ownership.iter()).map(String::as_str)),
+        ..Default::default()
     })
 }
 
@@ -156,6 +179,12 @@ struct DeviceRecord<'a> {
     compliance_state: Text<'a>,
     #[serde(borrow)]
     managed_device_owner_type: Text<'a>,
+    #[serde(borrow, rename = "azureADDeviceId")]
+    azure_ad_device_id: Text<'a>,
+    #[serde(borrow)]
+    user_id: Text<'a>,
+    #[serde(borrow)]
+    device_registration_state: Text<'a>,
 }
 
 /// The `user` properties corral maps.
@@ -281,7 +310,7 @@ mod tests {
             .iter()
             .filter_map(|a| match &a.body {
                 AssetBody::Device(d) => Some(d),
-                AssetBody::User(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -291,7 +320,7 @@ mod tests {
             .iter()
             .filter_map(|a| match &a.body {
                 AssetBody::User(u) => Some(u),
-                AssetBody::Device(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -328,6 +357,39 @@ mod tests {
         assert!(n.assets[0].raw.is_none());
     }
 
+    /// The owner as a reference to this connection's Entra user, the Entra
+    /// device id as a correlation key, compliance as an attribute.
+    #[test]
+    fn owner_reference_entra_id_and_attributes() {
+        use corral_core::{AssetKind, AttrValue};
+        let body = r#"{"value":[{"id":"d1","deviceName":"LT-1","userId":"u-123","azureADDeviceId":"8F2C0000-AAAA-BBBB-CCCC-000000000001",
+            "complianceState":"noncompliant","managedDeviceOwnerType":"company","deviceRegistrationState":"registered"},
+            {"id":"d2","azureADDeviceId":"00000000-0000-0000-0000-000000000000","userId":null}]}"#;
+        let n = run(Stream::ManagedDevices, body);
+        let d = devices(&n);
+        assert_eq!(d[0].owner_ref, Some(corral_core::AssetRef::local(AssetKind::User, "u-123")));
+        assert_eq!(d[0].entra_device_id.as_deref(), Some("8f2c0000-aaaa-bbbb-cccc-000000000001"));
+        assert_eq!(
+            (d[1].owner_ref.as_ref(), d[1].entra_device_id.as_deref()),
+            (None, None),
+            "the all-zero id is no id"
+        );
+        let attrs = &n.assets[0].attributes;
+        assert_eq!(attrs.get("compliance_state"), Some(&AttrValue::String("noncompliant".into())));
+        assert_eq!(attrs.get("owner_type"), Some(&AttrValue::String("company".into())));
+        assert_eq!(attrs.get("registration_state"), Some(&AttrValue::String("registered".into())));
+        let info = Stream::ManagedDevices.info();
+        assert!(info.problems().is_empty(), "{:?}", info.problems());
+        for a in &n.assets {
+            assert_eq!(info.check_attributes(a), Ok(()));
+        }
+        let users = Stream::Users.info();
+        assert!(users.problems().is_empty(), "{:?}", users.problems());
+        let n = run(Stream::Users, r#"{"value":[{"id":"u1","userType":"Guest"}]}"#);
+        assert_eq!(n.assets[0].attributes.get("user_type"), Some(&AttrValue::String("Guest".into())));
+        assert_eq!(users.check_attributes(&n.assets[0]), Ok(()));
+    }
+
     #[test]
     fn null_dates_placeholders_and_missing_fields_are_dropped() {
         let body = r#"{"value":[
@@ -343,6 +405,11 @@ mod tests {
         let d = devices(&n);
         assert_eq!(d.len(), 3);
         assert_eq!(*d[0], Device { source_id: "d2".into(), ..Default::default() });
+        assert!(
+            n.assets[0].attributes.is_empty(),
+            "`unknown` compliance is no attribute: {:?}",
+            n.assets[0].attributes
+        );
         assert_eq!(d[1].owner.as_deref(), Some("shared@example.com"), "emailAddress when the UPN is empty");
         assert!(d[1].mac_addresses.is_empty(), "placeholder MAC dropped");
         assert_eq!(*d[2], Device { source_id: "d4".into(), ..Default::default() });

@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, Checkpoint, ConfigError, FetchContext, FetchError,
-    NormalizedPage, RawPage, StreamInfo,
+    Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, Checkpoint, ConfigError, FetchContext,
+    FetchError, NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{Auth, HttpClient, HttpConfig, HttpError, NextLinks, RateConfig, Timeouts, Url, redact_url};
 
@@ -48,13 +48,24 @@ pub const USERS_PATH: &str = "/api/v1/users";
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OktaFactory;
 
-fn users_stream() -> StreamInfo {
-    StreamInfo {
-        name: USERS.into(),
-        kind: AssetKind::User,
-        key: "id".into(),
-        description: "Users from /api/v1/users (DEPROVISIONED users are not listed by Okta)".into(),
-    }
+/// The `users` stream: what it fills and the attributes it declares.
+pub fn users_stream() -> StreamInfo {
+    StreamInfo::new(USERS, AssetKind::User, "id", "Users from /api/v1/users (DEPROVISIONED users are not listed by Okta)")
+        .fills("username", "`profile.login`")
+        .fills("email", "`profile.email`")
+        .fills("display_name", "`profile.displayName`, or first and last name")
+        .fills("first_name", "`profile.firstName`")
+        .fills("last_name", "`profile.lastName`")
+        .fills("active", "`status` (ACTIVE, PROVISIONED, RECOVERY, PASSWORD_EXPIRED, LOCKED_OUT: true; STAGED, SUSPENDED, DEPROVISIONED: false)")
+        .fills("status", "`status`, upper-cased")
+        .fills("created", "`created`")
+        .fills("last_login", "`lastLogin`")
+        .fills("tags", "`provider:<credentials.provider.type>`")
+        .attribute("okta_status", AttrType::String, "The account's Okta `status` as sent (ACTIVE, STAGED, ...).")
+        .attribute("credentials_provider_type", AttrType::String, "`credentials.provider.type` (OKTA, ACTIVE_DIRECTORY, LDAP, FEDERATION, SOCIAL).")
+        .attribute("credentials_provider_name", AttrType::String, "`credentials.provider.name` (the directory or IdP).")
+        .attribute("status_changed", AttrType::Timestamp, "`statusChanged`: when the status last changed.")
+        .attribute("password_changed", AttrType::Timestamp, "`passwordChanged`.")
 }
 
 impl AdapterFactory for OktaFactory {

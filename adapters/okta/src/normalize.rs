@@ -34,13 +34,26 @@ pub fn normalize_page(page: &RawPage, keep_raw: bool) -> NormalizedPage {
         }
         match user(&record) {
             Ok(user) => {
+                let asset = with_attributes(Asset::user(&page.stream, user), &record);
                 let raw = keep_raw.then_some(record);
-                out.assets.push(Asset::user(&page.stream, user).with_raw(raw));
+                out.assets.push(asset.with_raw(raw));
             }
             Err(detail) => out.rejects.push(reject("missing_key", detail)),
         }
     }
     out
+}
+
+/// The vendor attributes of a user (declared in [`crate::users_stream`]).
+pub fn with_attributes(asset: Asset, v: &Value) -> Asset {
+    let provider = v.get("credentials").and_then(|c| c.get("provider"));
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).and_then(fields::text);
+    asset
+        .with_attr_opt("okta_status", text(v.get("status")))
+        .with_attr_opt("credentials_provider_type", text(provider.and_then(|p| p.get("type"))))
+        .with_attr_opt("credentials_provider_name", text(provider.and_then(|p| p.get("name"))))
+        .with_attr_opt("status_changed", v.get("statusChanged").and_then(fields::timestamp_json))
+        .with_attr_opt("password_changed", v.get("passwordChanged").and_then(fields::timestamp_json))
 }
 
 /// Map one user object; `Err` (a detail) when it has no usable `id`.

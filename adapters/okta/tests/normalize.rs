@@ -201,3 +201,24 @@ fn never_panics_on_mangled_input() {
         let _ = normalize(body, true);
     }
 }
+
+/// Users carry the attributes the stream declares, of their declared types.
+#[test]
+fn users_carry_declared_attributes() {
+    use corral_core::{AdapterFactory, AttrValue};
+    let info = corral_adapter_okta::OktaFactory.info();
+    assert!(info.problems().is_empty(), "{:?}", info.problems());
+    let stream = info.stream("users").expect("users stream");
+    let page = normalize(PAGE, false);
+    for a in &page.assets {
+        assert_eq!(stream.check_attributes(a), Ok(()), "{a:?}");
+    }
+    let first = &page.assets[0].attributes;
+    assert_eq!(first.get("okta_status"), Some(&AttrValue::String("ACTIVE".into())));
+    assert_eq!(first.get("credentials_provider_type"), Some(&AttrValue::String("ACTIVE_DIRECTORY".into())));
+    assert_eq!(first.get("credentials_provider_name"), Some(&AttrValue::String("corp.example.com".into())));
+    assert_eq!(
+        first.get("password_changed"),
+        corral_core::fields::timestamp("2013-07-02T21:36:25.344Z").map(AttrValue::Timestamp).as_ref()
+    );
+}

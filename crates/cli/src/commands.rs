@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use corral_core::store::AssetFilter;
+use corral_core::store::{AssetFilter, AssetKey};
 use corral_core::summary::{overall_status, render_table};
 use corral_core::{Connection, Engine, EngineConfig, Registry, Store};
 
@@ -57,13 +57,58 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             let store = open_store_read_only(&config.store).await?;
             runs(&*store, limit, rejects, json).await
         }
-        Command::Assets { connection, kind, list, limit, include_stale, json } => {
+        Command::Assets { connection, kind, wheres, points_at, list, limit, include_stale, json } => {
             let config = Config::load_or_default(&cli.config, &redactor)?;
+            // `--where` is checked before the store is opened: a typo is a usage error.
+            let declared = declared_attributes(&registry(), &config.connections);
+            let mut conditions = Vec::new();
+            for text in &wheres {
+                match corral_core::schema::parse_where(text, kind, &declared) {
+                    Ok(c) => conditions.push(c),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(crate::EXIT_USAGE);
+                    }
+                }
+            }
+            let points_at = match points_at.as_slice() {
+                [] => None,
+                [connection, kind, source_id] => match kind.parse::<corral_core::AssetKind>() {
+                    Ok(kind) => Some(AssetKey { connection: connection.clone(), kind, source_id: source_id.clone() }),
+                    Err(e) => {
+                        eprintln!("error: --points-at {connection} {kind} {source_id}: {e}");
+                        return Ok(crate::EXIT_USAGE);
+                    }
+                },
+                _ => {
+                    eprintln!("error: --points-at takes CONNECTION KIND SOURCE_ID");
+                    return Ok(crate::EXIT_USAGE);
+                }
+            };
             let store = open_store_read_only(&config.store).await?;
-            let filter = AssetFilter { connection, kind, include_stale };
+            let filter = AssetFilter { connection, kind, include_stale, conditions, points_at };
             assets(&*store, &filter, list, limit, json).await
         }
     }
+}
+
+/// The attributes `--where attributes.NAME=VALUE` may name: those every
+/// adapter of this build declares, and those the configured connections
+/// declare through their config (the file adapter's `attributes`), read
+/// without resolving any secret.
+pub fn declared_attributes(
+    registry: &Registry,
+    connections: &[ConnectionConfig],
+) -> Vec<corral_core::schema::DeclaredAttribute> {
+    let mut infos = registry.infos();
+    for c in connections {
+        if let Some(factory) = registry.get(&c.adapter)
+            && let Ok(config) = serde_json::to_value(&c.config)
+        {
+            infos.push(factory.info_for(&config));
+        }
+    }
+    corral_core::schema::declared_attributes(&infos)
 }
 
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
@@ -227,7 +272,10 @@ fn adapters(json: bool) {
         println!("{} {} — {}", a.name, a.version, a.description);
         println!("  streams:");
         for s in &a.streams {
-            println!("    {:<12} {:<7} key {:<12} {}", s.name, s.kind.as_str(), s.key, s.description);
+            println!("    {:<15} {:<14} key {:<12} {}", s.name, s.kind.as_str(), s.key, s.description);
+            for at in &s.attributes {
+                println!("      attribute {:<28} {:<11} {}", at.name, at.ty.as_str(), at.description);
+            }
         }
         println!("  config:");
         for f in &a.config {
@@ -289,12 +337,14 @@ async fn assets(store: &dyn Store, filter: &AssetFilter, list: bool, limit: usiz
             println!("{}", serde_json::to_string_pretty(&rows)?);
             return Ok(0);
         }
-        println!("{:<18} {:<7} {:<24} {:<28} {:<20} STALE", "CONNECTION", "KIND", "SOURCE ID", "NAME", "LAST SEEN");
+        println!("{:<18} {:<14} {:<24} {:<28} {:<20} STALE", "CONNECTION", "KIND", "SOURCE ID", "NAME", "LAST SEEN");
         for a in rows {
-            let name =
-                a.fields.get("hostname").or_else(|| a.fields.get("username")).and_then(|v| v.as_str()).unwrap_or("-");
+            let name = ["hostname", "username", "title", "name"]
+                .iter()
+                .find_map(|f| a.fields.get(*f).and_then(|v| v.as_str()))
+                .unwrap_or("-");
             println!(
-                "{:<18} {:<7} {:<24} {:<28} {:<20} {}",
+                "{:<18} {:<14} {:<24} {:<28} {:<20} {}",
                 a.connection,
                 a.kind.as_str(),
                 a.source_id,
@@ -310,9 +360,10 @@ async fn assets(store: &dyn Store, filter: &AssetFilter, list: bool, limit: usiz
         println!("{}", serde_json::to_string_pretty(&counts)?);
         return Ok(0);
     }
-    println!("{:<24} {:<8} {:>10} {:>8}", "CONNECTION", "KIND", "ASSETS", "STALE");
+    // Without --include-stale ASSETS counts live assets; STALE always says how many are stale.
+    println!("{:<24} {:<14} {:>10} {:>8}", "CONNECTION", "KIND", "ASSETS", "STALE");
     for c in &counts {
-        println!("{:<24} {:<8} {:>10} {:>8}", c.connection, c.kind.as_str(), c.count, c.stale);
+        println!("{:<24} {:<14} {:>10} {:>8}", c.connection, c.kind.as_str(), c.count, c.stale);
     }
     if counts.is_empty() {
         println!("(no assets in {})", store.describe());

@@ -49,6 +49,8 @@ mod limits;
 mod logging;
 mod output;
 mod progress;
+#[cfg(test)]
+mod schema_doc;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -65,6 +67,8 @@ use corral_core::RunStatus;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub const EXIT_ERROR: u8 = 1;
+/// Bad usage: a `--where` that does not parse, as clap's own errors.
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_FAILED: u8 = 4;
 /// A connection was not synced because another run of it was in progress
@@ -131,13 +135,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Count (default) or list stored assets.
+    /// Count (default) or list stored assets. Counts show live and stale assets apart.
     Assets {
         #[arg(long)]
         connection: Option<String>,
-        /// device or user
+        /// device, user, vulnerability, software or cloud_resource
         #[arg(long)]
         kind: Option<corral_core::AssetKind>,
+        /// Only assets whose FIELD equals VALUE (repeatable; all must hold): a
+        /// canonical field (`hostname`, `serial_number`, `os.family`,
+        /// `severity`, ...; a list field such as `mac_addresses` or `cves`
+        /// matches an element; a cloud resource's tag is `tags.KEY`), or a
+        /// vendor attribute as `attributes.NAME`. docs/SCHEMA.md lists the fields.
+        #[arg(long = "where", value_name = "FIELD=VALUE")]
+        wheres: Vec<String>,
+        /// Only assets that reference this asset (a vulnerability or software
+        /// on a device, a device owned by a user).
+        #[arg(long, num_args = 3, value_names = ["CONNECTION", "KIND", "SOURCE_ID"])]
+        points_at: Vec<String>,
         /// List assets instead of counting them.
         #[arg(long)]
         list: bool,

@@ -165,6 +165,15 @@ fn adapters_lists_streams_and_config_fields() {
     let file = infos.as_array().and_then(|a| a.iter().find(|i| i["name"] == "file")).expect("file adapter listed");
     assert!(file["streams"].to_string().contains("devices"));
     assert!(file["config"].to_string().contains("path"));
+    // Streams say what they fill and the attributes they declare, with their types.
+    let graph = infos.as_array().and_then(|a| a.iter().find(|i| i["name"] == "msgraph")).expect("msgraph listed");
+    let devices = &graph["streams"][0];
+    assert_eq!(devices["name"], "managed_devices");
+    let attrs = devices["attributes"].as_array().expect("attributes");
+    assert!(attrs.iter().any(|a| a["name"] == "compliance_state" && a["type"] == "string"), "{devices}");
+    assert!(devices["fills"].to_string().contains("entra_device_id"), "{devices}");
+    let out = corral(dir.path(), &["adapters"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("attribute compliance_state"), "{}", text(&out));
 }
 
 /// A secret that reaches an error (here: through a file path that embeds it)
@@ -651,4 +660,126 @@ fn read_commands_never_write_the_database_nor_create_one() {
     let (after, modified_after, _) = db_state(&data);
     set_mode(&data, 0o755);
     assert!(after == bytes && modified_after == modified, "the database file was written");
+}
+
+/// `corral assets` on a store holding all five kinds: `--where` finds them by
+/// canonical field (keyed or not, list elements, cloud tags) and by attribute
+/// (declared by an adapter, or by a file connection's config), `--points-at`
+/// by reference; counts show stale assets apart; a bad `--where` exits 2
+/// with a message naming it.
+#[test]
+fn assets_where_finds_every_kind_by_field_and_attribute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("devices.csv"), "id,host,rack,cores,owner\n1,cmdb-1,R-12,8,u-1\n2,cmdb-2,R-3,4,\n")
+        .expect("csv");
+    write_config(
+        dir.path(),
+        r#"
+        [[connection]]
+        name = "cmdb"
+        adapter = "file"
+        [connection.config]
+        path = "devices.csv"
+        owner_connection = "okta"
+        [connection.config.columns]
+        source_id = "id"
+        hostname = "host"
+        owner_id = "owner"
+        [connection.config.attributes]
+        rack = "rack"
+        cores = { column = "cores", type = "integer" }
+        "#,
+    );
+    let out = corral(dir.path(), &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Every kind, with attributes and references, from the conformance fixtures.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use corral_core::Store;
+        let store = corral_store::sqlite::SqliteStore::open(dir.path().join("corral.db")).expect("open");
+        let batch = corral_store::conformance::batch(
+            "conn-a",
+            "seed",
+            chrono::Utc::now(),
+            corral_store::conformance::model_assets(),
+        );
+        let out = store.upsert(batch).await.expect("seed");
+        assert_eq!(out.inserted, 5);
+    });
+
+    let find = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["assets", "--list", "--json"];
+        all.extend_from_slice(args);
+        let out = corral(dir.path(), &all);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        rows.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["connection"].as_str().unwrap_or(""),
+                    r["kind"].as_str().unwrap_or(""),
+                    r["source_id"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let arn = "conn-a cloud_resource arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc";
+    assert_eq!(find(&["--where", "hostname=WEB-01"]), ["conn-a device dev-1"]);
+    assert_eq!(find(&["--where", "serial_number=5cg1234xyz"]), ["conn-a device dev-1"]);
+    assert_eq!(find(&["--where", "mac_addresses=AA-BB-CC-DD-EE-02"]), ["conn-a device dev-1"]);
+    assert_eq!(find(&["--where", "os.family=windows"]), ["conn-a device dev-1"]);
+    assert_eq!(find(&["--where", "username=ann.lee@example.com"]), ["conn-a user usr-1"]);
+    assert_eq!(find(&["--where", "severity=critical", "--where", "port=22"]), ["conn-a vulnerability vuln-1"]);
+    assert_eq!(find(&["--where", "cves=cve-2024-3094"]), ["conn-a vulnerability vuln-1"]);
+    assert_eq!(find(&["--kind", "software", "--where", "name=OpenSSH"]), ["conn-a software sw-1"]);
+    assert_eq!(find(&["--where", "tags.env=prod"]), [arn]);
+    assert_eq!(find(&["--where", "resource_id=i-0abc"]), [arn]);
+    // Attributes: declared by the crowdstrike adapter, and by the cmdb connection's config.
+    assert_eq!(find(&["--where", "attributes.agent_version=7.14.18408.0"]), ["conn-a device dev-1"]);
+    assert_eq!(find(&["--where", "attributes.rack=R-12"]), ["cmdb device 1"]);
+    assert_eq!(find(&["--where", "attributes.cores=4", "--connection", "cmdb"]), ["cmdb device 2"]);
+    // References.
+    assert_eq!(
+        find(&["--points-at", "conn-a", "device", "dev-1"]),
+        ["conn-a software sw-1", "conn-a vulnerability vuln-1"]
+    );
+    assert_eq!(find(&["--points-at", "okta", "user", "u-1"]), ["cmdb device 1"]);
+
+    // Bad input: exit 2, a message naming what is wrong, nothing on stdout.
+    for (args, says) in [
+        (&["--where", "colour=red"][..], "unknown field of any kind `colour`"),
+        (&["--where", "hostname"][..], "expected FIELD=VALUE"),
+        (&["--where", "attributes.cores=many"][..], "`many` is not an integer"),
+        (&["--where", "attributes.ghost=1"][..], "unknown attribute `ghost`"),
+        (&["--kind", "user", "--where", "severity=high"][..], "unknown user field `severity`"),
+        (&["--where", "severity=urgent"][..], "not one of info, low, medium, high, critical"),
+        (&["--points-at", "conn-a", "printer", "x"][..], "unknown asset kind `printer`"),
+    ] {
+        let mut all = vec!["assets"];
+        all.extend_from_slice(args);
+        let out = corral(dir.path(), &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+
+    // A device gone from the export goes stale: counted apart without --include-stale.
+    std::fs::write(dir.path().join("devices.csv"), "id,host,rack,cores,owner\n1,cmdb-1,R-12,8,u-1\n").expect("csv");
+    let out = corral(dir.path(), &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = corral(dir.path(), &["assets", "--connection", "cmdb"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = table.lines().find(|l| l.starts_with("cmdb")).expect("cmdb row").split_whitespace().collect();
+    assert_eq!(row, ["cmdb", "device", "1", "1"], "{table}");
+    let out = corral(dir.path(), &["assets", "--json"]);
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let kinds: Vec<&str> = counts.as_array().expect("array").iter().filter_map(|c| c["kind"].as_str()).collect();
+    assert_eq!(kinds, ["device", "cloud_resource", "device", "software", "user", "vulnerability"]);
+    assert_eq!((counts[0]["count"].as_u64(), counts[0]["stale"].as_u64()), (Some(1), Some(1)));
+    // `corral adapters` shows the attributes streams declare.
+    let out = corral(dir.path(), &["adapters"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("attribute agent_version"), "{}", text(&out));
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::asset::{Asset, AssetKind};
+use crate::asset::{Asset, AssetKind, AttrType, AttrValue};
 use crate::metrics::RequestMetrics;
 
 /// One stream an adapter offers (for example CrowdStrike `hosts`, Graph `users`).
@@ -27,6 +27,136 @@ pub struct StreamInfo {
     /// The vendor field that becomes the asset's `source_id`.
     pub key: String,
     pub description: String,
+    /// The vendor attributes this stream's assets may carry, beyond the
+    /// canonical fields. The engine rejects a record with an attribute not
+    /// declared here, or of another type (`undeclared_attribute`,
+    /// `attribute_type`), naming the attribute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeInfo>,
+    /// Which canonical fields this stream fills, and from what vendor field
+    /// (for `corral adapters` and docs/SCHEMA.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fills: Vec<FieldSource>,
+}
+
+/// A vendor attribute a stream declares: its name (lowercase letters,
+/// digits and `_`, starting with a letter), type and meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttributeInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: AttrType,
+    pub description: String,
+}
+
+/// How a stream fills one canonical field: `field` (a name in
+/// [`crate::schema::fields`], e.g. `os.family`) from `from` (the vendor's field or a rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldSource {
+    pub field: String,
+    pub from: String,
+}
+
+impl StreamInfo {
+    pub fn new(name: &str, kind: AssetKind, key: &str, description: &str) -> Self {
+        StreamInfo {
+            name: name.into(),
+            kind,
+            key: key.into(),
+            description: description.into(),
+            attributes: Vec::new(),
+            fills: Vec::new(),
+        }
+    }
+
+    /// Declare a vendor attribute.
+    pub fn attribute(mut self, name: &str, ty: AttrType, description: &str) -> Self {
+        self.attributes.push(AttributeInfo { name: name.into(), ty, description: description.into() });
+        self
+    }
+
+    /// Say that this stream fills canonical `field` from `from`.
+    pub fn fills(mut self, field: &str, from: &str) -> Self {
+        self.fills.push(FieldSource { field: field.into(), from: from.into() });
+        self
+    }
+
+    /// The declared type of attribute `name`.
+    pub fn attribute_type(&self, name: &str) -> Option<AttrType> {
+        self.attributes.iter().find(|a| a.name == name).map(|a| a.ty)
+    }
+
+    /// Whether `asset`'s attributes are all declared here with their type:
+    /// `Err((reason, detail))` naming the first one that is not.
+    pub fn check_attributes(&self, asset: &Asset) -> Result<(), (&'static str, String)> {
+        for (name, value) in &asset.attributes {
+            match self.attribute_type(name) {
+                None => {
+                    return Err((
+                        UNDECLARED_ATTRIBUTE,
+                        format!("attribute `{name}` is not declared by stream `{}`", self.name),
+                    ));
+                }
+                Some(ty) if ty != value.ty() => {
+                    return Err((
+                        ATTRIBUTE_TYPE,
+                        format!(
+                            "attribute `{name}` is declared {ty} by stream `{}` but the record has a {}",
+                            self.name,
+                            value.ty()
+                        ),
+                    ));
+                }
+                Some(_) => {
+                    if let AttrValue::Float(f) = value
+                        && !f.is_finite()
+                    {
+                        return Err((ATTRIBUTE_TYPE, format!("attribute `{name}` is not a finite number")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What is wrong with this declaration, if anything: attribute names that
+    /// are not `[a-z][a-z0-9_]*` (at most 64 characters) or declared twice,
+    /// fills naming a field the stream's kind does not have.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, a) in self.attributes.iter().enumerate() {
+            if !valid_attribute_name(&a.name) {
+                out.push(format!(
+                    "stream `{}`: attribute name `{}` must be lowercase letters, digits and _ (starting with a letter, at most 64)",
+                    self.name, a.name
+                ));
+            }
+            if self.attributes[..i].iter().any(|b| b.name == a.name) {
+                out.push(format!("stream `{}`: attribute `{}` declared twice", self.name, a.name));
+            }
+        }
+        for f in &self.fills {
+            if crate::schema::field(self.kind, &f.field).is_none() {
+                out.push(format!("stream `{}`: fills `{}`, which is not a {} field", self.name, f.field, self.kind));
+            }
+        }
+        out
+    }
+}
+
+/// Reject reason: a record carries an attribute its stream did not declare.
+pub const UNDECLARED_ATTRIBUTE: &str = "undeclared_attribute";
+/// Reject reason: a record's attribute is not of the type its stream declared.
+pub const ATTRIBUTE_TYPE: &str = "attribute_type";
+
+/// `[a-z][a-z0-9_]*`, at most 64 characters: safe in a JSON path, a MongoDB
+/// field name and a `--where attributes.NAME=VALUE`.
+pub fn valid_attribute_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 /// The type of a config field, for `corral adapters` and config validation messages.
@@ -79,6 +209,12 @@ pub struct AdapterInfo {
 impl AdapterInfo {
     pub fn stream(&self, name: &str) -> Option<&StreamInfo> {
         self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// Every problem of the streams' declarations ([`StreamInfo::problems`]);
+    /// adapters assert it is empty in a test.
+    pub fn problems(&self) -> Vec<String> {
+        self.streams.iter().flat_map(StreamInfo::problems).map(|p| format!("adapter `{}`: {p}", self.name)).collect()
     }
 }
 
@@ -494,6 +630,17 @@ pub trait Adapter: Send + Sync + 'static {
 /// Builds adapters of one kind from connection config. Registered by name.
 pub trait AdapterFactory: Send + Sync + 'static {
     fn info(&self) -> AdapterInfo;
+
+    /// What a connection with `config` (as written, secrets unresolved)
+    /// offers, for commands that must not build the connection (`corral
+    /// assets` reads the attribute declarations from it). The default is
+    /// [`AdapterFactory::info`]; an adapter whose streams or attributes
+    /// depend on its config (the file adapter) overrides it. Never fails:
+    /// a config it cannot read gives the static info.
+    fn info_for(&self, config: &serde_json::Value) -> AdapterInfo {
+        let _ = config;
+        self.info()
+    }
 
     /// Validate the connection's config and build the adapter. Nothing may run
     /// (no network, no file reads beyond validation) before this succeeds.

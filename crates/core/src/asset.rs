@@ -4,6 +4,7 @@
 //! build them with the helpers in [`crate::fields`], so a MAC address or a
 //! hostname from CrowdStrike compares equal to the same one from Intune.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -13,20 +14,33 @@ use serde::{Deserialize, Serialize};
 use crate::fields::MacAddr;
 
 /// What kind of thing an asset is. Each stream produces exactly one kind.
+///
+/// The variants are declared in the order of their names, so `Ord` is the
+/// byte order of [`AssetKind::as_str`]: the order stores sort by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AssetKind {
+    /// A resource in a cloud account (instance, bucket, database, ...).
+    CloudResource,
     Device,
+    /// An installed product on a device.
+    Software,
     User,
+    /// A finding: one vulnerability on one asset.
+    Vulnerability,
 }
 
 impl AssetKind {
-    pub const ALL: [AssetKind; 2] = [AssetKind::Device, AssetKind::User];
+    pub const ALL: [AssetKind; 5] =
+        [AssetKind::Device, AssetKind::User, AssetKind::Vulnerability, AssetKind::Software, AssetKind::CloudResource];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AssetKind::Device => "device",
             AssetKind::User => "user",
+            AssetKind::Vulnerability => "vulnerability",
+            AssetKind::Software => "software",
+            AssetKind::CloudResource => "cloud_resource",
         }
     }
 }
@@ -40,11 +54,45 @@ impl fmt::Display for AssetKind {
 impl std::str::FromStr for AssetKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "device" | "devices" => Ok(AssetKind::Device),
             "user" | "users" => Ok(AssetKind::User),
-            other => Err(format!("unknown asset kind `{other}` (expected device or user)")),
+            "vulnerability" | "vulnerabilities" | "vuln" | "vulns" => Ok(AssetKind::Vulnerability),
+            "software" => Ok(AssetKind::Software),
+            "cloud_resource" | "cloud_resources" => Ok(AssetKind::CloudResource),
+            other => Err(format!(
+                "unknown asset kind `{other}` (expected device, user, vulnerability, software or cloud_resource)"
+            )),
         }
+    }
+}
+
+/// A pointer from one asset to another: (connection, kind, source_id). The
+/// connection defaults to the pointing record's own (a vulnerability of a
+/// scanner points at a device of the same scanner); name another connection
+/// to point across products.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AssetRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    pub kind: AssetKind,
+    pub source_id: String,
+}
+
+impl AssetRef {
+    /// A reference to an asset of the record's own connection.
+    pub fn local(kind: AssetKind, source_id: impl Into<String>) -> Self {
+        AssetRef { connection: None, kind, source_id: source_id.into() }
+    }
+
+    /// A reference to an asset of another connection.
+    pub fn to(connection: impl Into<String>, kind: AssetKind, source_id: impl Into<String>) -> Self {
+        AssetRef { connection: Some(connection.into()), kind, source_id: source_id.into() }
+    }
+
+    /// The connection this reference points into, given the pointing record's own.
+    pub fn connection_or<'a>(&'a self, own: &'a str) -> &'a str {
+        self.connection.as_deref().unwrap_or(own)
     }
 }
 
@@ -94,6 +142,15 @@ pub struct Device {
     /// The user the vendor associates with the device (login, UPN or email).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The owner as a user asset, where the vendor says which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_ref: Option<AssetRef>,
+    /// The cloud provider's instance id (`i-0abc...`, an Azure VM id) of a cloud VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_instance_id: Option<String>,
+    /// The Entra ID (Azure AD) device id (`azureADDeviceId`), lowercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_device_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
 }
@@ -124,12 +181,428 @@ pub struct User {
     pub tags: Vec<String>,
 }
 
+/// How bad a finding is, normalized from the vendor's scale (see
+/// [`crate::fields::severity`] and friends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] =
+        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a finding stands (see [`crate::fields::finding_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingState {
+    Open,
+    Fixed,
+    Reopened,
+    /// Risk accepted, an exception, a false positive: open but not to be fixed.
+    Accepted,
+}
+
+impl FindingState {
+    pub const ALL: [FindingState; 4] =
+        [FindingState::Open, FindingState::Fixed, FindingState::Reopened, FindingState::Accepted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingState::Open => "open",
+            FindingState::Fixed => "fixed",
+            FindingState::Reopened => "reopened",
+            FindingState::Accepted => "accepted",
+        }
+    }
+}
+
+impl fmt::Display for FindingState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A vulnerability finding: one vulnerability (a scanner plugin, a QID) on one asset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Vulnerability {
+    /// The vendor's id of the finding (or plugin id + asset id when it has none).
+    pub source_id: String,
+    /// The affected asset (usually a device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<AssetRef>,
+    /// CVE ids, validated and upper-cased (`CVE-2024-3094`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cves: Vec<String>,
+    /// The vendor's check id: Tenable plugin id, Qualys QID, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// CVSS v3 base score (0.0-10.0), where the vendor gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cvss3_score: Option<f64>,
+    /// The vendor's own score (Tenable VPR, Qualys TruRisk, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<FindingState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_found: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_found: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `tcp`, `udp`, ... lowercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solution: Option<String>,
+}
+
+/// An installed product on a device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Software {
+    pub source_id: String,
+    /// The device it is installed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<AssetRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// CPE 2.3 formatted string, where the vendor gives one ([`crate::fields::cpe`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpe: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// One key/value tag of a cloud resource (AWS and Azure tags, GCP labels).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CloudTag {
+    pub key: String,
+    pub value: String,
+}
+
+/// A resource in a cloud account.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudResource {
+    pub source_id: String,
+    /// `aws`, `azure`, `gcp`, ... lowercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// AWS account id, Azure subscription id, GCP project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The provider's type name (`ec2:instance`, `Microsoft.Compute/virtualMachines`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    /// The provider's id (`i-0abc...`, an Azure resource id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// The ARN (AWS) or other fully qualified name, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The provider's state (`running`, `stopped`, `available`, ...) lowercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<CloudTag>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_ips: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private_ips: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<DateTime<Utc>>,
+}
+
 /// The body of a normalized asset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AssetBody {
     Device(Device),
     User(User),
+    Vulnerability(Vulnerability),
+    Software(Software),
+    CloudResource(CloudResource),
+}
+
+/// The type of a vendor attribute, as a stream declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttrType {
+    String,
+    Integer,
+    /// A finite number.
+    Float,
+    Boolean,
+    /// A UTC instant, stored as RFC 3339 text.
+    Timestamp,
+    StringList,
+}
+
+impl AttrType {
+    pub const ALL: [AttrType; 6] = [
+        AttrType::String,
+        AttrType::Integer,
+        AttrType::Float,
+        AttrType::Boolean,
+        AttrType::Timestamp,
+        AttrType::StringList,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttrType::String => "string",
+            AttrType::Integer => "integer",
+            AttrType::Float => "float",
+            AttrType::Boolean => "boolean",
+            AttrType::Timestamp => "timestamp",
+            AttrType::StringList => "string_list",
+        }
+    }
+}
+
+impl fmt::Display for AttrType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AttrType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttrType::ALL.into_iter().find(|t| t.as_str() == s.trim()).ok_or_else(|| {
+            format!("unknown attribute type `{s}` (expected string, integer, float, boolean, timestamp or string_list)")
+        })
+    }
+}
+
+/// One vendor attribute's value. Serialized as plain JSON (a timestamp as
+/// RFC 3339 text, so it reads back as a string).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+    Timestamp(DateTime<Utc>),
+    StringList(Vec<String>),
+}
+
+impl AttrValue {
+    pub fn ty(&self) -> AttrType {
+        match self {
+            AttrValue::String(_) => AttrType::String,
+            AttrValue::Integer(_) => AttrType::Integer,
+            AttrValue::Float(_) => AttrType::Float,
+            AttrValue::Boolean(_) => AttrType::Boolean,
+            AttrValue::Timestamp(_) => AttrType::Timestamp,
+            AttrValue::StringList(_) => AttrType::StringList,
+        }
+    }
+
+    fn approx_size(&self) -> usize {
+        match self {
+            AttrValue::String(s) => s.len() + 2,
+            AttrValue::Integer(_) | AttrValue::Float(_) => 24,
+            AttrValue::Boolean(_) => 5,
+            AttrValue::Timestamp(_) => 32,
+            AttrValue::StringList(v) => 2 + v.iter().map(|s| s.len() + 3).sum::<usize>(),
+        }
+    }
+}
+
+impl Serialize for AttrValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AttrValue::String(v) => s.serialize_str(v),
+            AttrValue::Integer(v) => s.serialize_i64(*v),
+            AttrValue::Float(v) => s.serialize_f64(*v),
+            AttrValue::Boolean(v) => s.serialize_bool(*v),
+            AttrValue::Timestamp(v) => v.serialize(s),
+            AttrValue::StringList(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AttrValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(AttrValue::String(s)),
+            serde_json::Value::Bool(b) => Ok(AttrValue::Boolean(b)),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Ok(AttrValue::Integer(i)),
+                (None, Some(f)) => Ok(AttrValue::Float(f)),
+                _ => Err(D::Error::custom("attribute number out of range")),
+            },
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    serde_json::Value::String(s) => Ok(s),
+                    _ => Err(D::Error::custom("a list attribute holds strings only")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(AttrValue::StringList),
+            _ => Err(D::Error::custom("an attribute is a string, number, boolean or list of strings")),
+        }
+    }
+}
+
+impl From<String> for AttrValue {
+    fn from(v: String) -> Self {
+        AttrValue::String(v)
+    }
+}
+impl From<&str> for AttrValue {
+    fn from(v: &str) -> Self {
+        AttrValue::String(v.to_string())
+    }
+}
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        AttrValue::Integer(v)
+    }
+}
+impl From<f64> for AttrValue {
+    fn from(v: f64) -> Self {
+        AttrValue::Float(v)
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Boolean(v)
+    }
+}
+impl From<DateTime<Utc>> for AttrValue {
+    fn from(v: DateTime<Utc>) -> Self {
+        AttrValue::Timestamp(v)
+    }
+}
+impl From<Vec<String>> for AttrValue {
+    fn from(v: Vec<String>) -> Self {
+        AttrValue::StringList(v)
+    }
+}
+
+/// An asset's vendor attributes, by name (ordered, so the content hash is stable).
+pub type Attributes = BTreeMap<String, AttrValue>;
+
+/// The kinds of correlation key an asset can carry ([`Asset::correlation_keys`]).
+/// Stores index them: SQLite in `asset_keys`, MongoDB in the `keys` array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// A device's serial number, upper-cased.
+    SerialNumber,
+    /// A device's MAC address (`aa:bb:cc:dd:ee:ff`).
+    MacAddress,
+    /// A device's host label, lowercase.
+    Hostname,
+    /// A device's `hostname.domain`, lowercase.
+    Fqdn,
+    /// A cloud instance id (device) or cloud resource id / ARN (cloud resource).
+    CloudId,
+    /// An Entra ID (Azure AD) device id, lowercase.
+    EntraDeviceId,
+    /// A user's email address, lowercase.
+    Email,
+    /// A user's login name or UPN, lowercase.
+    Username,
+    /// A CVE id of a vulnerability, upper-cased.
+    Cve,
+    /// The CPE of a software record, lowercase.
+    Cpe,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 10] = [
+        KeyType::SerialNumber,
+        KeyType::MacAddress,
+        KeyType::Hostname,
+        KeyType::Fqdn,
+        KeyType::CloudId,
+        KeyType::EntraDeviceId,
+        KeyType::Email,
+        KeyType::Username,
+        KeyType::Cve,
+        KeyType::Cpe,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::SerialNumber => "serial_number",
+            KeyType::MacAddress => "mac_address",
+            KeyType::Hostname => "hostname",
+            KeyType::Fqdn => "fqdn",
+            KeyType::CloudId => "cloud_id",
+            KeyType::EntraDeviceId => "entra_device_id",
+            KeyType::Email => "email",
+            KeyType::Username => "username",
+            KeyType::Cve => "cve",
+            KeyType::Cpe => "cpe",
+        }
+    }
+
+    /// The key's value in its indexed form, from a stored field value or
+    /// from what a user typed (`corral assets --where`): `None` when it is
+    /// not a valid value of this key.
+    pub fn normalize(self, value: &str) -> Option<String> {
+        let v = value.trim();
+        if v.is_empty() {
+            return None;
+        }
+        match self {
+            KeyType::SerialNumber => Some(v.to_uppercase()),
+            KeyType::MacAddress => v.parse::<MacAddr>().ok().map(|m| m.to_string()),
+            KeyType::Hostname | KeyType::Fqdn | KeyType::EntraDeviceId | KeyType::Email | KeyType::Username => {
+                Some(v.to_lowercase())
+            }
+            KeyType::CloudId => Some(v.to_string()),
+            KeyType::Cve => crate::fields::cve(v),
+            KeyType::Cpe => Some(v.to_lowercase()),
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One normalized asset as it travels from normalize to load.
@@ -139,18 +612,42 @@ pub struct Asset {
     pub stream: String,
     #[serde(flatten)]
     pub body: AssetBody,
+    /// Vendor fields beyond the canonical ones, each declared by the stream
+    /// ([`crate::adapter::StreamInfo::attributes`]): the engine rejects a
+    /// record carrying one its stream did not declare, or of another type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: Attributes,
     /// The vendor's record as received, kept only when the connection asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<serde_json::Value>,
 }
 
+/// An asset's role-named references to other assets ([`Asset::references`]).
+pub type References<'a> = Vec<(&'static str, &'a AssetRef)>;
+
 impl Asset {
+    pub fn new(stream: impl Into<String>, body: AssetBody) -> Self {
+        Asset { stream: stream.into(), body, attributes: Attributes::new(), raw: None }
+    }
+
     pub fn device(stream: impl Into<String>, device: Device) -> Self {
-        Asset { stream: stream.into(), body: AssetBody::Device(device), raw: None }
+        Self::new(stream, AssetBody::Device(device))
     }
 
     pub fn user(stream: impl Into<String>, user: User) -> Self {
-        Asset { stream: stream.into(), body: AssetBody::User(user), raw: None }
+        Self::new(stream, AssetBody::User(user))
+    }
+
+    pub fn vulnerability(stream: impl Into<String>, vulnerability: Vulnerability) -> Self {
+        Self::new(stream, AssetBody::Vulnerability(vulnerability))
+    }
+
+    pub fn software(stream: impl Into<String>, software: Software) -> Self {
+        Self::new(stream, AssetBody::Software(software))
+    }
+
+    pub fn cloud_resource(stream: impl Into<String>, resource: CloudResource) -> Self {
+        Self::new(stream, AssetBody::CloudResource(resource))
     }
 
     pub fn with_raw(mut self, raw: Option<serde_json::Value>) -> Self {
@@ -158,10 +655,27 @@ impl Asset {
         self
     }
 
+    /// Set a vendor attribute (declared by the stream: see [`Asset::attributes`]).
+    pub fn with_attr(mut self, name: &str, value: impl Into<AttrValue>) -> Self {
+        self.attributes.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// Set a vendor attribute when there is a value.
+    pub fn with_attr_opt<V: Into<AttrValue>>(self, name: &str, value: Option<V>) -> Self {
+        match value {
+            Some(v) => self.with_attr(name, v),
+            None => self,
+        }
+    }
+
     pub fn kind(&self) -> AssetKind {
         match &self.body {
             AssetBody::Device(_) => AssetKind::Device,
             AssetBody::User(_) => AssetKind::User,
+            AssetBody::Vulnerability(_) => AssetKind::Vulnerability,
+            AssetBody::Software(_) => AssetKind::Software,
+            AssetBody::CloudResource(_) => AssetKind::CloudResource,
         }
     }
 
@@ -180,43 +694,145 @@ impl Asset {
         match &self.body {
             AssetBody::Device(d) => &d.source_id,
             AssetBody::User(u) => &u.source_id,
+            AssetBody::Vulnerability(v) => &v.source_id,
+            AssetBody::Software(s) => &s.source_id,
+            AssetBody::CloudResource(c) => &c.source_id,
         }
     }
 
-    /// The asset's fields (without stream and raw) as a JSON object; what stores persist.
+    /// The assets this one points at, each with its role (the field holding it):
+    /// a device's `owner_ref`, a vulnerability's `asset`, a software record's `device`.
+    pub fn references(&self) -> References<'_> {
+        let mut out = Vec::new();
+        match &self.body {
+            AssetBody::Device(d) => out.extend(d.owner_ref.as_ref().map(|r| ("owner_ref", r))),
+            AssetBody::Vulnerability(v) => out.extend(v.asset.as_ref().map(|r| ("asset", r))),
+            AssetBody::Software(s) => out.extend(s.device.as_ref().map(|r| ("device", r))),
+            AssetBody::User(_) | AssetBody::CloudResource(_) => {}
+        }
+        out
+    }
+
+    /// The correlation keys of this asset, in their indexed form
+    /// ([`KeyType::normalize`]), without duplicates: what stores index so that
+    /// the same machine, person or CVE is found across products.
+    pub fn correlation_keys(&self) -> Vec<(KeyType, String)> {
+        let mut out: Vec<(KeyType, String)> = Vec::new();
+        let mut push = |k: KeyType, v: &str| {
+            if let Some(v) = k.normalize(v) {
+                crate::fields::push_unique(&mut out, (k, v));
+            }
+        };
+        match &self.body {
+            AssetBody::Device(d) => {
+                if let Some(s) = &d.serial_number {
+                    push(KeyType::SerialNumber, s);
+                }
+                for m in &d.mac_addresses {
+                    push(KeyType::MacAddress, &m.to_string());
+                }
+                if let Some(h) = &d.hostname {
+                    push(KeyType::Hostname, h);
+                    if let Some(dom) = &d.domain {
+                        push(KeyType::Fqdn, &format!("{h}.{dom}"));
+                    }
+                }
+                if let Some(c) = &d.cloud_instance_id {
+                    push(KeyType::CloudId, c);
+                }
+                if let Some(e) = &d.entra_device_id {
+                    push(KeyType::EntraDeviceId, e);
+                }
+            }
+            AssetBody::User(u) => {
+                if let Some(e) = &u.email {
+                    push(KeyType::Email, e);
+                }
+                if let Some(n) = &u.username {
+                    push(KeyType::Username, n);
+                }
+            }
+            AssetBody::Vulnerability(v) => {
+                for c in &v.cves {
+                    push(KeyType::Cve, c);
+                }
+            }
+            AssetBody::Software(s) => {
+                if let Some(c) = &s.cpe {
+                    push(KeyType::Cpe, c);
+                }
+            }
+            AssetBody::CloudResource(c) => {
+                if let Some(id) = &c.resource_id {
+                    push(KeyType::CloudId, id);
+                }
+                if let Some(arn) = &c.arn {
+                    push(KeyType::CloudId, arn);
+                }
+            }
+        }
+        out
+    }
+
+    /// The asset's fields (without stream and raw; with `attributes` when it
+    /// has any) as JSON text: what stores persist.
+    pub fn fields_string(&self) -> Result<String, serde_json::Error> {
+        let mut s = match &self.body {
+            AssetBody::Device(d) => serde_json::to_string(d),
+            AssetBody::User(u) => serde_json::to_string(u),
+            AssetBody::Vulnerability(v) => serde_json::to_string(v),
+            AssetBody::Software(x) => serde_json::to_string(x),
+            AssetBody::CloudResource(c) => serde_json::to_string(c),
+        }?;
+        if !self.attributes.is_empty() && s.ends_with('}') {
+            s.pop();
+            s.push_str(",\"attributes\":");
+            s.push_str(&serde_json::to_string(&self.attributes)?);
+            s.push('}');
+        }
+        Ok(s)
+    }
+
+    /// The asset's fields as a JSON object (the same as [`Asset::fields_string`]).
     pub fn fields_json(&self) -> serde_json::Value {
         // Serializing plain data structs into a Value cannot fail.
-        match &self.body {
+        let mut v = match &self.body {
             AssetBody::Device(d) => serde_json::to_value(d),
             AssetBody::User(u) => serde_json::to_value(u),
+            AssetBody::Vulnerability(v) => serde_json::to_value(v),
+            AssetBody::Software(x) => serde_json::to_value(x),
+            AssetBody::CloudResource(c) => serde_json::to_value(c),
         }
-        .unwrap_or(serde_json::Value::Null)
+        .unwrap_or(serde_json::Value::Null);
+        if !self.attributes.is_empty()
+            && let serde_json::Value::Object(m) = &mut v
+        {
+            m.insert("attributes".into(), serde_json::to_value(&self.attributes).unwrap_or(serde_json::Value::Null));
+        }
+        v
     }
 
-    /// A stable fingerprint of the asset's content, used by stores to tell
-    /// "updated" from "unchanged". Independent of the sync that produced it.
+    /// A stable fingerprint of the asset's content (fields, attributes, raw
+    /// record), used by stores to tell "updated" from "unchanged".
+    /// Independent of the sync that produced it.
     pub fn content_hash(&self) -> String {
-        let mut bytes = serde_json::to_vec(&self.body).unwrap_or_default();
-        if let Some(raw) = &self.raw {
-            bytes.extend(serde_json::to_vec(raw).unwrap_or_default());
-        }
-        format!("{:016x}", fnv1a64(&bytes))
+        let fields = self.fields_string().unwrap_or_default();
+        let raw = self.raw.as_ref().and_then(|r| serde_json::to_string(r).ok());
+        self.content_hash_of(&fields, raw.as_deref())
     }
 
     /// [`Asset::content_hash`] from the fields and raw record as a store has
-    /// already serialized them (`serde_json::to_string` of the `Device` or
-    /// `User`, and of the raw value), without serializing anything again.
-    /// The body serializes as `{"kind":"<kind>",` followed by the fields'
-    /// object without its `{`; the hash is taken over exactly those bytes.
+    /// already serialized them ([`Asset::fields_string`], and
+    /// `serde_json::to_string` of the raw value), without serializing
+    /// anything again. The hash is taken over `{"kind":"<kind>",` followed by
+    /// the fields' object without its `{`: for an asset without attributes,
+    /// the bytes of the tagged body, so hashes stored by earlier versions stay valid.
     pub fn content_hash_of(&self, fields: &str, raw: Option<&str>) -> String {
-        let Some(rest) = fields.strip_prefix('{').filter(|r| r.len() > 1) else {
-            return self.content_hash();
-        };
         let mut h = Fnv::default();
         h.write(b"{\"kind\":\"");
         h.write(self.kind().as_str().as_bytes());
         h.write(b"\",");
-        h.write(rest.as_bytes());
+        h.write(fields.strip_prefix('{').unwrap_or(fields).as_bytes());
         if let Some(raw) = raw {
             h.write(raw.as_bytes());
         }
@@ -227,15 +843,15 @@ impl Asset {
     /// size. Estimated from the fields without serializing anything (it runs
     /// once per asset on the hot path); errs on the large side.
     pub fn approx_size(&self) -> usize {
+        let some = |n: usize| if n == 0 { 0 } else { FIELD + n };
+        let ips = |v: &[IpAddr]| some(v.iter().map(|ip| if ip.is_ipv4() { 18 } else { 42 }).sum());
         let body = match &self.body {
             AssetBody::Device(d) => {
-                let ips: usize = d.ip_addresses.iter().map(|ip| if ip.is_ipv4() { 18 } else { 42 }).sum();
-                let some = |n: usize| if n == 0 { 0 } else { FIELD + n };
                 FIELD
                     + d.source_id.len()
                     + opt(&d.hostname)
                     + opt(&d.domain)
-                    + some(ips)
+                    + ips(&d.ip_addresses)
                     + some(d.mac_addresses.len() * 20)
                     + opt(&d.serial_number)
                     + opt(&d.os.family)
@@ -246,6 +862,9 @@ impl Asset {
                     + time(&d.first_seen)
                     + time(&d.last_seen)
                     + opt(&d.owner)
+                    + reference(&d.owner_ref)
+                    + opt(&d.cloud_instance_id)
+                    + opt(&d.entra_device_id)
                     + list(&d.tags)
             }
             AssetBody::User(u) => {
@@ -262,8 +881,57 @@ impl Asset {
                     + time(&u.last_login)
                     + list(&u.tags)
             }
+            AssetBody::Vulnerability(v) => {
+                FIELD
+                    + v.source_id.len()
+                    + reference(&v.asset)
+                    + list(&v.cves)
+                    + opt(&v.plugin_id)
+                    + opt(&v.title)
+                    + v.severity.map_or(0, |_| FIELD + 10)
+                    + v.cvss3_score.map_or(0, |_| FIELD + 24)
+                    + v.vendor_score.map_or(0, |_| FIELD + 24)
+                    + v.state.map_or(0, |_| FIELD + 10)
+                    + time(&v.first_found)
+                    + time(&v.last_found)
+                    + v.port.map_or(0, |_| FIELD + 5)
+                    + opt(&v.protocol)
+                    + opt(&v.solution)
+            }
+            AssetBody::Software(s) => {
+                FIELD
+                    + s.source_id.len()
+                    + reference(&s.device)
+                    + opt(&s.name)
+                    + opt(&s.vendor)
+                    + opt(&s.version)
+                    + opt(&s.cpe)
+                    + time(&s.first_seen)
+                    + time(&s.last_seen)
+            }
+            AssetBody::CloudResource(c) => {
+                FIELD
+                    + c.source_id.len()
+                    + opt(&c.provider)
+                    + opt(&c.account)
+                    + opt(&c.region)
+                    + opt(&c.resource_type)
+                    + opt(&c.resource_id)
+                    + opt(&c.arn)
+                    + opt(&c.name)
+                    + opt(&c.state)
+                    + some(c.tags.iter().map(|t| t.key.len() + t.value.len() + 24).sum())
+                    + ips(&c.public_ips)
+                    + ips(&c.private_ips)
+                    + time(&c.created)
+            }
         };
-        2 * FIELD + self.stream.len() + body + self.raw.as_ref().map_or(0, |r| FIELD + json_size(r))
+        let attributes = if self.attributes.is_empty() {
+            0
+        } else {
+            FIELD + self.attributes.iter().map(|(k, v)| k.len() + 4 + v.approx_size()).sum::<usize>()
+        };
+        2 * FIELD + self.stream.len() + body + attributes + self.raw.as_ref().map_or(0, |r| FIELD + json_size(r))
     }
 }
 
@@ -276,6 +944,10 @@ fn opt(v: &Option<String>) -> usize {
 
 fn time(v: &Option<DateTime<Utc>>) -> usize {
     v.map_or(0, |_| FIELD + 32)
+}
+
+fn reference(r: &Option<AssetRef>) -> usize {
+    r.as_ref().map_or(0, |r| 3 * FIELD + r.connection.as_ref().map_or(0, |c| FIELD + c.len()) + r.source_id.len())
 }
 
 fn list(v: &[String]) -> usize {
@@ -292,12 +964,6 @@ fn json_size(v: &serde_json::Value) -> usize {
         Value::Array(items) => 2 + items.iter().map(|i| json_size(i) + 1).sum::<usize>(),
         Value::Object(map) => 2 + map.iter().map(|(k, v)| k.len() + 4 + json_size(v)).sum::<usize>(),
     }
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h = Fnv::default();
-    h.write(bytes);
-    h.0
 }
 
 /// 64-bit FNV-1a, fed in pieces.
@@ -339,6 +1005,9 @@ mod tests {
             first_seen: crate::fields::timestamp("2025-01-02T03:04:05Z"),
             last_seen: crate::fields::timestamp("2026-11-30T08:15:42.123Z"),
             owner: Some("alice@corp.example.com".into()),
+            owner_ref: Some(AssetRef::to("okta-prod", AssetKind::User, "00u1abcd")),
+            cloud_instance_id: Some("i-0123456789abcdef0".into()),
+            entra_device_id: Some("8f2c0000-aaaa-bbbb-cccc-000000000001".into()),
             tags: vec!["prod".into(), "eu".into()],
         };
         let user = User {
@@ -354,12 +1023,188 @@ mod tests {
             Asset::device("hosts", full.clone()),
             Asset::device("hosts", Device { source_id: "1".into(), ..Default::default() }),
             Asset::user("users", user),
-            Asset::device("hosts", full).with_raw(Some(raw)),
+            Asset::device("hosts", full.clone()).with_raw(Some(raw)),
+            Asset::device("hosts", full)
+                .with_attr("agent_version", "7.1.0")
+                .with_attr("cpu", 4_i64)
+                .with_attr("groups", vec!["a".to_string(), "bb".to_string()]),
+            Asset::vulnerability(
+                "vulns",
+                Vulnerability {
+                    source_id: "plugin-19506-dev-1".into(),
+                    asset: Some(AssetRef::local(AssetKind::Device, "dev-1")),
+                    cves: vec!["CVE-2024-3094".into(), "CVE-2021-44228".into()],
+                    plugin_id: Some("19506".into()),
+                    title: Some("OpenSSH < 9.8 regreSSHion".into()),
+                    severity: Some(Severity::Critical),
+                    cvss3_score: Some(8.1),
+                    vendor_score: Some(7.4),
+                    state: Some(FindingState::Reopened),
+                    first_found: crate::fields::timestamp("2025-01-02T03:04:05Z"),
+                    last_found: crate::fields::timestamp("2025-01-02T03:04:05.123Z"),
+                    port: Some(22),
+                    protocol: Some("tcp".into()),
+                    solution: Some("Upgrade to OpenSSH 9.8 or later.".into()),
+                },
+            ),
+            Asset::software(
+                "software",
+                Software {
+                    source_id: "sw-1".into(),
+                    device: Some(AssetRef::to("cs-eu", AssetKind::Device, "dev-1")),
+                    name: Some("openssl".into()),
+                    vendor: Some("OpenSSL".into()),
+                    version: Some("3.0.2".into()),
+                    cpe: Some("cpe:2.3:a:openssl:openssl:3.0.2:*:*:*:*:*:*:*".into()),
+                    ..Default::default()
+                },
+            ),
+            Asset::cloud_resource(
+                "instances",
+                CloudResource {
+                    source_id: "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc".into(),
+                    provider: Some("aws".into()),
+                    account: Some("123456789012".into()),
+                    region: Some("eu-west-1".into()),
+                    resource_type: Some("ec2:instance".into()),
+                    resource_id: Some("i-0abc".into()),
+                    name: Some("web".into()),
+                    state: Some("running".into()),
+                    tags: vec![CloudTag { key: "env".into(), value: "prod".into() }],
+                    public_ips: vec!["1.2.3.4".parse().expect("ip")],
+                    private_ips: vec!["10.0.0.5".parse().expect("ip")],
+                    created: crate::fields::timestamp("2025-01-02T03:04:05Z"),
+                    ..Default::default()
+                },
+            ),
         ] {
             let real = serde_json::to_vec(&a).expect("serialize").len();
             let estimate = a.approx_size();
             assert!(estimate >= real && estimate <= real * 2, "estimate {estimate} for {real} bytes: {a:?}");
         }
+    }
+
+    #[test]
+    fn attributes_are_part_of_the_fields_and_the_hash() {
+        let plain = Asset::device("hosts", Device { source_id: "d".into(), ..Default::default() });
+        let with = plain.clone().with_attr("status", "normal").with_attr("cpu", 4_i64);
+        assert_eq!(plain.fields_string().expect("fields"), r#"{"source_id":"d"}"#);
+        assert_eq!(
+            with.fields_string().expect("fields"),
+            r#"{"source_id":"d","attributes":{"cpu":4,"status":"normal"}}"#
+        );
+        assert_eq!(with.fields_json()["attributes"]["status"], "normal");
+        assert_ne!(plain.content_hash(), with.content_hash());
+        let other = plain.clone().with_attr("status", "degraded").with_attr("cpu", 4_i64);
+        assert_ne!(with.content_hash(), other.content_hash());
+        // The hash of an asset without attributes is the one earlier versions stored.
+        let tagged = serde_json::to_vec(&plain.body).expect("body");
+        let mut h = Fnv::default();
+        h.write(&tagged);
+        assert_eq!(plain.content_hash(), format!("{:016x}", h.0));
+    }
+
+    #[test]
+    fn keys_and_references() {
+        let d = Asset::device(
+            "hosts",
+            Device {
+                source_id: "d".into(),
+                hostname: Some("web-01".into()),
+                domain: Some("corp.example.com".into()),
+                serial_number: Some("5cg123".into()),
+                mac_addresses: crate::fields::macs(["AA-BB-CC-DD-EE-01", "aa:bb:cc:dd:ee:02"]),
+                cloud_instance_id: Some("i-0abc".into()),
+                entra_device_id: Some("8F2C0000-AAAA-BBBB-CCCC-000000000001".into()),
+                owner_ref: Some(AssetRef::to("okta", AssetKind::User, "00u1")),
+                ..Default::default()
+            },
+        );
+        let keys = d.correlation_keys();
+        let keys: Vec<(KeyType, &str)> = keys.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                (KeyType::SerialNumber, "5CG123"),
+                (KeyType::MacAddress, "aa:bb:cc:dd:ee:01"),
+                (KeyType::MacAddress, "aa:bb:cc:dd:ee:02"),
+                (KeyType::Hostname, "web-01"),
+                (KeyType::Fqdn, "web-01.corp.example.com"),
+                (KeyType::CloudId, "i-0abc"),
+                (KeyType::EntraDeviceId, "8f2c0000-aaaa-bbbb-cccc-000000000001"),
+            ]
+        );
+        let refs = d.references();
+        assert_eq!(refs.len(), 1);
+        assert_eq!((refs[0].0, refs[0].1.connection_or("cs")), ("owner_ref", "okta"));
+        let v = Asset::vulnerability(
+            "v",
+            Vulnerability {
+                source_id: "v".into(),
+                asset: Some(AssetRef::local(AssetKind::Device, "d")),
+                cves: vec!["CVE-2024-3094".into(), "CVE-2024-3094".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(v.correlation_keys(), [(KeyType::Cve, "CVE-2024-3094".to_string())]);
+        assert_eq!(v.references()[0].1.connection_or("scanner"), "scanner");
+        let u =
+            Asset::user("u", User { source_id: "u".into(), username: Some("Ann@X.io".into()), ..Default::default() });
+        assert_eq!(u.correlation_keys(), [(KeyType::Username, "ann@x.io".to_string())]);
+        assert!(u.references().is_empty());
+    }
+
+    #[test]
+    fn stored_fields_give_the_asset_back() {
+        let a = Asset::vulnerability(
+            "v",
+            Vulnerability {
+                source_id: "v".into(),
+                asset: Some(AssetRef::local(AssetKind::Device, "d")),
+                severity: Some(Severity::High),
+                cvss3_score: Some(7.5),
+                port: Some(443),
+                ..Default::default()
+            },
+        )
+        .with_attr("plugin_family", "Web Servers")
+        .with_attr("exploitable", true)
+        .with_raw(Some(serde_json::json!({"x": 1})));
+        let stored = crate::store::StoredAsset {
+            connection: "c".into(),
+            kind: a.kind(),
+            source_id: "v".into(),
+            stream: "v".into(),
+            first_seen: chrono::Utc::now(),
+            last_seen: chrono::Utc::now(),
+            last_sync_id: "s".into(),
+            stale_since: None,
+            fields: a.fields_json(),
+            raw: a.raw.clone(),
+        };
+        let back = stored.asset().expect("asset");
+        assert_eq!(back, a);
+        assert_eq!(back.content_hash(), a.content_hash());
+    }
+
+    #[test]
+    fn kinds_order_by_name() {
+        let mut by_name = AssetKind::ALL;
+        by_name.sort_by_key(|k| k.as_str());
+        let mut by_ord = AssetKind::ALL;
+        by_ord.sort();
+        assert_eq!(by_name, by_ord);
+    }
+
+    #[test]
+    fn kinds_parse_and_print() {
+        for k in AssetKind::ALL {
+            assert_eq!(k.as_str().parse::<AssetKind>(), Ok(k));
+            assert_eq!(serde_json::to_value(k).expect("kind"), k.as_str());
+        }
+        assert_eq!("cloud-resources".parse::<AssetKind>(), Ok(AssetKind::CloudResource));
+        assert_eq!("Vulnerabilities".parse::<AssetKind>(), Ok(AssetKind::Vulnerability));
+        assert!("printer".parse::<AssetKind>().is_err());
     }
 
     #[test]
@@ -390,11 +1235,7 @@ mod tests {
             Asset::device("hosts", device).with_raw(Some(raw)),
             Asset::user("users", user),
         ] {
-            let fields = match &a.body {
-                AssetBody::Device(d) => serde_json::to_string(d),
-                AssetBody::User(u) => serde_json::to_string(u),
-            }
-            .expect("fields");
+            let fields = a.fields_string().expect("fields");
             let raw = a.raw.as_ref().map(|r| serde_json::to_string(r).expect("raw"));
             assert_eq!(a.content_hash_of(&fields, raw.as_deref()), a.content_hash(), "{a:?}");
         }

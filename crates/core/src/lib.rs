@@ -1,8 +1,10 @@
 //! corral-core: the contracts every other corral crate builds on.
 //!
 //! - [`adapter`]: the `Adapter` trait vendor integrations implement, raw pages, rejects, the registry.
-//! - [`asset`]: the normalized asset schema (Device, User).
-//! - [`fields`]: shared normalizers for hostnames, IPs, MACs, serials, OS, timestamps.
+//! - [`asset`]: the normalized asset schema: five kinds (device, user, vulnerability, software,
+//!   cloud resource), attributes, references, correlation keys.
+//! - [`schema`]: the schema as data: field tables, `--where` parsing, docs/SCHEMA.md.
+//! - [`fields`]: shared normalizers for hostnames, IPs, MACs, serials, OS, timestamps, severities, CVEs, CPEs.
 //! - [`store`]: the `Store` trait (SQLite and MongoDB live in `corral-store`).
 //! - [`engine`]: fetch (tokio) -> normalize (rayon) -> load (async), with backpressure.
 //! - [`summary`]: run summaries.
@@ -13,15 +15,20 @@ pub mod engine;
 pub mod fields;
 pub mod metrics;
 pub mod redact;
+pub mod schema;
 pub mod store;
 pub mod summary;
 pub mod testing;
 
+pub use adapter::AttributeInfo;
 pub use adapter::{
     Adapter, AdapterFactory, AdapterInfo, CheckOutcome, Checkpoint, ConfigError, ConfigField, FetchContext, FetchError,
-    FieldType, NormalizedPage, PageSink, RawPage, Registry, Reject, StreamInfo, parse_config,
+    FieldSource, FieldType, NormalizedPage, PageSink, RawPage, Registry, Reject, StreamInfo, parse_config,
 };
-pub use asset::{Asset, AssetBody, AssetKind, Device, Os, User};
+pub use asset::{
+    Asset, AssetBody, AssetKind, AssetRef, AttrType, AttrValue, CloudResource, CloudTag, Device, FindingState, KeyType,
+    Os, Severity, Software, User, Vulnerability,
+};
 pub use engine::{Connection, Engine, EngineConfig};
 pub use redact::Redactor;
 pub use store::{Lease, LeaseGrant, LoadBatch, LoadOutcome, StalePolicy, StaleScope, Store, StoreError};

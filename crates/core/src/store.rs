@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{Checkpoint, Reject};
-use crate::asset::{Asset, AssetKind};
+use crate::asset::{Asset, AssetBody, AssetKind, KeyType};
 use crate::summary::RunSummary;
 
 /// One load batch: assets of one connection from one sync.
@@ -135,12 +135,146 @@ pub enum LeaseGrant {
     Held(Lease),
 }
 
-/// Filter for `corral assets`.
+/// Filter for `corral assets` (and any reader of the store).
+///
+/// Conditions are ANDed; each is an OR of per-kind predicates (a field may
+/// exist in several kinds, with a different shape in each). Build conditions
+/// with [`crate::schema::parse_where`].
 #[derive(Debug, Clone, Default)]
 pub struct AssetFilter {
     pub connection: Option<String>,
     pub kind: Option<AssetKind>,
     pub include_stale: bool,
+    pub conditions: Vec<Condition>,
+    /// Only assets that reference this one ([`Asset::references`]; a
+    /// reference without a connection points into its record's own).
+    pub points_at: Option<AssetKey>,
+}
+
+/// (connection, kind, source_id): what identifies a stored asset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AssetKey {
+    pub connection: String,
+    pub kind: AssetKind,
+    pub source_id: String,
+}
+
+/// One `--where FIELD=VALUE`: matches an asset of one of the alternatives'
+/// kinds for which that alternative's predicate holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// As the user wrote it (for messages).
+    pub text: String,
+    pub alternatives: Vec<(AssetKind, Predicate)>,
+}
+
+/// What a condition tests on one kind's assets. Paths are dotted paths into
+/// the stored fields (`os.family`, `attributes.status`), checked against the
+/// schema, so stores may embed them in a query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicate {
+    /// The asset's source id.
+    SourceId(String),
+    /// The asset has this correlation key (indexed: [`Asset::correlation_keys`]).
+    Key { key: KeyType, value: String },
+    /// The field at `path` equals `value`.
+    Equals { path: String, value: Scalar },
+    /// The list at `path` has an element equal to `value`.
+    Contains { path: String, value: Scalar },
+    /// The `{key, value}` list at `path` has the pair (`key`, `value`).
+    Tag { path: String, key: String, value: String },
+}
+
+/// A typed value to compare a stored field with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    /// Whether the JSON value `v` is this scalar (numbers compare by value).
+    pub fn matches(&self, v: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (self, v) {
+            (Scalar::Str(s), Value::String(t)) => s == t,
+            (Scalar::Bool(b), Value::Bool(c)) => b == c,
+            (Scalar::Int(i), Value::Number(n)) => n.as_f64() == Some(*i as f64),
+            (Scalar::Float(f), Value::Number(n)) => n.as_f64() == Some(*f),
+            _ => false,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Scalar::Str(s) => serde_json::Value::from(s.as_str()),
+            Scalar::Int(i) => serde_json::Value::from(*i),
+            Scalar::Float(f) => serde_json::Value::from(*f),
+            Scalar::Bool(b) => serde_json::Value::from(*b),
+        }
+    }
+}
+
+fn at_path<'a>(fields: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(fields, |v, seg| v.get(seg))
+}
+
+impl Predicate {
+    /// Whether `asset` (stored as `stored`) satisfies the predicate: the
+    /// reference semantics every store implements (the [`crate::testing::MemoryStore`] uses it).
+    pub fn matches(&self, stored: &StoredAsset, asset: Option<&Asset>) -> bool {
+        match self {
+            Predicate::SourceId(id) => stored.source_id == *id,
+            Predicate::Key { key, value } => {
+                asset.is_some_and(|a| a.correlation_keys().iter().any(|(k, v)| k == key && v == value))
+            }
+            Predicate::Equals { path, value } => at_path(&stored.fields, path).is_some_and(|v| value.matches(v)),
+            Predicate::Contains { path, value } => at_path(&stored.fields, path)
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|items| items.iter().any(|i| value.matches(i))),
+            Predicate::Tag { path, key, value } => {
+                at_path(&stored.fields, path).and_then(serde_json::Value::as_array).is_some_and(|items| {
+                    items.iter().any(|i| {
+                        i.get("key").and_then(serde_json::Value::as_str) == Some(key.as_str())
+                            && i.get("value").and_then(serde_json::Value::as_str) == Some(value.as_str())
+                    })
+                })
+            }
+        }
+    }
+}
+
+impl AssetFilter {
+    /// Whether a stored asset passes every part of the filter: the reference
+    /// semantics the stores implement with their indexes.
+    pub fn matches(&self, stored: &StoredAsset) -> bool {
+        if self.connection.as_ref().is_some_and(|c| *c != stored.connection)
+            || self.kind.is_some_and(|k| k != stored.kind)
+            || (!self.include_stale && stored.stale_since.is_some())
+        {
+            return false;
+        }
+        if self.conditions.is_empty() && self.points_at.is_none() {
+            return true;
+        }
+        let asset = stored.asset().ok();
+        let conditions = self
+            .conditions
+            .iter()
+            .all(|c| c.alternatives.iter().any(|(k, p)| *k == stored.kind && p.matches(stored, asset.as_ref())));
+        let points = self.points_at.as_ref().is_none_or(|target| {
+            asset.as_ref().is_some_and(|a| {
+                a.references().iter().any(|(_, r)| {
+                    r.kind == target.kind
+                        && r.source_id == target.source_id
+                        && r.connection_or(&stored.connection) == target.connection
+                })
+            })
+        });
+        conditions && points
+    }
 }
 
 /// An asset as stored, with the bookkeeping fields the store maintains.
@@ -161,7 +295,33 @@ pub struct StoredAsset {
     pub raw: Option<serde_json::Value>,
 }
 
-/// Count of stored assets per (connection, kind).
+impl StoredAsset {
+    /// The asset back from its stored fields (stream, attributes and raw
+    /// included): what a store needs to derive keys and references of a
+    /// row written by an older version.
+    pub fn asset(&self) -> Result<Asset, serde_json::Error> {
+        let mut fields = match &self.fields {
+            serde_json::Value::Object(m) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let attributes = fields.remove("attributes");
+        fields.insert("kind".into(), serde_json::Value::from(self.kind.as_str()));
+        let body: AssetBody = serde_json::from_value(serde_json::Value::Object(fields))?;
+        let mut asset = Asset::new(self.stream.clone(), body).with_raw(self.raw.clone());
+        if let Some(a) = attributes {
+            asset.attributes = serde_json::from_value(a)?;
+        }
+        Ok(asset)
+    }
+
+    pub fn key(&self) -> AssetKey {
+        AssetKey { connection: self.connection.clone(), kind: self.kind, source_id: self.source_id.clone() }
+    }
+}
+
+/// Count of stored assets per (connection, kind) matching a filter: `count`
+/// live ones (with `include_stale`, live and stale), `stale` the stale ones,
+/// whether or not `include_stale` is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssetCount {
     pub connection: String,
@@ -227,8 +387,16 @@ impl StoreError {
 /// - a record the store refuses on its own is returned in `LoadOutcome::rejected`
 ///   with `Reject::record` naming it (`<kind> <source_id>`, or the bare source
 ///   id: [`Asset::is_named_by`]), and the rest of the batch is stored;
-/// - without `include_stale`, stale assets are neither listed nor counted;
-///   with it, `AssetCount::count` includes them and `stale` says how many;
+/// - without `include_stale`, stale assets are not listed, and
+///   `AssetCount::count` counts live assets only; with it, they are listed
+///   and `count` includes them; `stale` always says how many match
+///   (a (connection, kind) with only stale assets still has its count row);
+/// - `AssetFilter::conditions` and `points_at` select as
+///   [`AssetFilter::matches`] does, through the store's indexes where the
+///   field is indexed (correlation keys, references);
+/// - `upsert` maintains the correlation keys ([`Asset::correlation_keys`])
+///   and references ([`Asset::references`]) of an asset it inserts or
+///   whose content changed; deleting a stale asset deletes them too;
 /// - a `limit` of 0 returns nothing; rejects come back in the order saved;
 /// - timestamps keep at least millisecond precision.
 #[async_trait]

@@ -304,10 +304,12 @@ impl Store for MemoryStore {
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         let mut counts: BTreeMap<(String, AssetKind), (u64, u64)> = BTreeMap::new();
-        for a in self.list_assets(filter, usize::MAX).await? {
+        let all = AssetFilter { include_stale: true, ..filter.clone() };
+        for a in self.list_assets(&all, usize::MAX).await? {
             let c = counts.entry((a.connection, a.kind)).or_default();
-            c.0 += 1;
-            c.1 += u64::from(a.stale_since.is_some());
+            let stale = a.stale_since.is_some();
+            c.0 += u64::from(filter.include_stale || !stale);
+            c.1 += u64::from(stale);
         }
         Ok(counts
             .into_iter()
@@ -317,14 +319,8 @@ impl Store for MemoryStore {
 
     async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
         let assets = self.assets.lock().map_err(|_| Self::poisoned())?;
-        let mut out: Vec<StoredAsset> = assets
-            .values()
-            .map(|(a, _)| a)
-            .filter(|a| filter.connection.as_ref().is_none_or(|c| *c == a.connection))
-            .filter(|a| filter.kind.is_none_or(|k| k == a.kind))
-            .filter(|a| filter.include_stale || a.stale_since.is_none())
-            .cloned()
-            .collect();
+        let mut out: Vec<StoredAsset> =
+            assets.values().map(|(a, _)| a).filter(|a| filter.matches(a)).cloned().collect();
         out.sort_by(|a, b| (&a.connection, a.kind, &a.source_id).cmp(&(&b.connection, b.kind, &b.source_id)));
         out.truncate(limit);
         Ok(out)

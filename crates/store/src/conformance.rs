@@ -20,10 +20,16 @@
 //!   whole milliseconds; finer digits may be dropped), in stored assets, stale
 //!   marks, delete cut-offs and runs.
 //! - `count_assets` and `list_assets` apply the filter first: without
-//!   `include_stale`, stale assets are neither listed nor counted (so `stale`
-//!   is 0); with it, `count` includes them and `stale` says how many.
+//!   `include_stale`, stale assets are not listed and `count` counts live
+//!   ones only; with it, `count` includes them; `stale` always says how many
+//!   (a connection and kind with only stale assets still has a row).
+//! - All five kinds round-trip with their attributes and references;
+//!   `conditions` (`--where`) and `points_at` select exactly what
+//!   [`AssetFilter::matches`] selects, and follow updates of the keys and
+//!   references.
 //!   Counts come one per (connection, kind) that has matching assets, ordered
-//!   by connection then kind (`device` < `user`); assets are ordered by
+//!   by connection then kind name (`cloud_resource` < `device` < `software` <
+//!   `user` < `vulnerability`, as `AssetKind`'s `Ord`); assets are ordered by
 //!   connection, kind, source_id (byte order).
 //! - `limit` 0 returns nothing (note that MongoDB's `limit(0)` means "no limit").
 //! - `rejects(sync_id, ..)` returns them in the order they were saved; equal
@@ -44,11 +50,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
-use corral_core::asset::{Asset, AssetKind, Device, Os, User};
+use corral_core::asset::{
+    Asset, AssetKind, AssetRef, AttrType, CloudResource, CloudTag, Device, FindingState, Os, Severity, Software, User,
+    Vulnerability,
+};
 use corral_core::metrics::RequestStats;
+use corral_core::schema::{DeclaredAttribute, parse_where};
 use corral_core::store::{
-    AssetCount, AssetFilter, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
-    StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetFilter, AssetKey, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope,
+    Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
 use futures::FutureExt;
@@ -97,6 +107,10 @@ cases![
     interleaved_syncs_keep_what_either_saw,
     leases_are_exclusive,
     expired_lease_is_taken_over,
+    all_kinds_round_trip,
+    where_finds_fields_and_attributes,
+    keys_and_references_follow_updates,
+    stale_counted_apart,
 ];
 
 /// Run every case in [`CASES`], each on a fresh store from `make(case_name)`.
@@ -284,7 +298,7 @@ fn ok<T>(r: Result<T, StoreError>, what: &str) -> T {
 }
 
 fn all_filter() -> AssetFilter {
-    AssetFilter { connection: None, kind: None, include_stale: true }
+    AssetFilter { include_stale: true, ..Default::default() }
 }
 
 /// Every stored asset (stale included), in store order.
@@ -294,7 +308,12 @@ async fn all_assets(store: &dyn Store) -> Vec<StoredAsset> {
 
 /// One stored asset by key, stale included.
 async fn find(store: &dyn Store, connection: &str, kind: AssetKind, source_id: &str) -> Option<StoredAsset> {
-    let filter = AssetFilter { connection: Some(connection.to_string()), kind: Some(kind), include_stale: true };
+    let filter = AssetFilter {
+        connection: Some(connection.to_string()),
+        kind: Some(kind),
+        include_stale: true,
+        ..Default::default()
+    };
     let all = ok(store.list_assets(&filter, 1_000_000).await, "list_assets(connection, kind)");
     all.into_iter().find(|a| a.source_id == source_id)
 }
@@ -663,6 +682,7 @@ pub async fn count_and_list_filters(store: &dyn Store) {
         connection: connection.map(str::to_string),
         kind,
         include_stale,
+        ..Default::default()
     };
     let counts = |f: AssetFilter| async move { ok(store.count_assets(&f).await, "count_assets") };
     let list =
@@ -670,8 +690,8 @@ pub async fn count_and_list_filters(store: &dyn Store) {
 
     assert_eq!(
         counts(filter(None, None, false)).await,
-        vec![count("alpha", D, 1, 0), count("alpha", U, 1, 0), count("beta", D, 1, 0), count("beta", U, 2, 0)],
-        "without include_stale, stale assets are not counted"
+        vec![count("alpha", D, 1, 1), count("alpha", U, 1, 0), count("beta", D, 1, 0), count("beta", U, 2, 0)],
+        "without include_stale, `count` counts live assets and `stale` the stale ones"
     );
     assert_eq!(
         counts(filter(None, None, true)).await,
@@ -692,6 +712,11 @@ pub async fn count_and_list_filters(store: &dyn Store) {
         counts(filter(Some("alpha"), Some(D), true)).await,
         vec![count("alpha", D, 2, 1)],
         "connection + kind + include_stale"
+    );
+    assert_eq!(
+        counts(filter(Some("alpha"), Some(D), false)).await,
+        vec![count("alpha", D, 1, 1)],
+        "connection + kind, stale counted apart"
     );
     assert!(counts(filter(Some("gamma"), None, true)).await.is_empty(), "unknown connection: no counts");
 
@@ -1048,4 +1073,389 @@ pub async fn expired_lease_is_taken_over(store: &dyn Store) {
         LeaseGrant::Held(l) => assert_eq!(l.holder, "run-b"),
         other => panic!("run-b's live lease must not go back to run-a: {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// The open asset model: five kinds, attributes, references, keys, --where.
+// ---------------------------------------------------------------------------
+
+/// One asset of every kind, with attributes and references: a device owned
+/// by a user, a vulnerability and a software record on the device (one by a
+/// local reference, one naming the connection), a cloud resource.
+pub fn model_assets() -> Vec<Asset> {
+    let t = |s: &str| corral_core::fields::timestamp(s);
+    vec![
+        Asset::device(
+            "hosts",
+            Device {
+                source_id: "dev-1".into(),
+                hostname: Some("web-01".into()),
+                domain: Some("corp.example.com".into()),
+                ip_addresses: corral_core::fields::ips(["10.0.0.7"]),
+                mac_addresses: corral_core::fields::macs(["aa:bb:cc:dd:ee:01", "aa:bb:cc:dd:ee:02"]),
+                serial_number: Some("5CG1234XYZ".into()),
+                os: corral_core::fields::os(Some("Windows 11 Enterprise"), Some("10.0.22631")),
+                owner: Some("ann@example.com".into()),
+                owner_ref: Some(AssetRef::local(AssetKind::User, "usr-1")),
+                cloud_instance_id: Some("i-0abc".into()),
+                entra_device_id: Some("8f2c0000-aaaa-bbbb-cccc-000000000001".into()),
+                last_seen: Some(at(-DAY)),
+                tags: vec!["prod".into(), "web".into()],
+                ..Default::default()
+            },
+        )
+        .with_attr("agent_version", "7.14.18408.0")
+        .with_attr("cpu_count", 8_i64)
+        .with_attr("risk", 42.5)
+        .with_attr("reduced_functionality", false)
+        .with_attr("last_reboot", at(-2 * DAY))
+        .with_attr("groups", vec!["servers".to_string(), "dmz".to_string()]),
+        Asset::user(
+            "users",
+            User {
+                source_id: "usr-1".into(),
+                username: Some("Ann.Lee@Example.com".into()),
+                email: Some("ann@example.com".into()),
+                active: Some(true),
+                created: Some(at(-30 * DAY)),
+                ..Default::default()
+            },
+        )
+        .with_attr("mfa_enrolled", true),
+        Asset::vulnerability(
+            "findings",
+            Vulnerability {
+                source_id: "vuln-1".into(),
+                asset: Some(AssetRef::local(AssetKind::Device, "dev-1")),
+                cves: vec!["CVE-2024-6387".into(), "CVE-2024-3094".into()],
+                plugin_id: Some("201194".into()),
+                title: Some("OpenSSH < 9.8p1 (regreSSHion)".into()),
+                severity: Some(Severity::Critical),
+                cvss3_score: Some(8.1),
+                vendor_score: Some(9.2),
+                state: Some(FindingState::Open),
+                first_found: t("2024-07-02T08:00:00Z"),
+                last_found: t("2024-07-09T08:00:00.250Z"),
+                port: Some(22),
+                protocol: Some("tcp".into()),
+                solution: Some("Upgrade to OpenSSH 9.8p1 or later.".into()),
+            },
+        )
+        .with_attr("exploit_available", true),
+        Asset::software(
+            "software",
+            Software {
+                source_id: "sw-1".into(),
+                device: Some(AssetRef::to("conn-a", AssetKind::Device, "dev-1")),
+                name: Some("OpenSSH".into()),
+                vendor: Some("OpenBSD".into()),
+                version: Some("9.6p1".into()),
+                cpe: Some("cpe:2.3:a:openbsd:openssh:9.6p1:*:*:*:*:*:*:*".into()),
+                ..Default::default()
+            },
+        ),
+        Asset::cloud_resource(
+            "instances",
+            CloudResource {
+                source_id: "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc".into(),
+                provider: Some("aws".into()),
+                account: Some("123456789012".into()),
+                region: Some("eu-west-1".into()),
+                resource_type: Some("ec2:instance".into()),
+                resource_id: Some("i-0abc".into()),
+                arn: Some("arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc".into()),
+                name: Some("web-01".into()),
+                state: Some("running".into()),
+                tags: vec![
+                    CloudTag { key: "env".into(), value: "prod".into() },
+                    CloudTag { key: "team.owner".into(), value: "web".into() },
+                ],
+                public_ips: corral_core::fields::ips(["203.0.113.7"]),
+                private_ips: corral_core::fields::ips(["10.0.0.7"]),
+                created: Some(at(-90 * DAY)),
+            },
+        )
+        .with_attr("instance_type", "m6i.large"),
+    ]
+}
+
+/// The attributes [`model_assets`] carry, as streams would declare them.
+pub fn model_attributes() -> Vec<DeclaredAttribute> {
+    let d = |kind, name: &str, ty| DeclaredAttribute { kind, name: name.into(), ty };
+    vec![
+        d(D, "agent_version", AttrType::String),
+        d(D, "cpu_count", AttrType::Integer),
+        d(D, "risk", AttrType::Float),
+        d(D, "reduced_functionality", AttrType::Boolean),
+        d(D, "last_reboot", AttrType::Timestamp),
+        d(D, "groups", AttrType::StringList),
+        d(U, "mfa_enrolled", AttrType::Boolean),
+        d(AssetKind::Vulnerability, "exploit_available", AttrType::Boolean),
+        d(AssetKind::CloudResource, "instance_type", AttrType::String),
+    ]
+}
+
+/// The keys of the assets `--where TEXT` (on `kind`, if given) finds in `store`, live ones only.
+pub async fn find_where(
+    store: &dyn Store,
+    texts: &[&str],
+    kind: Option<AssetKind>,
+) -> Vec<(String, AssetKind, String)> {
+    let mut conditions = Vec::new();
+    for text in texts {
+        match parse_where(text, kind, &model_attributes()) {
+            Ok(c) => conditions.push(c),
+            Err(e) => panic!("--where {text}: {e}"),
+        }
+    }
+    let filter = AssetFilter { kind, conditions, ..Default::default() };
+    let listed = keys(&ok(store.list_assets(&filter, 1000).await, &format!("list_assets(--where {texts:?})")));
+    let counted: u64 = ok(store.count_assets(&filter).await, "count_assets(--where)").iter().map(|c| c.count).sum();
+    assert_eq!(counted, listed.len() as u64, "--where {texts:?}: count_assets agrees with list_assets");
+    listed
+}
+
+async fn points_at(
+    store: &dyn Store,
+    connection: &str,
+    kind: AssetKind,
+    source_id: &str,
+) -> Vec<(String, AssetKind, String)> {
+    let target = AssetKey { connection: connection.into(), kind, source_id: source_id.into() };
+    let filter = AssetFilter { points_at: Some(target), ..Default::default() };
+    keys(&ok(store.list_assets(&filter, 1000).await, "list_assets(points_at)"))
+}
+
+/// Every kind round-trips exactly, attributes and references included, and
+/// is counted under its kind; a second upsert is all unchanged.
+pub async fn all_kinds_round_trip(store: &dyn Store) {
+    let assets = model_assets();
+    let out = ok(store.upsert(batch("conn-a", "sync-1", at(0), assets.clone())).await, "upsert five kinds");
+    assert_eq!(out, outcome(5, 0, 0), "one asset of each kind inserted");
+    for a in &assets {
+        let stored = get(store, "conn-a", a.kind(), a.source_id()).await;
+        assert_eq!(
+            stored.fields,
+            a.fields_json(),
+            "{} {}: fields, attributes and references round-trip",
+            a.kind(),
+            a.source_id()
+        );
+        assert_eq!(stored.stream, a.stream, "{} stream", a.kind());
+        let back = match stored.asset() {
+            Ok(b) => b,
+            Err(e) => panic!("{} {}: the stored fields do not decode into the asset: {e}", a.kind(), a.source_id()),
+        };
+        assert_eq!(back.content_hash(), a.content_hash(), "{} decodes to the same content", a.kind());
+    }
+    let counts = ok(store.count_assets(&AssetFilter::default()).await, "count");
+    let kinds: Vec<(AssetKind, u64)> = counts.iter().map(|c| (c.kind, c.count)).collect();
+    let mut ordered = AssetKind::ALL.to_vec();
+    ordered.sort_by_key(|k| k.as_str());
+    assert_eq!(kinds, ordered.iter().map(|k| (*k, 1)).collect::<Vec<_>>(), "one per kind, in kind-name order");
+    let again = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), assets.clone())).await, "upsert again");
+    assert_eq!(again, outcome(0, 0, 5), "the same five again: unchanged");
+    // An attribute changing is a content change.
+    let mut changed = assets[1].clone();
+    changed = changed.with_attr("mfa_enrolled", false);
+    let out =
+        ok(store.upsert(batch("conn-a", "sync-3", at(2 * HOUR), vec![changed.clone()])).await, "attribute change");
+    assert_eq!(out, outcome(0, 1, 0), "a changed attribute updates the asset");
+    assert_eq!(get(store, "conn-a", U, "usr-1").await.fields["attributes"]["mfa_enrolled"], false);
+}
+
+/// `--where` finds assets by canonical fields (keyed and not, lists by
+/// element, nested, typed), by attribute of every type, by cloud tag, and
+/// `points_at` finds what references an asset.
+pub async fn where_finds_fields_and_attributes(store: &dyn Store) {
+    let mut assets = model_assets();
+    // Decoys: the same shapes with other values, in another connection too.
+    assets.push(
+        Asset::device(
+            "hosts",
+            Device { source_id: "dev-2".into(), hostname: Some("db-01".into()), ..Default::default() },
+        )
+        .with_attr("cpu_count", 4_i64)
+        .with_attr("agent_version", "8"),
+    );
+    ok(store.upsert(batch("conn-a", "sync-1", at(0), assets)).await, "upsert");
+    let other = vec![device("hosts", "dev-1", "web-01")];
+    ok(store.upsert(batch("conn-b", "sync-1", at(0), other)).await, "upsert conn-b");
+    let dev1 = key("conn-a", D, "dev-1");
+    let one = |k: (String, AssetKind, String)| vec![k];
+    type Key = (String, AssetKind, String);
+    let cases: Vec<(&[&str], Option<AssetKind>, Vec<Key>)> = vec![
+        (&["hostname=WEB-01"], None, vec![dev1.clone(), key("conn-b", D, "dev-1")]),
+        (&["serial_number=5cg1234xyz"], None, one(dev1.clone())),
+        (&["mac_addresses=AA-BB-CC-DD-EE-02"], None, one(dev1.clone())),
+        (&["fqdn=web-01.corp.example.com"], None, one(dev1.clone())),
+        (&["entra_device_id=8F2C0000-AAAA-BBBB-CCCC-000000000001"], None, one(dev1.clone())),
+        (&["cloud_instance_id=i-0abc"], None, one(dev1.clone())),
+        (&["os.family=Windows"], None, one(dev1.clone())),
+        (&["ip_addresses=10.0.0.7"], None, vec![dev1.clone(), key("conn-b", D, "dev-1")]),
+        (&["tags=web"], Some(D), vec![dev1.clone(), key("conn-b", D, "dev-1")]),
+        (&["source_id=dev-1"], Some(D), vec![dev1.clone(), key("conn-b", D, "dev-1")]),
+        (&["email=ANN@example.com"], None, one(key("conn-a", U, "usr-1"))),
+        (&["username=ann.lee@example.com"], None, one(key("conn-a", U, "usr-1"))),
+        (&["active=true"], None, one(key("conn-a", U, "usr-1"))),
+        (&["cves=cve-2024-3094"], None, one(key("conn-a", AssetKind::Vulnerability, "vuln-1"))),
+        (&["severity=critical"], None, one(key("conn-a", AssetKind::Vulnerability, "vuln-1"))),
+        (&["severity=high"], None, vec![]),
+        (&["state=open", "port=22"], None, one(key("conn-a", AssetKind::Vulnerability, "vuln-1"))),
+        (&["cvss3_score=8.1"], None, one(key("conn-a", AssetKind::Vulnerability, "vuln-1"))),
+        (&["last_found=2024-07-09T08:00:00.250Z"], None, one(key("conn-a", AssetKind::Vulnerability, "vuln-1"))),
+        (&["cpe=CPE:2.3:a:openbsd:openssh:9.6p1:*:*:*:*:*:*:*"], None, one(key("conn-a", AssetKind::Software, "sw-1"))),
+        (&["name=OpenSSH"], Some(AssetKind::Software), one(key("conn-a", AssetKind::Software, "sw-1"))),
+        (
+            &["tags.env=prod"],
+            None,
+            one(key("conn-a", AssetKind::CloudResource, "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc")),
+        ),
+        (
+            &["tags.team.owner=web"],
+            None,
+            one(key("conn-a", AssetKind::CloudResource, "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc")),
+        ),
+        (&["tags.env=dev"], None, vec![]),
+        (
+            &["resource_id=i-0abc"],
+            None,
+            one(key("conn-a", AssetKind::CloudResource, "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc")),
+        ),
+        (
+            &["public_ips=203.0.113.7"],
+            None,
+            one(key("conn-a", AssetKind::CloudResource, "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc")),
+        ),
+        (&["attributes.agent_version=7.14.18408.0"], None, one(dev1.clone())),
+        (&["attributes.cpu_count=8"], None, one(dev1.clone())),
+        (&["attributes.cpu_count=4"], None, one(key("conn-a", D, "dev-2"))),
+        (&["attributes.risk=42.5"], None, one(dev1.clone())),
+        (&["attributes.reduced_functionality=false"], None, one(dev1.clone())),
+        (&["attributes.last_reboot=2024-04-29T12:00:00Z"], None, one(dev1.clone())),
+        (&["attributes.groups=dmz"], None, one(dev1.clone())),
+        (&["attributes.groups=nope"], None, vec![]),
+        (&["attributes.mfa_enrolled=true"], None, one(key("conn-a", U, "usr-1"))),
+        (&["attributes.exploit_available=yes"], None, one(key("conn-a", AssetKind::Vulnerability, "vuln-1"))),
+        (
+            &["attributes.instance_type=m6i.large"],
+            None,
+            one(key("conn-a", AssetKind::CloudResource, "arn:aws:ec2:eu-west-1:123456789012:instance/i-0abc")),
+        ),
+        (&["hostname=web-01", "attributes.cpu_count=8"], None, one(dev1.clone())),
+        (&["hostname=db-01", "attributes.cpu_count=8"], None, vec![]),
+    ];
+    for (texts, kind, want) in cases {
+        assert_eq!(find_where(store, texts, kind).await, want, "--where {texts:?}");
+    }
+    // With --connection.
+    let filter = AssetFilter {
+        connection: Some("conn-b".into()),
+        conditions: vec![parse_where("hostname=web-01", None, &[]).expect("parse")],
+        ..Default::default()
+    };
+    assert_eq!(
+        keys(&ok(store.list_assets(&filter, 10).await, "list")),
+        vec![key("conn-b", D, "dev-1")],
+        "--connection with --where"
+    );
+    // References: a local one resolves to the record's own connection.
+    assert_eq!(
+        points_at(store, "conn-a", D, "dev-1").await,
+        vec![key("conn-a", AssetKind::Software, "sw-1"), key("conn-a", AssetKind::Vulnerability, "vuln-1")],
+        "what points at conn-a's dev-1"
+    );
+    assert_eq!(points_at(store, "conn-a", U, "usr-1").await, vec![dev1.clone()], "the device its owner points at");
+    assert!(points_at(store, "conn-b", D, "dev-1").await.is_empty(), "nothing points at conn-b's dev-1");
+}
+
+/// Keys and references follow an update: the old values find nothing, the
+/// new ones find the asset; an unchanged re-sync keeps them; a deleted asset
+/// is found by nothing.
+pub async fn keys_and_references_follow_updates(store: &dyn Store) {
+    let assets = model_assets();
+    ok(store.upsert(batch("conn-a", "sync-1", at(0), assets.clone())).await, "upsert");
+    let mut device = assets[0].clone();
+    if let corral_core::AssetBody::Device(d) = &mut device.body {
+        d.serial_number = Some("NEW-SERIAL".into());
+        d.mac_addresses = corral_core::fields::macs(["aa:bb:cc:dd:ee:03"]);
+        d.owner_ref = Some(AssetRef::to("okta", AssetKind::User, "00u9"));
+    }
+    let mut vuln = assets[2].clone();
+    if let corral_core::AssetBody::Vulnerability(v) = &mut vuln.body {
+        v.cves = vec!["CVE-2023-38408".into()];
+        v.asset = Some(AssetRef::local(AssetKind::Device, "dev-9"));
+    }
+    let out = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), vec![device, vuln])).await, "update");
+    assert_eq!(out, outcome(0, 2, 0), "both changed");
+    let dev1 = vec![key("conn-a", D, "dev-1")];
+    let vuln1 = vec![key("conn-a", AssetKind::Vulnerability, "vuln-1")];
+    assert!(find_where(store, &["serial_number=5CG1234XYZ"], None).await.is_empty(), "the old serial is gone");
+    assert!(find_where(store, &["mac_addresses=aa:bb:cc:dd:ee:01"], None).await.is_empty(), "the old MAC is gone");
+    assert_eq!(find_where(store, &["serial_number=new-serial"], None).await, dev1, "the new serial finds it");
+    assert_eq!(find_where(store, &["mac_addresses=aa:bb:cc:dd:ee:03"], None).await, dev1, "the new MAC finds it");
+    assert_eq!(find_where(store, &["hostname=web-01"], None).await, dev1, "unchanged keys stay");
+    assert!(find_where(store, &["cves=CVE-2024-6387"], None).await.is_empty(), "the old CVE is gone");
+    assert_eq!(find_where(store, &["cves=CVE-2023-38408"], None).await, vuln1, "the new CVE finds it");
+    assert!(points_at(store, "conn-a", U, "usr-1").await.is_empty(), "the old owner reference is gone");
+    assert_eq!(points_at(store, "okta", U, "00u9").await, dev1, "the new owner reference");
+    assert_eq!(
+        points_at(store, "conn-a", D, "dev-1").await,
+        vec![key("conn-a", AssetKind::Software, "sw-1")],
+        "the vulnerability no longer points at dev-1"
+    );
+    assert_eq!(points_at(store, "conn-a", D, "dev-9").await, vuln1, "it points at dev-9");
+
+    // Stale: marked assets are not found without include_stale; deleted ones never.
+    let mark = StalePolicy::Mark { delete_after: Some(Duration::from_secs(3600)) };
+    ok(store.upsert(batch("conn-a", "sync-3", at(2 * HOUR), assets[1..].to_vec())).await, "sync without the device");
+    let out = ok(store.handle_stale(&scope("conn-a", "hosts", "sync-3", at(2 * HOUR)), mark).await, "mark");
+    assert_eq!(out, StaleOutcome { marked: 1, deleted: 0 }, "the device marked");
+    assert!(find_where(store, &["serial_number=NEW-SERIAL"], None).await.is_empty(), "a stale device is not listed");
+    let stale_too = AssetFilter {
+        include_stale: true,
+        conditions: vec![parse_where("serial_number=NEW-SERIAL", None, &[]).expect("parse")],
+        ..Default::default()
+    };
+    assert_eq!(keys(&ok(store.list_assets(&stale_too, 10).await, "list")), dev1, "with include_stale it is");
+    let out = ok(
+        store.handle_stale(&scope_started("conn-a", "hosts", "sync-4", at(3 * HOUR), at(4 * HOUR)), mark).await,
+        "delete",
+    );
+    assert_eq!(out, StaleOutcome { marked: 0, deleted: 1 }, "the device deleted");
+    assert!(ok(store.list_assets(&stale_too, 10).await, "list").is_empty(), "a deleted device is found by nothing");
+    assert!(points_at(store, "okta", U, "00u9").await.is_empty(), "nor by its references");
+    // The same source id inserted again starts with its own keys only.
+    let fresh = Asset::device(
+        "hosts",
+        Device { source_id: "dev-1".into(), hostname: Some("fresh".into()), ..Default::default() },
+    );
+    let out = ok(store.upsert(batch("conn-a", "sync-5", at(5 * HOUR), vec![fresh])).await, "insert again");
+    assert_eq!(out, outcome(1, 0, 0), "inserted anew");
+    assert!(
+        find_where(store, &["serial_number=NEW-SERIAL"], None).await.is_empty(),
+        "no key of the deleted asset survives"
+    );
+    assert_eq!(find_where(store, &["hostname=fresh"], None).await, dev1, "its own keys");
+}
+
+/// Counts show stale assets apart without `include_stale`, even for a
+/// connection and kind with only stale assets.
+pub async fn stale_counted_apart(store: &dyn Store) {
+    ok(
+        store
+            .upsert(batch("conn-a", "sync-1", at(0), vec![device("hosts", "d1", "a"), user("users", "u1", "u@x.io")]))
+            .await,
+        "upsert",
+    );
+    ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), vec![device("hosts", "d1", "a")])).await, "only the device");
+    ok(store.handle_stale(&scope("conn-a", "users", "sync-2", at(HOUR)), StalePolicy::default()).await, "mark");
+    let counts = ok(store.count_assets(&AssetFilter::default()).await, "count");
+    assert_eq!(counts, vec![count("conn-a", D, 1, 0), count("conn-a", U, 0, 1)], "live and stale apart");
+    let counts = ok(store.count_assets(&AssetFilter { include_stale: true, ..Default::default() }).await, "count all");
+    assert_eq!(
+        counts,
+        vec![count("conn-a", D, 1, 0), count("conn-a", U, 1, 1)],
+        "with include_stale, count includes them"
+    );
 }

@@ -16,6 +16,18 @@
 //!   `assets.last_change` whether the row was inserted, updated or unchanged.
 //! - Stale handling uses the `(connection, stream)` index, which upserts never
 //!   rewrite (see `UPSERT_SQL`), and a partial index on `stale_since` for deletes.
+//! - Correlation keys and references live in side tables, `asset_keys (type,
+//!   value, connection, kind, source_id)` indexed on `(type, value)` and
+//!   `asset_refs` indexed on the asset pointed at. The upsert rewrites an
+//!   asset's rows there only when it inserted the asset or its content hash
+//!   changed, so a steady-state re-sync costs nothing extra; a trigger deletes
+//!   them with the asset (stale deletes).
+//! - Schema versions: 1 (assets, runs, checkpoints, rejects, leases), 2 (+
+//!   `asset_keys`, `asset_refs`). Opening a version 1 database for writing
+//!   migrates it in place, in one transaction, deriving the keys and
+//!   references of every stored asset from its fields. A read-only open
+//!   leaves it as it is: everything but `--where` on a correlation key and
+//!   `--points-at` works on it, and those say to run a sync once.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,17 +37,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
-use corral_core::asset::{Asset, AssetBody, AssetKind};
+use corral_core::asset::{Asset, AssetKind};
 use corral_core::store::{
-    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
-    StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, Scalar, StaleOutcome, StalePolicy,
+    StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's lock before failing
 /// with `SQLITE_BUSY` (reported as [`StoreError::Transient`]).
@@ -99,6 +111,35 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
+/// Version 2: correlation keys and references, derived from each asset's
+/// fields, deleted with it.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS asset_keys (
+    connection TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    source_id  TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    PRIMARY KEY (connection, kind, source_id, type, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS asset_keys_value ON asset_keys (type, value);
+CREATE TABLE IF NOT EXISTS asset_refs (
+    connection     TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    source_id      TEXT NOT NULL,
+    role           TEXT NOT NULL,
+    ref_connection TEXT NOT NULL,
+    ref_kind       TEXT NOT NULL,
+    ref_source_id  TEXT NOT NULL,
+    PRIMARY KEY (connection, kind, source_id, role, ref_connection, ref_kind, ref_source_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS asset_refs_target ON asset_refs (ref_connection, ref_kind, ref_source_id);
+CREATE TRIGGER IF NOT EXISTS assets_delete_derived AFTER DELETE ON assets BEGIN
+    DELETE FROM asset_keys WHERE connection = old.connection AND kind = old.kind AND source_id = old.source_id;
+    DELETE FROM asset_refs WHERE connection = old.connection AND kind = old.kind AND source_id = old.source_id;
+END;
+";
+
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -107,6 +148,9 @@ pub struct SqliteStore {
 
 struct Inner {
     describe: String,
+    /// The database's schema version: [`SCHEMA_VERSION`], or older for a
+    /// database opened read-only and not migrated.
+    version: i64,
     writer: Mutex<Connection>,
     /// Read-only connection for file databases; `None` in memory (reads use the writer).
     reader: Option<Mutex<Connection>>,
@@ -139,6 +183,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 describe: format!("sqlite:{shown}"),
+                version: SCHEMA_VERSION,
                 writer: Mutex::new(writer),
                 reader: Some(Mutex::new(reader)),
             }),
@@ -197,17 +242,22 @@ impl SqliteStore {
             }
             Err(e) => return Err(read_only_error(&shown, e)),
         };
-        match version.parse::<i64>() {
-            Ok(v) if v <= SCHEMA_VERSION => {}
+        let version = match version.parse::<i64>() {
+            Ok(v) if v <= SCHEMA_VERSION => v,
             Ok(v) => {
                 return Err(StoreError::Config(format!(
                     "database schema version {v} is newer than this corral supports ({SCHEMA_VERSION}); upgrade corral"
                 )));
             }
             Err(_) => return Err(StoreError::Corrupt(format!("meta.schema_version is not a number: {version:?}"))),
-        }
+        };
         Ok(SqliteStore {
-            inner: Arc::new(Inner { describe: format!("sqlite:{shown}"), writer: Mutex::new(conn), reader: None }),
+            inner: Arc::new(Inner {
+                describe: format!("sqlite:{shown}"),
+                version,
+                writer: Mutex::new(conn),
+                reader: None,
+            }),
         })
     }
 
@@ -220,6 +270,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 describe: "sqlite::memory:".to_string(),
+                version: SCHEMA_VERSION,
                 writer: Mutex::new(writer),
                 reader: None,
             }),
@@ -302,7 +353,173 @@ fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
             "database schema version {found} is newer than this corral supports ({SCHEMA_VERSION}); upgrade corral"
         )));
     }
+    tx.execute_batch(SCHEMA_V2).ctx("create schema (version 2)")?;
+    if found < 2 {
+        migrate_to_v2(&tx)?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", params![SCHEMA_VERSION.to_string()])
+            .ctx("record the new schema version")?;
+        tracing::info!(from = found, to = SCHEMA_VERSION, "SQLite store schema migrated");
+    }
     tx.commit().ctx("commit schema")?;
+    Ok(())
+}
+
+/// Version 1 -> 2: derive the correlation keys and references of every
+/// stored asset from its fields (inside the schema transaction).
+fn migrate_to_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let mut select = tx
+        .prepare("SELECT connection, kind, source_id, stream, fields FROM assets")
+        .ctx("migrate: prepare reading assets")?;
+    let mut rows = select.query([]).ctx("migrate: read assets")?;
+    let mut migrated = 0_u64;
+    while let Some(row) = rows.next().ctx("migrate: read an asset")? {
+        let (connection, kind, source_id, stream, fields): (String, String, String, String, String) = (
+            row.get(0).ctx("migrate")?,
+            row.get(1).ctx("migrate")?,
+            row.get(2).ctx("migrate")?,
+            row.get(3).ctx("migrate")?,
+            row.get(4).ctx("migrate")?,
+        );
+        let stored = StoredAsset {
+            kind: parse_kind(&kind)?,
+            fields: parse_json("assets.fields", &fields)?,
+            connection,
+            source_id,
+            stream,
+            first_seen: DateTime::<Utc>::MIN_UTC,
+            last_seen: DateTime::<Utc>::MIN_UTC,
+            last_sync_id: String::new(),
+            stale_since: None,
+            raw: None,
+        };
+        let asset = stored.asset().map_err(|e| {
+            StoreError::Corrupt(format!("migrate: {} {} has undecodable fields: {e}", kind, stored.source_id))
+        })?;
+        write_derived(tx, &stored.connection, &kind, &stored.source_id, &asset, false)?;
+        migrated += 1;
+    }
+    tracing::debug!(assets = migrated, "derived correlation keys and references of stored assets");
+    Ok(())
+}
+
+const INSERT_KEY_SQL: &str =
+    "INSERT OR IGNORE INTO asset_keys (connection, kind, source_id, type, value) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_REF_SQL: &str = "INSERT OR IGNORE INTO asset_refs \
+    (connection, kind, source_id, role, ref_connection, ref_kind, ref_source_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const DELETE_KEYS_SQL: &str = "DELETE FROM asset_keys WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
+const DELETE_REFS_SQL: &str = "DELETE FROM asset_refs WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
+
+/// Rows of one multi-row insert into `asset_keys`.
+const KEY_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT OR IGNORE INTO asset_keys .. VALUES` with [`KEY_ROWS_PER_INSERT`] rows.
+fn bulk_key_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows = vec!["(?, ?, ?, ?, ?)"; KEY_ROWS_PER_INSERT].join(", ");
+        format!("INSERT OR IGNORE INTO asset_keys (connection, kind, source_id, type, value) VALUES {rows}")
+    })
+}
+
+/// The keys and references of newly inserted assets (they have none yet):
+/// keys in multi-row inserts, which cost SQLite far less per row than one
+/// statement each. Empties `inserted`.
+fn write_inserted_derived(
+    tx: &Connection,
+    connection: &str,
+    inserted: &mut Vec<&PreparedAsset>,
+) -> Result<(), StoreError> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<(&PreparedAsset, &'static str, String)> = Vec::new();
+    for a in inserted.iter() {
+        rows.extend(a.asset.correlation_keys().into_iter().map(|(k, v)| (*a, k.as_str(), v)));
+        let refs = a.asset.references();
+        if !refs.is_empty() {
+            let mut insert = tx.prepare_cached(INSERT_REF_SQL).ctx("prepare insert reference")?;
+            for (role, r) in refs {
+                insert
+                    .execute(params![
+                        connection,
+                        a.kind,
+                        a.source_id,
+                        role,
+                        r.connection_or(connection),
+                        r.kind.as_str(),
+                        r.source_id
+                    ])
+                    .ctx("insert reference")?;
+            }
+        }
+    }
+    let mut chunks = rows.chunks_exact(KEY_ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut bulk = tx.prepare_cached(bulk_key_sql()).ctx("prepare insert keys")?;
+        for chunk in chunks.by_ref() {
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(5 * KEY_ROWS_PER_INSERT);
+            for (a, key, value) in chunk {
+                values.extend_from_slice(&[&connection, &a.kind, &a.source_id, key, value]);
+            }
+            bulk.execute(values.as_slice()).ctx("insert keys")?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut insert = tx.prepare_cached(INSERT_KEY_SQL).ctx("prepare insert key")?;
+        for (a, key, value) in rest {
+            insert.execute(params![connection, a.kind, a.source_id, key, value]).ctx("insert key")?;
+        }
+    }
+    inserted.clear();
+    Ok(())
+}
+
+/// (Re)write the keys and references of one asset; `replace` deletes its old ones first.
+fn write_derived(
+    conn: &Connection,
+    connection: &str,
+    kind: &str,
+    source_id: &str,
+    asset: &Asset,
+    replace: bool,
+) -> Result<(), StoreError> {
+    if replace {
+        conn.prepare_cached(DELETE_KEYS_SQL)
+            .ctx("prepare delete keys")?
+            .execute(params![connection, kind, source_id])
+            .ctx("delete old keys")?;
+        conn.prepare_cached(DELETE_REFS_SQL)
+            .ctx("prepare delete references")?
+            .execute(params![connection, kind, source_id])
+            .ctx("delete old references")?;
+    }
+    let keys = asset.correlation_keys();
+    if !keys.is_empty() {
+        let mut insert = conn.prepare_cached(INSERT_KEY_SQL).ctx("prepare insert key")?;
+        for (key, value) in &keys {
+            insert.execute(params![connection, kind, source_id, key.as_str(), value]).ctx("insert key")?;
+        }
+    }
+    let refs = asset.references();
+    if !refs.is_empty() {
+        let mut insert = conn.prepare_cached(INSERT_REF_SQL).ctx("prepare insert reference")?;
+        for (role, r) in refs {
+            insert
+                .execute(params![
+                    connection,
+                    kind,
+                    source_id,
+                    role,
+                    r.connection_or(connection),
+                    r.kind.as_str(),
+                    r.source_id
+                ])
+                .ctx("insert reference")?;
+        }
+    }
     Ok(())
 }
 
@@ -390,23 +607,21 @@ fn limit_param(limit: usize) -> i64 {
 }
 
 /// One asset prepared for writing (serialized off the connection lock).
+/// The asset itself is kept to derive its keys and references, only if the
+/// upsert says it is new or changed.
 struct PreparedAsset {
     kind: &'static str,
     source_id: String,
-    stream: String,
     fields: String,
     raw: Option<String>,
     hash: String,
+    asset: Asset,
 }
 
 fn prepare(asset: Asset) -> Result<PreparedAsset, Reject> {
     let kind = asset.kind().as_str();
     let source_id = asset.source_id().to_string();
-    let fields = match &asset.body {
-        AssetBody::Device(d) => serde_json::to_string(d),
-        AssetBody::User(u) => serde_json::to_string(u),
-    };
-    let fields = fields.map_err(|e| {
+    let fields = asset.fields_string().map_err(|e| {
         Reject::new(format!("{kind} {source_id}"), "store_encode", format!("could not encode fields: {e}"))
     })?;
     let raw = match &asset.raw {
@@ -417,7 +632,7 @@ fn prepare(asset: Asset) -> Result<PreparedAsset, Reject> {
     };
     // The content hash from the bytes just serialized, not serialized again.
     let hash = asset.content_hash_of(&fields, raw.as_deref());
-    Ok(PreparedAsset { kind, source_id, stream: asset.stream, fields, raw, hash })
+    Ok(PreparedAsset { kind, source_id, fields, raw, hash, asset })
 }
 
 /// What the last upsert did to a row, in `assets.last_change` (returned by the
@@ -458,32 +673,43 @@ fn upsert_blocking(
     connection: &str,
     sync_id: &str,
     seen: &str,
-    assets: Vec<PreparedAsset>,
+    assets: &[PreparedAsset],
 ) -> Result<LoadOutcome, StoreError> {
     let mut outcome = LoadOutcome::default();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin upsert")?;
     {
         let mut upsert = tx.prepare_cached(UPSERT_SQL).ctx("prepare upsert")?;
-        for a in &assets {
+        // Keys and references of inserted assets, written in bulk: before the
+        // next update (which may be of one of them: a key repeated in the batch) and at the end.
+        let mut inserted: Vec<&PreparedAsset> = Vec::new();
+        for a in assets {
             let change: i64 = upsert
                 .query_row(
-                    params![connection, a.kind, a.source_id, a.stream, a.fields, a.raw, a.hash, seen, sync_id],
+                    params![connection, a.kind, a.source_id, a.asset.stream, a.fields, a.raw, a.hash, seen, sync_id],
                     |r| r.get(0),
                 )
                 .ctx("upsert asset")?;
             if change & CHANGE_STREAM != 0 {
                 tx.prepare_cached(SET_STREAM_SQL)
                     .ctx("prepare upsert stream change")?
-                    .execute(params![connection, a.kind, a.source_id, a.stream])
+                    .execute(params![connection, a.kind, a.source_id, a.asset.stream])
                     .ctx("upsert: change stream")?;
             }
             match change & !CHANGE_STREAM {
-                CHANGE_INSERTED => outcome.inserted += 1,
-                CHANGE_UPDATED => outcome.updated += 1,
+                CHANGE_INSERTED => {
+                    inserted.push(a);
+                    outcome.inserted += 1;
+                }
+                CHANGE_UPDATED => {
+                    write_inserted_derived(&tx, connection, &mut inserted)?;
+                    write_derived(&tx, connection, a.kind, &a.source_id, &a.asset, true)?;
+                    outcome.updated += 1;
+                }
                 CHANGE_UNCHANGED => outcome.unchanged += 1,
                 other => return Err(StoreError::Corrupt(format!("assets.last_change: unexpected value {other}"))),
             }
         }
+        write_inserted_derived(&tx, connection, &mut inserted)?;
     }
     tx.commit().ctx("commit upsert")?;
     Ok(outcome)
@@ -559,23 +785,97 @@ fn read_lease(conn: &Connection, connection: &str) -> Result<Option<Lease>, Stor
     .transpose()
 }
 
-/// `WHERE` clause and parameters for an [`AssetFilter`].
-fn filter_sql(filter: &AssetFilter) -> (String, Vec<Value>) {
+/// `WHERE` clause and parameters for an [`AssetFilter`]. `stale` false
+/// leaves stale assets in whatever `include_stale` says (counts take both).
+/// Correlation keys and references are looked up through their indexes
+/// (`asset_keys_value`, `asset_refs_target`) and joined on the assets' key.
+fn filter_sql(filter: &AssetFilter, stale: bool) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
+    let bind = |params: &mut Vec<Value>, v: Value| {
+        params.push(v);
+        format!("?{}", params.len())
+    };
     if let Some(c) = &filter.connection {
-        params.push(Value::Text(c.clone()));
-        clauses.push(format!("connection = ?{}", params.len()));
+        let p = bind(&mut params, Value::Text(c.clone()));
+        clauses.push(format!("connection = {p}"));
     }
     if let Some(k) = filter.kind {
-        params.push(Value::Text(k.as_str().to_string()));
-        clauses.push(format!("kind = ?{}", params.len()));
+        let p = bind(&mut params, Value::Text(k.as_str().to_string()));
+        clauses.push(format!("kind = {p}"));
     }
-    if !filter.include_stale {
+    if stale && !filter.include_stale {
         clauses.push("stale_since IS NULL".to_string());
+    }
+    for condition in &filter.conditions {
+        let mut alternatives = Vec::new();
+        for (kind, predicate) in &condition.alternatives {
+            let k = bind(&mut params, Value::Text(kind.as_str().to_string()));
+            let test = match predicate {
+                Predicate::SourceId(id) => format!("source_id = {}", bind(&mut params, Value::Text(id.clone()))),
+                Predicate::Key { key, value } => {
+                    let t = bind(&mut params, Value::Text(key.as_str().to_string()));
+                    let v = bind(&mut params, Value::Text(value.clone()));
+                    format!(
+                        "(connection, kind, source_id) IN \
+                         (SELECT connection, kind, source_id FROM asset_keys WHERE type = {t} AND value = {v})"
+                    )
+                }
+                Predicate::Equals { path, value } => {
+                    let p = bind(&mut params, Value::Text(format!("$.{path}")));
+                    format!("json_extract(fields, {p}) = {}", bind(&mut params, scalar(value)))
+                }
+                Predicate::Contains { path, value } => {
+                    let p = bind(&mut params, Value::Text(format!("$.{path}")));
+                    let v = bind(&mut params, scalar(value));
+                    format!("EXISTS (SELECT 1 FROM json_each(assets.fields, {p}) WHERE json_each.value = {v})")
+                }
+                Predicate::Tag { path, key, value } => {
+                    let p = bind(&mut params, Value::Text(format!("$.{path}")));
+                    let k = bind(&mut params, Value::Text(key.clone()));
+                    let v = bind(&mut params, Value::Text(value.clone()));
+                    format!(
+                        "EXISTS (SELECT 1 FROM json_each(assets.fields, {p}) \
+                         WHERE json_extract(json_each.value, '$.key') = {k} \
+                         AND json_extract(json_each.value, '$.value') = {v})"
+                    )
+                }
+            };
+            alternatives.push(format!("(kind = {k} AND {test})"));
+        }
+        if alternatives.is_empty() {
+            clauses.push("0".to_string());
+        } else {
+            clauses.push(format!("({})", alternatives.join(" OR ")));
+        }
+    }
+    if let Some(target) = &filter.points_at {
+        let c = bind(&mut params, Value::Text(target.connection.clone()));
+        let k = bind(&mut params, Value::Text(target.kind.as_str().to_string()));
+        let s = bind(&mut params, Value::Text(target.source_id.clone()));
+        clauses.push(format!(
+            "(connection, kind, source_id) IN (SELECT connection, kind, source_id FROM asset_refs \
+             WHERE ref_connection = {c} AND ref_kind = {k} AND ref_source_id = {s})"
+        ));
     }
     let sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     (sql, params)
+}
+
+fn scalar(v: &Scalar) -> Value {
+    match v {
+        Scalar::Str(s) => Value::Text(s.clone()),
+        Scalar::Int(i) => Value::Integer(*i),
+        Scalar::Float(f) => Value::Real(*f),
+        // JSON true/false read back as 1/0.
+        Scalar::Bool(b) => Value::Integer(i64::from(*b)),
+    }
+}
+
+/// Whether `filter` needs the version 2 tables.
+fn needs_v2(filter: &AssetFilter) -> bool {
+    filter.points_at.is_some()
+        || filter.conditions.iter().any(|c| c.alternatives.iter().any(|(_, p)| matches!(p, Predicate::Key { .. })))
 }
 
 fn row_to_asset(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawAssetRow> {
@@ -647,7 +947,11 @@ impl Store for SqliteStore {
             }
             let seen = ts(&seen_at);
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut outcome = upsert_blocking(&mut conn, &connection, &sync_id, &seen, prepared)?;
+            let written = upsert_blocking(&mut conn, &connection, &sync_id, &seen, &prepared);
+            // The assets are freed after the lock is released.
+            drop(conn);
+            drop(prepared);
+            let mut outcome = written?;
             outcome.rejected = rejected;
             Ok(outcome)
         })
@@ -856,7 +1160,8 @@ impl Store for SqliteStore {
     }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
-        let (where_sql, params) = filter_sql(filter);
+        self.check_version(filter)?;
+        let (where_sql, params) = filter_sql(filter, false);
         let sql = format!(
             "SELECT connection, kind, COUNT(*), COALESCE(SUM(stale_since IS NOT NULL), 0) FROM assets{where_sql} \
              GROUP BY connection, kind ORDER BY connection, kind"
@@ -872,20 +1177,23 @@ impl Store for SqliteStore {
                 rows.collect::<rusqlite::Result<Vec<_>>>().ctx("read asset counts")
             })
             .await?;
+        let include_stale = filter.include_stale;
         rows.into_iter()
-            .map(|(connection, kind, count, stale)| {
+            .map(|(connection, kind, total, stale)| {
+                let (total, stale) = (u64::try_from(total).unwrap_or(0), u64::try_from(stale).unwrap_or(0));
                 Ok(AssetCount {
                     connection,
                     kind: parse_kind(&kind)?,
-                    count: u64::try_from(count).unwrap_or(0),
-                    stale: u64::try_from(stale).unwrap_or(0),
+                    count: if include_stale { total } else { total.saturating_sub(stale) },
+                    stale,
                 })
             })
             .collect()
     }
 
     async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
-        let (where_sql, mut params) = filter_sql(filter);
+        self.check_version(filter)?;
+        let (where_sql, mut params) = filter_sql(filter, true);
         params.push(Value::Integer(limit_param(limit)));
         let sql = format!(
             "SELECT connection, kind, source_id, stream, first_seen, last_seen, last_sync_id, stale_since, fields, raw \
@@ -901,6 +1209,25 @@ impl Store for SqliteStore {
             })
             .await?;
         rows.into_iter().map(RawAssetRow::decode).collect()
+    }
+}
+
+impl SqliteStore {
+    /// The database's schema version (older than [`SCHEMA_VERSION`] only
+    /// for a database opened read-only that no sync has migrated yet).
+    pub fn schema_version(&self) -> i64 {
+        self.inner.version
+    }
+
+    fn check_version(&self, filter: &AssetFilter) -> Result<(), StoreError> {
+        if self.inner.version < 2 && needs_v2(filter) {
+            return Err(StoreError::Config(format!(
+                "{} has schema version {}, which has no index of correlation keys and references yet; \
+                 run `corral sync` once to upgrade it",
+                self.inner.describe, self.inner.version
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -993,13 +1320,33 @@ mod tests {
         assert!(plan.contains("USING INDEX"), "delete stale: {plan}");
         let plan = query_plan(&conn, SET_STREAM_SQL);
         assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "set stream: {plan}");
-        let (where_sql, _) =
-            filter_sql(&AssetFilter { connection: Some("c".into()), kind: None, include_stale: false });
+        let (where_sql, _) = filter_sql(&AssetFilter { connection: Some("c".into()), ..Default::default() }, true);
         let plan = query_plan(
             &conn,
             &format!("SELECT source_id FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT 10"),
         );
         assert!(plan.contains("USING INDEX") && !plan.contains("TEMP B-TREE"), "list assets: {plan}");
+        let by_key = AssetFilter {
+            conditions: vec![corral_core::schema::parse_where("serial_number=x", None, &[]).expect("parse")],
+            ..Default::default()
+        };
+        let (where_sql, _) = filter_sql(&by_key, true);
+        let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
+        assert!(plan.contains("USING COVERING INDEX asset_keys_value"), "--where on a key: {plan}");
+        assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "--where on a key: {plan}");
+        let points = AssetFilter {
+            points_at: Some(corral_core::store::AssetKey {
+                connection: "c".into(),
+                kind: AssetKind::Device,
+                source_id: "d".into(),
+            }),
+            ..Default::default()
+        };
+        let (where_sql, _) = filter_sql(&points, true);
+        let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
+        assert!(plan.contains("asset_refs_target"), "points_at: {plan}");
+        let plan = query_plan(&conn, DELETE_KEYS_SQL);
+        assert!(plan.contains("PRIMARY KEY") || plan.contains("USING"), "delete keys: {plan}");
         let plan = query_plan(&conn, "SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT 5");
         assert!(plan.contains("USING INDEX runs_started_at"), "runs: {plan}");
     }

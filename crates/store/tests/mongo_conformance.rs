@@ -112,7 +112,7 @@ fn batch(connection: &str, sync_id: &str, secs: i64, assets: Vec<Asset>) -> Load
 }
 
 fn all() -> AssetFilter {
-    AssetFilter { connection: None, kind: None, include_stale: true }
+    AssetFilter { include_stale: true, ..Default::default() }
 }
 
 async fn total(store: &MongoStore) -> u64 {
@@ -321,13 +321,15 @@ async fn indexes_created_idempotently() {
             doc! { "kind": 1, "fields.hostname": 1 },
             doc! { "kind": 1, "fields.serial_number": 1 },
             doc! { "kind": 1, "fields.mac_addresses": 1 },
+            doc! { "keys": 1 },
+            doc! { "refs": 1 },
         ] {
             let (name, _, unique) = find(keys.clone());
             assert!(!*unique, "{name} on {keys} must not be unique (assets may share them)");
         }
         let on_key = indexes.iter().filter(|(_, k, _)| k.contains_key("source_id")).count();
         assert_eq!(on_key, 1, "created once, not once per store: {indexes:?}");
-        assert_eq!(indexes.len(), 7, "_id plus the store's six: {indexes:?}");
+        assert_eq!(indexes.len(), 9, "_id plus the store's eight: {indexes:?}");
         assert_eq!(total(&first).await, 1);
     })
     .await;
@@ -580,4 +582,53 @@ async fn server_stopped_mid_operation() {
     let keys: BTreeSet<(AssetKind, String)> = listed.iter().map(|a| (a.kind, a.source_id.clone())).collect();
     assert_eq!((listed.len(), keys.len()), (N, N), "one document per key");
     assert!(listed.iter().all(|a| a.last_sync_id == "sync-2"), "every asset refreshed by the retried batch");
+}
+
+/// Documents written before keys and references existed (no `keys`, `refs`,
+/// `derived`: as the previous release wrote them) get them on their next
+/// sync, counted unchanged, and are then found by key and reference; the
+/// sync after that is all light statements again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_of_an_earlier_version_get_their_keys_on_the_next_sync() {
+    use corral_core::schema::parse_where;
+    let Some(uri) = mongo_uri("documents_of_an_earlier_version_get_their_keys_on_the_next_sync") else { return };
+    let store = open(&uri, "derived", test_options()).await;
+    with_cleanup(vec![store.clone()], async {
+        let assets = conformance::model_assets();
+        let out = store.upsert(batch("conn-a", "s1", 0, assets.clone())).await.expect("upsert");
+        assert_eq!(out.inserted, 5);
+        // What an earlier version left: the same documents without the derived fields.
+        store
+            .database()
+            .collection::<mongodb::bson::Document>("assets")
+            .update_many(doc! {}, doc! { "$unset": { "keys": "", "refs": "", "derived": "" } })
+            .await
+            .expect("strip derived fields");
+        let by_serial = AssetFilter {
+            conditions: vec![parse_where("serial_number=5CG1234XYZ", None, &[]).expect("parse")],
+            ..Default::default()
+        };
+        assert!(store.list_assets(&by_serial, 10).await.expect("list").is_empty(), "no keys yet");
+        let before = store.stats();
+        let out = store.upsert(batch("conn-a", "s2", 3600, assets.clone())).await.expect("resync");
+        assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 5), "still unchanged");
+        let after = store.stats();
+        assert_eq!(after.light_statements - before.light_statements, 0, "each rewritten in full once");
+        let found = store.list_assets(&by_serial, 10).await.expect("list");
+        assert_eq!(found.len(), 1, "found by key after the sync");
+        let points = AssetFilter {
+            points_at: Some(corral_core::store::AssetKey {
+                connection: "conn-a".into(),
+                kind: AssetKind::Device,
+                source_id: "dev-1".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(store.list_assets(&points, 10).await.expect("points").len(), 2, "found by reference");
+        let before = store.stats();
+        let out = store.upsert(batch("conn-a", "s3", 7200, assets)).await.expect("steady state");
+        assert_eq!(out.unchanged, 5);
+        assert_eq!(store.stats().light_statements - before.light_statements, 5, "steady state: light statements only");
+    })
+    .await;
 }

@@ -323,3 +323,97 @@ fn cpu_time() -> Option<Duration> {
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
+
+/// A database written by the previous release (schema version 1, made by
+/// `SqliteStore` before correlation keys existed: `tests/fixtures/corral-v1.db`,
+/// two devices, one of them stale, a user and a run) keeps working: read-only
+/// as it is, and migrated in place when opened for writing, with the keys of
+/// the assets already stored derived from their fields.
+#[tokio::test]
+async fn a_version_1_database_is_migrated_in_place() {
+    use corral_core::schema::parse_where;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("corral.db");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corral-v1.db"), &path).expect("copy fixture");
+    let filter = |text: &str, include_stale: bool| AssetFilter {
+        include_stale,
+        conditions: vec![parse_where(text, None, &[]).expect("parse")],
+        ..Default::default()
+    };
+    let ids = |assets: Vec<corral_core::store::StoredAsset>| -> Vec<String> {
+        assets.into_iter().map(|a| format!("{} {}", a.kind, a.source_id)).collect()
+    };
+
+    // Read-only: not migrated, everything but the key and reference indexes works.
+    let ro = SqliteStore::open_read_only(&path).expect("open read-only");
+    assert_eq!(ro.schema_version(), 1);
+    let counts = ro.count_assets(&AssetFilter::default()).await.expect("count");
+    let counts: Vec<(AssetKind, u64, u64)> = counts.iter().map(|c| (c.kind, c.count, c.stale)).collect();
+    assert_eq!(counts, [(AssetKind::Device, 1, 1), (AssetKind::User, 1, 0)], "live and stale apart");
+    assert_eq!(ro.runs(10).await.expect("runs").len(), 1);
+    let listed = ro.list_assets(&filter("domain=corp.example.com", false), 10).await.expect("non-key --where");
+    assert_eq!(ids(listed), ["device dev-1"]);
+    let err = ro.list_assets(&filter("serial_number=5CG1234XYZ", false), 10).await.expect_err("keys need version 2");
+    assert!(err.to_string().contains("schema version 1") && err.to_string().contains("corral sync"), "{err}");
+    drop(ro);
+
+    // Writable: migrated in place.
+    let store = SqliteStore::open(&path).expect("open and migrate");
+    assert_eq!(store.schema_version(), 2);
+    let listed = store.list_assets(&filter("serial_number=5cg1234xyz", false), 10).await.expect("by serial");
+    assert_eq!(ids(listed), ["device dev-1"], "keys derived from the stored fields");
+    let listed = store.list_assets(&filter("mac_addresses=AA:BB:CC:DD:EE:01", false), 10).await.expect("by mac");
+    assert_eq!(ids(listed), ["device dev-1"]);
+    let listed = store.list_assets(&filter("username=ann.lee@example.com", false), 10).await.expect("by username");
+    assert_eq!(ids(listed), ["user usr-1"]);
+    let listed = store.list_assets(&filter("serial_number=SN-2", true), 10).await.expect("stale by serial");
+    assert_eq!(ids(listed), ["device dev-2"], "the stale device has its keys too");
+    // What the old version stored re-syncs as unchanged: content hashes are compatible.
+    let d1 = store.list_assets(&filter("source_id=dev-1", false), 1).await.expect("dev-1").remove(0);
+    let asset = d1.asset().expect("decode");
+    let out = store.upsert(batch("cmdb", "s3", at(7200), vec![asset])).await.expect("re-sync");
+    assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 1));
+    drop(store);
+    // Reopening does not migrate again; read-only sees version 2.
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.schema_version(), 2);
+    drop(store);
+    let ro = SqliteStore::open_read_only(&path).expect("read-only again");
+    assert_eq!(ro.schema_version(), 2);
+    let listed = ro.list_assets(&filter("fqdn=web-01.corp.example.com", false), 10).await.expect("by fqdn");
+    assert_eq!(ids(listed), ["device dev-1"]);
+}
+
+/// Deleting stale assets deletes their rows in `asset_keys` and `asset_refs`;
+/// an unchanged re-sync leaves those tables alone.
+#[tokio::test]
+async fn keys_and_references_are_deleted_with_their_asset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("corral.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let rows = |table: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+    };
+    let assets = conformance::model_assets();
+    store.upsert(batch("conn-a", "s1", at(0), assets.clone())).await.expect("upsert");
+    let (keys, refs) = (rows("asset_keys"), rows("asset_refs"));
+    let want_keys: usize = assets.iter().map(|a| a.correlation_keys().len()).sum();
+    let want_refs: usize = assets.iter().map(|a| a.references().len()).sum();
+    assert_eq!((keys, refs), (want_keys as i64, want_refs as i64));
+    store.upsert(batch("conn-a", "s2", at(3600), assets.clone())).await.expect("unchanged");
+    assert_eq!((rows("asset_keys"), rows("asset_refs")), (keys, refs), "an unchanged re-sync rewrites nothing");
+    // Nothing but the software record is seen again: everything else goes stale, then is deleted.
+    store.upsert(batch("conn-a", "s3", at(7200), vec![assets[3].clone()])).await.expect("one");
+    let delete = StalePolicy::Mark { delete_after: Some(Duration::from_secs(1)) };
+    for stream in ["hosts", "users", "findings", "instances"] {
+        store.handle_stale(&scope("conn-a", stream, "s3", at(7200)), delete).await.expect("mark");
+        store.handle_stale(&scope("conn-a", stream, "s4", at(7300)), delete).await.expect("delete");
+    }
+    assert_eq!(
+        store.count_assets(&AssetFilter { include_stale: true, ..Default::default() }).await.expect("count").len(),
+        1
+    );
+    assert_eq!(rows("asset_keys"), assets[3].correlation_keys().len() as i64, "only the software's key is left");
+    assert_eq!(rows("asset_refs"), 1, "only the software's reference is left");
+}

@@ -140,6 +140,7 @@ async fn keep_raw_keeps_the_graph_records() {
                     assert_eq!(raw.get(*p), want.get(*p), "{p}");
                 }
             }
+            other => panic!("Graph streams give devices and users, not {other}"),
         }
     }
     sim.shutdown().await;

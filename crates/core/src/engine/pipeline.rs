@@ -412,6 +412,34 @@ fn dispatch(
             .unwrap_or_else(|p| NormalizedPage::page_failed(format!("normalize panicked: {}", panic_message(&p))));
         let mut rejects = std::mem::take(&mut page.rejects);
         rejects.extend(out.rejects);
+        // Attributes must be declared by the stream, with their type: a record
+        // that breaks its declaration is rejected naming the attribute.
+        let mut out_assets = out.assets;
+        if out_assets.iter().any(|a| !a.attributes.is_empty()) {
+            let info = adapter.info();
+            let stream_info = info.stream(&page.stream);
+            out_assets.retain(|a| {
+                if a.attributes.is_empty() {
+                    return true;
+                }
+                let checked = match stream_info {
+                    Some(s) => s.check_attributes(a),
+                    None => Err((
+                        crate::adapter::UNDECLARED_ATTRIBUTE,
+                        format!("stream `{}` is not declared by the adapter, so it has no attributes", page.stream),
+                    )),
+                };
+                match checked {
+                    Ok(()) => true,
+                    Err((reason, detail)) => {
+                        let record = format!("{} {} of {}", a.kind(), a.source_id(), page.locator);
+                        let raw = serde_json::to_vec(&a.attributes).unwrap_or_default();
+                        rejects.push(Reject::new(record, reason, detail).with_raw(&raw));
+                        false
+                    }
+                }
+            });
+        }
         // An undecodable page loses every record in it: as many as fetch said
         // it held, when it knew; it is kept as one `malformed_page` reject.
         let lost = out.page_error.as_ref().and(page.record_hint).map(|n| n as u64);
@@ -422,7 +450,7 @@ fn dispatch(
             };
             Reject::new(page.locator.clone(), MALFORMED_PAGE, detail).with_raw(&page.body)
         });
-        let records = page.record_hint.map_or((out.assets.len() + rejects.len()) as u64, |n| n as u64);
+        let records = page.record_hint.map_or((out_assets.len() + rejects.len()) as u64, |n| n as u64);
         rejects.extend(page_reject);
         if records > max_page_records as u64 && gauges.oversized_page() == 0 {
             tracing::warn!(
@@ -431,7 +459,7 @@ fn dispatch(
             );
         }
         let assets: Vec<(Asset, usize)> =
-            out.assets.into_iter().map(|a| (a.approx_size(), a)).map(|(n, a)| (a, n)).collect();
+            out_assets.into_iter().map(|a| (a.approx_size(), a)).map(|(n, a)| (a, n)).collect();
         gauges.normalized(page.body.len(), page.record_hint.unwrap_or(0), assets.len());
         let _ = tx.send(PageResult {
             stream: page.stream,

@@ -18,6 +18,11 @@
 //! | [`timestamp`] / [`timestamp_json`] | UTC instant, 1980 <= t < 2200 |
 //! | [`email`] | trimmed, lowercased address |
 //! | [`tags`] | trimmed, deduplicated, order kept |
+//! | [`severity`] / [`severity_scaled`] / [`severity_from_cvss`] | [`crate::asset::Severity`] from names, 0-4, 1-5 and CVSS scales |
+//! | [`cvss_score`] / [`score`] | a finite score (CVSS: 0-10, one decimal) |
+//! | [`cve`] / [`cves`] | `CVE-YYYY-NNNN`, validated, upper-cased |
+//! | [`cpe`] | [`Cpe`]: CPE 2.3 formatted string split into vendor, product, version |
+//! | [`finding_state`] | [`crate::asset::FindingState`] from vendor state names |
 
 mod host;
 mod ip;
@@ -26,6 +31,7 @@ mod os;
 mod serial;
 mod text;
 mod time;
+mod vuln;
 
 pub use host::{HostName, hostname, hostname_with_domain};
 pub use ip::{ip, ips};
@@ -34,6 +40,9 @@ pub use os::os;
 pub use serial::{manufacturer, serial};
 pub use text::{email, tags, text};
 pub use time::{timestamp, timestamp_json};
+pub use vuln::{
+    Cpe, SeverityScale, cpe, cve, cves, cvss_score, finding_state, score, severity, severity_from_cvss, severity_scaled,
+};
 
 /// Splits one vendor string holding several values (`a, b; c d`) into its
 /// non-empty items. Shared by [`macs`] and [`ips`].
@@ -187,11 +196,18 @@ mod tests {
             let _ = timestamp(s);
             let _ = timestamp_json(&serde_json::Value::String(s.clone()));
             let _ = email(s);
+            let _ = severity(s);
+            let _ = cve(s);
+            let _ = cpe(s);
+            let _ = cpe(&format!("cpe:2.3:{s}"));
+            let _ = cpe(&format!("cpe:/{s}"));
+            let _ = finding_state(s);
         }
         let all: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let _ = macs(all.iter().copied());
         let _ = ips(all.iter().copied());
         let _ = tags(all.iter().copied());
+        let _ = cves(all.iter().copied());
     }
 
     #[test]

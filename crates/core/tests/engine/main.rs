@@ -7,6 +7,7 @@ use std::time::Duration;
 use corral_core::testing::MemoryStore;
 use corral_core::{Connection, Device, Engine, EngineConfig, RunStatus, Store};
 
+mod attributes;
 mod lease;
 mod pages;
 mod synthetic;

@@ -41,12 +41,7 @@ pub struct Synthetic {
 
 impl Synthetic {
     pub fn new(pages: u64, per_page: u64) -> Self {
-        let stream = |name: &str| StreamInfo {
-            name: name.into(),
-            kind: AssetKind::Device,
-            key: "id".into(),
-            description: String::new(),
-        };
+        let stream = |name: &str| StreamInfo::new(name, AssetKind::Device, "id", "");
         Synthetic {
             info: AdapterInfo {
                 name: "synthetic".into(),

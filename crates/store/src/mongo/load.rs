@@ -20,11 +20,20 @@
 //!    - one `update` command, `ordered: false`, one statement per asset:
 //!      - new or changed content: filter on the key, `upsert: true`,
 //!        `$setOnInsert: {first_seen, insert_token}`, `$set: {fields, raw,
-//!        stream, content_hash, last_sync_id, write_token, write_changed}`,
+//!        stream, content_hash, keys, refs, derived, last_sync_id,
+//!        write_token, write_changed}`,
 //!        `$max: {last_seen}`, `$unset: {stale_since}` (and `raw` when the record has none);
 //!      - unchanged content (same hash): a light statement that sends no
 //!        fields: filter on the key **and** the hash, `upsert: false`,
 //!        `$set: {stream, last_sync_id}`, `$max: {last_seen}`, `$unset: {stale_since}`.
+//!        A document written before keys and references were derived
+//!        (`derived` missing or older than [`DERIVED_VERSION`]) gets the full
+//!        statement once instead, still counted unchanged: so the indexes of
+//!        a database written by an earlier version fill in on the next sync.
+//!
+//!      `keys` are the asset's correlation keys as `"<type>:<value>"` and
+//!      `refs` its references as [`ref_string`]s, each array with a multikey
+//!      index; both derived from the content, so they change only with it.
 //!
 //!      `last_seen` only moves forward (`$max`), so a late write of an older
 //!      run never makes an asset look unseen to a newer one (see `StaleScope`).
@@ -100,6 +109,22 @@ pub(crate) fn noop_pull() -> RawDocumentBuf {
     rawdoc! { NOOP_PULL_FIELD: { "$in": [] } }
 }
 
+/// The version of the derived fields (`keys`, `refs`) a full statement
+/// writes in `derived`. A stored document with an older one is rewritten in
+/// full once, even when its content is unchanged.
+pub(crate) const DERIVED_VERSION: i32 = 1;
+
+/// A correlation key as stored in `keys`: `"<type>:<value>"`.
+pub(crate) fn key_string(key: corral_core::asset::KeyType, value: &str) -> String {
+    format!("{}:{value}", key.as_str())
+}
+
+/// A reference as stored in `refs`: `"<kind>:<length of connection>:<connection>:<source_id>"`
+/// (`device:6:cs-eu1:abc`), unambiguous whatever the names hold.
+pub(crate) fn ref_string(connection: &str, kind: AssetKind, source_id: &str) -> String {
+    format!("{}:{}:{connection}:{source_id}", kind.as_str(), connection.len())
+}
+
 /// Per-element overhead of a statement inside the `updates` array (type byte,
 /// index key) plus slack.
 const STATEMENT_OVERHEAD: usize = 16;
@@ -169,6 +194,9 @@ struct SetFull<'a> {
     raw: Option<&'a serde_json::Value>,
     stream: &'a str,
     content_hash: &'a str,
+    keys: Vec<String>,
+    refs: Vec<String>,
+    derived: i32,
     last_sync_id: &'a str,
 }
 
@@ -191,6 +219,13 @@ fn encode(asset: &Asset, hash: &str, ctx: &LoadCtx, max_document_bytes: usize) -
         raw: asset.raw.as_ref(),
         stream: &asset.stream,
         content_hash: hash,
+        keys: asset.correlation_keys().iter().map(|(k, v)| key_string(*k, v)).collect(),
+        refs: asset
+            .references()
+            .iter()
+            .map(|(_, r)| ref_string(r.connection_or(&ctx.connection), r.kind, &r.source_id))
+            .collect(),
+        derived: DERIVED_VERSION,
         last_sync_id: &ctx.sync_id,
     };
     let set = bson::to_raw_document_buf(&set)
@@ -373,6 +408,8 @@ impl Counted {
 #[derive(Debug, Default)]
 struct Stored {
     hash: String,
+    /// The `derived` version of the stored document (0: written before keys and references).
+    derived: i32,
     insert_token: Option<i64>,
     write_token: Option<i64>,
     write_changed: bool,
@@ -589,6 +626,7 @@ impl MongoStore {
                 .find(filter)
                 .projection(doc! {
                     "_id": 0, "source_id": 1, "content_hash": 1, "insert_token": 1, "write_token": 1, "write_changed": 1,
+                    "derived": 1,
                 })
                 .batch_size(batch_size)
                 .await
@@ -598,6 +636,7 @@ impl MongoStore {
                 let stored = Stored {
                     // A document without a hash (written by something else) is always rewritten.
                     hash: doc.get_str("content_hash").unwrap_or_default().to_string(),
+                    derived: doc.get_i32("derived").unwrap_or(0),
                     insert_token: as_token(doc.get("insert_token")),
                     write_token: as_token(doc.get("write_token")),
                     write_changed: doc.get_bool("write_changed").unwrap_or(false),
@@ -659,7 +698,8 @@ impl MongoStore {
             let counted = stored
                 .and_then(|s| s.counted_by_this_batch(&p.item, ctx.token))
                 .unwrap_or_else(|| first_vs_stored(&p.item, stored));
-            let is_light = !p.force_full && stored.is_some_and(|s| s.hash == p.item.hash);
+            let is_light =
+                !p.force_full && stored.is_some_and(|s| s.hash == p.item.hash && s.derived >= DERIVED_VERSION);
             if is_light {
                 updates.push(light_statement(ctx, &p.item));
             } else {
@@ -955,6 +995,7 @@ mod tests {
         let item = &p.items[0];
         let stored = |insert: Option<i64>, write: Option<i64>, changed: bool| Stored {
             hash: item.hash.clone(),
+            derived: DERIVED_VERSION,
             insert_token: insert,
             write_token: write,
             write_changed: changed,

@@ -18,9 +18,13 @@
 //!
 //! - `assets`: one document per (connection, kind, source_id):
 //!   `{connection, kind, source_id, stream, fields: {...}, raw?, content_hash,
-//!   first_seen, last_seen, last_sync_id, stale_since?, insert_token,
-//!   write_token, write_changed}`, dates as BSON dates (millisecond
-//!   precision). `fields` is exactly [`Asset::fields_json`](corral_core::asset::Asset::fields_json). The three
+//!   keys, refs, derived, first_seen, last_seen, last_sync_id, stale_since?,
+//!   insert_token, write_token, write_changed}`, dates as BSON dates (millisecond
+//!   precision). `fields` is exactly [`Asset::fields_json`](corral_core::asset::Asset::fields_json)
+//!   (attributes under `fields.attributes`). `keys` (the correlation keys as
+//!   `"<type>:<value>"`) and `refs` (references as
+//!   `"<kind>:<length of connection>:<connection>:<source_id>"`) are derived from the content and rewritten only
+//!   with it; each has a multikey index. The three
 //!   `*_token` / `write_changed` fields record which load batch inserted and
 //!   last rewrote the document, so a retried batch counts exactly (see [`load`](self)).
 //! - `runs`: `{_id: sync_id, sync_id, connection, adapter, status, started_at, ended_at,
@@ -68,8 +72,8 @@ use chrono::{DateTime, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::AssetKind;
 use corral_core::store::{
-    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
-    StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, Scalar, StaleOutcome, StalePolicy,
+    StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use futures::TryStreamExt;
@@ -403,6 +407,15 @@ fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+fn scalar_bson(v: &Scalar) -> Bson {
+    match v {
+        Scalar::Str(s) => Bson::String(s.clone()),
+        Scalar::Int(i) => Bson::Int64(*i),
+        Scalar::Float(f) => Bson::Double(*f),
+        Scalar::Bool(b) => Bson::Boolean(*b),
+    }
+}
+
 fn count_of(b: Option<&Bson>) -> u64 {
     match b {
         Some(Bson::Int32(v)) => u64::try_from(*v).unwrap_or(0),
@@ -635,6 +648,8 @@ impl MongoStore {
             spec("assets", "asset_hostname", doc! { "kind": 1, "fields.hostname": 1 }, false),
             spec("assets", "asset_serial_number", doc! { "kind": 1, "fields.serial_number": 1 }, false),
             spec("assets", "asset_mac_addresses", doc! { "kind": 1, "fields.mac_addresses": 1 }, false),
+            spec("assets", "asset_keys", doc! { "keys": 1 }, false),
+            spec("assets", "asset_refs", doc! { "refs": 1 }, false),
             spec("runs", "run_started_at", doc! { "started_at": -1, "sync_id": -1 }, false),
             spec("checkpoints", "checkpoint_key", doc! { "connection": 1, "stream": 1 }, true),
             spec("rejects", "reject_sync_seq", doc! { "sync_id": 1, "seq": 1 }, false),
@@ -735,7 +750,9 @@ impl MongoStore {
         Ok(listed.into_iter().map(|ix| (ix.name, ix.keys, ix.unique)).collect())
     }
 
-    fn asset_filter(filter: &AssetFilter) -> Document {
+    /// The query for `filter`; `stale` false leaves stale assets in
+    /// whatever `include_stale` says (counts take both).
+    fn asset_filter(filter: &AssetFilter, stale: bool) -> Document {
         let mut q = Document::new();
         if let Some(c) = &filter.connection {
             q.insert("connection", doc! { "$eq": c });
@@ -743,9 +760,52 @@ impl MongoStore {
         if let Some(k) = filter.kind {
             q.insert("kind", doc! { "$eq": k.as_str() });
         }
-        if !filter.include_stale {
+        if stale && !filter.include_stale {
             // Matches a missing field (and null).
             q.insert("stale_since", Bson::Null);
+        }
+        let mut and: Vec<Document> = Vec::new();
+        for condition in &filter.conditions {
+            let alternatives: Vec<Document> = condition
+                .alternatives
+                .iter()
+                .map(|(kind, predicate)| {
+                    let mut d = doc! { "kind": { "$eq": kind.as_str() } };
+                    match predicate {
+                        Predicate::SourceId(id) => {
+                            d.insert("source_id", doc! { "$eq": id });
+                        }
+                        Predicate::Key { key, value } => {
+                            d.insert("keys", doc! { "$eq": load::key_string(*key, value) });
+                        }
+                        // `$eq` on an array field matches an element: the same for both.
+                        Predicate::Equals { path, value } | Predicate::Contains { path, value } => {
+                            d.insert(format!("fields.{path}"), doc! { "$eq": scalar_bson(value) });
+                        }
+                        Predicate::Tag { path, key, value } => {
+                            d.insert(
+                                format!("fields.{path}"),
+                                doc! { "$elemMatch": { "key": { "$eq": key }, "value": { "$eq": value } } },
+                            );
+                        }
+                    }
+                    d
+                })
+                .collect();
+            match alternatives.len() {
+                0 => and.push(doc! { "_id": { "$exists": false } }),
+                1 => and.extend(alternatives),
+                _ => and.push(doc! { "$or": alternatives }),
+            }
+        }
+        // Within `$and`, like the conditions: the same query to MongoDB, and
+        // nx-27017 (the test stand-in) matches an array element there only,
+        // not in a top-level `{refs: {$eq: ..}}` on an indexed array field.
+        if let Some(t) = &filter.points_at {
+            and.push(doc! { "refs": { "$eq": load::ref_string(&t.connection, t.kind, &t.source_id) } });
+        }
+        if !and.is_empty() {
+            q.insert("$and", and);
         }
         q
     }
@@ -976,7 +1036,7 @@ impl MongoStore {
     /// `count_assets` on MongoDB: one aggregation grouped by (connection, kind).
     async fn count_grouped(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         let pipeline = vec![
-            doc! { "$match": Self::asset_filter(filter) },
+            doc! { "$match": Self::asset_filter(filter, false) },
             doc! { "$group": {
                 "_id": { "connection": "$connection", "kind": "$kind" },
                 "count": { "$sum": 1 },
@@ -1001,7 +1061,7 @@ impl MongoStore {
 
     /// `count_assets` on the stand-in (see [`ServerKind`]): one aggregation per kind, grouped by connection.
     async fn count_kind(&self, filter: &AssetFilter, kind: AssetKind) -> Result<Vec<AssetCount>, StoreError> {
-        let mut matched = Self::asset_filter(filter);
+        let mut matched = Self::asset_filter(filter, false);
         matched.insert("kind", doc! { "$eq": kind.as_str() });
         let pipeline = vec![
             doc! { "$match": matched },
@@ -1367,7 +1427,13 @@ impl Store for MongoStore {
         } else {
             counts = self.retry("count assets", || self.count_grouped(filter)).await?;
         }
-        counts.retain(|c| c.count > 0);
+        // `count` came back as live + stale: without include_stale it is the live ones.
+        if !filter.include_stale {
+            for c in &mut counts {
+                c.count = c.count.saturating_sub(c.stale);
+            }
+        }
+        counts.retain(|c| c.count > 0 || c.stale > 0);
         counts.sort_by(|a, b| (a.connection.as_bytes(), a.kind).cmp(&(b.connection.as_bytes(), b.kind)));
         Ok(counts)
     }
@@ -1377,7 +1443,7 @@ impl Store for MongoStore {
             return Ok(Vec::new());
         }
         let coll = self.inner.assets.clone_with_type::<AssetDoc>();
-        let q = Self::asset_filter(filter);
+        let q = Self::asset_filter(filter, true);
         let docs: Vec<AssetDoc> = self
             .retry("list assets", || async {
                 let cursor = coll
@@ -1385,7 +1451,7 @@ impl Store for MongoStore {
                     .sort(doc! { "connection": 1, "kind": 1, "source_id": 1 })
                     .projection(doc! {
                         "_id": 0, "content_hash": 0, "insert_token": 0, "write_token": 0, "write_changed": 0,
-                        load::NOOP_PULL_FIELD: 0,
+                        "keys": 0, "refs": 0, "derived": 0, load::NOOP_PULL_FIELD: 0,
                     })
                     .limit(limit_i64(limit))
                     .await
