@@ -24,5 +24,8 @@ pub use adapter::{
 pub use asset::{Asset, AssetBody, AssetKind, Device, Os, User};
 pub use engine::{Connection, Engine, EngineConfig};
 pub use redact::Redactor;
-pub use store::{Lease, LeaseGrant, LoadBatch, LoadOutcome, StalePolicy, StaleScope, Store, StoreError};
+pub use store::{
+    AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, RunCursor, RunQuery, StalePolicy, StaleScope, Store,
+    StoreError,
+};
 pub use summary::{RunStatus, RunSummary};

@@ -143,6 +143,52 @@ pub struct AssetFilter {
     pub include_stale: bool,
 }
 
+/// An asset's key: where a page of [`Store::list_assets_after`] ends, and
+/// the next one starts. Assets are listed in key order: connection, kind,
+/// source id (byte order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AssetKey {
+    pub connection: String,
+    pub kind: AssetKind,
+    pub source_id: String,
+}
+
+impl AssetKey {
+    pub fn of(asset: &StoredAsset) -> AssetKey {
+        AssetKey { connection: asset.connection.clone(), kind: asset.kind, source_id: asset.source_id.clone() }
+    }
+}
+
+/// Which runs [`Store::list_runs`] lists, most recent first (by `started_at`,
+/// then sync id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only this connection's runs.
+    pub connection: Option<String>,
+    /// Only runs after this one in the list (older): where the previous page ended.
+    pub before: Option<RunCursor>,
+}
+
+/// A position in the runs list: the last run of a page. Stores compare
+/// `started_at` at the precision they keep (MongoDB: milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCursor {
+    pub started_at: DateTime<Utc>,
+    pub sync_id: String,
+}
+
+impl RunCursor {
+    pub fn of(run: &RunSummary) -> RunCursor {
+        RunCursor { started_at: run.started_at, sync_id: run.sync_id.clone() }
+    }
+
+    /// Whether a run started at `started_at` with `sync_id` comes after this
+    /// position in the list: it is older, or as old with a smaller sync id.
+    pub fn precedes(&self, started_at: DateTime<Utc>, sync_id: &str) -> bool {
+        started_at < self.started_at || (started_at == self.started_at && sync_id < self.sync_id.as_str())
+    }
+}
+
 /// An asset as stored, with the bookkeeping fields the store maintains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredAsset {
@@ -230,6 +276,9 @@ impl StoreError {
 /// - without `include_stale`, stale assets are neither listed nor counted;
 ///   with it, `AssetCount::count` includes them and `stale` says how many;
 /// - a `limit` of 0 returns nothing; rejects come back in the order saved;
+/// - pages of [`Store::list_assets_after`] and [`Store::list_runs`] follow
+///   each other without a gap or a repeat, whatever the page size, and are
+///   read with the store's indexes (never the whole table in memory);
 /// - timestamps keep at least millisecond precision.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -282,7 +331,14 @@ pub trait Store: Send + Sync + 'static {
     /// The lease on `connection` as stored (it may have expired), if any.
     async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError>;
     /// Most recent first.
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        self.list_runs(&RunQuery::default(), limit).await
+    }
+
+    /// Runs matching `query`, most recent first (by `started_at`, then sync
+    /// id, both descending): at most `limit`, starting after `query.before`.
+    async fn list_runs(&self, query: &RunQuery, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+
     /// The run with this sync id, if the store has it (`corral runs
     /// --rejects` tells an unknown id from a run without rejects). The
     /// default scans [`Store::runs`]; stores look it up by key.
@@ -291,5 +347,19 @@ pub trait Store: Send + Sync + 'static {
     }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError>;
-    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError>;
+
+    /// The first `limit` assets matching `filter`, in key order.
+    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
+        self.list_assets_after(filter, None, limit).await
+    }
+
+    /// At most `limit` assets matching `filter` whose key comes after `after`
+    /// (all of them from the start when `None`), in key order: a page of a
+    /// listing, the next one starting after the last key of this one.
+    async fn list_assets_after(
+        &self,
+        filter: &AssetFilter,
+        after: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredAsset>, StoreError>;
 }
