@@ -625,7 +625,7 @@ pub(crate) async fn reload_inner(inner: &Arc<Inner>) -> Result<usize, String> {
         let s = inner.state();
         plan.connections
             .iter()
-            .filter(|p| !s.conns.get(&p.connection.name).is_some_and(|c| c.connection.is_some()))
+            .filter(|p| s.conns.get(&p.connection.name).is_none_or(|c| c.connection.is_none()))
             .map(|p| p.connection.name.clone())
             .collect()
     };
