@@ -15,7 +15,10 @@ async function api(path, options = {}) {
   const headers = { Accept: "application/json" };
   const t = token();
   if (t) headers.Authorization = "Bearer " + t;
-  const res = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  // From the origin: a page opened as http://user:token@host/ has a base URL
+  // with credentials, which fetch refuses; the browser still sends the Basic
+  // credentials it was opened with to the same origin.
+  const res = await fetch(location.origin + path, { ...options, headers, credentials: "same-origin" });
   if (res.status === 401) {
     showLogin();
     throw new Error("unauthorized");
@@ -54,7 +57,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k.startsWith("data-") || k === "href" || k === "title" || k === "id" || k === "disabled" || k === "colspan") node.setAttribute(k, v === true ? "" : v);
     else node[k] = v;
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -210,7 +213,7 @@ async function runView(id) {
     ["Duration", duration(ms)],
     ["Fetched", num(r.records_fetched)],
     ["Loaded", `${num(loaded)} (${num(r.inserted)} new, ${num(r.updated)} changed, ${num(r.unchanged)} unchanged)`],
-    ["Rejected", num(r.records_rejected) + (r.pages_rejected ? ` records, ${num(r.pages_rejected)} pages` : "")],
+    ["Rejected", num(r.records_rejected) + " record(s)" + (r.pages_rejected ? `, ${num(r.pages_rejected)} page(s) that could not be decoded` : "")],
     ["Stale", `${num(r.stale_marked)} marked, ${num(r.stale_deleted)} deleted`],
     ["Requests", `${num(r.requests.total)} (${num(r.requests.rate_limited)} rate limited, ${num(r.requests.retries)} retried)`],
     ["Runtime lag", `p50 ${(r.lag.p50_us / 1000).toFixed(1)} ms · p99 ${(r.lag.p99_us / 1000).toFixed(1)} ms · max ${(r.lag.max_us / 1000).toFixed(1)} ms`],
@@ -271,7 +274,11 @@ function chart(points) {
     g.append(svg("text", { x: W - R, y: H - 6, "text-anchor": "end" }, tMax.toFixed(1) + " s"));
     g.append(svg("text", { x: L, y: H - 6 }, "0 s"));
     for (const s of series) {
-      const pts = rates.map((r) => `${x(r.t).toFixed(1)},${y(s.get(r)).toFixed(1)}`).join(" ");
+      // A rate holds over the interval that ends at its point: drawn as steps.
+      const pts = rates.map((r, i) => {
+        const from = i ? rates[i - 1].t : 0;
+        return `${x(from).toFixed(1)},${y(s.get(r)).toFixed(1)} ${x(r.t).toFixed(1)},${y(s.get(r)).toFixed(1)}`;
+      }).join(" ");
       g.append(svg("polyline", { points: pts, fill: "none", stroke: s.color, "stroke-width": 2, "data-series": s.name }));
     }
     return g;
