@@ -125,7 +125,14 @@ print(f"RSS at 2 min: {rss2 // 1024} MiB, at the end: {rss_end // 1024} MiB, rat
 print(f"scheduled runs due: {t['ticks_due']}, started: {t['scheduled_runs_started']}, skipped (previous run still going): {t['ticks_skipped']}, finished: {t['runs_finished']}")
 print(f"runs in the store: {len(rows)} by status {dict(by_status)}; per connection min {per_conn[0] if per_conn else 0}, max {per_conn[-1] if per_conn else 0}; connections that ran: {len(spans)}")
 print(f"overlapping runs of one connection: {overlaps}")
-print("RSS samples (s, KiB):", " ".join(l.strip().replace("\t", ":") for l in open(samples)))
+pts = [tuple(map(int, l.split())) for l in open(samples) if l.strip()]
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else 0
+early = median([r for t, r in pts if 60 <= t <= 120])
+late = median([r for t, r in pts if t >= pts[-1][0] - 60]) if pts else 0
+print(f"RSS one-minute medians: minute 2 {early // 1024} MiB, last minute {late // 1024} MiB, ratio {late / max(early, 1):.3f}")
+print("RSS samples (s, KiB):", " ".join(f"{t}:{r}" for t, r in pts))
 bad = []
 if overlaps: bad.append("runs overlapped")
 if t["ticks_due"] != t["scheduled_runs_started"] + t["ticks_skipped"]: bad.append("a due tick neither ran nor was counted as skipped")

@@ -387,6 +387,38 @@ mod tests {
     }
 
     #[test]
+    fn the_serve_token_is_resolved_only_for_serve_and_never_shown() {
+        let toml = r#"
+            [serve]
+            token = "${CORRAL_TEST_API_TOKEN}"
+            schedule = { every = "4h" }
+
+            [[connection]]
+            name = "x"
+            adapter = "file"
+            schedule = { cron = "0 2 * * *", time_zone = "Europe/Berlin" }
+            config = { path = "x.csv" }
+        "#;
+        let r = Redactor::default();
+        // `corral sync` and `corral runs` need no API token.
+        let cfg = Config::parse_with_env(toml, Path::new("t.toml"), &r, &|_| None).expect("parse without the token");
+        assert_eq!(cfg.connections[0].schedule.as_ref().and_then(|s| s.cron.as_deref()), Some("0 2 * * *"));
+        let err = cfg.serve_settings(None, &r, &|_| None).expect_err("serve needs it");
+        assert!(format!("{err:#}").contains("serve.token"), "{err:#}");
+        let env = |name: &str| (name == "CORRAL_TEST_API_TOKEN").then(|| "api-token-0123456789abcdef".to_string());
+        let settings = cfg.serve_settings(Some("0.0.0.0:9000"), &r, &env).expect("settings");
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(r.redact("token api-token-0123456789abcdef"), "token [redacted]", "registered with the redactor");
+        // A store change is seen; the same store is not.
+        let other =
+            Config::parse_with_env("[store]\nkind = \"sqlite\"\npath = \"b.db\"\n", Path::new("t.toml"), &r, &|_| None)
+                .expect("parse");
+        assert_ne!(cfg.store_fingerprint, other.store_fingerprint);
+        let same = Config::parse_with_env(toml, Path::new("t.toml"), &r, &|_| None).expect("parse");
+        assert_eq!(cfg.store_fingerprint, same.store_fingerprint);
+    }
+
+    #[test]
     fn missing_env_var_names_the_field() {
         let toml = r#"
             [[connection]]

@@ -219,7 +219,7 @@ async fn the_page_shows_the_store_starts_syncs_and_shows_failures() {
     open(&c, &base, "#/connections").await;
     let button = c.find(Locator::Css("button.sync[data-connection=\"falcon-us\"]")).await.expect("sync button");
     button.click().await.expect("click");
-    wait_attr(&c, "tr[data-connection=\"falcon-us\"] .last-run .badge", "data-status", |s| s != "").await;
+    wait_attr(&c, "tr[data-connection=\"falcon-us\"] .last-run .badge", "data-status", |s| !s.is_empty()).await;
     shot(&c, "connections").await;
 
     // Runs: the page's sync is a run; the failed run shows as failed.

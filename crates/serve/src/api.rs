@@ -351,18 +351,20 @@ async fn status(
 ) -> Result<Response, ApiError> {
     no_params(query)?;
     let (_, running, queued) = live_runs(&inner);
+    let lag = inner.recent_lag();
     let s = inner.state();
     Ok(json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "started_at": inner.started_at,
         "store": inner.store.describe(),
-        "listen": s.settings.listen.to_string(),
+        "listen": inner.listening.get().copied().unwrap_or(s.settings.listen).to_string(),
         "auth": s.settings.token.is_some(),
         "grace_period_secs": s.settings.grace_period.as_secs(),
         "shutting_down": inner.stopping.is_cancelled(),
         "connections": s.conns.values().filter(|c| c.connection.is_some()).count(),
         "runs_running": running,
         "runs_queued": queued,
+        "runtime_lag": { "p50_us": lag.p50_us, "p99_us": lag.p99_us, "max_us": lag.max_us, "samples": lag.samples },
         "totals": s.totals,
         "config": s.reload,
     })))

@@ -45,7 +45,7 @@ struct AssetLabels {
     connection: String,
     kind: String,
     /// `current` or `stale`.
-    state: String,
+    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,7 +150,7 @@ impl Metrics {
         r.register("records_in_flight", "Records fetched and not yet stored, now", m.in_flight.clone());
         r.register("runs_running", "Runs syncing now", m.running.clone());
         r.register("runs_queued", "Runs waiting for engine.max_connections", m.queued.clone());
-        r.register("assets", "Stored assets by connection, kind and state (current, stale)", m.assets.clone());
+        r.register("assets", "Stored assets by connection, kind and status (current, stale)", m.assets.clone());
         r.register("runtime_lag_seconds", "How late the async runtime ran scheduled work", m.lag.clone());
         r.register("config_reloads", "Configuration reloads by result", m.reloads.clone());
         r.register(
@@ -238,10 +238,10 @@ impl Metrics {
     pub fn set_assets(&self, counts: &[AssetCount]) {
         self.assets.clear();
         for c in counts {
-            let labels = |state: &str| AssetLabels {
+            let labels = |status: &str| AssetLabels {
                 connection: c.connection.clone(),
                 kind: c.kind.as_str().to_string(),
-                state: state.to_string(),
+                status: status.to_string(),
             };
             self.assets.get_or_create(&labels("current")).set(c.count.saturating_sub(c.stale) as i64);
             self.assets.get_or_create(&labels("stale")).set(c.stale as i64);
@@ -311,8 +311,8 @@ mod tests {
         assert_eq!(value("corral_records_fetched_total", None), Some(10.0));
         assert_eq!(value("corral_http_requests_total", Some(("status", "429"))), Some(1.0));
         assert_eq!(value("corral_http_limiter_wait_seconds_total", None), Some(1.5));
-        assert_eq!(value("corral_assets", Some(("state", "stale"))), Some(2.0));
-        assert_eq!(value("corral_assets", Some(("state", "current"))), Some(7.0));
+        assert_eq!(value("corral_assets", Some(("status", "stale"))), Some(2.0));
+        assert_eq!(value("corral_assets", Some(("status", "current"))), Some(7.0));
         assert_eq!(value("corral_records_in_flight", None), Some(42.0));
         assert_eq!(value("corral_schedule_ticks_total", None), Some(1.0));
         assert!(scrape.samples.iter().any(|s| s.metric == "corral_runtime_lag_seconds"), "{text}");

@@ -187,6 +187,34 @@ pub(crate) struct Inner {
     counts_stale: Notify,
     runs: TaskTracker,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The address the HTTP server listens on (a port 0 resolved).
+    pub listening: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Runtime lag over the current minute (and the one before), for `/api/status`.
+    lag_window: Mutex<LagWindow>,
+}
+
+struct LagWindow {
+    since: std::time::Instant,
+    recorder: Arc<corral_core::engine::LagRecorder>,
+    previous: Option<corral_core::summary::LagStats>,
+}
+
+impl Inner {
+    /// Runtime lag seen in the last one to two minutes (the engine's ticker).
+    pub(crate) fn recent_lag(&self) -> corral_core::summary::LagStats {
+        let engine = self.state().engine.clone();
+        let mut w = self.lag_window.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.since.elapsed() >= Duration::from_secs(60) {
+            w.previous = Some(w.recorder.stats());
+            w.recorder = engine.lag_monitor().recorder();
+            w.since = std::time::Instant::now();
+        }
+        let now = w.recorder.stats();
+        match &w.previous {
+            Some(p) if now.samples < 100 => p.clone(),
+            _ => now,
+        }
+    }
 }
 
 /// The running service. Cheap to clone.
@@ -236,6 +264,8 @@ impl Service {
             conns.insert(name, new_conn_state(p, last.as_ref(), last_success, now));
         }
         let slots = Arc::new(Semaphore::new(plan.engine.max_connections));
+        let lag_window =
+            LagWindow { since: std::time::Instant::now(), recorder: engine.lag_monitor().recorder(), previous: None };
         let state = State {
             settings: plan.settings,
             store_fingerprint: plan.store_fingerprint,
@@ -260,6 +290,8 @@ impl Service {
                 counts_stale: Notify::new(),
                 runs: TaskTracker::new(),
                 reload_lock: tokio::sync::Mutex::new(()),
+                listening: std::sync::OnceLock::new(),
+                lag_window: Mutex::new(lag_window),
             }),
         })
     }
@@ -277,6 +309,9 @@ impl Service {
     /// interruption when it is over, and the end of the HTTP server.
     pub async fn run(self, listener: tokio::net::TcpListener) -> Result<(), ServeError> {
         let inner = self.inner.clone();
+        if let Ok(addr) = listener.local_addr() {
+            let _ = inner.listening.set(addr);
+        }
         let scheduler = tokio::spawn(scheduler(inner.clone()));
         let counter = tokio::spawn(asset_counter(inner.clone()));
         let http_done = CancellationToken::new();

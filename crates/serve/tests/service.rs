@@ -175,6 +175,18 @@ async fn the_api_refuses_what_it_must_and_metrics_parse() {
     let r = http.post(url("/api/connections/nope/sync")).bearer_auth(TOKEN).send().await.expect("sync");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
+    // Another process holds broken's lease: 409, naming where it runs.
+    let held =
+        store.acquire_lease("broken", "sync-elsewhere", "host-b pid 7", Duration::from_secs(60)).await.expect("lease");
+    assert!(matches!(held, corral_core::LeaseGrant::Acquired(_)));
+    let r = http.post(url("/api/connections/broken/sync")).bearer_auth(TOKEN).send().await.expect("sync");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("host-b pid 7")), "{body}");
+    let c: serde_json::Value = get("/api/connections/broken").await.expect("c").json().await.expect("json");
+    assert_eq!(c["lease"]["owner"], "host-b pid 7", "the lease holder is shown: {c}");
+    store.release_lease("broken", "sync-elsewhere").await.expect("release");
+
     // Sync both; the second request for a connection already running is a conflict.
     let r = http.post(url("/api/connections/devices/sync")).bearer_auth(TOKEN).send().await.expect("sync");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
@@ -280,7 +292,7 @@ async fn the_api_refuses_what_it_must_and_metrics_parse() {
     // The asset gauge comes from the store's counts (refreshed after runs).
     wait_for("asset gauge", || async {
         let text = get("/metrics").await.expect("m").text().await.expect("t");
-        text.contains("corral_assets{connection=\"devices\",kind=\"device\",state=\"current\"} 250")
+        text.contains("corral_assets{connection=\"devices\",kind=\"device\",status=\"current\"} 250")
     })
     .await;
     // The token is in no answer.

@@ -314,7 +314,8 @@ async function status() {
   try {
     const s = await api("/api/status");
     document.getElementById("service").textContent =
-      `${s.store} · ${s.connections} connections · ${s.runs_running} running` + (s.runs_queued ? `, ${s.runs_queued} queued` : "") + (s.shutting_down ? " · shutting down" : "");
+      `${s.store} · ${s.connections} connections · ${s.runs_running} running` + (s.runs_queued ? `, ${s.runs_queued} queued` : "") +
+      ` · runtime lag p99 ${(s.runtime_lag.p99_us / 1000).toFixed(1)} ms` + (s.shutting_down ? " · shutting down" : "");
     if (s.config.error) showBanner("The last configuration reload was refused (the configuration loaded before is in force): " + s.config.error);
   } catch (_) { /* shown by the view */ }
 }
