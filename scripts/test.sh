@@ -8,6 +8,12 @@
 # even when MONGODB_URI is set: the tests that kill their server mid-sync run
 # a private nx-27017 of their own.
 #
+# The browser tests (crates/cli/tests/serve_browser.rs) drive headless
+# Chromium through chromedriver: Debian's `chromium` and `chromium-driver`,
+# installed here with apt-get when /usr/bin/chromium or /usr/bin/chromedriver
+# is missing. Without them the browser tests fail in CI, and skip (listed at
+# the end) elsewhere.
+#
 # The MongoDB tests never skip silently: without a server they fail. Outside
 # CI, CORRAL_SKIP_MONGO=1 (exactly) lets them skip (nothing is installed or
 # started then); each skipping test leaves a marker in target/test-skips, and
@@ -60,6 +66,22 @@ else
     echo "MongoDB tests: server configured" >&2
 fi
 
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    step "installing Chromium and chromedriver (Debian packages) for the browser tests"
+    sudo=()
+    [[ "$(id -u)" == 0 ]] || sudo=(sudo -n)
+    if command -v apt-get >/dev/null 2>&1 &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            chromium chromium-driver >&2; then
+        echo "browser tests: Chromium installed" >&2
+    elif [[ "$in_ci" == 1 ]]; then
+        die "could not install chromium and chromium-driver with apt-get: the browser tests cannot run in CI"
+    else
+        echo "test.sh: warning: could not install Chromium; the browser tests will skip" >&2
+    fi
+fi
+
 step "cargo test"
 status=0
 cargo test --workspace --all-targets --locked --no-fail-fast || status=$?
@@ -68,7 +90,7 @@ if [[ -d "$CORRAL_SKIP_DIR" ]] && [[ -n "$(ls -A "$CORRAL_SKIP_DIR")" ]]; then
     {
         echo
         echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo "!!! $(ls -A "$CORRAL_SKIP_DIR" | wc -l) test(s) SKIPPED (CORRAL_SKIP_MONGO=1); they did not run:"
+        echo "!!! $(ls -A "$CORRAL_SKIP_DIR" | wc -l) test(s) SKIPPED; they did not run:"
         cat "$CORRAL_SKIP_DIR"/* | sed 's/^/!!!   /'
         echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     } >&2

@@ -74,8 +74,8 @@ impl Store for FailingStore {
     async fn save_run(&self, summary: &RunSummary) -> Result<(), StoreError> {
         self.inner.save_run(summary).await
     }
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-        self.inner.runs(limit).await
+    async fn list_runs(&self, q: &corral_core::RunQuery, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        self.inner.list_runs(q, limit).await
     }
     async fn acquire_lease(
         &self,
@@ -103,8 +103,13 @@ impl Store for FailingStore {
     async fn count_assets(&self, f: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         self.inner.count_assets(f).await
     }
-    async fn list_assets(&self, f: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
-        self.inner.list_assets(f, limit).await
+    async fn list_assets_after(
+        &self,
+        f: &AssetFilter,
+        after: Option<&corral_core::AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredAsset>, StoreError> {
+        self.inner.list_assets_after(f, after, limit).await
     }
 }
 

@@ -52,6 +52,7 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
             check(conns, json, timeout, &redactor).await
         }
+        Command::Serve { listen } => crate::serve::run(cli.config, listen, redactor).await,
         Command::Runs { limit, rejects, json } => {
             let config = Config::load_or_default(&cli.config, &redactor)?;
             let store = open_store_read_only(&config.store).await?;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 pub use corral_core::Redactor;
 use corral_core::{EngineConfig, StalePolicy};
+use corral_serve::{ScheduleSpec, ServeConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -19,8 +20,16 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub engine: EngineConfig,
+    /// `corral serve`'s settings. Its `token` stays a secret reference
+    /// until `corral serve` resolves it ([`Config::serve_settings`]).
+    #[serde(default)]
+    pub serve: ServeConfig,
     #[serde(default, rename = "connection")]
     pub connections: Vec<ConnectionConfig>,
+    /// A hash of the `[store]` table as written (references unresolved):
+    /// `corral serve` refuses a reload that changes it.
+    #[serde(skip)]
+    pub store_fingerprint: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +64,10 @@ pub struct ConnectionConfig {
     pub streams: Vec<String>,
     #[serde(default)]
     pub stale: StaleConfig,
+    /// When `corral serve` syncs it: `{ every = "4h" }`, `{ cron = "0 2 * * *",
+    /// time_zone = "Europe/Berlin" }`, `{ manual = true }`; absent: `[serve] schedule`.
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
     /// The adapter's own settings, validated by the adapter. Secret references in
     /// it are still unresolved: see [`ConnectionConfig::resolved_config`].
     #[serde(default = "empty_table")]
@@ -117,7 +130,13 @@ impl Config {
         if path.exists() {
             Self::load(path, redactor)
         } else {
-            Ok(Config { store: StoreConfig::default(), engine: EngineConfig::default(), connections: Vec::new() })
+            Ok(Config {
+                store: StoreConfig::default(),
+                engine: EngineConfig::default(),
+                serve: ServeConfig::default(),
+                connections: Vec::new(),
+                store_fingerprint: 0,
+            })
         }
     }
 
@@ -129,12 +148,20 @@ impl Config {
     pub fn parse_with_env(text: &str, path: &Path, redactor: &Redactor, env: &Env<'_>) -> Result<Config> {
         let mut value: toml::Value =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        let store_fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            value.get("store").map(toml::Value::to_string).hash(&mut h);
+            h.finish()
+        };
         // Secrets in a connection's adapter config are resolved only when that
         // connection is built: `corral runs` needs no vendor credentials, and
         // `corral sync --connection a` none of connection b's.
         if let toml::Value::Table(top) = &mut value {
             for (key, v) in top.iter_mut() {
                 match (key.as_str(), v) {
+                    // `serve.token` is resolved only by `corral serve`.
+                    ("serve", _) => {}
                     ("connection", toml::Value::Array(conns)) => {
                         for (i, c) in conns.iter_mut().enumerate() {
                             let toml::Value::Table(c) = c else { continue };
@@ -159,6 +186,7 @@ impl Config {
         if let StoreConfig::Mongodb(m) = &config.store {
             add_uri_password(redactor, &m.uri);
         }
+        config.store_fingerprint = store_fingerprint;
         config.engine.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in config.connections.iter_mut().enumerate() {
@@ -171,6 +199,28 @@ impl Config {
             }
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// `corral serve`'s settings: the `[serve]` table checked, its token
+    /// resolved (and registered with the redactor), `listen` overridden by
+    /// `--listen`.
+    pub fn serve_settings(
+        &self,
+        listen: Option<&str>,
+        redactor: &Redactor,
+        env: &Env<'_>,
+    ) -> Result<corral_serve::Settings> {
+        let mut serve = self.serve.clone();
+        if let Some(l) = listen {
+            serve.listen = l.to_string();
+        }
+        let token = match &serve.token {
+            Some(t) => Some(secrecy::SecretString::from(substitute(t, "serve.token", redactor, env)?)),
+            None => None,
+        };
+        serve.settings(token).map_err(|e| anyhow::anyhow!(redactor.redact(&e)))
     }
 }
 
@@ -334,6 +384,38 @@ mod tests {
             |name: &str| (name == "CORRAL_TEST_MONGO_URI_2").then(|| "mongodb://app:pw%40db-2024@h/x".to_string());
         Config::parse_with_env(toml, Path::new("t.toml"), &r, &env).expect("parse");
         assert_eq!(r.redact("auth failed for pw@db-2024 / pw%40db-2024"), "auth failed for [redacted] / [redacted]");
+    }
+
+    #[test]
+    fn the_serve_token_is_resolved_only_for_serve_and_never_shown() {
+        let toml = r#"
+            [serve]
+            token = "${CORRAL_TEST_API_TOKEN}"
+            schedule = { every = "4h" }
+
+            [[connection]]
+            name = "x"
+            adapter = "file"
+            schedule = { cron = "0 2 * * *", time_zone = "Europe/Berlin" }
+            config = { path = "x.csv" }
+        "#;
+        let r = Redactor::default();
+        // `corral sync` and `corral runs` need no API token.
+        let cfg = Config::parse_with_env(toml, Path::new("t.toml"), &r, &|_| None).expect("parse without the token");
+        assert_eq!(cfg.connections[0].schedule.as_ref().and_then(|s| s.cron.as_deref()), Some("0 2 * * *"));
+        let err = cfg.serve_settings(None, &r, &|_| None).expect_err("serve needs it");
+        assert!(format!("{err:#}").contains("serve.token"), "{err:#}");
+        let env = |name: &str| (name == "CORRAL_TEST_API_TOKEN").then(|| "api-token-0123456789abcdef".to_string());
+        let settings = cfg.serve_settings(Some("0.0.0.0:9000"), &r, &env).expect("settings");
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(r.redact("token api-token-0123456789abcdef"), "token [redacted]", "registered with the redactor");
+        // A store change is seen; the same store is not.
+        let other =
+            Config::parse_with_env("[store]\nkind = \"sqlite\"\npath = \"b.db\"\n", Path::new("t.toml"), &r, &|_| None)
+                .expect("parse");
+        assert_ne!(cfg.store_fingerprint, other.store_fingerprint);
+        let same = Config::parse_with_env(toml, Path::new("t.toml"), &r, &|_| None).expect("parse");
+        assert_eq!(cfg.store_fingerprint, same.store_fingerprint);
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod output;
 mod progress;
 #[cfg(test)]
 mod schema_doc;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -164,6 +165,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: sync connections on their schedules; HTTP API,
+    /// /metrics and a web page ([serve] in corral.toml). SIGHUP reloads
+    /// the config; SIGTERM stops after running syncs finish (grace period).
+    Serve {
+        /// Address to listen on (overrides `[serve] listen`; default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Sync simulated CrowdStrike, Okta and Graph APIs plus sample exports into the embedded store (./corral.db).
     Demo {
         /// Store to load into: a SQLite path or a mongodb:// URI, whose path
@@ -199,7 +208,8 @@ fn parse_check_timeout(v: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let interactive = std::io::stderr().is_terminal();
+    // A service logs (info) and draws no progress bars.
+    let interactive = std::io::stderr().is_terminal() && !matches!(cli.command, Command::Serve { .. });
     let redactor = config::Redactor::default();
     let logs = logging::LogSink::new(redactor.clone());
     init_logging(cli.verbose, cli.log_json, interactive, logs.clone());

@@ -31,5 +31,8 @@ pub use asset::{
 };
 pub use engine::{Connection, Engine, EngineConfig};
 pub use redact::Redactor;
-pub use store::{Lease, LeaseGrant, LoadBatch, LoadOutcome, StalePolicy, StaleScope, Store, StoreError};
+pub use store::{
+    AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, RunCursor, RunQuery, StalePolicy, StaleScope, Store,
+    StoreError,
+};
 pub use summary::{RunStatus, RunSummary};

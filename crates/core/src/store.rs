@@ -151,14 +151,6 @@ pub struct AssetFilter {
     pub points_at: Option<AssetKey>,
 }
 
-/// (connection, kind, source_id): what identifies a stored asset.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct AssetKey {
-    pub connection: String,
-    pub kind: AssetKind,
-    pub source_id: String,
-}
-
 /// One `--where FIELD=VALUE`: matches an asset of one of the alternatives'
 /// kinds for which that alternative's predicate holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,6 +266,53 @@ impl AssetFilter {
             })
         });
         conditions && points
+    }
+}
+
+/// (connection, kind, source_id): what identifies a stored asset, and where
+/// a page of [`Store::list_assets_after`] ends and
+/// the next one starts. Assets are listed in key order: connection, kind,
+/// source id (byte order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AssetKey {
+    pub connection: String,
+    pub kind: AssetKind,
+    pub source_id: String,
+}
+
+impl AssetKey {
+    pub fn of(asset: &StoredAsset) -> AssetKey {
+        AssetKey { connection: asset.connection.clone(), kind: asset.kind, source_id: asset.source_id.clone() }
+    }
+}
+
+/// Which runs [`Store::list_runs`] lists, most recent first (by `started_at`,
+/// then sync id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only this connection's runs.
+    pub connection: Option<String>,
+    /// Only runs after this one in the list (older): where the previous page ended.
+    pub before: Option<RunCursor>,
+}
+
+/// A position in the runs list: the last run of a page. Stores compare
+/// `started_at` at the precision they keep (MongoDB: milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCursor {
+    pub started_at: DateTime<Utc>,
+    pub sync_id: String,
+}
+
+impl RunCursor {
+    pub fn of(run: &RunSummary) -> RunCursor {
+        RunCursor { started_at: run.started_at, sync_id: run.sync_id.clone() }
+    }
+
+    /// Whether a run started at `started_at` with `sync_id` comes after this
+    /// position in the list: it is older, or as old with a smaller sync id.
+    pub fn precedes(&self, started_at: DateTime<Utc>, sync_id: &str) -> bool {
+        started_at < self.started_at || (started_at == self.started_at && sync_id < self.sync_id.as_str())
     }
 }
 
@@ -398,6 +437,9 @@ impl StoreError {
 ///   and references ([`Asset::references`]) of an asset it inserts or
 ///   whose content changed; deleting a stale asset deletes them too;
 /// - a `limit` of 0 returns nothing; rejects come back in the order saved;
+/// - pages of [`Store::list_assets_after`] and [`Store::list_runs`] follow
+///   each other without a gap or a repeat, whatever the page size, and are
+///   read with the store's indexes (never the whole table in memory);
 /// - timestamps keep at least millisecond precision.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -450,7 +492,14 @@ pub trait Store: Send + Sync + 'static {
     /// The lease on `connection` as stored (it may have expired), if any.
     async fn lease(&self, connection: &str) -> Result<Option<Lease>, StoreError>;
     /// Most recent first.
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        self.list_runs(&RunQuery::default(), limit).await
+    }
+
+    /// Runs matching `query`, most recent first (by `started_at`, then sync
+    /// id, both descending): at most `limit`, starting after `query.before`.
+    async fn list_runs(&self, query: &RunQuery, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
+
     /// The run with this sync id, if the store has it (`corral runs
     /// --rejects` tells an unknown id from a run without rejects). The
     /// default scans [`Store::runs`]; stores look it up by key.
@@ -459,5 +508,19 @@ pub trait Store: Send + Sync + 'static {
     }
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError>;
-    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError>;
+
+    /// The first `limit` assets matching `filter`, in key order.
+    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
+        self.list_assets_after(filter, None, limit).await
+    }
+
+    /// At most `limit` assets matching `filter` whose key comes after `after`
+    /// (all of them from the start when `None`), in key order: a page of a
+    /// listing, the next one starting after the last key of this one.
+    async fn list_assets_after(
+        &self,
+        filter: &AssetFilter,
+        after: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredAsset>, StoreError>;
 }

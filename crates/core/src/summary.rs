@@ -158,6 +158,85 @@ pub struct RunSummary {
     pub in_flight: InFlight,
     /// Every error that affected the run, in the order they happened.
     pub errors: Vec<String>,
+    /// Progress over the run's time, for charts of throughput and runtime
+    /// lag: at most [`TIMELINE_MAX_POINTS`] points (see [`Timeline`]).
+    /// Empty in runs stored before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// Most points a run's [`RunSummary::timeline`] keeps.
+pub const TIMELINE_MAX_POINTS: usize = 120;
+
+/// One point of a run's timeline: the run's cumulative counts at `t_ms`
+/// after it started, and the runtime lag since the previous point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Milliseconds since the run started.
+    pub t_ms: u64,
+    /// Records fetched so far.
+    pub records_fetched: u64,
+    /// Assets the store acknowledged so far.
+    pub assets_loaded: u64,
+    /// Records fetched and not yet acknowledged by the store, at `t_ms`.
+    #[serde(default)]
+    pub records_in_flight: u64,
+    /// 99th percentile of the runtime lag since the previous point (microseconds).
+    pub lag_p99_us: u64,
+}
+
+/// A bounded time series: points are appended every `interval`; when
+/// [`TIMELINE_MAX_POINTS`] are held, neighbours are merged pairwise (the later
+/// point's counts, the larger lag) and the interval doubles, so a run of any
+/// length keeps at most that many evenly spaced points.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    points: Vec<TimelinePoint>,
+    interval_ms: u64,
+}
+
+impl Timeline {
+    /// A timeline sampled every `interval_ms` (at least 1) to begin with.
+    pub fn new(interval_ms: u64) -> Self {
+        Timeline { points: Vec::with_capacity(TIMELINE_MAX_POINTS), interval_ms: interval_ms.max(1) }
+    }
+
+    /// How long until the next point is due.
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms
+    }
+
+    /// Add a point; when full, merge neighbours and double the interval.
+    pub fn push(&mut self, point: TimelinePoint) {
+        // A point with the time of the last one replaces it (the final point of a short run).
+        if let Some(last) = self.points.last_mut()
+            && last.t_ms >= point.t_ms
+        {
+            let lag = last.lag_p99_us.max(point.lag_p99_us);
+            *last = TimelinePoint { lag_p99_us: lag, t_ms: last.t_ms, ..point };
+            return;
+        }
+        if self.points.len() >= TIMELINE_MAX_POINTS {
+            self.points = self
+                .points
+                .chunks(2)
+                .map(|pair| {
+                    let later = pair[pair.len() - 1];
+                    TimelinePoint { lag_p99_us: pair.iter().map(|p| p.lag_p99_us).max().unwrap_or(0), ..later }
+                })
+                .collect();
+            self.interval_ms = self.interval_ms.saturating_mul(2);
+        }
+        self.points.push(point);
+    }
+
+    pub fn points(&self) -> &[TimelinePoint] {
+        &self.points
+    }
+
+    pub fn into_points(self) -> Vec<TimelinePoint> {
+        self.points
+    }
 }
 
 impl RunSummary {
@@ -193,6 +272,7 @@ impl RunSummary {
             lag: Default::default(),
             in_flight: Default::default(),
             errors: Vec::new(),
+            timeline: Vec::new(),
         }
     }
 
@@ -327,6 +407,47 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_timeline_stays_bounded_and_keeps_the_last_counts_and_the_worst_lag() {
+        // Sampled as the engine does: the next point is due one interval later.
+        let mut t = Timeline::new(1000);
+        let (mut now, mut i) = (0u64, 0u64);
+        while now < 3_600_000 {
+            now += t.interval_ms();
+            i += 1;
+            let lag = if i == 150 { 90_000 } else { 100 };
+            t.push(TimelinePoint {
+                t_ms: now,
+                records_fetched: now,
+                assets_loaded: now / 2,
+                records_in_flight: 1,
+                lag_p99_us: lag,
+            });
+            assert!(t.points().len() <= TIMELINE_MAX_POINTS);
+        }
+        let points = t.points();
+        assert!(points.len() > TIMELINE_MAX_POINTS / 2, "{}", points.len());
+        assert!(points.windows(2).all(|w| w[0].t_ms < w[1].t_ms), "time goes forward");
+        let last = points[points.len() - 1];
+        assert_eq!((last.t_ms, last.records_fetched, last.assets_loaded), (now, now, now / 2));
+        assert_eq!(points.iter().filter(|p| p.lag_p99_us == 90_000).count(), 1, "the worst lag survives merging");
+        assert!(t.interval_ms() >= 16_000, "an hour in 120 points: {}", t.interval_ms());
+        // A point at the same time replaces the last one.
+        let mut t = Timeline::new(10);
+        t.push(TimelinePoint { t_ms: 5, records_fetched: 1, lag_p99_us: 7, ..Default::default() });
+        t.push(TimelinePoint { t_ms: 5, records_fetched: 2, lag_p99_us: 3, ..Default::default() });
+        assert_eq!(t.points(), [TimelinePoint { t_ms: 5, records_fetched: 2, lag_p99_us: 7, ..Default::default() }]);
+    }
+
+    #[test]
+    fn a_summary_stored_before_the_timeline_existed_still_loads() {
+        let mut json = serde_json::to_value(RunSummary::new("c", "a")).expect("encode");
+        assert!(json.get("timeline").is_none(), "an empty timeline is not written");
+        json.as_object_mut().expect("object").remove("timeline");
+        let back: RunSummary = serde_json::from_value(json).expect("decode");
+        assert!(back.timeline.is_empty());
+    }
 
     #[test]
     fn the_table_shows_stages_stale_split_errors_and_rejects() {

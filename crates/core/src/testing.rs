@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use crate::adapter::Checkpoint;
 use crate::asset::AssetKind;
 use crate::store::{
-    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope, Store,
-    StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetFilter, AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, RunQuery, StaleOutcome, StalePolicy,
+    StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use crate::summary::RunSummary;
 
@@ -243,9 +243,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-        let mut runs = self.runs.lock().map_err(|_| Self::poisoned())?.clone();
-        runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+    async fn list_runs(&self, query: &RunQuery, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let mut runs: Vec<RunSummary> = self
+            .runs
+            .lock()
+            .map_err(|_| Self::poisoned())?
+            .iter()
+            .filter(|r| query.connection.as_ref().is_none_or(|c| *c == r.connection))
+            .filter(|r| query.before.as_ref().is_none_or(|b| b.precedes(r.started_at, &r.sync_id)))
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| (b.started_at, &b.sync_id).cmp(&(a.started_at, &a.sync_id)));
         runs.truncate(limit);
         Ok(runs)
     }
@@ -317,10 +325,22 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
+    async fn list_assets_after(
+        &self,
+        filter: &AssetFilter,
+        after: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredAsset>, StoreError> {
         let assets = self.assets.lock().map_err(|_| Self::poisoned())?;
-        let mut out: Vec<StoredAsset> =
-            assets.values().map(|(a, _)| a).filter(|a| filter.matches(a)).cloned().collect();
+        let mut out: Vec<StoredAsset> = assets
+            .values()
+            .map(|(a, _)| a)
+            .filter(|a| {
+                after.is_none_or(|k| (&a.connection, a.kind, &a.source_id) > (&k.connection, k.kind, &k.source_id))
+            })
+            .filter(|a| filter.matches(a))
+            .cloned()
+            .collect();
         out.sort_by(|a, b| (&a.connection, a.kind, &a.source_id).cmp(&(&b.connection, b.kind, &b.source_id)));
         out.truncate(limit);
         Ok(out)

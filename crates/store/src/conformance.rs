@@ -57,10 +57,10 @@ use corral_core::asset::{
 use corral_core::metrics::RequestStats;
 use corral_core::schema::{DeclaredAttribute, parse_where};
 use corral_core::store::{
-    AssetCount, AssetFilter, AssetKey, LeaseGrant, LoadBatch, LoadOutcome, StaleOutcome, StalePolicy, StaleScope,
-    Store, StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetFilter, AssetKey, LeaseGrant, LoadBatch, LoadOutcome, RunCursor, RunQuery, StaleOutcome,
+    StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
-use corral_core::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary};
+use corral_core::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary, TimelinePoint};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
@@ -111,6 +111,8 @@ cases![
     where_finds_fields_and_attributes,
     keys_and_references_follow_updates,
     stale_counted_apart,
+    assets_paged_by_key,
+    runs_paged_by_connection,
 ];
 
 /// Run every case in [`CASES`], each on a fresh store from `make(case_name)`.
@@ -287,6 +289,16 @@ pub fn run_summary(sync_id: &str, connection: &str, started_at: DateTime<Utc>) -
         lag: Default::default(),
         in_flight: Default::default(),
         errors: vec!["page 3: truncated body".to_string()],
+        timeline: vec![
+            TimelinePoint { t_ms: 250, records_fetched: 40, assets_loaded: 0, records_in_flight: 40, lag_p99_us: 900 },
+            TimelinePoint {
+                t_ms: 500,
+                records_fetched: 100,
+                assets_loaded: 98,
+                records_in_flight: 2,
+                lag_p99_us: 1500,
+            },
+        ],
     }
 }
 
@@ -1458,4 +1470,113 @@ pub async fn stale_counted_apart(store: &dyn Store) {
         vec![count("conn-a", D, 1, 0), count("conn-a", U, 1, 1)],
         "with include_stale, count includes them"
     );
+}
+
+/// `list_assets_after` pages through a listing in key order, each page
+/// starting after the last key of the one before: every asset once, whatever
+/// the page size, with the filter applied; a key that is not stored (a
+/// deleted asset) is a valid place to start after.
+pub async fn assets_paged_by_key(store: &dyn Store) {
+    let mut alpha: Vec<Asset> = (0..7).map(|i| device("devices", &format!("d{i}"), &format!("a-{i}"))).collect();
+    alpha.extend((0..3).map(|i| user("users", &format!("u{i}"), &format!("u{i}@a.io"))));
+    // Byte order: "d10" sorts before "d2".
+    alpha.push(device("devices", "d10", "a-10"));
+    let beta: Vec<Asset> = (0..4).map(|i| device("devices", &format!("d{i}"), &format!("b-{i}"))).collect();
+    ok(store.upsert(batch("beta", "beta-1", at(0), beta)).await, "upsert beta");
+    ok(store.upsert(batch("alpha", "alpha-1", at(0), alpha)).await, "upsert alpha");
+    // alpha d3 goes stale.
+    let seen: Vec<Asset> = (0..7)
+        .filter(|i| *i != 3)
+        .map(|i| device("devices", &format!("d{i}"), &format!("a-{i}")))
+        .chain([device("devices", "d10", "a-10")])
+        .collect();
+    ok(store.upsert(batch("alpha", "alpha-2", at(HOUR), seen)).await, "alpha-2");
+    let out =
+        ok(store.handle_stale(&scope("alpha", "devices", "alpha-2", at(HOUR)), StalePolicy::default()).await, "mark");
+    assert_eq!(out.marked, 1, "alpha d3 marked stale");
+
+    let pages = |filter: AssetFilter, size: usize| async move {
+        let mut all = Vec::new();
+        let mut after: Option<AssetKey> = None;
+        for _ in 0..100 {
+            let page = ok(store.list_assets_after(&filter, after.as_ref(), size).await, "list_assets_after");
+            assert!(page.len() <= size, "a page holds at most `limit` assets");
+            let Some(last) = page.last() else { break };
+            after = Some(AssetKey::of(last));
+            all.extend(keys(&page));
+        }
+        all
+    };
+    let whole = keys(&ok(store.list_assets(&all_filter(), 1000).await, "list all"));
+    assert_eq!(whole.len(), 15, "{whole:?}");
+    for size in [1, 2, 3, 5, 15, 16] {
+        assert_eq!(pages(all_filter(), size).await, whole, "pages of {size} give every asset once, in key order");
+    }
+    let fresh_alpha_devices =
+        AssetFilter { connection: Some("alpha".into()), kind: Some(D), include_stale: false, ..Default::default() };
+    let expected: Vec<_> = ["d0", "d1", "d10", "d2", "d4", "d5", "d6"].iter().map(|s| key("alpha", D, s)).collect();
+    for size in [1, 2, 4] {
+        assert_eq!(pages(fresh_alpha_devices.clone(), size).await, expected, "filtered pages of {size}");
+    }
+    // Start after a key no asset has: the next one in order.
+    let after = AssetKey { connection: "alpha".into(), kind: D, source_id: "d25".into() };
+    let page = ok(store.list_assets_after(&all_filter(), Some(&after), 2).await, "after a missing key");
+    assert_eq!(keys(&page), vec![key("alpha", D, "d3"), key("alpha", D, "d4")], "after d25 come d3, d4");
+    let after = AssetKey { connection: "alpha".into(), kind: U, source_id: "u2".into() };
+    let page = ok(store.list_assets_after(&all_filter(), Some(&after), 2).await, "across connections");
+    assert_eq!(keys(&page), vec![key("beta", D, "d0"), key("beta", D, "d1")], "the next connection follows");
+    let after = AssetKey { connection: "beta".into(), kind: U, source_id: String::new() };
+    assert!(ok(store.list_assets_after(&all_filter(), Some(&after), 5).await, "past the end").is_empty());
+    assert!(ok(store.list_assets_after(&all_filter(), None, 0).await, "limit 0").is_empty(), "limit 0");
+}
+
+/// `list_runs` lists one connection's runs or all, most recent first, in
+/// pages that follow each other without a gap or a repeat (runs that
+/// started in the same millisecond are ordered by sync id).
+pub async fn runs_paged_by_connection(store: &dyn Store) {
+    let mut runs = Vec::new();
+    for i in 0..9i64 {
+        let connection = if i % 3 == 0 { "conn-b" } else { "conn-a" };
+        // Runs 4, 5 and 6 start in the same millisecond.
+        let started = if (4..=6).contains(&i) { at_ms(400, 250) } else { at(i * 100) };
+        let run = run_summary(&format!("sync-{i}"), connection, started);
+        ok(store.save_run(&run).await, "save run");
+        runs.push(run);
+    }
+    let order = |connection: Option<&str>| {
+        let mut v: Vec<&RunSummary> = runs.iter().filter(|r| connection.is_none_or(|c| r.connection == c)).collect();
+        v.sort_by(|a, b| (b.started_at, &b.sync_id).cmp(&(a.started_at, &a.sync_id)));
+        v.into_iter().map(|r| r.sync_id.clone()).collect::<Vec<_>>()
+    };
+    let pages = |connection: Option<&str>, size: usize| {
+        let connection = connection.map(str::to_string);
+        async move {
+            let mut ids = Vec::new();
+            let mut before: Option<RunCursor> = None;
+            for _ in 0..100 {
+                let query = RunQuery { connection: connection.clone(), before: before.clone() };
+                let page = ok(store.list_runs(&query, size).await, "list_runs");
+                assert!(page.len() <= size, "a page holds at most `limit` runs");
+                let Some(last) = page.last() else { break };
+                before = Some(RunCursor::of(last));
+                ids.extend(page.iter().map(|r| r.sync_id.clone()));
+            }
+            ids
+        }
+    };
+    let all = order(None);
+    assert_eq!(
+        all,
+        ["sync-8", "sync-7", "sync-6", "sync-5", "sync-4", "sync-3", "sync-2", "sync-1", "sync-0"],
+        "most recent first, then by sync id"
+    );
+    for size in [1, 2, 4, 9, 10] {
+        assert_eq!(pages(None, size).await, all, "pages of {size}");
+        assert_eq!(pages(Some("conn-a"), size).await, order(Some("conn-a")), "conn-a's runs in pages of {size}");
+        assert_eq!(pages(Some("conn-b"), size).await, order(Some("conn-b")), "conn-b's runs in pages of {size}");
+    }
+    let latest = ok(store.list_runs(&RunQuery { connection: Some("conn-b".into()), before: None }, 1).await, "latest");
+    assert_eq!(latest, vec![runs[6].clone()], "a connection's latest run, intact");
+    let none = RunQuery { connection: Some("conn-z".into()), before: None };
+    assert!(ok(store.list_runs(&none, 5).await, "unknown connection").is_empty(), "no runs of an unknown connection");
 }

@@ -39,8 +39,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::{Asset, AssetKind};
 use corral_core::store::{
-    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, Scalar, StaleOutcome, StalePolicy,
-    StaleScope, Store, StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetFilter, AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, RunQuery, Scalar,
+    StaleOutcome, StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use rusqlite::types::Value;
@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS runs (
     summary    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_started_at ON runs (started_at, sync_id);
+CREATE INDEX IF NOT EXISTS runs_connection ON runs (connection, started_at, sync_id);
 CREATE TABLE IF NOT EXISTS rejects (
     id         INTEGER PRIMARY KEY,
     sync_id    TEXT NOT NULL,
@@ -878,6 +879,48 @@ fn needs_v2(filter: &AssetFilter) -> bool {
         || filter.conditions.iter().any(|c| c.alternatives.iter().any(|(_, p)| matches!(p, Predicate::Key { .. })))
 }
 
+/// A page of assets: `filter`, keys after `after` (the primary key's order,
+/// so the primary key index serves both the seek and the order), `limit`.
+fn list_assets_sql(filter: &AssetFilter, after: Option<&AssetKey>, limit: usize) -> (String, Vec<Value>) {
+    let (mut where_sql, mut params) = filter_sql(filter, true);
+    if let Some(k) = after {
+        params.push(Value::Text(k.connection.clone()));
+        params.push(Value::Text(k.kind.as_str().to_string()));
+        params.push(Value::Text(k.source_id.clone()));
+        let n = params.len();
+        let seek = format!("(connection, kind, source_id) > (?{}, ?{}, ?{n})", n - 2, n - 1);
+        where_sql = if where_sql.is_empty() { format!(" WHERE {seek}") } else { format!("{where_sql} AND {seek}") };
+    }
+    params.push(Value::Integer(limit_param(limit)));
+    let sql = format!(
+        "SELECT connection, kind, source_id, stream, first_seen, last_seen, last_sync_id, stale_since, fields, raw \
+         FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT ?{}",
+        params.len()
+    );
+    (sql, params)
+}
+
+/// A page of runs, most recent first: `query`'s connection, runs after its cursor.
+fn runs_sql(query: &RunQuery, limit: usize) -> (String, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    if let Some(c) = &query.connection {
+        params.push(Value::Text(c.clone()));
+        clauses.push(format!("connection = ?{}", params.len()));
+    }
+    if let Some(b) = &query.before {
+        params.push(Value::Text(ts(&b.started_at)));
+        params.push(Value::Text(b.sync_id.clone()));
+        let n = params.len();
+        clauses.push(format!("(started_at < ?{} OR (started_at = ?{} AND sync_id < ?{n}))", n - 1, n - 1));
+    }
+    params.push(Value::Integer(limit_param(limit)));
+    let where_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+    let sql =
+        format!("SELECT summary FROM runs{where_sql} ORDER BY started_at DESC, sync_id DESC LIMIT ?{}", params.len());
+    (sql, params)
+}
+
 fn row_to_asset(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawAssetRow> {
     Ok(RawAssetRow {
         connection: row.get(0)?,
@@ -1077,13 +1120,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+    async fn list_runs(&self, query: &RunQuery, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let (sql, params) = runs_sql(query, limit);
         let rows: Vec<String> = self
             .read(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached("SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT ?1")
-                    .ctx("prepare list runs")?;
-                let rows = stmt.query_map(params![limit_param(limit)], |r| r.get(0)).ctx("list runs")?;
+                let mut stmt = conn.prepare_cached(&sql).ctx("prepare list runs")?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(0)).ctx("list runs")?;
                 rows.collect::<rusqlite::Result<Vec<String>>>().ctx("read runs")
             })
             .await?;
@@ -1191,15 +1233,14 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
+    async fn list_assets_after(
+        &self,
+        filter: &AssetFilter,
+        after: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredAsset>, StoreError> {
         self.check_version(filter)?;
-        let (where_sql, mut params) = filter_sql(filter, true);
-        params.push(Value::Integer(limit_param(limit)));
-        let sql = format!(
-            "SELECT connection, kind, source_id, stream, first_seen, last_seen, last_sync_id, stale_since, fields, raw \
-             FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT ?{}",
-            params.len()
-        );
+        let (sql, params) = list_assets_sql(filter, after, limit);
         let rows = self
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql).ctx("prepare list assets")?;
@@ -1349,6 +1390,28 @@ mod tests {
         assert!(plan.contains("PRIMARY KEY") || plan.contains("USING"), "delete keys: {plan}");
         let plan = query_plan(&conn, "SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT 5");
         assert!(plan.contains("USING INDEX runs_started_at"), "runs: {plan}");
+        // Pages of assets and runs seek with an index and never sort the table.
+        let key = AssetKey { connection: "c".into(), kind: AssetKind::Device, source_id: "s".into() };
+        for filter in [
+            AssetFilter::default(),
+            AssetFilter {
+                connection: Some("c".into()),
+                kind: Some(AssetKind::User),
+                include_stale: true,
+                ..Default::default()
+            },
+        ] {
+            let (sql, _) = list_assets_sql(&filter, Some(&key), 10);
+            let plan = query_plan(&conn, &sql);
+            assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1") && !plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        let cursor = corral_core::RunCursor { started_at: Utc::now(), sync_id: "s".into() };
+        let (sql, _) = runs_sql(&RunQuery { connection: Some("c".into()), before: Some(cursor.clone()) }, 5);
+        let plan = query_plan(&conn, &sql);
+        assert!(plan.contains("USING INDEX runs_connection") && !plan.contains("TEMP B-TREE"), "runs of c: {plan}");
+        let (sql, _) = runs_sql(&RunQuery { connection: None, before: Some(cursor) }, 5);
+        let plan = query_plan(&conn, &sql);
+        assert!(plan.contains("USING INDEX runs_started_at") && !plan.contains("TEMP B-TREE"), "runs: {plan}");
     }
 
     #[test]

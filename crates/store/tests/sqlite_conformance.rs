@@ -102,8 +102,12 @@ async fn conformance_catches_a_broken_store() {
         async fn lease(&self, c: &str) -> Result<Option<corral_core::Lease>, corral_core::StoreError> {
             self.0.lease(c).await
         }
-        async fn runs(&self, l: usize) -> Result<Vec<corral_core::RunSummary>, corral_core::StoreError> {
-            self.0.runs(l).await
+        async fn list_runs(
+            &self,
+            q: &corral_core::RunQuery,
+            l: usize,
+        ) -> Result<Vec<corral_core::RunSummary>, corral_core::StoreError> {
+            self.0.list_runs(q, l).await
         }
         async fn count_assets(
             &self,
@@ -111,12 +115,13 @@ async fn conformance_catches_a_broken_store() {
         ) -> Result<Vec<corral_core::store::AssetCount>, corral_core::StoreError> {
             self.0.count_assets(f).await
         }
-        async fn list_assets(
+        async fn list_assets_after(
             &self,
             f: &AssetFilter,
+            a: Option<&corral_core::AssetKey>,
             l: usize,
         ) -> Result<Vec<corral_core::store::StoredAsset>, corral_core::StoreError> {
-            self.0.list_assets(f, l).await
+            self.0.list_assets_after(f, a, l).await
         }
     }
 

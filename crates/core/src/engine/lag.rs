@@ -42,6 +42,20 @@ struct Inner {
     /// When the last lag warning was logged: at most one a second.
     last_warning: Mutex<Option<Instant>>,
     polls: Arc<Polls>,
+    observers: Observers,
+}
+
+/// Callbacks that see every tick's lag (a service's metrics histogram).
+#[derive(Default)]
+struct Observers(Mutex<Vec<Observer>>);
+
+type Observer = Box<dyn Fn(Duration) + Send + Sync>;
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|o| o.len()).unwrap_or(0);
+        f.debug_struct("Observers").field("count", &n).finish()
+    }
 }
 
 /// The engine tasks and whether each is inside a poll, and the last long
@@ -158,6 +172,7 @@ impl LagMonitor {
             stop: CancellationToken::new(),
             last_warning: Mutex::new(None),
             polls: Arc::default(),
+            observers: Observers::default(),
         });
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
@@ -180,6 +195,15 @@ impl LagMonitor {
 
     pub fn threshold(&self) -> Duration {
         self.inner.threshold
+    }
+
+    /// Call `f` with every tick's lag from now on, for as long as the monitor
+    /// runs (a service exporting runtime lag as a histogram). `f` runs on the
+    /// ticker task: it must be quick and must not block.
+    pub fn observe(&self, f: impl Fn(Duration) + Send + Sync + 'static) {
+        if let Ok(mut list) = self.inner.observers.0.lock() {
+            list.push(Box::new(f));
+        }
     }
 
     /// A recorder that receives every sample from now until it is dropped.
@@ -223,6 +247,11 @@ impl Inner {
             r.sample(lag);
             if lag >= self.threshold {
                 r.blame(&culprits);
+            }
+        }
+        if let Ok(observers) = self.observers.0.lock() {
+            for f in observers.iter() {
+                f(lag);
             }
         }
     }
@@ -357,6 +386,21 @@ mod tests {
         assert_eq!(stats.long_polls, 1);
         assert_eq!(stats.blocking_stage.as_deref(), Some("fetch"));
         assert!(stats.max_poll_us >= 60_000, "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn observers_see_every_tick() {
+        let monitor = LagMonitor::start(Duration::from_millis(5), Duration::from_millis(50));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let seen = ticks.clone();
+        monitor.observe(move |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
+        let rec = monitor.recorder();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let samples = rec.stats().samples;
+        assert!(samples > 0);
+        assert_eq!(ticks.load(Ordering::Relaxed), samples, "the observer and the recorder saw the same ticks");
     }
 
     #[tokio::test(flavor = "current_thread")]

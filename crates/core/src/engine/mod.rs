@@ -26,6 +26,7 @@ pub use lag::{LagMonitor, LagRecorder, Staged};
 pub use pipeline::MALFORMED_PAGE;
 
 use crate::adapter::Adapter;
+use crate::metrics::PipelineGauges;
 use crate::redact::Redactor;
 use crate::store::{StalePolicy, Store};
 use crate::summary::RunSummary;
@@ -189,16 +190,34 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Live counters for one connection, for progress bars.
+/// Live counters for one connection, for progress bars and a service's live view.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub records_fetched: AtomicU64,
     pub assets_loaded: AtomicU64,
     pub rejected: AtomicU64,
     pub done: std::sync::atomic::AtomicBool,
+    /// The run's sync id and start, set once it holds its lease and starts.
+    started: std::sync::OnceLock<(String, chrono::DateTime<chrono::Utc>)>,
+    /// The run's in-flight gauges, set when its pipeline is built.
+    gauges: std::sync::OnceLock<Arc<PipelineGauges>>,
 }
 
 impl Progress {
+    /// The sync id and start of the run, once it started (holds its lease).
+    pub fn started(&self) -> Option<(&str, chrono::DateTime<chrono::Utc>)> {
+        self.started.get().map(|(id, at)| (id.as_str(), *at))
+    }
+    /// Records fetched and not yet acknowledged by the store, now.
+    pub fn records_in_flight(&self) -> u64 {
+        self.gauges.get().map_or(0, |g| g.snapshot().records as u64)
+    }
+    pub(crate) fn set_started(&self, sync_id: &str, at: chrono::DateTime<chrono::Utc>) {
+        let _ = self.started.set((sync_id.to_string(), at));
+    }
+    pub(crate) fn set_gauges(&self, gauges: Arc<PipelineGauges>) {
+        let _ = self.gauges.set(gauges);
+    }
     pub fn fetched(&self) -> u64 {
         self.records_fetched.load(Ordering::Relaxed)
     }
@@ -267,6 +286,12 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
+    }
+
+    /// The runtime-lag monitor every run of this engine records from
+    /// ([`LagMonitor::observe`] sees each tick).
+    pub fn lag_monitor(&self) -> &LagMonitor {
+        &self.shared.lag
     }
 
     /// Stop gracefully (an operator's Ctrl-C): every fetch stops, what was

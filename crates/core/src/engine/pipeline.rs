@@ -20,7 +20,7 @@ use crate::adapter::{Adapter, Checkpoint, FetchContext, FetchItem, NormalizedPag
 use crate::asset::Asset;
 use crate::metrics::{PipelineGauges, RequestMetrics};
 use crate::store::{LoadBatch, LoadOutcome, StaleScope, Store, StoreError, StoredReject};
-use crate::summary::{RejectGroup, RunStatus, RunSummary, StreamSummary};
+use crate::summary::{RejectGroup, RunStatus, RunSummary, StreamSummary, Timeline, TimelinePoint};
 
 /// The fetch error of a stream cut short by [`Engine::cancel`].
 pub(super) const INTERRUPTED: &str = "interrupted: the run was cancelled before this stream was fully fetched";
@@ -106,6 +106,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     // The run starts now that it holds its connection: its `seen_at`.
     summary.started_at = Utc::now();
     let started = Instant::now();
+    progress.set_started(&summary.sync_id, summary.started_at);
     let name: Arc<str> = Arc::from(conn.name.as_str());
     let recorder = shared.lag.recorder();
     tracing::info!(connection = %conn.name, adapter = %info.name, sync_id = %summary.sync_id, "sync started");
@@ -129,6 +130,8 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     }
 
     let gauges = Arc::new(PipelineGauges::default());
+    progress.set_gauges(gauges.clone());
+    let timeline = Sampler::start(engine, started, progress.clone(), gauges.clone());
     let requests = Arc::new(RequestMetrics::default());
     let (raw_tx, raw_rx) = mpsc::channel::<FetchItem>(cfg.raw_channel_capacity);
     let (norm_tx, norm_rx) = mpsc::channel::<Normalized>(cfg.normalized_channel_capacity);
@@ -238,6 +241,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     summary.in_flight = gauges.snapshot();
     summary.in_flight.record_bound = cfg.in_flight_record_bound(fetching);
     summary.lag = recorder.stats();
+    summary.timeline = timeline.finish().await;
     summary.ended_at = Utc::now();
     summary.status = status_of(&summary, load_failed);
     let lease_lost = lease.is_lost();
@@ -258,6 +262,55 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     }
     log_end(&summary);
     summary
+}
+
+/// Samples a run's progress into its [`Timeline`] on a task of its own:
+/// cumulative counts, records in flight, and the runtime lag since the
+/// previous point (from a recorder of its own, renewed at each point).
+struct Sampler {
+    /// Cancelled when the run ends, or when its future is dropped.
+    stop: tokio_util::sync::DropGuard,
+    task: tokio::task::JoinHandle<Timeline>,
+}
+
+/// The first interval between timeline points; it doubles each time the
+/// timeline fills up (see [`Timeline`]).
+const TIMELINE_FIRST_INTERVAL_MS: u64 = 250;
+
+impl Sampler {
+    fn start(engine: &Engine, started: Instant, progress: Arc<Progress>, gauges: Arc<PipelineGauges>) -> Sampler {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let lag = engine.shared.lag.clone();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut timeline = Timeline::new(TIMELINE_FIRST_INTERVAL_MS);
+            let mut recorder = lag.recorder();
+            let point = |recorder: &LagRecorder| TimelinePoint {
+                t_ms: started.elapsed().as_millis() as u64,
+                records_fetched: progress.fetched(),
+                assets_loaded: progress.loaded(),
+                records_in_flight: gauges.snapshot().records as u64,
+                lag_p99_us: recorder.stats().p99_us,
+            };
+            loop {
+                let wait = Duration::from_millis(timeline.interval_ms());
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                timeline.push(point(&recorder));
+                recorder = lag.recorder();
+            }
+            timeline.push(point(&recorder));
+            timeline
+        });
+        Sampler { stop: stop.drop_guard(), task }
+    }
+
+    async fn finish(self) -> Vec<TimelinePoint> {
+        drop(self.stop);
+        self.task.await.map(Timeline::into_points).unwrap_or_default()
+    }
 }
 
 /// The summary of a run that never started because it did not get its connection's lease.

@@ -312,3 +312,38 @@ async fn cancel_loads_what_was_fetched_and_marks_nothing_stale() {
     assert!(queued.errors.iter().any(|e| e.contains("before this connection started")), "{:?}", queued.errors);
     assert_eq!(queued.records_fetched, 0);
 }
+
+/// A run's timeline: points in time order, counts that never go back, the
+/// last point holding the run's totals; live progress names the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_follows_the_run_and_ends_at_its_totals() {
+    let store = Arc::new(MemoryStore::new());
+    // About a second of loading: several points.
+    store.set_delay(Duration::from_millis(5), false);
+    let engine = Engine::new(small_config(), store.clone()).expect("engine");
+    let watcher = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some((_, p)) = engine.progress().into_iter().find(|(n, _)| n == "a")
+                    && let Some((sync_id, _)) = p.started()
+                {
+                    return sync_id.to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let s = engine.sync(conn("a", Synthetic::new(100, 100))).await;
+    assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
+    assert_eq!(watcher.await.expect("watcher"), s.sync_id, "live progress names the run");
+    let t = &s.timeline;
+    assert!(t.len() >= 2, "{t:?}");
+    assert!(t.len() <= corral_core::summary::TIMELINE_MAX_POINTS);
+    assert!(t.windows(2).all(|w| w[0].t_ms < w[1].t_ms), "{t:?}");
+    assert!(t.windows(2).all(|w| w[0].records_fetched <= w[1].records_fetched), "{t:?}");
+    assert!(t.windows(2).all(|w| w[0].assets_loaded <= w[1].assets_loaded), "{t:?}");
+    let last = t[t.len() - 1];
+    assert_eq!((last.records_fetched, last.assets_loaded, last.records_in_flight), (s.records_fetched, s.loaded(), 0));
+    assert!(t.iter().any(|p| p.records_in_flight > 0), "records were in flight at some point: {t:?}");
+}

@@ -72,8 +72,8 @@ use chrono::{DateTime, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::AssetKind;
 use corral_core::store::{
-    AssetCount, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, Scalar, StaleOutcome, StalePolicy,
-    StaleScope, Store, StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetFilter, AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, RunCursor, RunQuery,
+    Scalar, StaleOutcome, StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use futures::TryStreamExt;
@@ -459,6 +459,14 @@ impl AssetDoc {
     }
 }
 
+/// A runs document as listed.
+#[derive(Deserialize)]
+struct RunDoc {
+    sync_id: String,
+    started_at: bson::DateTime,
+    summary: String,
+}
+
 #[derive(Deserialize)]
 struct RejectDoc {
     sync_id: String,
@@ -651,6 +659,7 @@ impl MongoStore {
             spec("assets", "asset_keys", doc! { "keys": 1 }, false),
             spec("assets", "asset_refs", doc! { "refs": 1 }, false),
             spec("runs", "run_started_at", doc! { "started_at": -1, "sync_id": -1 }, false),
+            spec("runs", "run_connection_started_at", doc! { "connection": 1, "started_at": -1, "sync_id": -1 }, false),
             spec("checkpoints", "checkpoint_key", doc! { "connection": 1, "stream": 1 }, true),
             spec("rejects", "reject_sync_seq", doc! { "sync_id": 1, "seq": 1 }, false),
         ]
@@ -1337,29 +1346,51 @@ impl Store for MongoStore {
         .await
     }
 
-    async fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+    async fn list_runs(&self, query: &RunQuery, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let docs: Vec<Document> = self
+        let mut filter = Document::new();
+        if let Some(c) = &query.connection {
+            filter.insert("connection", doc! { "$eq": c });
+        }
+        // Dates are kept in whole milliseconds: so is the cursor. The query
+        // takes the cursor's millisecond whole (`$lte`; nx-27017, the test
+        // stand-in, matches dates within a second as equal), and the runs of
+        // that millisecond not after the cursor are dropped here.
+        let before = query.before.as_ref().map(|b| RunCursor {
+            started_at: DateTime::<Utc>::from_timestamp_millis(b.started_at.timestamp_millis()).unwrap_or(b.started_at),
+            sync_id: b.sync_id.clone(),
+        });
+        if let Some(b) = &before {
+            filter.insert("started_at", doc! { "$lte": to_bson_date(&b.started_at) });
+        }
+        let docs: Vec<RunDoc> = self
             .retry("list runs", || async {
-                let cursor = self
+                let mut cursor = self
                     .inner
                     .runs
-                    .find(doc! {})
+                    .clone_with_type::<RunDoc>()
+                    .find(filter.clone())
                     .sort(doc! { "started_at": -1, "sync_id": -1 })
-                    .projection(doc! { "summary": 1 })
-                    .limit(limit_i64(limit))
+                    .projection(doc! { "summary": 1, "sync_id": 1, "started_at": 1 })
                     .await
                     .map_err(|e| errors::classify("list runs", &e))?;
-                cursor.try_collect().await.map_err(|e| errors::classify("list runs", &e))
+                let mut out = Vec::new();
+                while out.len() < limit {
+                    let Some(d) = cursor.try_next().await.map_err(|e| errors::classify("list runs", &e))? else {
+                        break;
+                    };
+                    let started = from_bson_date("runs.started_at", d.started_at)?;
+                    if before.as_ref().is_none_or(|b| b.precedes(started, &d.sync_id)) {
+                        out.push(d);
+                    }
+                }
+                Ok(out)
             })
             .await?;
         docs.iter()
-            .map(|d| {
-                let s = d.get_str("summary").map_err(|_| StoreError::Corrupt("runs.summary is not a string".into()))?;
-                serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("runs.summary: {e}")))
-            })
+            .map(|d| serde_json::from_str(&d.summary).map_err(|e| StoreError::Corrupt(format!("runs.summary: {e}"))))
             .collect()
     }
 
@@ -1438,12 +1469,31 @@ impl Store for MongoStore {
         Ok(counts)
     }
 
-    async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
+    async fn list_assets_after(
+        &self,
+        filter: &AssetFilter,
+        after: Option<&AssetKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredAsset>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let coll = self.inner.assets.clone_with_type::<AssetDoc>();
-        let q = Self::asset_filter(filter, true);
+        let mut q = Self::asset_filter(filter, true);
+        if let Some(k) = after {
+            // After the key, in the order of the `asset_key` index.
+            let kind = k.kind.as_str();
+            let seek = doc! { "$or": [
+                { "connection": { "$gt": &k.connection } },
+                { "connection": { "$eq": &k.connection }, "kind": { "$gt": kind } },
+                { "connection": { "$eq": &k.connection }, "kind": { "$eq": kind }, "source_id": { "$gt": &k.source_id } },
+            ] };
+            q = if q.is_empty() {
+                seek
+            } else {
+                doc! { "$and": [q, seek] }
+            };
+        }
         let docs: Vec<AssetDoc> = self
             .retry("list assets", || async {
                 let cursor = coll
