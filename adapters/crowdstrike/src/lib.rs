@@ -1,10 +1,10 @@
 //! corral adapter `crowdstrike`: CrowdStrike Falcon hosts.
 //!
 //! ```toml
-//! [[connections]]
+//! [[connection]]
 //! name = "falcon-eu"
 //! adapter = "crowdstrike"
-//! [connections.config]
+//! [connection.config]
 //! base_url = "https://api.eu-1.crowdstrike.com"
 //! client_id = "${CS_CLIENT_ID}"
 //! client_secret = "${CS_CLIENT_SECRET}"
@@ -95,6 +95,12 @@ pub fn hosts_stream() -> StreamInfo {
     .attribute("platform", AttrType::String, "`platform_name` as sent (Windows, Mac, Linux).")
     .attribute("product_type", AttrType::String, "`product_type_desc` (Workstation, Server, Domain Controller).")
     .attribute("groups", AttrType::StringList, "Host group ids (`groups`).")
+}
+
+/// Registers this adapter: what the `corral` binary's build script calls for
+/// every adapter crate it includes.
+pub fn register(registry: &mut corral_core::Registry) {
+    registry.register(CrowdStrikeFactory);
 }
 
 impl AdapterFactory for CrowdStrikeFactory {

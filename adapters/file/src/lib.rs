@@ -148,6 +148,12 @@ fn config_fields() -> Vec<ConfigField> {
     ]
 }
 
+/// Registers this adapter: what the `corral` binary's build script calls for
+/// every adapter crate it includes.
+pub fn register(registry: &mut corral_core::Registry) {
+    registry.register(FileAdapterFactory);
+}
+
 impl AdapterFactory for FileAdapterFactory {
     fn info(&self) -> AdapterInfo {
         AdapterInfo {

@@ -1,10 +1,10 @@
 //! corral adapter `msgraph`: Microsoft Graph, Intune managed devices and Entra ID users.
 //!
 //! ```toml
-//! [[connections]]
+//! [[connection]]
 //! name = "intune-eu"
 //! adapter = "msgraph"
-//! [connections.config]
+//! [connection.config]
 //! tenant_id = "contoso.onmicrosoft.com"
 //! client_id = "00000000-0000-0000-0000-000000000000"
 //! client_secret = "${GRAPH_CLIENT_SECRET}"
@@ -153,6 +153,12 @@ impl fmt::Display for Stream {
 /// Builds `msgraph` adapters.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MsGraphFactory;
+
+/// Registers this adapter: what the `corral` binary's build script calls for
+/// every adapter crate it includes.
+pub fn register(registry: &mut corral_core::Registry) {
+    registry.register(MsGraphFactory);
+}
 
 impl AdapterFactory for MsGraphFactory {
     fn info(&self) -> AdapterInfo {

@@ -1,10 +1,10 @@
 //! corral adapter `okta`: users from the Okta Users API.
 //!
 //! ```toml
-//! [[connections]]
+//! [[connection]]
 //! name = "okta-prod"
 //! adapter = "okta"
-//! [connections.config]
+//! [connection.config]
 //! base_url = "https://acme.okta.com"
 //! token = "${OKTA_API_TOKEN}"
 //! ```
@@ -66,6 +66,12 @@ pub fn users_stream() -> StreamInfo {
         .attribute("credentials_provider_name", AttrType::String, "`credentials.provider.name` (the directory or IdP).")
         .attribute("status_changed", AttrType::Timestamp, "`statusChanged`: when the status last changed.")
         .attribute("password_changed", AttrType::Timestamp, "`passwordChanged`.")
+}
+
+/// Registers this adapter: what the `corral` binary's build script calls for
+/// every adapter crate it includes.
+pub fn register(registry: &mut corral_core::Registry) {
+    registry.register(OktaFactory);
 }
 
 impl AdapterFactory for OktaFactory {
