@@ -51,6 +51,10 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Adapters are cargo features of the binary: a build with one of them must compile.
+step "cargo check: corral with only the okta adapter"
+cargo check -p corral --no-default-features --features corral-adapter-okta --locked
+
 if [[ "$skip_mongo" == 1 ]]; then
     step "CORRAL_SKIP_MONGO=1: no MongoDB test server; the MongoDB tests will skip"
 else

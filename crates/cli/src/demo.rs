@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use corral_adapter_file::sample::{self, SampleOptions};
 use corral_core::{EngineConfig, StalePolicy};
 use corral_sim::{Credentials, SimConfig, Vendor};
 
@@ -25,16 +24,7 @@ pub async fn run(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let devices_path = dir.join("devices.csv");
     let users_path = dir.join("users.ndjson");
-    let (dp, up) = (devices_path.clone(), users_path.clone());
-    // Writing files is blocking I/O: keep it off the runtime's workers.
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        sample::write_devices_csv(&dp, devices, SampleOptions::default())?;
-        sample::write_users_ndjson(&up, users, SampleOptions::default())
-    })
-    .await
-    .context("generating the sample exports")?
-    .context("writing the sample exports")?;
-    if !json {
+    if write_samples(&devices_path, &users_path, devices, users).await? && !json {
         eprintln!(
             "corral demo: {devices} devices in {}, {users} users in {}",
             devices_path.display(),
@@ -81,7 +71,18 @@ pub async fn run(
     });
     let registry = registry();
     let mut conns = Vec::new();
+    // A build without some adapters (cargo features) demos the others.
+    let left_out = |adapter: &str, name: &str| {
+        let missing = registry.get(adapter).is_none();
+        if missing && !json {
+            eprintln!("corral demo: this build has no `{adapter}` adapter; `{name}` is left out");
+        }
+        missing
+    };
     for (name, config) in [("demo-devices", device_config), ("demo-users", user_config)] {
+        if left_out("file", name) {
+            continue;
+        }
         let adapter = registry.build("file", name, config).with_context(|| format!("connection `{name}`"))?;
         conns.push(corral_core::Connection {
             name: name.into(),
@@ -115,6 +116,9 @@ pub async fn run(
         ),
     ];
     for (name, adapter, config) in vendors {
+        if left_out(adapter, name) {
+            continue;
+        }
         let adapter = registry.build(adapter, name, config).with_context(|| format!("connection `{name}`"))?;
         conns.push(corral_core::Connection {
             name: name.into(),
@@ -130,6 +134,9 @@ pub async fn run(
         );
     }
 
+    if conns.is_empty() {
+        anyhow::bail!("this build has none of the demo's adapters (file, crowdstrike, okta, msgraph)");
+    }
     let store = open_store(&store_config).await?;
     let described = store.describe();
     let code = sync(store, EngineConfig::default(), conns, out, redactor).await?;
@@ -140,6 +147,28 @@ pub async fn run(
         eprintln!("\nassets are in {described}: try `corral assets` and `corral assets --list --kind device`");
     }
     Ok(code)
+}
+
+/// Writes the sample exports the file adapter's demo connections read;
+/// false when this build has no file adapter.
+#[cfg(feature = "corral-adapter-file")]
+async fn write_samples(devices_path: &Path, users_path: &Path, devices: u64, users: u64) -> Result<bool> {
+    use corral_adapter_file::sample::{self, SampleOptions};
+    let (dp, up) = (devices_path.to_path_buf(), users_path.to_path_buf());
+    // Writing files is blocking I/O: keep it off the runtime's workers.
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        sample::write_devices_csv(&dp, devices, SampleOptions::default())?;
+        sample::write_users_ndjson(&up, users, SampleOptions::default())
+    })
+    .await
+    .context("generating the sample exports")?
+    .context("writing the sample exports")?;
+    Ok(true)
+}
+
+#[cfg(not(feature = "corral-adapter-file"))]
+async fn write_samples(_: &Path, _: &Path, _: u64, _: u64) -> Result<bool> {
+    Ok(false)
 }
 
 /// The database in a `scheme://host/database?options` URI, if it names one.

@@ -1,5 +1,24 @@
 //! `corral`: sync security product inventories into one asset store.
 //!
+//! The whole command line as a library: `src/main.rs` is
+//! `corral::main_with(|_| {})`. A binary of one's own runs the same CLI with
+//! adapters from outside this repository registered too (see
+//! examples/external-adapter):
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     corral::main_with(|registry| {
+//!         // registry.register(my_adapter::MyFactory);
+//!         let _ = registry;
+//!     })
+//! }
+//! ```
+//!
+//! The adapters of this build are the `corral-adapter-*` dependencies in
+//! this crate's Cargo.toml that are enabled (each is an optional dependency,
+//! and so a cargo feature, all on by default); build.rs generates their
+//! registration: each such crate has `pub fn register(&mut Registry)`.
+//!
 //! Exit codes: 0 success, 1 error (bad config, store unreachable),
 //! 2 usage error, 3 partial (some records rejected or streams failed),
 //! 4 failed (a connection or check failed, or the run was interrupted),
@@ -59,13 +78,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use corral_core::RunStatus;
-
-/// mimalloc rather than the system allocator: with the glibc allocator the big
-/// page buffers (several MB each) leave per-thread arenas fragmented, and the
-/// process holds on to far more memory than the pipeline has in flight
-/// (benches/s1_crowdstrike.rs measures it).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub const EXIT_ERROR: u8 = 1;
 /// Bad usage: a `--where` that does not parse, as clap's own errors.
@@ -206,7 +218,11 @@ fn parse_check_timeout(v: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-fn main() -> ExitCode {
+/// Runs the corral command line with this build's adapters and those
+/// `register` adds (an adapter of the same name replaces the built-in one).
+pub fn main_with(register: fn(&mut corral_core::Registry)) -> ExitCode {
+    // The first call decides; a second one in one process changes nothing.
+    let _ = commands::EXTRA_ADAPTERS.set(register);
     let cli = Cli::parse();
     // A service logs (info) and draws no progress bars.
     let interactive = std::io::stderr().is_terminal() && !matches!(cli.command, Command::Serve { .. });
