@@ -254,7 +254,17 @@ impl FileAdapter {
     /// connection, reading resumes after the last page that run stored, but
     /// only when the file is unchanged (same size and modification time, and
     /// the offset is a record boundary); otherwise the whole file is read.
-    pub async fn fetch_pages<F, Fut>(&self, checkpoint: Option<&Checkpoint>, mut send: F) -> Result<(), FetchError>
+    pub async fn fetch_pages<F, Fut>(&self, checkpoint: Option<&Checkpoint>, send: F) -> Result<(), FetchError>
+    where
+        F: FnMut(RawPage) -> Fut + Send,
+        Fut: Future<Output = Result<(), FetchError>> + Send,
+    {
+        self.read_all(checkpoint, send).await.map(|_| ())
+    }
+
+    /// [`FileAdapter::fetch_pages`], saying whether a checkpoint was given
+    /// and not used (the file changed): the whole file was read.
+    async fn read_all<F, Fut>(&self, checkpoint: Option<&Checkpoint>, mut send: F) -> Result<bool, FetchError>
     where
         F: FnMut(RawPage) -> Fut + Send,
         Fut: Future<Output = Result<(), FetchError>> + Send,
@@ -282,27 +292,31 @@ impl FileAdapter {
         &self,
         checkpoint: Option<&Checkpoint>,
         tx: &tokio::sync::mpsc::Sender<RawPage>,
-    ) -> Result<(), FetchError> {
+    ) -> Result<bool, FetchError> {
         let s = &self.settings;
         let file = std::fs::File::open(&s.path).map_err(|e| self.io_error(e))?;
         let meta = file.metadata().map_err(|e| self.io_error(e))?;
         let ident = FileIdent::of(&meta);
         let mut reader = BufReader::with_capacity(READ_BUFFER, file);
 
-        let mut splitter = match checkpoint.and_then(|c| ResumePoint::parse(c, &ident)) {
+        let resumed = match checkpoint.and_then(|c| ResumePoint::parse(c, &ident)) {
             Some(at) => match self.resume(&mut reader, &at)? {
                 Some(splitter) => {
                     tracing::info!(connection = %self.connection, path = %s.path.display(), offset = at.offset, line = at.line, "resuming the file from the checkpoint");
-                    splitter
+                    Some(splitter)
                 }
                 None => {
-                    tracing::info!(connection = %self.connection, path = %s.path.display(), "checkpoint does not match the file; reading it from the start");
                     reader.seek(SeekFrom::Start(0)).map_err(|e| self.io_error(e))?;
-                    Splitter::new(s.format, s.delimiter, s.page_records)
+                    None
                 }
             },
-            None => Splitter::new(s.format, s.delimiter, s.page_records),
+            None => None,
         };
+        let started_over = checkpoint.is_some() && resumed.is_none();
+        if started_over {
+            tracing::info!(connection = %self.connection, path = %s.path.display(), "the checkpoint does not match the file; reading it from the start");
+        }
+        let mut splitter = resumed.unwrap_or_else(|| Splitter::new(s.format, s.delimiter, s.page_records));
 
         let mut pages = Vec::new();
         let mut header_checked = s.format != Format::Csv;
@@ -327,7 +341,7 @@ impl FileAdapter {
             }
         }
         tracing::debug!(connection = %self.connection, path = %s.path.display(), bytes = splitter.offset(), "file read");
-        Ok(())
+        Ok(started_over)
     }
 
     /// Position `reader` at a checkpoint. None when the checkpoint does not
@@ -476,13 +490,19 @@ impl Adapter for FileAdapter {
             return Err(FetchError::UnknownStream(ctx.stream.name));
         }
         let sink = &ctx.sink;
-        if self.settings.page_records > ctx.max_page_records {
+        let started_over = if self.settings.page_records > ctx.max_page_records {
             // The engine's memory bound assumes pages of at most this many records.
             let mut smaller = self.clone();
             smaller.settings.page_records = ctx.max_page_records.max(1);
-            return smaller.fetch_pages(ctx.checkpoint.as_ref(), move |page| sink.send(page)).await;
+            smaller.read_all(ctx.checkpoint.as_ref(), move |page| sink.send(page)).await?
+        } else {
+            self.read_all(ctx.checkpoint.as_ref(), move |page| sink.send(page)).await?
+        };
+        if started_over {
+            // The whole file was read: this run keeps its stale handling.
+            ctx.fetching_from_start();
         }
-        self.fetch_pages(ctx.checkpoint.as_ref(), move |page| sink.send(page)).await
+        Ok(())
     }
 
     fn normalize(&self, page: &RawPage) -> NormalizedPage {

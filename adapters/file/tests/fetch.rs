@@ -478,3 +478,48 @@ async fn pages_stay_within_the_engines_max_page_records() {
     assert_eq!(s.in_flight.oversized_pages, 0);
     assert!(s.in_flight.peak_records <= s.in_flight.record_bound, "{:?}", s.in_flight);
 }
+
+/// A run interrupted by the store leaves a checkpoint; the file then changes
+/// (a device removed): the next run cannot use the checkpoint, reads the
+/// whole file, says so, and so keeps its stale handling: the removed device
+/// is marked stale. (A run that truly resumed would skip stale handling.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_no_longer_fits_the_file_keeps_stale_handling() {
+    use std::sync::Arc;
+
+    use corral_core::testing::MemoryStore;
+    use corral_core::{Connection, Engine, EngineConfig, RunStatus};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = |skip: Option<usize>| -> String {
+        let mut s = String::from("id,host\n");
+        for i in (0..100).filter(|i| Some(*i) != skip) {
+            s.push_str(&format!("d{i:03},h{i}\n"));
+        }
+        s
+    };
+    let (a, path) = adapter(dir.path(), "d.csv", rows(None).as_bytes(), json!({"page_records": 10, "columns": {"source_id": "id", "hostname": "host"}}));
+    let a: Arc<dyn Adapter> = Arc::new(a);
+    let conn = || Connection { name: "f".into(), adapter: a.clone(), streams: vec![], stale: Default::default() };
+    let store = Arc::new(MemoryStore::new());
+    let config = EngineConfig { batch_max_records: 10, batches_in_flight: 1, load_attempts: 1, ..Default::default() };
+    let engine = Engine::new(config, store.clone()).expect("engine");
+
+    // A complete run, then one the store fails after 3 batches: a checkpoint is left.
+    assert_eq!(engine.sync(conn()).await.status, RunStatus::Success);
+    store.fail_after(store.batch_sizes().len() as u64 + 3);
+    assert_eq!(engine.sync(conn()).await.status, RunStatus::Failed);
+    let cp = store.checkpoint("f", "devices").expect("a checkpoint row");
+    assert!(!cp.0.is_null(), "the failed run left a checkpoint to resume from");
+    store.fail_after(u64::MAX);
+
+    // d042 is gone from the file: the checkpoint no longer fits it.
+    std::fs::write(&path, rows(Some(42))).expect("rewrite");
+    let s = engine.sync(conn()).await;
+    assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
+    assert_eq!(s.records_fetched, 99, "the whole file was read");
+    assert_eq!(s.stale_marked, 1, "the removed device is marked stale: {s:?}");
+    let stale: Vec<String> =
+        store.all_assets().into_iter().filter(|a| a.stale_since.is_some()).map(|a| a.source_id).collect();
+    assert_eq!(stale, ["d042"]);
+}

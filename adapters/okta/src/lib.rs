@@ -181,7 +181,8 @@ impl Adapter for OktaAdapter {
                     tracing::info!(connection = %conn, stream = USERS, url = %redact_url(u), "resuming from the checkpoint")
                 }
                 None => {
-                    tracing::info!(connection = %conn, stream = USERS, "the checkpoint is not a page of this org; fetching from the start")
+                    tracing::info!(connection = %conn, stream = USERS, "the checkpoint is not a page of this org; fetching from the start");
+                    ctx.fetching_from_start();
                 }
             }
             url
@@ -197,6 +198,7 @@ impl Adapter for OktaAdapter {
                 // Okta refuses a cursor it no longer knows with 400: start over.
                 Err(e) if resuming && e.status() == Some(400) => {
                     tracing::warn!(connection = %conn, stream = USERS, error = %e, "the checkpoint's cursor was refused; fetching from the start");
+                    ctx.fetching_from_start();
                     resuming = false;
                     url = self.first_page();
                     continue;

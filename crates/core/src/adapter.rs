@@ -571,7 +571,22 @@ impl FetchContext {
             sink,
             requests: Arc::default(),
             max_page_records: crate::EngineConfig::default().max_page_records,
+            started_over: Arc::default(),
         }
+    }
+
+    /// Say that this fetch does not use its checkpoint (unknown to the
+    /// vendor, expired, refused, not one this adapter wrote) and reads the
+    /// stream from the start: the run then sees the whole inventory, so the
+    /// engine keeps its stale handling for the stream (a run that resumed
+    /// from a checkpoint has none). Call it before `fetch` returns.
+    pub fn fetching_from_start(&self) {
+        self.started_over.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`FetchContext::fetching_from_start`] was called.
+    pub fn started_over(&self) -> bool {
+        self.started_over.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -589,6 +604,8 @@ pub struct FetchContext {
     /// it (`engine.max_page_records`). An adapter whose page size is its own
     /// choice stays at or below it.
     pub max_page_records: usize,
+    /// Set by [`FetchContext::fetching_from_start`]; the engine reads it when the stream ends.
+    pub(crate) started_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A configured vendor integration for one connection.

@@ -140,6 +140,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     // Stage 1: fetch, one task per stream.
     let mut fetchers = JoinSet::new();
     let mut resumed = BTreeSet::new();
+    let mut started_over = BTreeMap::new();
     for stream in streams {
         let checkpoint = match shared.store.load_checkpoint(&conn.name, &stream.name).await {
             Ok(Some(c)) if !c.0.is_null() => Some(c),
@@ -153,6 +154,8 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
             resumed.insert(stream.name.clone());
         }
         summary.streams.entry(stream.name.clone()).or_default();
+        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        started_over.insert(stream.name.clone(), over.clone());
         let ctx = FetchContext {
             connection: conn.name.clone(),
             stream,
@@ -160,6 +163,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
             sink: PageSink::new(raw_tx.clone(), gauges.clone()),
             requests: requests.clone(),
             max_page_records: cfg.max_page_records,
+            started_over: over,
         };
         let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone(), conn_cancel.clone());
         fetchers.spawn(Staged::new("fetch", name.clone(), recorder.clone(), fut));
@@ -190,6 +194,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         in_flight_aborts: Default::default(),
         tainted: BTreeSet::new(),
         resumed,
+        started_over,
         store_refused: BTreeSet::new(),
         rejects_buffer: Vec::new(),
         rejects_kept: 0,
@@ -570,6 +575,9 @@ struct Loader<'a> {
     tainted: BTreeSet<String>,
     /// Streams that resumed from a checkpoint: they did not see the whole inventory.
     resumed: BTreeSet<String>,
+    /// Per stream: fetch said it dropped its checkpoint and read from the start
+    /// (`FetchContext::fetching_from_start`; set before the stream's end arrives).
+    started_over: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
     /// Streams with a record the store refused: its stored copy was not
     /// refreshed, so stale handling would wrongly mark (and later delete) it.
     store_refused: BTreeSet<String>,
@@ -840,6 +848,15 @@ impl Loader<'_> {
     }
 
     /// Every record of the stream before this point is stored.
+    /// The stream's fetch dropped its checkpoint and read from the start.
+    fn fetched_from_start(&self, stream: &str) -> bool {
+        let over = self.started_over.get(stream).is_some_and(|f| f.load(Ordering::Acquire));
+        if over {
+            tracing::info!(connection = %self.conn.name, stream = %stream, "the adapter did not use the checkpoint and fetched from the start: stale handling applies");
+        }
+        over
+    }
+
     async fn on_stream_end(&mut self, stream: String, result: Result<(), String>) {
         self.ended.insert(stream.clone());
         let st = self.summary.streams.entry(stream.clone()).or_default();
@@ -862,7 +879,7 @@ impl Loader<'_> {
         if self.store_refused.contains(&stream) {
             // Its checkpoint is still cleared below: a rerun would be refused the same records.
             tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: the store refused records of this stream");
-        } else if self.resumed.contains(&stream) {
+        } else if self.resumed.contains(&stream) && !self.fetched_from_start(&stream) {
             tracing::info!(connection = %self.conn.name, stream = %stream, "stale handling skipped: this run resumed from a checkpoint");
         } else {
             // Everything before this marker is acknowledged and the fetch was clean.
