@@ -31,14 +31,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
-use corral_http::{
-    Auth, HttpClient, HttpConfig, NextLinks, OAuth2Config, RateConfig, Response, RetryConfig, Url, backoff,
-};
+use corral_http::{Auth, BodyCursor, CursorPage, HttpClient, HttpConfig, OAuth2Config, RateConfig, Url};
 
 pub mod config;
 pub mod normalize;
@@ -236,57 +233,6 @@ impl MsGraphAdapter {
             }
         }
     }
-
-    /// GET one page and find its next link. A body without a link is
-    /// believed to be the last page only when it is well-formed JSON;
-    /// otherwise it is fetched again, up to [`UNREADABLE_PAGE_ATTEMPTS`] times.
-    async fn get_page(
-        &self,
-        client: &HttpClient,
-        links: &mut NextLinks,
-        url: &str,
-        stream: Stream,
-        page: u64,
-    ) -> Result<Got, FetchError> {
-        let mut attempt = 1;
-        loop {
-            let resp = client.get(url).send_bytes().await?;
-            if let Some(next) = links.from_body_field(&resp, &[NEXT_LINK]).await? {
-                return Ok(Got::Page { resp, next: Some(next) });
-            }
-            if well_formed(resp.body.clone()).await {
-                return Ok(Got::Page { resp, next: None });
-            }
-            if attempt >= UNREADABLE_PAGE_ATTEMPTS {
-                return Ok(Got::Unreadable { resp, attempts: attempt });
-            }
-            let wait = backoff(&RetryConfig::default(), attempt);
-            tracing::warn!(
-                connection = %self.connection, %stream, page, endpoint = %resp.endpoint(), attempt,
-                wait_ms = wait.as_millis() as u64,
-                "page is not valid JSON and has no @odata.nextLink; fetching it again"
-            );
-            client.metrics().record_retry(wait);
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
-    }
-}
-
-/// One page as fetched.
-enum Got {
-    /// A page and the link to the next one (`None`: the last page).
-    Page { resp: Response, next: Option<String> },
-    /// Not JSON and no next link, however often it was fetched.
-    Unreadable { resp: Response, attempts: u32 },
-}
-
-/// Whether `body` is one complete JSON document (checked without building
-/// it, off the runtime whatever its size).
-async fn well_formed(body: Bytes) -> bool {
-    corral_http::off_runtime(move || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok())
-        .await
-        .unwrap_or(false)
 }
 
 #[async_trait]
@@ -311,11 +257,14 @@ impl Adapter for MsGraphAdapter {
         let client = self.http.with_metrics(ctx.requests.clone()).with_stream(&ctx.stream.name);
         let mut url = self.first_url(stream);
         let mut page: u64 = 0;
-        // The link exactly as Graph sent it, only on the Graph origin the token belongs to, never in a loop.
-        let mut links = NextLinks::new(&self.graph_base, NEXT_LINK);
+        // The link exactly as Graph sent it, only on the Graph origin the token
+        // belongs to, never in a loop; a page without one is the last only when
+        // it is well-formed JSON (a cut page is fetched again).
+        let mut pages =
+            BodyCursor::next_url(&self.graph_base, &[NEXT_LINK]).unreadable_attempts(UNREADABLE_PAGE_ATTEMPTS);
         loop {
-            match self.get_page(&client, &mut links, &url, stream, page).await? {
-                Got::Page { resp, next } => {
+            match pages.get(&client, &url).await? {
+                CursorPage::Page { resp, next } => {
                     let locator = format!("{stream} page {page} ({})", resp.endpoint());
                     tracing::debug!(connection = %self.connection, %stream, page, bytes = resp.body.len(), last = next.is_none(), "page fetched");
                     ctx.sink.send(RawPage::new(stream.name(), resp.body, locator)).await?;
@@ -324,7 +273,7 @@ impl Adapter for MsGraphAdapter {
                         None => return Ok(()),
                     }
                 }
-                Got::Unreadable { resp, attempts } => {
+                CursorPage::Unreadable { resp, attempts } => {
                     let endpoint = resp.endpoint();
                     let locator = format!("{stream} page {page} ({endpoint})");
                     // Passed on so the page is counted and kept as a malformed_page reject.
@@ -404,7 +353,7 @@ mod tests {
     #[test]
     fn next_links_are_taken_as_given_and_kept_on_the_graph_origin() {
         let a = adapter(json!({}));
-        let mut links = NextLinks::new(&a.graph_base, NEXT_LINK);
+        let mut links = corral_http::NextLinks::new(&a.graph_base, NEXT_LINK);
         let cur = Url::parse("https://graph.microsoft.com/v1.0/users?$top=999").expect("url");
         let link = "https://graph.microsoft.com/v1.0/users?$top=999&$skiptoken=RFNwdAIAAQAAAD8%3d";
         assert_eq!(links.next(&cur, Some(link)).ok().flatten().as_deref(), Some(link));
@@ -426,18 +375,5 @@ mod tests {
         let a = adapter(json!({}));
         let d = format!("{a:?} {a:#?}");
         assert!(!d.contains("hunter2"), "{d}");
-    }
-
-    #[tokio::test]
-    async fn well_formed_checks_whole_documents_also_off_the_runtime() {
-        assert!(well_formed(Bytes::from_static(br#"{"value":[]}"#)).await);
-        assert!(!well_formed(Bytes::from_static(b"<html></html>")).await);
-        assert!(!well_formed(Bytes::from_static(b"{\"value\":[]}\n{\"meta\":")).await);
-        let before = corral_http::offloaded_on_this_thread();
-        assert!(well_formed(Bytes::from_static(b"[]")).await);
-        assert_eq!(corral_http::offloaded_on_this_thread(), before + 1, "even two bytes are checked off the runtime");
-        let big = format!("{{\"value\":[{}]}}", vec!["{\"id\":\"x\"}"; 40_000].join(","));
-        assert!(well_formed(Bytes::from(big.clone())).await);
-        assert!(!well_formed(Bytes::from(big[..big.len() - 1].to_string())).await);
     }
 }
