@@ -74,7 +74,8 @@ impl Vendor for CrowdStrike {
         Ok(env.boxed())
     }
     async fn start_with_expiring_token(&self) -> Result<Box<dyn Env>, SetupError> {
-        let faults = Faults { token_ttl: Some(Duration::from_millis(600)), token_ttl_hidden: true, ..Faults::default() };
+        let faults =
+            Faults { token_ttl: Some(Duration::from_millis(600)), token_ttl_hidden: true, ..Faults::default() };
         let extra = json!({"details_concurrency": 2});
         Ok(start(base().latency_ms(80).faults(faults), extra).await?.boxed())
     }

@@ -62,7 +62,7 @@ impl Vendor for MsGraph {
         Ok(start(base().malformed_pages([1])).await?.boxed())
     }
     async fn start_with_server_errors(&self) -> Result<Box<dyn Env>, SetupError> {
-        Ok(start(base().error_rate(0.2)).await?.boxed())
+        Ok(start(base().error_rate(0.1)).await?.boxed())
     }
     async fn start_with_hung_request(&self) -> Result<Box<dyn Env>, SetupError> {
         Err(SetupError::not_applicable(
@@ -76,7 +76,8 @@ impl Vendor for MsGraph {
         Ok(env.boxed())
     }
     async fn start_with_expiring_token(&self) -> Result<Box<dyn Env>, SetupError> {
-        let faults = Faults { token_ttl: Some(Duration::from_millis(300)), token_ttl_hidden: true, ..Faults::default() };
+        let faults =
+            Faults { token_ttl: Some(Duration::from_millis(300)), token_ttl_hidden: true, ..Faults::default() };
         Ok(start(base().latency_ms(40).faults(faults)).await?.boxed())
     }
     async fn start_echoing_credentials(&self) -> Result<Box<dyn Env>, SetupError> {

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_core::testing::MemoryStore;
-use corral_core::{
-    Adapter, CheckOutcome, Connection, Engine, EngineConfig, RunStatus, RunSummary, StalePolicy, Store,
-};
+use corral_core::{Adapter, CheckOutcome, Connection, Engine, EngineConfig, RunStatus, RunSummary, StalePolicy, Store};
 use serde_json::Value;
 
 use crate::{CONNECTION, Dataset, Env, PLANTED, PLANTED_NUMBER, Report, RuleResult, SetupError, Vendor, Verdict};
@@ -547,7 +545,8 @@ async fn removed_go_stale(ctx: &mut Ctx, out: &mut Outcome) {
     match ctx.sync(REMOVED_GO_STALE, adapter, &store).await {
         Ok(s) => {
             expect_exact(out, &s, &store, &after);
-            if let Some(d) = differences("the stale assets are not the removed records", &removed, &stored(&store, true))
+            if let Some(d) =
+                differences("the stale assets are not the removed records", &removed, &stored(&store, true))
             {
                 out.fail(d);
             }
@@ -654,9 +653,7 @@ async fn server_errors(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome) {
     let Some((s, c)) = faulted_sync(SERVER_ERRORS, vendor, ctx, out, env).await else { return };
     let errors = c.server_errors();
     out.expect(errors > 0, || "setup: the vendor answered no 5xx".into());
-    out.expect(s.requests.retries >= errors, || {
-        format!("{errors} 5xx answer(s) but {} retr(ies)", s.requests.retries)
-    });
+    out.expect(s.requests.retries >= errors, || format!("{errors} 5xx answer(s) but {} retr(ies)", s.requests.retries));
     out.note(format!("{errors} 5xx answer(s), {} retr(ies)", s.requests.retries));
 }
 
@@ -703,7 +700,8 @@ struct Resume {
 }
 
 async fn interrupted(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome) {
-    let mut resume = Resume { checkpointed: false, rerun_fetched: None, total: 0, applies: vendor.checkpoints(), ran: false };
+    let mut resume =
+        Resume { checkpointed: false, rerun_fetched: None, total: 0, applies: vendor.checkpoints(), ran: false };
     interrupted_inner(vendor, ctx, out, &mut resume).await;
     ctx.resume = Some(resume);
 }
@@ -761,17 +759,22 @@ async fn interrupted_inner(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome
     out.expect(first.errors.iter().any(|e| e.contains("interrupted")), || {
         format!("the interrupted run does not say so: {}", errors(&first))
     });
-    out.expect(store.stale_count() == 0, || format!("{} asset(s) marked stale by the interrupted run", store.stale_count()));
+    out.expect(store.stale_count() == 0, || {
+        format!("{} asset(s) marked stale by the interrupted run", store.stale_count())
+    });
     let loaded = store.asset_count();
     out.note(format!("interrupted after {loaded} of {} record(s) were stored", resume.total));
-    resume.checkpointed =
-        streams.iter().any(|s| store.checkpoint(CONNECTION, s).is_some_and(|c| !c.0.is_null()));
+    resume.checkpointed = streams.iter().any(|s| store.checkpoint(CONNECTION, s).is_some_and(|c| !c.0.is_null()));
     match ctx.sync(INTERRUPTED, adapter, &store).await {
         Ok(s) => {
             out.expect(s.status == RunStatus::Success, || {
                 format!("the rerun ended {} (expected success): {}", s.status, errors(&s))
             });
-            if let Some(d) = differences("after the rerun the store does not hold exactly the dataset", &want, &stored(&store, false)) {
+            if let Some(d) = differences(
+                "after the rerun the store does not hold exactly the dataset",
+                &want,
+                &stored(&store, false),
+            ) {
                 out.fail(d);
             }
             out.expect(store.stale_count() == 0, || format!("{} asset(s) stale after the rerun", store.stale_count()));
