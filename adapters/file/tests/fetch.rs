@@ -498,7 +498,12 @@ async fn a_checkpoint_that_no_longer_fits_the_file_keeps_stale_handling() {
         }
         s
     };
-    let (a, path) = adapter(dir.path(), "d.csv", rows(None).as_bytes(), json!({"page_records": 10, "columns": {"source_id": "id", "hostname": "host"}}));
+    let (a, path) = adapter(
+        dir.path(),
+        "d.csv",
+        rows(None).as_bytes(),
+        json!({"page_records": 10, "columns": {"source_id": "id", "hostname": "host"}}),
+    );
     let a: Arc<dyn Adapter> = Arc::new(a);
     let conn = || Connection { name: "f".into(), adapter: a.clone(), streams: vec![], stale: Default::default() };
     let store = Arc::new(MemoryStore::new());

@@ -150,6 +150,10 @@ pub struct Faults {
     /// Okta: the API token is revoked after this many authorized requests; every
     /// later request gets 401 `E0000011`, as after an admin revoked it.
     pub token_revoked_after: Option<u64>,
+    /// Refused credentials are quoted back in the 401's body (`invalid client
+    /// secret 'xyz'`), as some vendors and proxies do: a client must not
+    /// pass the body on unscrubbed.
+    pub echo_credentials: bool,
 }
 
 impl Default for Faults {
@@ -171,6 +175,7 @@ impl Default for Faults {
             malformed_pages_once: false,
             include_auth: false,
             token_revoked_after: None,
+            echo_credentials: false,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct Counters {
     bytes_served: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    connections: AtomicU64,
+    connections_open: AtomicU64,
+    max_connections_open: AtomicU64,
     maps: Mutex<Maps>,
     events: Mutex<Vec<RequestEvent>>,
 }
@@ -64,6 +67,13 @@ pub struct CountersSnapshot {
     pub bytes_served: u64,
     /// Most requests being handled at the same time.
     pub max_in_flight: u64,
+    /// TCP connections clients opened (accepted by the simulator).
+    pub connections: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Most TCP connections open at the same time, idle pooled ones included:
+    /// what a client held open, compared with its `max_open_files`.
+    pub max_connections_open: u64,
     /// Most requests to one endpoint label being handled at the same time.
     pub max_in_flight_by_endpoint: BTreeMap<String, u64>,
     /// Injected faults by kind: `5xx`, `slow`, `hang`, `truncate`, `malformed`,
@@ -98,6 +108,9 @@ impl Counters {
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             bytes_served: self.bytes_served.load(Ordering::Relaxed),
             max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            max_connections_open: self.max_connections_open.load(Ordering::Relaxed),
             max_in_flight_by_endpoint: maps
                 .max_in_flight_by_endpoint
                 .iter()
@@ -155,6 +168,18 @@ impl Counters {
     pub(crate) fn fault(&self, kind: &'static str) {
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
         *maps.faults.entry(kind).or_default() += 1;
+    }
+
+    /// A client opened a TCP connection.
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let now = self.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_connections_open.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// The server closed (dropped) a client's connection.
+    pub(crate) fn connection_closed(&self) {
+        let _ = self.connections_open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
     pub(crate) fn token_issued(&self) {

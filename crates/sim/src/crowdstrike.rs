@@ -108,6 +108,9 @@ async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     };
     let creds = &sim.config.credentials;
     if id != creds.client_id || secret != creds.client_secret {
+        if sim.config.faults.echo_credentials {
+            return error(StatusCode::UNAUTHORIZED, &format!("access denied, invalid client {id}:{secret}"));
+        }
         return error(StatusCode::UNAUTHORIZED, "access denied, invalid client");
     }
     let (token, expires_in) = sim.issue_token(TOKEN_TTL);

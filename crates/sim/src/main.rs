@@ -169,6 +169,7 @@ impl Serve {
                 malformed_pages_once: self.malformed_once,
                 include_auth: self.faults_on_auth,
                 token_revoked_after: self.token_revoked_after,
+                echo_credentials: false,
             },
             credentials: Credentials {
                 client_id: self.client_id.clone(),

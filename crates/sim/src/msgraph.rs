@@ -162,7 +162,11 @@ async fn token(State(sim): State<Arc<Sim>>, Path(tenant): Path<String>, body: By
                 "The request body must contain the following parameter: 'client_id'.",
             );
         }
-        _ => {
+        (_, secret) => {
+            if sim.config.faults.echo_credentials {
+                let quoted = format!("Invalid client secret provided: '{}'.", secret.unwrap_or_default());
+                return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, &quoted);
+            }
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, "Invalid client secret provided.");
         }
     }

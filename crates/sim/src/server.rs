@@ -326,7 +326,7 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
 }
 
 async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: CancellationToken) -> std::io::Result<()> {
-    let listener = TcpListener::from_std(listener)?;
+    let listener = CountingListener { inner: TcpListener::from_std(listener)?, counters: sim.counters.clone() };
     let routes = match sim.vendor {
         Vendor::CrowdStrike => crowdstrike::router(),
         Vendor::Okta => okta::router(),
@@ -343,6 +343,82 @@ async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: Cancellatio
         r = server => r,
         // Do not wait forever for clients that keep connections busy.
         _ = async { stop.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => Ok(()),
+    }
+}
+
+/// The TCP listener, counting the connections clients hold open (see
+/// [`Counters::connection_opened`]).
+struct CountingListener {
+    inner: TcpListener,
+    counters: Arc<Counters>,
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        self.counters.connection_opened();
+        (CountedStream { inner: io, counters: self.counters.clone() }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A client's connection; counted closed when the server drops it.
+struct CountedStream {
+    inner: tokio::net::TcpStream,
+    counters: Arc<Counters>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.counters.connection_closed();
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
