@@ -51,6 +51,8 @@ pub struct CrowdStrikeConfig {
     pub requests_per_minute: u32,
     #[serde(default = "default_rate_window_secs")]
     pub rate_window_secs: u64,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
     #[serde(default)]
     pub keep_raw: bool,
 }
@@ -76,6 +78,9 @@ fn default_requests_per_minute() -> u32 {
 fn default_rate_window_secs() -> u64 {
     DEFAULT_RATE_WINDOW_SECS
 }
+fn default_timeout_secs() -> u64 {
+    300
+}
 
 /// A validated config.
 #[derive(Debug)]
@@ -90,6 +95,8 @@ pub struct Settings {
     pub ids_in_memory: usize,
     pub requests_per_minute: u32,
     pub rate_window: Duration,
+    /// Whole-request timeout: a hung answer is cut after it and retried.
+    pub timeout: Duration,
     pub keep_raw: bool,
 }
 
@@ -121,6 +128,7 @@ pub fn parse(value: serde_json::Value) -> Result<Settings, ConfigError> {
     in_range("ids_in_memory", c.ids_in_memory.into(), 1, 10_000_000)?;
     in_range("requests_per_minute", c.requests_per_minute.into(), 1, 1_000_000)?;
     in_range("rate_window_secs", c.rate_window_secs, 1, 3600)?;
+    in_range("timeout_secs", c.timeout_secs, 1, 3600)?;
     Ok(Settings {
         base_url,
         client_id,
@@ -132,6 +140,7 @@ pub fn parse(value: serde_json::Value) -> Result<Settings, ConfigError> {
         ids_in_memory: c.ids_in_memory as usize,
         requests_per_minute: c.requests_per_minute,
         rate_window: Duration::from_secs(c.rate_window_secs),
+        timeout: Duration::from_secs(c.timeout_secs),
         keep_raw: c.keep_raw,
     })
 }
@@ -185,6 +194,12 @@ pub fn fields() -> Vec<ConfigField> {
             FieldType::Integer,
             "Window the vendor's X-Ratelimit-Limit counts over, in seconds (CrowdStrike: 60, sliding). \
              Change only for a proxy or simulator with another window. Default 60.",
+        ),
+        ConfigField::optional(
+            "timeout_secs",
+            FieldType::Integer,
+            "Whole-request timeout in seconds (connect, send, read the body), 1..=3600: a hung answer is cut \
+             after it and retried. Default 300.",
         ),
         ConfigField::optional(
             "keep_raw",

@@ -46,7 +46,7 @@ use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
-use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, Quota, RateConfig, RetryConfig};
+use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, Quota, RateConfig, RetryConfig, Timeouts};
 
 pub mod config;
 mod fetch;
@@ -150,6 +150,7 @@ impl CrowdStrike {
             .with_connection(connection)
             .with_auth(Auth::OAuth2ClientCredentials(oauth))
             .with_rate(rate)
+            .with_timeouts(Timeouts { total: settings.timeout, ..Timeouts::default() })
             .with_header("Accept", "application/json");
         let http =
             HttpClient::new(http_config, Arc::default()).map_err(|e| ConfigError::field("base_url", e.to_string()))?;

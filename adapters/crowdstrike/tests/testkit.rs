@@ -63,10 +63,8 @@ impl Vendor for CrowdStrike {
         Ok(start(base().error_rate(0.2), json!({})).await?.boxed())
     }
     async fn start_with_hung_request(&self) -> Result<Box<dyn Env>, SetupError> {
-        Err(SetupError::not_applicable(
-            "the adapter has no request-timeout setting: a hung answer is cut after corral-http's default 300 s, \
-             too long for the suite",
-        ))
+        let faults = Faults { hang_requests: vec![2], ..Faults::default() };
+        Ok(start(base().faults(faults), json!({"timeout_secs": 2})).await?.boxed())
     }
     async fn start_rate_limited(&self) -> Result<Box<dyn Env>, SetupError> {
         let env = start(base().rate_limit(40, Duration::from_secs(1)), json!({"rate_window_secs": 1})).await?;

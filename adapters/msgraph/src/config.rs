@@ -48,6 +48,9 @@ pub struct MsGraphConfig {
     pub page_size: Option<u32>,
     #[serde(default = "default_rps")]
     pub requests_per_second: f64,
+    /// Whole-request timeout in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
     #[serde(default)]
     pub keep_raw: bool,
 }
@@ -60,6 +63,9 @@ fn default_graph() -> String {
 }
 fn default_rps() -> f64 {
     DEFAULT_REQUESTS_PER_SECOND
+}
+fn default_timeout_secs() -> u64 {
+    300
 }
 
 /// A validated config.
@@ -74,6 +80,8 @@ pub struct Settings {
     pub device_page_size: u32,
     pub user_page_size: u32,
     pub requests_per_second: f64,
+    /// Whole-request timeout: a hung answer is cut after it and retried.
+    pub timeout: std::time::Duration,
     pub keep_raw: bool,
 }
 
@@ -88,6 +96,7 @@ impl std::fmt::Debug for Settings {
             .field("device_page_size", &self.device_page_size)
             .field("user_page_size", &self.user_page_size)
             .field("requests_per_second", &self.requests_per_second)
+            .field("timeout", &self.timeout)
             .field("keep_raw", &self.keep_raw)
             .finish()
     }
@@ -140,6 +149,9 @@ impl TryFrom<MsGraphConfig> for Settings {
                 format!("must be a number above 0 and at most {MAX_REQUESTS_PER_SECOND}"),
             ));
         }
+        if !(1..=3600).contains(&cfg.timeout_secs) {
+            return Err(ConfigError::field("timeout_secs", "must be 1..=3600"));
+        }
         Ok(Settings {
             token_url: format!("{login}/{tenant_id}/oauth2/v2.0/token"),
             tenant_id,
@@ -149,6 +161,7 @@ impl TryFrom<MsGraphConfig> for Settings {
             device_page_size,
             user_page_size,
             requests_per_second: rps,
+            timeout: std::time::Duration::from_secs(cfg.timeout_secs),
             keep_raw: cfg.keep_raw,
         })
     }
@@ -203,6 +216,12 @@ pub fn fields() -> Vec<ConfigField> {
             "Graph's request budget for this app and tenant, per second (fractions allowed); the whole \
              connection paces evenly at 90 % of it so that jitter never trips the vendor's sliding window. \
              Default 100: Intune's 2,000 requests per 20 s. Lower it when other tools share the app registration.",
+        ),
+        ConfigField::optional(
+            "timeout_secs",
+            FieldType::Integer,
+            "Whole-request timeout in seconds (connect, send, read the body), 1..=3600: a hung answer is cut \
+             after it and retried. Default 300.",
         ),
         ConfigField::optional(
             "keep_raw",

@@ -35,7 +35,7 @@ use corral_core::{
     Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext, FetchError,
     NormalizedPage, RawPage, StreamInfo,
 };
-use corral_http::{Auth, BodyCursor, CursorPage, HttpClient, HttpConfig, OAuth2Config, RateConfig, Url};
+use corral_http::{Auth, BodyCursor, CursorPage, HttpClient, HttpConfig, OAuth2Config, RateConfig, Timeouts, Url};
 
 pub mod config;
 pub mod normalize;
@@ -210,6 +210,7 @@ impl MsGraphAdapter {
                     RateConfig::from_rps(settings.requests_per_second * config::PACING)
                         .with_max_in_flight(MAX_IN_FLIGHT),
                 )
+                .with_timeouts(Timeouts { total: settings.timeout, ..Timeouts::default() })
                 .with_header("Accept", "application/json"),
             Arc::default(),
         )

@@ -38,6 +38,8 @@ fn config(sim: &SimHandle) -> Value {
         "login_base_url": sim.base_url,
         "graph_base_url": sim.base_url,
         "page_size": 10,
+        // A hung answer is cut after this (the hung-request rule).
+        "timeout_secs": 3,
     })
 }
 
@@ -65,10 +67,8 @@ impl Vendor for MsGraph {
         Ok(start(base().error_rate(0.1)).await?.boxed())
     }
     async fn start_with_hung_request(&self) -> Result<Box<dyn Env>, SetupError> {
-        Err(SetupError::not_applicable(
-            "the adapter has no request-timeout setting: a hung answer is cut after corral-http's default 300 s, \
-             too long for the suite",
-        ))
+        let faults = Faults { hang_requests: vec![2], ..Faults::default() };
+        Ok(start(base().faults(faults)).await?.boxed())
     }
     async fn start_rate_limited(&self) -> Result<Box<dyn Env>, SetupError> {
         let env = start(base().rate_limit(60, Duration::from_secs(1))).await?;
