@@ -199,6 +199,7 @@ fn main() {
                     description: String::new(),
                     streams: vec![StreamInfo::new("assets", AssetKind::Device, "id", "")],
                     config: vec![],
+                    notes: Default::default(),
                 },
                 pages: pages.clone(),
             };

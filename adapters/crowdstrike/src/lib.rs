@@ -43,8 +43,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext, FetchError,
-    NormalizedPage, RawPage, StreamInfo,
+    Adapter, AdapterFactory, AdapterInfo, AdapterNotes, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext,
+    FetchError, NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{Auth, HttpClient, HttpConfig, OAuth2Config, Quota, RateConfig, RetryConfig, Timeouts};
 
@@ -111,6 +111,18 @@ impl AdapterFactory for CrowdStrikeFactory {
             description: "CrowdStrike Falcon hosts (devices with a Falcon sensor)".into(),
             streams: vec![hosts_stream()],
             config: config::fields(),
+            notes: AdapterNotes {
+                auth: "OAuth2 client credentials at `/oauth2/token` of the tenant's cloud; the token (30 \
+                       minutes) is cached, renewed before it expires and once after a 401."
+                    .into(),
+                permissions: vec!["An API client with the scope Hosts: Read.".into()],
+                rate_limits: "6,000 requests per minute per customer over a sliding minute, shared by every \
+                              API client of the tenant; answers carry `X-Ratelimit-Limit` and \
+                              `X-Ratelimit-Remaining`, a 429 carries `X-Ratelimit-Retryafter` (an epoch \
+                              second). The token endpoint has its own 300 per minute. corral paces at 95 % of \
+                              `requests_per_minute` and leaves room for what other clients spend."
+                    .into(),
+            },
         }
     }
 

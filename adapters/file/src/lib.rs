@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, AssetKind, CheckOutcome, Checkpoint, ConfigError, ConfigField, FetchContext,
-    FetchError, FieldType, NormalizedPage, RawPage, Reject, StreamInfo,
+    Adapter, AdapterFactory, AdapterInfo, AdapterNotes, AssetKind, CheckOutcome, Checkpoint, ConfigError, ConfigField,
+    FetchContext, FetchError, FieldType, NormalizedPage, RawPage, Reject, StreamInfo,
 };
 use std::io::{BufRead, BufReader, Seek};
 
@@ -162,6 +162,11 @@ impl AdapterFactory for FileAdapterFactory {
             description: "Devices or users from a CSV or NDJSON export (for products without an API)".into(),
             streams: vec![stream_info(AssetKind::Device, "source_id"), stream_info(AssetKind::User, "source_id")],
             config: config_fields(),
+            notes: AdapterNotes {
+                auth: "None: corral reads a file on this machine.".into(),
+                permissions: vec!["Read access to the export file for the user corral runs as.".into()],
+                rate_limits: String::new(),
+            },
         }
     }
 

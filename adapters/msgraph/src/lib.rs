@@ -32,8 +32,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext, FetchError,
-    NormalizedPage, RawPage, StreamInfo,
+    Adapter, AdapterFactory, AdapterInfo, AdapterNotes, AssetKind, AttrType, CheckOutcome, ConfigError, FetchContext,
+    FetchError, NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{Auth, BodyCursor, CursorPage, HttpClient, HttpConfig, OAuth2Config, RateConfig, Timeouts, Url};
 
@@ -165,6 +165,23 @@ impl AdapterFactory for MsGraphFactory {
             description: "Microsoft Graph: Intune managed devices and Entra ID users".into(),
             streams: Stream::ALL.iter().map(|s| s.info()).collect(),
             config: config::fields(),
+            notes: AdapterNotes {
+                auth: "OAuth2 client credentials of an Entra app registration at \
+                       `{login_base_url}/{tenant_id}/oauth2/v2.0/token`, scope \
+                       `https://graph.microsoft.com/.default`; the token is cached and renewed before it \
+                       expires and once after a 401."
+                    .into(),
+                permissions: vec![
+                    "Application permission DeviceManagementManagedDevices.Read.All (managed_devices), \
+                     with admin consent."
+                        .into(),
+                    "Application permission User.Read.All (users), with admin consent.".into(),
+                ],
+                rate_limits: "Intune allows 2,000 requests per 20 s per app and tenant (Entra's user listing \
+                              more); throttled requests get 429 with `Retry-After` in seconds. corral paces at \
+                              90 % of `requests_per_second` (default 100) and waits out every Retry-After."
+                    .into(),
+            },
         }
     }
 

@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, AssetKind, AttrType, CheckOutcome, Checkpoint, ConfigError, FetchContext,
-    FetchError, NormalizedPage, RawPage, StreamInfo,
+    Adapter, AdapterFactory, AdapterInfo, AdapterNotes, AssetKind, AttrType, CheckOutcome, Checkpoint, ConfigError,
+    FetchContext, FetchError, NormalizedPage, RawPage, StreamInfo,
 };
 use corral_http::{Auth, HttpClient, HttpConfig, HttpError, NextLinks, RateConfig, Timeouts, Url, redact_url};
 
@@ -82,6 +82,18 @@ impl AdapterFactory for OktaFactory {
             description: "Users from the Okta Users API (API token)".into(),
             streams: vec![users_stream()],
             config: config::config_fields(),
+            notes: AdapterNotes {
+                auth: "An Okta API token, sent as `Authorization: SSWS <token>`. Tokens act with the \
+                       permissions of the admin who created them and expire after 30 days unused."
+                    .into(),
+                permissions: vec!["An admin role that can read users (Read-only Administrator is enough).".into()],
+                rate_limits: "Okta limits each endpoint per minute per org (`/api/v1/users`: a few hundred to \
+                              a few thousand a minute, by plan) and reports it in `X-Rate-Limit-Limit`, \
+                              `-Remaining` and `-Reset` (epoch seconds). corral paces at `requests_per_minute` \
+                              (default 600), slows down as `-Remaining` runs low, and waits a 429 out until \
+                              `X-Rate-Limit-Reset`."
+                    .into(),
+            },
         }
     }
 

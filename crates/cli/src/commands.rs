@@ -45,6 +45,26 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             adapters(json);
             Ok(0)
         }
+        Command::Docs { out, check } => {
+            let infos = registry().infos();
+            if check {
+                let stale = crate::docs::stale_pages(&out, &infos);
+                if stale.is_empty() {
+                    println!("{}: up to date", out.display());
+                    return Ok(0);
+                }
+                eprintln!(
+                    "error: {} is out of date: {}; run `corral docs --out {}`",
+                    out.display(),
+                    stale.join(", "),
+                    out.display()
+                );
+                return Ok(crate::EXIT_ERROR);
+            }
+            let n = crate::docs::write(&out, &infos)?;
+            println!("wrote {n} pages to {}", out.display());
+            Ok(0)
+        }
         Command::Demo { store, devices, users, vendor_size, dir, json } => {
             let out = Output { json, interactive, logs };
             crate::demo::run(&store, devices, users, vendor_size, &dir, &out, &redactor).await

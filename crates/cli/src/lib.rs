@@ -64,6 +64,7 @@ macro_rules! eprint {
 mod commands;
 mod config;
 mod demo;
+mod docs;
 mod limits;
 mod logging;
 mod output;
@@ -137,6 +138,16 @@ enum Command {
     Adapters {
         #[arg(long)]
         json: bool,
+    },
+    /// Write one Markdown page per adapter of this build (streams, fields,
+    /// attributes, config, auth and permissions, rate limits) and an index.
+    Docs {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "docs/adapters")]
+        out: PathBuf,
+        /// Write nothing; exit 1 if a page in --out differs from what this build writes.
+        #[arg(long)]
+        check: bool,
     },
     /// Show recent run summaries, or the rejected records of one run.
     Runs {

@@ -783,3 +783,29 @@ fn assets_where_finds_every_kind_by_field_and_attribute() {
     let out = corral(dir.path(), &["adapters"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("attribute agent_version"), "{}", text(&out));
 }
+
+/// `corral docs` writes an index and a page per adapter, `--check` says
+/// whether a directory is current, and bad input is a clear error with a
+/// non-zero exit code.
+#[test]
+fn docs_writes_pages_checks_them_and_refuses_bad_input() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let out = corral(dir, &["docs", "--out", "pages"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for page in ["README.md", "okta.md", "crowdstrike.md", "msgraph.md", "file.md"] {
+        assert!(dir.join("pages").join(page).is_file(), "{page} written");
+    }
+    let out = corral(dir, &["docs", "--out", "pages", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::write(dir.join("pages/okta.md"), "edited by hand").expect("edit");
+    let out = corral(dir, &["docs", "--out", "pages", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("okta.md"), "names the stale page: {}", text(&out));
+    std::fs::write(dir.join("a-file"), "x").expect("file");
+    let out = corral(dir, &["docs", "--out", "a-file"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("a-file: not a directory"), "{}", text(&out));
+    let out = corral(dir, &["docs", "--colour"]);
+    assert_eq!(out.status.code(), Some(2), "unknown flag: a usage error");
+}

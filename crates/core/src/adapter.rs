@@ -196,14 +196,35 @@ impl ConfigField {
     }
 }
 
-/// Static description of an adapter: name, version, streams and config fields.
-#[derive(Debug, Clone, Serialize)]
+/// Static description of an adapter: name, version, streams and config
+/// fields, and what an operator needs to know to connect it (`corral docs`
+/// writes a page of it per adapter).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct AdapterInfo {
     pub name: String,
     pub version: String,
     pub description: String,
     pub streams: Vec<StreamInfo>,
     pub config: Vec<ConfigField>,
+    #[serde(skip_serializing_if = "AdapterNotes::is_empty")]
+    pub notes: AdapterNotes,
+}
+
+/// What an adapter's documentation says beyond streams and config: how it
+/// authenticates, the permissions (scopes, roles) its credentials need, and
+/// the vendor's rate limits and how the adapter keeps to them. Plain
+/// sentences; empty means "nothing to say".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AdapterNotes {
+    pub auth: String,
+    pub permissions: Vec<String>,
+    pub rate_limits: String,
+}
+
+impl AdapterNotes {
+    pub fn is_empty(&self) -> bool {
+        self.auth.is_empty() && self.permissions.is_empty() && self.rate_limits.is_empty()
+    }
 }
 
 impl AdapterInfo {
@@ -582,6 +603,13 @@ impl FetchContext {
     /// from a checkpoint has none). Call it before `fetch` returns.
     pub fn fetching_from_start(&self) {
         self.started_over.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The same context sending pages to `sink` (an adapter that wraps
+    /// another and looks at its pages); a call to `fetching_from_start` on
+    /// either still reaches the engine.
+    pub fn with_sink(&self, sink: PageSink) -> FetchContext {
+        FetchContext { sink, ..self.clone() }
     }
 
     /// Whether [`FetchContext::fetching_from_start`] was called.

@@ -22,8 +22,9 @@ pub mod testing;
 
 pub use adapter::AttributeInfo;
 pub use adapter::{
-    Adapter, AdapterFactory, AdapterInfo, CheckOutcome, Checkpoint, ConfigError, ConfigField, FetchContext, FetchError,
-    FieldSource, FieldType, NormalizedPage, PageSink, RawPage, Registry, Reject, StreamInfo, parse_config,
+    Adapter, AdapterFactory, AdapterInfo, AdapterNotes, CheckOutcome, Checkpoint, ConfigError, ConfigField,
+    FetchContext, FetchError, FieldSource, FieldType, NormalizedPage, PageSink, RawPage, Registry, Reject, StreamInfo,
+    parse_config,
 };
 pub use asset::{
     Asset, AssetBody, AssetKind, AssetRef, AttrType, AttrValue, CloudResource, CloudTag, Device, FindingState, KeyType,

@@ -54,7 +54,7 @@ impl Adapter for Broken {
             return self.inner.fetch(ctx).await;
         }
         let (sink, mut pages) = PageSink::channel(4);
-        let fetch = self.inner.fetch(FetchContext { sink, ..ctx.clone() });
+        let fetch = self.inner.fetch(ctx.with_sink(sink));
         let forward = async {
             while let Some(page) = pages.recv().await {
                 if self.inner.normalize(&page).page_error.is_none() {

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use corral_core::{
-    Adapter, AdapterFactory, AdapterInfo, Asset, AssetKind, CheckOutcome, ConfigError, ConfigField, Device,
-    FetchContext, FetchError, FieldType, NormalizedPage, RawPage, Registry, Reject, StreamInfo, fields,
+    Adapter, AdapterFactory, AdapterInfo, AdapterNotes, Asset, AssetKind, CheckOutcome, ConfigError, ConfigField,
+    Device, FetchContext, FetchError, FieldType, NormalizedPage, RawPage, Registry, Reject, StreamInfo, fields,
 };
 use corral_http::{Auth, HttpClient, HttpConfig, RateConfig};
 use secrecy::SecretString;
@@ -70,6 +70,11 @@ impl AdapterFactory for InventoryFactory {
                 ConfigField::required("token", FieldType::String, "Bearer token").secret(),
                 ConfigField::optional("requests_per_minute", FieldType::Integer, "Request quota (default 120)"),
             ],
+            notes: AdapterNotes {
+                auth: "A bearer token (`Authorization: Bearer <token>`).".into(),
+                permissions: vec!["Read access to /devices.".into()],
+                rate_limits: "Paced at `requests_per_minute`; 429s are waited out.".into(),
+            },
         }
     }
 

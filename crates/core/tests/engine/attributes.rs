@@ -54,6 +54,7 @@ async fn undeclared_or_mistyped_attributes_reject_their_record() {
         description: String::new(),
         streams: vec![stream],
         config: vec![],
+        notes: Default::default(),
     };
     let store = Arc::new(MemoryStore::new());
     let s = sync_once(&store, "c", Arc::new(Attributed { info })).await;

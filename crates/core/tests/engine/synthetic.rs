@@ -49,6 +49,7 @@ impl Synthetic {
                 description: String::new(),
                 streams: vec![stream("hosts"), stream("phones")],
                 config: vec![],
+                notes: Default::default(),
             },
             pages,
             per_page,
