@@ -45,6 +45,10 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             adapters(json);
             Ok(0)
         }
+        Command::Record { connection, out: dir, redact_fields, json } => {
+            let out = Output { json, interactive, logs };
+            crate::record::run(&cli.config, &connection, &dir, &redact_fields, &out, &redactor).await
+        }
         Command::Docs { out, check } => {
             let infos = registry().infos();
             if check {

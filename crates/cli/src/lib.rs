@@ -69,6 +69,7 @@ mod limits;
 mod logging;
 mod output;
 mod progress;
+mod record;
 #[cfg(test)]
 mod schema_doc;
 mod serve;
@@ -136,6 +137,23 @@ enum Command {
     },
     /// List the adapters this build knows, their streams and config fields.
     Adapters {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync one connection for real (into a throwaway store) and save its
+    /// HTTP exchanges, redacted, as a cassette that corral-testkit replays.
+    Record {
+        /// The connection to record.
+        #[arg(long = "connection", short = 'n')]
+        connection: String,
+        /// Directory for the cassette (must not exist, or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// A JSON field whose values get a stable stand-in in the cassette
+        /// (repeatable): names, emails, serial numbers you must not share.
+        #[arg(long = "redact-field", value_name = "FIELD")]
+        redact_fields: Vec<String>,
+        /// Print the run summary as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -966,6 +966,14 @@ fn json_size(v: &serde_json::Value) -> usize {
     }
 }
 
+/// 64-bit FNV-1a of `bytes`: a stable hash (the same in every version and
+/// process), for content hashes and redacted stand-ins.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h = Fnv::default();
+    h.write(bytes);
+    h.0
+}
+
 /// 64-bit FNV-1a, fed in pieces.
 struct Fnv(u64);
 

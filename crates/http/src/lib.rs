@@ -51,6 +51,7 @@
 
 mod auth;
 mod batch;
+pub mod cassette;
 mod client;
 mod config;
 mod cursor;
@@ -60,6 +61,7 @@ mod oauth;
 mod offload;
 mod paginate;
 mod ratelimit;
+pub mod record;
 mod retry;
 mod send;
 mod sliding;

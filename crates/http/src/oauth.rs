@@ -237,6 +237,18 @@ impl TokenSource {
                     format!("the token request got no complete answer within {:.1}s", timeout.as_secs_f64()),
                 ))
             });
+            if let Ok((status, headers, body)) = &answer {
+                crate::record::note(|| crate::record::Exchange {
+                    method: "POST".into(),
+                    url: self.url.clone(),
+                    request_body: None,
+                    token_request: true,
+                    status: *status,
+                    headers: headers.clone(),
+                    body: bytes::Bytes::copy_from_slice(body),
+                })
+                .await;
+            }
             let (class, failure) = match answer {
                 Ok((status, headers, body)) => {
                     m.record_status(status);

@@ -27,7 +27,8 @@ enum Outcome {
 }
 
 pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
-    let RequestBuilder { client, method, url, headers, body, idempotent, allow, timeout, max_body, retry } = rb;
+    let RequestBuilder { client, method, url, headers, body: rb_body, idempotent, allow, timeout, max_body, retry } =
+        rb;
     let url = url?;
     let shared = &client.shared;
     let m: &RequestMetrics = &client.metrics;
@@ -71,7 +72,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
             }));
         }
         req = req.timeout(attempt_timeout);
-        req = match &body {
+        req = match &rb_body {
             Body::None => req,
             Body::Bytes { data, content_type } => req.header(CONTENT_TYPE, *content_type).body(data.clone()),
             Body::Form(fields) => req.form(fields),
@@ -79,6 +80,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
         let allowed = |s: StatusCode| s.is_success() || allow.contains(&s.as_u16());
 
         let attempt_started = Instant::now();
+        let requested = &url;
         let (wait, failure) = match watched(read(req, max_body, allowed), shared.slow_warn, asker, attempts).await {
             Outcome::TooLarge(status) => {
                 m.record_status(status.as_u16());
@@ -102,6 +104,19 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                 (backoff(&retry, errors), failure)
             }
             Outcome::Answer { status, headers, body, url } => {
+                crate::record::note(|| crate::record::Exchange {
+                    method: method.to_string(),
+                    url: requested.clone(),
+                    request_body: match &rb_body {
+                        Body::Bytes { data, .. } => Some(data.clone()),
+                        Body::None | Body::Form(_) => None,
+                    },
+                    token_request: false,
+                    status: status.as_u16(),
+                    headers: headers.clone(),
+                    body: body.clone(),
+                })
+                .await;
                 m.record_status(status.as_u16());
                 shared.limiter.observe(&headers, &permit, asker);
                 drop(permit);

@@ -51,6 +51,7 @@
 //! keep its secrets out of what it reports.
 
 mod logs;
+pub mod replay;
 pub mod rules;
 pub mod sim;
 
