@@ -51,7 +51,13 @@ async fn load(store: &Arc<dyn Store>, all: &[Asset], batch: usize, sync: &str, i
             total.add(set.join_next().await.expect("task").expect("join").expect("upsert"));
         }
         let store = store.clone();
-        let b = LoadBatch { sync_id: sync.into(), connection: "bench".into(), seen_at, assets: chunk.to_vec() };
+        let b = LoadBatch {
+            sync_id: sync.into(),
+            connection: "bench".into(),
+            seen_at,
+            assets: chunk.to_vec(),
+            seen: vec![],
+        };
         set.spawn(async move { store.upsert(b).await });
     }
     while let Some(r) = set.join_next().await {

@@ -104,7 +104,8 @@ pub fn page(page: &RawPage, keep_raw: bool) -> NormalizedPage {
             }
             Some(id) => out.rejects.push(
                 Reject::new(format!("id {id} of {}", page.locator), "vendor_error", format!("{code}: {message}"))
-                    .with_raw(raw.get().as_bytes()),
+                    .with_raw(raw.get().as_bytes())
+                    .with_key(id),
             ),
             None => page_errors.push(format!("error {i}: {code}: {message}")),
         }

@@ -104,6 +104,17 @@ fn text(v: Val<'_>) -> Option<String> {
 
 /// Build one asset from a record. `get(i)` returns the value of
 /// `settings.mappings[i]`. Err is a ready reject reason and detail.
+/// The record's source id (mapping 0), when it reads as one: a rejected
+/// record's key (`Reject::with_key`).
+fn source_key<'a>(get: impl Fn(usize) -> Option<Val<'a>>) -> Option<String> {
+    match get(0)? {
+        v @ (Val::Str(_) | Val::Json(Value::String(_) | Value::Number(_))) => {
+            v.as_text().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+        }
+        Val::Json(_) => None,
+    }
+}
+
 fn build_asset<'a>(
     settings: &Settings,
     stream: &str,
@@ -341,7 +352,11 @@ fn normalize_ndjson(settings: &Settings, page: &RawPage) -> NormalizedPage {
                 let raw = settings.keep_raw.then_some(value);
                 out.assets.push(asset.with_raw(raw));
             }
-            Err((reason, detail)) => out.rejects.push(Reject::new(record(), reason, detail).with_raw(line)),
+            Err((reason, detail)) => {
+                let key = source_key(|i| lookup(obj, &settings.mappings[i].column, &paths[i]).map(Val::Json));
+                out.rejects
+                    .push(Reject::new(record(), reason, detail).with_raw(line).with_key(key.unwrap_or_default()));
+            }
         }
     }
     out
@@ -500,7 +515,12 @@ fn normalize_csv(settings: &Settings, page: &RawPage) -> NormalizedPage {
                     });
                     out.assets.push(asset.with_raw(raw_json));
                 }
-                Err((reason, detail)) => out.rejects.push(Reject::new(record(), reason, detail).with_raw(raw)),
+                Err((reason, detail)) => {
+                    // The row has the header's width, so its id column is the id.
+                    let key = source_key(|i| rec.get(columns[i]).map(Val::Str));
+                    out.rejects
+                        .push(Reject::new(record(), reason, detail).with_raw(raw).with_key(key.unwrap_or_default()));
+                }
             }
         }
     }

@@ -306,3 +306,33 @@ async fn columns_feed_typed_attributes_and_owner_references() {
     assert_eq!(device(&assets[0]).owner_ref, Some(AssetRef::to("okta-prod", AssetKind::User, "u-1")));
     assert_eq!(device(&assets[1]).owner_ref, None);
 }
+
+/// A record the vendor still has but that is rejected this time (a value
+/// of the wrong type) keeps its stored asset fresh: not marked stale (and
+/// so never deleted) while a record that is really gone is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_record_keeps_its_stored_asset_out_of_stale() {
+    use std::sync::Arc;
+
+    use corral_core::testing::{MemoryStore, sync_once};
+    use corral_core::{Adapter, RunStatus};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = json!({
+        "columns": {"source_id": "id"},
+        "attributes": {"cores": {"column": "Cores", "type": "integer"}},
+    });
+    let (a, path) = adapter(dir.path(), "d.csv", b"id,Cores\n1,8\n2,4\n3,2\n", cfg);
+    let a: Arc<dyn Adapter> = Arc::new(a);
+    let store = Arc::new(MemoryStore::new());
+    assert_eq!(sync_once(&store, "f", a.clone()).await.status, RunStatus::Success);
+    // Device 2's cores are unreadable this time; device 3 is gone.
+    std::fs::write(&path, "id,Cores\n1,8\n2,many\n").expect("rewrite");
+    let s = sync_once(&store, "f", a).await;
+    assert_eq!(s.status, RunStatus::Partial, "{:?}", s.errors);
+    assert_eq!(s.records_rejected, 1);
+    assert_eq!(s.stale_marked, 1, "only the device that is gone: {s:?}");
+    let stale: Vec<String> =
+        store.all_assets().into_iter().filter(|a| a.stale_since.is_some()).map(|a| a.source_id).collect();
+    assert_eq!(stale, ["3"]);
+}

@@ -306,13 +306,26 @@ pub struct Reject {
     /// The offending input, truncated to a few KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// The record's source id, when it could be read although the record
+    /// was rejected: the vendor still has it, so its stored asset (if any)
+    /// is kept fresh and is not marked stale by this run. Not kept with
+    /// stored rejects (the record's text names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl Reject {
     pub const MAX_RAW: usize = 4096;
 
     pub fn new(record: impl Into<String>, reason: impl Into<String>, detail: impl Into<String>) -> Self {
-        Reject { record: record.into(), reason: reason.into(), detail: detail.into(), raw: None }
+        Reject { record: record.into(), reason: reason.into(), detail: detail.into(), raw: None, key: None }
+    }
+
+    /// The rejected record's source id (see [`Reject::key`]).
+    pub fn with_key(mut self, source_id: impl Into<String>) -> Self {
+        let id = source_id.into();
+        self.key = (!id.trim().is_empty()).then_some(id);
+        self
     }
 
     /// Attach the offending input, truncated on a char boundary.

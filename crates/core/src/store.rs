@@ -21,6 +21,13 @@ pub struct LoadBatch {
     /// When this sync started; written as `last_seen` (and `first_seen` on insert).
     pub seen_at: DateTime<Utc>,
     pub assets: Vec<Asset>,
+    /// Records this sync fetched but rejected, by key: the vendor still has
+    /// them, so their stored assets (if any) get `last_seen` moved forward
+    /// (never back), `last_sync_id` set and their stale mark cleared; their
+    /// contents are left as they are. Without this a record that fails to
+    /// normalize once would have its stored asset marked stale, and deleted
+    /// after `delete_after`, while the vendor still lists it.
+    pub seen: Vec<(AssetKind, String)>,
 }
 
 /// What the store did with one batch.

@@ -377,6 +377,13 @@ impl MemoryStore {
         let refuse = self.refuse.lock().map_err(|_| Self::poisoned())?.clone();
         let mut assets = self.assets.lock().map_err(|_| Self::poisoned())?;
         let mut out = LoadOutcome::default();
+        for (kind, source_id) in &batch.seen {
+            if let Some((stored, _)) = assets.get_mut(&(batch.connection.clone(), *kind, source_id.clone())) {
+                stored.last_seen = stored.last_seen.max(batch.seen_at);
+                stored.last_sync_id = batch.sync_id.clone();
+                stored.stale_since = None;
+            }
+        }
         for a in batch.assets {
             if refuse.iter().any(|id| id == a.source_id()) {
                 // Named as the real stores name it: `<kind> <source_id>`.

@@ -111,6 +111,7 @@ cases![
     where_finds_fields_and_attributes,
     keys_and_references_follow_updates,
     stale_counted_apart,
+    rejected_records_stay_fresh,
     assets_paged_by_key,
     runs_paged_by_connection,
 ];
@@ -204,7 +205,7 @@ pub fn user(stream: &str, source_id: &str, email: &str) -> Asset {
 }
 
 pub fn batch(connection: &str, sync_id: &str, seen_at: DateTime<Utc>, assets: Vec<Asset>) -> LoadBatch {
-    LoadBatch { sync_id: sync_id.to_string(), connection: connection.to_string(), seen_at, assets }
+    LoadBatch { sync_id: sync_id.to_string(), connection: connection.to_string(), seen_at, assets, seen: vec![] }
 }
 
 /// The stale scope of a run that started at `now` and handles stale assets at once.
@@ -1470,6 +1471,37 @@ pub async fn stale_counted_apart(store: &dyn Store) {
         vec![count("conn-a", D, 1, 0), count("conn-a", U, 1, 1)],
         "with include_stale, count includes them"
     );
+}
+
+/// A batch's `seen` keys (records the run fetched but rejected) keep their
+/// stored assets fresh: `last_seen` moves forward, never back, the stale
+/// mark goes, the contents stay; a key with no stored asset is nothing.
+pub async fn rejected_records_stay_fresh(store: &dyn Store) {
+    let first = vec![device("hosts", "d1", "one"), device("hosts", "d2", "two"), device("hosts", "d3", "three")];
+    ok(store.upsert(batch("conn-a", "sync-1", at(0), first)).await, "first sync");
+    // sync-2: d2 is seen but rejected, d3 is gone, d9 was never stored.
+    let mut b = batch("conn-a", "sync-2", at(HOUR), vec![device("hosts", "d1", "one")]);
+    b.seen = vec![(D, "d2".into()), (D, "d9".into())];
+    let out = ok(store.upsert(b).await, "second sync");
+    assert_eq!(out, outcome(0, 0, 1), "seen keys are neither inserted nor updated");
+    let stale =
+        ok(store.handle_stale(&scope("conn-a", "hosts", "sync-2", at(HOUR)), StalePolicy::default()).await, "stale");
+    assert_eq!(stale.marked, 1, "only d3 is marked stale");
+    let d2 = get(store, "conn-a", D, "d2").await;
+    assert_eq!(d2.stale_since, None, "a rejected record's asset is not stale");
+    assert_eq!(d2.last_seen, at(HOUR), "its last_seen moved forward");
+    assert_eq!(d2.last_sync_id, "sync-2");
+    assert_eq!(d2.fields["hostname"], "two", "its contents are kept");
+    assert!(find(store, "conn-a", D, "d9").await.is_none(), "a seen key without an asset creates nothing");
+    // A stale asset seen again (rejected) loses its mark; an older sync never moves last_seen back.
+    let mut b = batch("conn-a", "sync-3", at(2 * HOUR), vec![]);
+    b.seen = vec![(D, "d3".into())];
+    ok(store.upsert(b).await, "third sync");
+    assert_eq!(get(store, "conn-a", D, "d3").await.stale_since, None, "seen again: not stale");
+    let mut b = batch("conn-a", "sync-0", at(-HOUR), vec![]);
+    b.seen = vec![(D, "d2".into())];
+    ok(store.upsert(b).await, "a late batch of an older sync");
+    assert_eq!(get(store, "conn-a", D, "d2").await.last_seen, at(HOUR), "last_seen never moves back");
 }
 
 /// `list_assets_after` pages through a listing in key order, each page

@@ -669,12 +669,17 @@ RETURNING last_change";
 
 const SET_STREAM_SQL: &str = "UPDATE assets SET stream = ?4 WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
 
+/// A rejected record's stored asset, seen again: `last_seen` only moves forward.
+const TOUCH_SQL: &str = "UPDATE assets SET last_seen = max(last_seen, ?4), last_sync_id = ?5, stale_since = NULL \
+     WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
+
 fn upsert_blocking(
     conn: &mut Connection,
     connection: &str,
     sync_id: &str,
     seen: &str,
     assets: &[PreparedAsset],
+    still_there: &[(AssetKind, String)],
 ) -> Result<LoadOutcome, StoreError> {
     let mut outcome = LoadOutcome::default();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin upsert")?;
@@ -711,6 +716,13 @@ fn upsert_blocking(
             }
         }
         write_inserted_derived(&tx, connection, &mut inserted)?;
+        // Rejected records the vendor still has: fresh, not stale, contents kept.
+        if !still_there.is_empty() {
+            let mut touch = tx.prepare_cached(TOUCH_SQL).ctx("prepare touch")?;
+            for (kind, source_id) in still_there {
+                touch.execute(params![connection, kind.as_str(), source_id, seen, sync_id]).ctx("touch asset")?;
+            }
+        }
     }
     tx.commit().ctx("commit upsert")?;
     Ok(outcome)
@@ -973,12 +985,12 @@ impl Store for SqliteStore {
     }
 
     async fn upsert(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
-        if batch.assets.is_empty() {
+        if batch.assets.is_empty() && batch.seen.is_empty() {
             return Ok(LoadOutcome::default());
         }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let LoadBatch { sync_id, connection, seen_at, assets } = batch;
+            let LoadBatch { sync_id, connection, seen_at, assets, seen: still_there } = batch;
             // Serialize before taking the lock so concurrent batches overlap their CPU work.
             let mut rejected = Vec::new();
             let mut prepared = Vec::with_capacity(assets.len());
@@ -990,7 +1002,7 @@ impl Store for SqliteStore {
             }
             let seen = ts(&seen_at);
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let written = upsert_blocking(&mut conn, &connection, &sync_id, &seen, &prepared);
+            let written = upsert_blocking(&mut conn, &connection, &sync_id, &seen, &prepared, &still_there);
             // The assets are freed after the lock is released.
             drop(conn);
             drop(prepared);
@@ -1090,7 +1102,13 @@ impl Store for SqliteStore {
                         sync_id: r.get(0)?,
                         connection: r.get(1)?,
                         stream: r.get(2)?,
-                        reject: Reject { record: r.get(3)?, reason: r.get(4)?, detail: r.get(5)?, raw: r.get(6)? },
+                        reject: Reject {
+                            record: r.get(3)?,
+                            reason: r.get(4)?,
+                            detail: r.get(5)?,
+                            raw: r.get(6)?,
+                            key: None,
+                        },
                     })
                 })
                 .ctx("list rejects")?;

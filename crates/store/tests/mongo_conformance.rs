@@ -108,7 +108,13 @@ fn device(id: &str, host: &str, raw_bytes: usize) -> Asset {
 }
 
 fn batch(connection: &str, sync_id: &str, secs: i64, assets: Vec<Asset>) -> LoadBatch {
-    LoadBatch { sync_id: sync_id.into(), connection: connection.into(), seen_at: conformance::at(secs), assets }
+    LoadBatch {
+        sync_id: sync_id.into(),
+        connection: connection.into(),
+        seen_at: conformance::at(secs),
+        assets,
+        seen: vec![],
+    }
 }
 
 fn all() -> AssetFilter {

@@ -492,7 +492,7 @@ fn dispatch(
                     Err((reason, detail)) => {
                         let record = format!("{} {} of {}", a.kind(), a.source_id(), page.locator);
                         let raw = serde_json::to_vec(&a.attributes).unwrap_or_default();
-                        rejects.push(Reject::new(record, reason, detail).with_raw(&raw));
+                        rejects.push(Reject::new(record, reason, detail).with_raw(&raw).with_key(a.source_id()));
                         false
                     }
                 }
@@ -555,6 +555,8 @@ struct OpenBatch {
     bytes: usize,
     opened: Option<tokio::time::Instant>,
     markers: Vec<Marker>,
+    /// Keys of rejected records (`LoadBatch::seen`).
+    seen: Vec<(crate::AssetKind, String)>,
 }
 
 /// Stage 3: cut batches, keep several in flight, apply markers in order.
@@ -670,6 +672,13 @@ impl Loader<'_> {
 
         let cfg = &self.engine.shared.config;
         let (max_records, max_bytes) = (cfg.batch_max_records, cfg.batch_max_bytes);
+        // A stream of nothing but rejects must not grow the batch without bound.
+        if self.batch.seen.len() >= max_records {
+            self.submit().await;
+            if self.load_failure.is_some() {
+                return;
+            }
+        }
         for (asset, size) in assets {
             if self.batch.opened.is_none() {
                 self.batch.opened = Some(tokio::time::Instant::now());
@@ -693,6 +702,11 @@ impl Loader<'_> {
     async fn record_rejects(&mut self, stream: &str, rejects: Vec<Reject>) {
         if rejects.is_empty() {
             return;
+        }
+        // Rejected records the vendor still has: their stored assets stay fresh.
+        let kind = self.conn.adapter.info().stream(stream).map(|s| s.kind);
+        if let Some(kind) = kind {
+            self.batch.seen.extend(rejects.iter().filter_map(|r| r.key.clone()).map(|k| (kind, k)));
         }
         let cfg = &self.engine.shared.config;
         // Records, not pages: an undecodable page is counted in `pages_rejected`.
@@ -741,7 +755,7 @@ impl Loader<'_> {
     /// Close the open batch and start writing it, waiting first if too many are in flight.
     async fn submit(&mut self) {
         let batch = std::mem::take(&mut self.batch);
-        if batch.assets.is_empty() && batch.markers.is_empty() {
+        if batch.assets.is_empty() && batch.markers.is_empty() && batch.seen.is_empty() {
             return;
         }
         let limit = self.engine.shared.config.batches_in_flight;
@@ -761,11 +775,12 @@ impl Loader<'_> {
             connection: self.conn.name.clone(),
             seen_at: self.seen_at,
             assets: batch.assets,
+            seen: batch.seen,
         };
         let markers = batch.markers;
         let fut = async move {
             let started = Instant::now();
-            let result = if load.assets.is_empty() {
+            let result = if load.assets.is_empty() && load.seen.is_empty() {
                 Ok(LoadOutcome::default())
             } else {
                 upsert_with_retry(&*store, &load, attempts).await

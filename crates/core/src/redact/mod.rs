@@ -163,6 +163,9 @@ impl Redactor {
         if let Some(raw) = &mut r.raw {
             self.redact_in_place(raw);
         }
+        if let Some(key) = &mut r.key {
+            self.redact_in_place(key);
+        }
     }
 
     pub fn redact_stored_reject(&self, r: &mut StoredReject) {

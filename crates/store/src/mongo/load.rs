@@ -449,12 +449,62 @@ fn as_token(b: Option<&Bson>) -> Option<i64> {
 }
 
 impl MongoStore {
+    /// Rejected records the vendor still has (`LoadBatch::seen`): their
+    /// stored assets get `last_seen` moved forward (`$max`), this sync's id,
+    /// and no stale mark; contents are left alone. One `updateMany` per kind
+    /// (idempotent, so retried as it is).
+    async fn touch(
+        &self,
+        connection: &str,
+        sync_id: &str,
+        seen_at: chrono::DateTime<chrono::Utc>,
+        keys: &[(AssetKind, String)],
+        stand_in: bool,
+    ) -> Result<(), StoreError> {
+        let seen = bson::DateTime::from_millis(seen_at.timestamp_millis());
+        let mut by_kind: std::collections::BTreeMap<&'static str, Vec<&str>> = Default::default();
+        for (kind, id) in keys {
+            by_kind.entry(kind.as_str()).or_default().push(id);
+        }
+        for (kind, ids) in by_kind {
+            let filter =
+                doc! { "connection": { "$eq": connection }, "kind": { "$eq": kind }, "source_id": { "$in": ids } };
+            let mut update = doc! {
+                "$max": { "last_seen": seen },
+                "$set": { "last_sync_id": sync_id },
+                "$unset": { "stale_since": "" },
+            };
+            if stand_in {
+                update.insert("$pull", doc! { NOOP_PULL_FIELD: { "$in": [] } });
+            }
+            self.retry("refresh rejected records' assets", || {
+                let (filter, update) = (filter.clone(), update.clone());
+                async move {
+                    self.inner
+                        .assets
+                        .update_many(filter, update)
+                        .await
+                        .map_err(|e| classify("refresh rejected records' assets", &e))?;
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn upsert_batch(&self, batch: LoadBatch) -> Result<LoadOutcome, StoreError> {
-        if batch.assets.is_empty() {
+        if batch.assets.is_empty() && batch.seen.is_empty() {
             return Ok(LoadOutcome::default());
         }
         self.ensure_indexes().await?;
         let stand_in = self.server_kind().await?.stand_in();
+        if !batch.seen.is_empty() {
+            self.touch(&batch.connection, &batch.sync_id, batch.seen_at, &batch.seen, stand_in).await?;
+        }
+        if batch.assets.is_empty() {
+            return Ok(LoadOutcome::default());
+        }
         let mut ctx = LoadCtx {
             connection: batch.connection,
             sync_id: batch.sync_id,

@@ -1314,7 +1314,7 @@ impl Store for MongoStore {
                 sync_id: d.sync_id,
                 connection: d.connection,
                 stream: d.stream,
-                reject: Reject { record: d.record, reason: d.reason, detail: d.detail, raw: d.raw },
+                reject: Reject { record: d.record, reason: d.reason, detail: d.detail, raw: d.raw, key: None },
             })
             .collect())
     }
