@@ -45,6 +45,7 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             adapters(json);
             Ok(0)
         }
+        Command::NewAdapter { name, root } => crate::new_adapter::run(&name, root.as_deref()),
         Command::Docs { out, check } => {
             let infos = registry().infos();
             if check {
