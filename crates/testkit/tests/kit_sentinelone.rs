@@ -57,7 +57,8 @@ impl AdapterFactory for S1Factory {
                     .fills("serial_number", "`serial_number`")
                     .fills("mac_addresses", "`mac_address`")
                     .fills("ip_addresses", "`ip_address`")
-                    .fills("os", "`os`")
+                    .fills("os.family", "from `os`")
+                    .fills("os.name", "`os`")
                     .fills("last_seen", "`last_seen`"),
             ],
             config: vec![
