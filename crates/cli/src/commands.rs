@@ -49,6 +49,7 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             let out = Output { json, interactive, logs };
             crate::record::run(&cli.config, &connection, &dir, &redact_fields, &out, &redactor).await
         }
+        Command::NewAdapter { name, root } => crate::new_adapter::run(&name, root.as_deref()),
         Command::Docs { out, check } => {
             let infos = registry().infos();
             if check {

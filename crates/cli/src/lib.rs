@@ -67,6 +67,7 @@ mod demo;
 mod docs;
 mod limits;
 mod logging;
+mod new_adapter;
 mod output;
 mod progress;
 mod record;
@@ -166,6 +167,17 @@ enum Command {
         /// Write nothing; exit 1 if a page in --out differs from what this build writes.
         #[arg(long)]
         check: bool,
+    },
+    /// Create a new adapter crate, adapters/NAME (a REST adapter with its
+    /// testkit test against a generated simulator), and add it to this binary
+    /// (crates/cli/Cargo.toml).
+    NewAdapter {
+        /// The adapter's name: lowercase letters, digits and '-', starting with a letter.
+        name: String,
+        /// The workspace root (default: the nearest directory above the
+        /// current one whose Cargo.toml has a [workspace] table).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
     /// Show recent run summaries, or the rejected records of one run.
     Runs {

@@ -8,6 +8,9 @@ pub enum Vendor {
     CrowdStrike,
     Okta,
     MsGraph,
+    /// A generic API described by a [`crate::kit::KitSpec`] (start it with
+    /// [`crate::kit::start`]).
+    Kit,
 }
 
 impl Vendor {
@@ -16,6 +19,7 @@ impl Vendor {
             Vendor::CrowdStrike => "crowdstrike",
             Vendor::Okta => "okta",
             Vendor::MsGraph => "msgraph",
+            Vendor::Kit => "kit",
         }
     }
 }

@@ -27,6 +27,7 @@ mod crowdstrike;
 pub mod data;
 mod faults;
 mod fql;
+pub mod kit;
 mod msgraph;
 mod okta;
 mod ratelimit;

@@ -234,6 +234,7 @@ fn dump(d: &Dump) -> Result<()> {
                 line(&mut out, &r)?;
             }
         }
+        Vendor::Kit => anyhow::bail!("a kit simulator is started from Rust (corral_sim::kit::start), not from here"),
     }
     out.flush()?;
     Ok(())
@@ -270,6 +271,7 @@ async fn serve(s: Serve) -> Result<()> {
             println!("  devices: GET  {base}/v1.0/deviceManagement/managedDevices");
             println!("  users:   GET  {base}/v1.0/users");
         }
+        Vendor::Kit => {}
     }
     println!(
         "  admin:   POST {base}/_sim/generation (next dataset generation), POST {base}/_sim/revoke, GET {base}/_sim/counters"

@@ -80,7 +80,7 @@ async fn not_found() -> Response {
 
 fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
     let token = bearer(headers, "SSWS").or_else(|| bearer(headers, "Bearer"));
-    if token.as_deref() == Some(sim.config.credentials.token.as_str()) && sim.okta_token_works() {
+    if token.as_deref() == Some(sim.config.credentials.token.as_str()) && sim.static_token_works() {
         Ok(())
     } else if sim.config.faults.echo_credentials {
         let quoted = format!("Invalid token provided: {}", token.unwrap_or_default());

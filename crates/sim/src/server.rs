@@ -25,7 +25,7 @@ use crate::data::okta::OktaData;
 use crate::faults::{self, FaultRng};
 use crate::ratelimit::{Decision, Limiter, Window};
 use crate::util::PageIndex;
-use crate::{crowdstrike, msgraph, okta};
+use crate::{crowdstrike, kit, msgraph, okta};
 
 /// What an endpoint is, for deciding which layers apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,11 +69,13 @@ pub(crate) struct Sim {
     generation: Arc<AtomicU64>,
     /// Faultable requests so far (numbers `Faults::truncate_requests` / `hang_requests`).
     data_requests: AtomicU64,
-    /// Okta: requests the API token authorized, and whether it was revoked.
+    /// Static credentials (Okta, kit): requests they authorized, and whether they were revoked.
     okta_authorized: AtomicU64,
     okta_revoked: AtomicBool,
     /// CrowdStrike FQL filter results by (generation, filter), most recent last.
     pub filter_cache: Mutex<Vec<FilterHits>>,
+    /// A kit simulator's spec and state (`Vendor::Kit` only).
+    pub kit: Option<Arc<kit::Runtime>>,
 }
 
 impl Sim {
@@ -94,8 +96,9 @@ impl Sim {
         GraphData::new(self.config.seed, self.config.size, self.generation())
     }
 
-    /// Okta: whether the configured API token still works; counts the request if so.
-    pub(crate) fn okta_token_works(&self) -> bool {
+    /// Static credentials (Okta's API token, a kit simulator's token or
+    /// Basic password): whether they still work; counts the request if so.
+    pub(crate) fn static_token_works(&self) -> bool {
         if self.okta_revoked.load(Ordering::Relaxed) {
             return false;
         }
@@ -169,6 +172,7 @@ impl Sim {
             Vendor::CrowdStrike => 6000,
             Vendor::Okta => 600,
             Vendor::MsGraph => 2000,
+            Vendor::Kit => self.config.rate_limit.map_or(1000, |l| l.requests),
         };
         Decision {
             allowed: true,
@@ -235,6 +239,16 @@ impl SimHandle {
     }
 }
 
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("base_url", &self.base_url)
+            .field("vendor", &self.vendor)
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for SimHandle {
     fn drop(&mut self) {
         self.cancel.cancel();
@@ -252,6 +266,22 @@ pub async fn start(vendor: Vendor, config: SimConfig) -> std::io::Result<SimHand
 /// OS thread (with that many workers), so its CPU work never shows up as lag in the
 /// caller's runtime; with `threads == 0` it is spawned on the caller's runtime.
 pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
+    if vendor == Vendor::Kit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a kit simulator needs its spec: start it with corral_sim::kit::start",
+        ));
+    }
+    launch(vendor, config, addr, None).await
+}
+
+/// Start a simulator (`kit`: the spec of a `Vendor::Kit` one).
+pub(crate) async fn launch(
+    vendor: Vendor,
+    config: SimConfig,
+    addr: SocketAddr,
+    kit: Option<Arc<kit::Runtime>>,
+) -> std::io::Result<SimHandle> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -263,6 +293,7 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
     let (seed, generation) = (config.seed, config.generation);
     let window = match vendor {
         Vendor::Okta => Window::Fixed,
+        Vendor::Kit if !kit.as_ref().is_some_and(|k| k.spec.sliding_window) => Window::Fixed,
         _ => Window::Sliding,
     };
     let generation_cell = Arc::new(AtomicU64::new(generation));
@@ -288,6 +319,7 @@ pub async fn start_on(vendor: Vendor, config: SimConfig, addr: SocketAddr) -> st
         okta_authorized: AtomicU64::new(0),
         okta_revoked: AtomicBool::new(false),
         filter_cache: Mutex::new(Vec::new()),
+        kit,
         config: config.clone(),
     });
     let handle_sim = sim.clone();
@@ -331,6 +363,7 @@ async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: Cancellatio
         Vendor::CrowdStrike => crowdstrike::router(),
         Vendor::Okta => okta::router(),
         Vendor::MsGraph => msgraph::router(),
+        Vendor::Kit => kit::router(&sim),
     };
     // Admin routes are merged after the layer: never counted, limited or faulted.
     let app: Router = routes
@@ -432,15 +465,17 @@ pub(crate) async fn blocking(sim: Arc<Sim>, f: impl FnOnce(&Sim) -> Response + S
             Vendor::CrowdStrike => crowdstrike::server_error(StatusCode::INTERNAL_SERVER_ERROR),
             Vendor::Okta => okta::server_error(StatusCode::INTERNAL_SERVER_ERROR),
             Vendor::MsGraph => msgraph::server_error(StatusCode::INTERNAL_SERVER_ERROR),
+            Vendor::Kit => kit::server_error(StatusCode::INTERNAL_SERVER_ERROR),
         },
     }
 }
 
-fn classify(vendor: Vendor, method: &Method, path: &str) -> (&'static str, Kind) {
-    match vendor {
+fn classify(sim: &Sim, method: &Method, path: &str) -> (&'static str, Kind) {
+    match sim.vendor {
         Vendor::CrowdStrike => crowdstrike::classify(method, path),
         Vendor::Okta => okta::classify(method, path),
         Vendor::MsGraph => msgraph::classify(method, path),
+        Vendor::Kit => kit::classify(sim, method, path),
     }
 }
 
@@ -465,7 +500,7 @@ async fn pause(sim: &Sim, d: Duration) -> bool {
 
 async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
     let arrived = sim.started.elapsed();
-    let (label, kind) = classify(sim.vendor, req.method(), req.uri().path());
+    let (label, kind) = classify(&sim, req.method(), req.uri().path());
     let in_flight = sim.counters.request(label);
     let _guard = InFlight(sim.counters.clone(), label);
     let mut draws = sim.rng.lock().unwrap_or_else(|e| e.into_inner()).draw(&sim.config);
@@ -554,6 +589,9 @@ fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration> {
     if let Some(secs) = get("retry-after") {
         return Some(Duration::from_secs(secs));
     }
+    if sim.vendor == Vendor::Kit {
+        return kit::announced_wait(sim, headers);
+    }
     let epoch = get("x-ratelimit-retryafter").or_else(|| match sim.vendor {
         Vendor::Okta => get("x-rate-limit-reset"),
         _ => None,
@@ -632,6 +670,7 @@ fn too_many(sim: &Sim, d: Decision) -> Response {
         Vendor::CrowdStrike => crowdstrike::too_many(sim, &d),
         Vendor::Okta => okta::too_many(sim, &d),
         Vendor::MsGraph => msgraph::too_many(sim, &d),
+        Vendor::Kit => kit::too_many(sim, &d),
     };
     resp.extensions_mut().insert(d);
     resp
@@ -640,6 +679,7 @@ fn too_many(sim: &Sim, d: Decision) -> Response {
 fn too_many_token(sim: &Sim, d: Decision) -> Response {
     let mut resp = match sim.vendor {
         Vendor::MsGraph => msgraph::token_too_many(sim, &d),
+        Vendor::Kit => kit::too_many(sim, &d),
         _ => crowdstrike::too_many(sim, &d),
     };
     resp.extensions_mut().insert(d);
@@ -660,6 +700,7 @@ fn server_error(sim: &Sim, status: StatusCode) -> Response {
         Vendor::CrowdStrike => crowdstrike::server_error(status),
         Vendor::Okta => okta::server_error(status),
         Vendor::MsGraph => msgraph::server_error(status),
+        Vendor::Kit => kit::server_error(status),
     }
 }
 
@@ -672,5 +713,6 @@ fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
         Vendor::CrowdStrike => crowdstrike::rate_headers(headers, d),
         Vendor::Okta => okta::rate_headers(sim, headers, d),
         Vendor::MsGraph => {}
+        Vendor::Kit => kit::rate_headers(sim, headers, d),
     }
 }

@@ -36,6 +36,31 @@ impl SimEnv {
         Ok(SimEnv { handle, config, expected })
     }
 
+    /// Start a kit simulator of `spec` (see `corral_sim::kit`) with `sim`,
+    /// serving stream `stream`: the dataset of a generation is the spec's
+    /// ids ([`corral_sim::kit::KitSpec::ids`]); `config` makes the adapter
+    /// config for it.
+    ///
+    /// ```ignore
+    /// let spec = KitSpec::new("/api/devices", kit::devices(7)).auth(KitAuth::header("Authorization", "ApiToken "));
+    /// let env = SimEnv::start_kit("devices", spec, SimConfig::new(7, 120), |sim| json!({
+    ///     "base_url": sim.base_url, "api_token": sim.config.credentials.token,
+    /// })).await?;
+    /// ```
+    pub async fn start_kit(
+        stream: &str,
+        spec: corral_sim::kit::KitSpec,
+        sim: SimConfig,
+        config: impl FnOnce(&SimHandle) -> Value,
+    ) -> Result<SimEnv, SetupError> {
+        let expected = kit_expected(stream, spec.clone());
+        let handle = corral_sim::kit::start(spec, sim)
+            .await
+            .map_err(|e| SetupError::failed(format!("the kit simulator did not start: {e}")))?;
+        let config = config(&handle);
+        Ok(SimEnv { handle, config, expected })
+    }
+
     pub fn handle(&self) -> &SimHandle {
         &self.handle
     }
@@ -44,6 +69,14 @@ impl SimEnv {
     pub fn boxed(self) -> Box<dyn Env> {
         Box::new(self)
     }
+}
+
+/// The dataset a kit simulator of `spec` serves as stream `stream`.
+pub fn kit_expected(stream: &str, spec: corral_sim::kit::KitSpec) -> Arc<ExpectedFn> {
+    let stream = stream.to_string();
+    Arc::new(move |c: &SimConfig, generation| {
+        Dataset::from([(stream.clone(), spec.ids(c.size, generation).into_iter().collect())])
+    })
 }
 
 #[async_trait]

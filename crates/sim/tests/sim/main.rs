@@ -5,6 +5,7 @@ mod common;
 mod crowdstrike;
 mod data;
 mod general;
+mod kit;
 mod knobs;
 mod msgraph;
 mod okta;
