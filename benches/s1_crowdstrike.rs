@@ -1,4 +1,4 @@
-//! Scenario S1 of shared/bench.md: one CrowdStrike connection, two-step fetch
+//! Scenario S1 (README.md, "Benchmarks"): one CrowdStrike connection, two-step fetch
 //! (scroll ids, then details in batches of 5,000), 50 ms simulated latency, no
 //! rate limit, loaded into the embedded store.
 //!

@@ -1,4 +1,4 @@
-//! Scenario S5 of ../shared/bench.md: a CPU-heavy normalize. Tenable-shaped
+//! Scenario S5 (README.md, "Benchmarks"): a CPU-heavy normalize. Tenable-shaped
 //! records (every identifier an array: IPv4s, IPv6s, FQDNs, MACs, network
 //! interfaces, operating systems) saturate both cores in normalize while the
 //! runtime must stay responsive.

@@ -2,7 +2,8 @@
 //! Microsoft Graph Intune devices and Entra users) for tests, demos and benchmarks.
 //!
 //! Each simulator is an axum server on loopback that reproduces the vendor's paging,
-//! auth, rate-limit headers and error shapes (see `shared/vendors.md`), serves a dataset
+//! auth, rate-limit headers and error shapes (each written down in its module's docs:
+//! `src/crowdstrike.rs`, `src/okta.rs`, `src/msgraph.rs`), serves a dataset
 //! that is a pure function of `(seed, size, generation)`, and injects seeded faults.
 //!
 //! ```no_run
