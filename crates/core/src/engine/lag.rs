@@ -43,6 +43,8 @@ struct Inner {
     last_warning: Mutex<Option<Instant>>,
     polls: Arc<Polls>,
     observers: Observers,
+    /// When the ticker's next tick is due (a [`Polls::stamp`]; 0 before the first).
+    next_due: AtomicU64,
 }
 
 /// Callbacks that see every tick's lag (a service's metrics histogram).
@@ -173,11 +175,14 @@ impl LagMonitor {
             last_warning: Mutex::new(None),
             polls: Arc::default(),
             observers: Observers::default(),
+            next_due: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
+        let first_due = tokio::time::Instant::now() + interval;
+        inner.next_due.store(inner.polls.stamp(first_due.into_std()), Ordering::Release);
         tokio::spawn(async move {
-            let mut due = tokio::time::Instant::now() + interval;
+            let mut due = first_due;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -186,8 +191,9 @@ impl LagMonitor {
                 let lag = tokio::time::Instant::now().saturating_duration_since(due);
                 let Some(inner) = weak.upgrade() else { return };
                 inner.record(lag, due.into_std());
-                drop(inner);
                 due = tokio::time::Instant::now() + interval;
+                inner.next_due.store(inner.polls.stamp(due.into_std()), Ordering::Release);
+                drop(inner);
             }
         });
         LagMonitor { inner }
@@ -203,6 +209,29 @@ impl LagMonitor {
     pub fn observe(&self, f: impl Fn(Duration) + Send + Sync + 'static) {
         if let Ok(mut list) = self.inner.observers.0.lock() {
             list.push(Box::new(f));
+        }
+    }
+
+    /// Close `recorder` (a run ending): a tick that is overdue now has not
+    /// been counted yet, because the ticker could not run (the runtime's
+    /// workers were blocked until this moment). A run that ends right after
+    /// blocking the runtime would otherwise report no lag at all; the overdue
+    /// tick is recorded into this recorder only (the others get it when the
+    /// ticker wakes).
+    pub fn settle(&self, recorder: &LagRecorder) {
+        let due = self.inner.next_due.load(Ordering::Acquire);
+        if due == 0 {
+            return;
+        }
+        let now = self.inner.polls.stamp(Instant::now());
+        if now <= due {
+            return;
+        }
+        let lag = Duration::from_nanos(now - due);
+        recorder.sample(lag);
+        if lag >= self.inner.threshold {
+            let due_at = self.inner.polls.epoch + Duration::from_nanos(due - 1);
+            recorder.blame(&self.inner.polls.culprits(due_at));
         }
     }
 
@@ -386,6 +415,24 @@ mod tests {
         assert_eq!(stats.long_polls, 1);
         assert_eq!(stats.blocking_stage.as_deref(), Some("fetch"));
         assert!(stats.max_poll_us >= 60_000, "{stats:?}");
+    }
+
+    /// A run that ends right after blocking the runtime: the ticker never got
+    /// to run, yet the run's figures show the lag and what caused it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn settle_counts_the_tick_a_blocked_runtime_could_not_run() {
+        let monitor = LagMonitor::start(Duration::from_millis(5), Duration::from_millis(20));
+        let rec = monitor.recorder();
+        Staged::new("load", Arc::from("conn-b"), rec.clone(), async {
+            std::thread::sleep(Duration::from_millis(80));
+        })
+        .await;
+        assert_eq!(rec.stats().samples, 0, "the ticker ran while its only worker was blocked");
+        monitor.settle(&rec);
+        let stats = rec.stats();
+        assert_eq!(stats.samples, 1, "{stats:?}");
+        assert!(stats.max_us >= 70_000 && stats.over_threshold == 1, "{stats:?}");
+        assert!(stats.late_causes.contains_key("load@conn-b"), "{stats:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

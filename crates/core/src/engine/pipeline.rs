@@ -245,6 +245,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     summary.requests = requests.snapshot();
     summary.in_flight = gauges.snapshot();
     summary.in_flight.record_bound = cfg.in_flight_record_bound(fetching);
+    shared.lag.settle(&recorder);
     summary.lag = recorder.stats();
     summary.timeline = timeline.finish().await;
     summary.ended_at = Utc::now();
