@@ -34,7 +34,7 @@
 //! | [`rules::FULL_SYNC`] | a full sync loads exactly the simulator's dataset, per stream, without rejects |
 //! | [`rules::RERUN_UNCHANGED`] | a second sync changes nothing: all unchanged, nothing stale |
 //! | [`rules::REMOVED_GO_STALE`] | records removed at the vendor are marked stale, and only they |
-//! | [`rules::BAD_PAGE`] | a malformed or cut page gives rejects, status partial, no stale handling for its stream |
+//! | [`rules::BAD_PAGE`] | a malformed or cut page gives rejects, status partial (failed when no stream could go on past it), no stale handling for its stream |
 //! | [`rules::SERVER_ERRORS`] | 5xx answers are retried and the sync completes exactly |
 //! | [`rules::HUNG_REQUEST`] | a request the vendor never answers is cut and retried |
 //! | [`rules::RETRY_AFTER`] | a 429 is waited out: no second 429 follows it |

@@ -601,9 +601,16 @@ async fn bad_page(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome) {
             Ok(s) => {
                 let injected = env.counters().faults_injected();
                 out.expect(injected > 0, || "setup: the vendor injected no fault: no page was bad".into());
-                out.expect(s.status == RunStatus::Partial, || {
-                    format!("the sync ended {} (expected partial): {}", s.status, errors(&s))
+                // Partial; or failed when no stream could go on past the bad
+                // page (one stream whose next page is named only inside the
+                // unreadable one): the engine calls a run in which every
+                // stream's fetch failed a failure.
+                let all_failed = !s.streams.is_empty() && s.streams.values().all(|st| st.fetch_error.is_some());
+                let expected = if all_failed { RunStatus::Failed } else { RunStatus::Partial };
+                out.expect(s.status == expected, || {
+                    format!("the sync ended {} (expected {expected}): {}", s.status, errors(&s))
                 });
+                out.note(format!("the run ended {}", s.status));
                 out.expect(s.records_rejected + s.pages_rejected > 0 && !s.rejects.is_empty(), || {
                     "no reject for the bad page".into()
                 });

@@ -204,7 +204,11 @@ fn base() -> SimConfig {
     SimConfig::new(SEED, SIZE)
 }
 
-struct S1Like;
+/// `cut_bad_page`: the bad page holds no readable cursor either, so the
+/// walk cannot go on past it.
+struct S1Like {
+    cut_bad_page: bool,
+}
 
 #[async_trait]
 impl Vendor for S1Like {
@@ -217,6 +221,10 @@ impl Vendor for S1Like {
     async fn start_with_bad_page(&self) -> Result<Box<dyn Env>, SetupError> {
         // Page 2 comes with a second, cut document after it (`Faults::malformed_pages`
         // variant 2): not JSON, but its cursor still reads, so the walk goes on.
+        if self.cut_bad_page {
+            // Page 3 is a proxy's HTML error page served with 200: no cursor to read.
+            return Ok(start(base().malformed_pages([3])).await?.boxed());
+        }
         Ok(start(base().malformed_pages([2])).await?.boxed())
     }
     async fn start_with_server_errors(&self) -> Result<Box<dyn Env>, SetupError> {
@@ -240,10 +248,23 @@ impl Vendor for S1Like {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinelone_like_adapter_passes_the_testkit_against_a_kit_simulator() {
-    let report = corral_testkit::run(&S1Like).await;
+    let report = corral_testkit::run(&S1Like { cut_bad_page: false }).await;
     for rule in [corral_testkit::rules::FULL_SYNC, corral_testkit::rules::BAD_PAGE, corral_testkit::rules::RETRY_AFTER]
     {
         let r = report.result(rule).expect("the rule ran");
         assert_eq!(r.verdict, corral_testkit::Verdict::Passed, "{rule}: {report}");
     }
+}
+
+/// One stream whose next page is named only inside the unreadable page:
+/// the walk stops there, the stream's fetch fails, and with no other stream
+/// the run is failed, not partial; the rule accepts that, and still wants the
+/// reject and nothing stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_page_that_ends_the_only_stream_fails_the_run_and_the_rule_accepts_it() {
+    let vendor = S1Like { cut_bad_page: true };
+    let report = corral_testkit::check(&vendor).await;
+    let r = report.result(corral_testkit::rules::BAD_PAGE).expect("the rule ran");
+    assert_eq!(r.verdict, corral_testkit::Verdict::Passed, "{report}");
+    assert!(r.notes.iter().any(|n| n == "the run ended failed"), "the cut page did not end the stream: {report}");
 }
