@@ -49,25 +49,33 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
             let out = Output { json, interactive, logs };
             crate::record::run(&cli.config, &connection, &dir, &redact_fields, &out, &redactor).await
         }
-        Command::NewAdapter { name, root } => crate::new_adapter::run(&name, root.as_deref()),
-        Command::Docs { out, check } => {
+        Command::NewAdapter { name, root, no_build } => crate::new_adapter::run(&name, root.as_deref(), !no_build),
+        Command::Docs { out, schema, check } => {
             let infos = registry().infos();
+            let schema_text = corral_core::schema::render_markdown(&infos);
             if check {
-                let stale = crate::docs::stale_pages(&out, &infos);
+                let mut stale = crate::docs::stale_pages(&out, &infos);
+                if std::fs::read_to_string(&schema).ok().as_deref() != Some(schema_text.as_str()) {
+                    stale.push(schema.display().to_string());
+                }
                 if stale.is_empty() {
-                    println!("{}: up to date", out.display());
+                    println!("{} and {}: up to date", out.display(), schema.display());
                     return Ok(0);
                 }
                 eprintln!(
-                    "error: {} is out of date: {}; run `corral docs --out {}`",
-                    out.display(),
+                    "error: out of date: {}; run `corral docs --out {} --schema {}`",
                     stale.join(", "),
-                    out.display()
+                    out.display(),
+                    schema.display()
                 );
                 return Ok(crate::EXIT_ERROR);
             }
             let n = crate::docs::write(&out, &infos)?;
-            println!("wrote {n} pages to {}", out.display());
+            if let Some(parent) = schema.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&schema, schema_text).with_context(|| format!("writing {}", schema.display()))?;
+            println!("wrote {n} pages to {} and the schema to {}", out.display(), schema.display());
             Ok(0)
         }
         Command::Demo { store, devices, users, vendor_size, dir, json } => {

@@ -159,12 +159,16 @@ enum Command {
         json: bool,
     },
     /// Write one Markdown page per adapter of this build (streams, fields,
-    /// attributes, config, auth and permissions, rate limits) and an index.
+    /// attributes, config, auth and permissions, rate limits) and an index,
+    /// and the asset schema (every field, and how each adapter fills it).
     Docs {
         /// Directory to write into (created if missing).
         #[arg(long, default_value = "docs/adapters")]
         out: PathBuf,
-        /// Write nothing; exit 1 if a page in --out differs from what this build writes.
+        /// Where the asset schema goes.
+        #[arg(long, value_name = "FILE", default_value = "docs/SCHEMA.md")]
+        schema: PathBuf,
+        /// Write nothing; exit 1 if a page in --out or the schema differs from what this build writes.
         #[arg(long)]
         check: bool,
     },
@@ -178,6 +182,11 @@ enum Command {
         /// current one whose Cargo.toml has a [workspace] table).
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+        /// Only write the files: do not run `cargo fmt` on the new crate nor
+        /// build corral to write its docs pages and the schema (run
+        /// `cargo run -p corral -- docs` yourself before the tests).
+        #[arg(long)]
+        no_build: bool,
     },
     /// Show recent run summaries, or the rejected records of one run.
     Runs {

@@ -174,8 +174,10 @@ pub fn create(name: &str, root: Option<&Path>) -> Result<Created> {
     Ok(Created { root, dir, files: written, manifest })
 }
 
-/// The subcommand: create, then say what was done and what is next.
-pub fn run(name: &str, root: Option<&Path>) -> Result<u8> {
+/// The subcommand: create, then (with `build`) format the new crate and
+/// build corral with it to write its docs page and the schema, so that the
+/// workspace's tests pass as they are; say what was done and what is next.
+pub fn run(name: &str, root: Option<&Path>, build: bool) -> Result<u8> {
     let c = create(name, root)?;
     let rel = |p: &Path| p.strip_prefix(&c.root).unwrap_or(p).display().to_string();
     println!("created adapter `{name}` in {}:", rel(&c.dir));
@@ -183,11 +185,51 @@ pub fn run(name: &str, root: Option<&Path>) -> Result<u8> {
         println!("  {}", rel(f));
     }
     println!("added corral-adapter-{name} to {} (dependency and default feature)", rel(&c.manifest));
+    if build {
+        let package = format!("corral-adapter-{name}");
+        cargo(&c.root, &["fmt", "-p", &package])?;
+        println!("formatted {package} (cargo fmt)");
+        println!("building corral with `{name}` to write docs/adapters/{name}.md and docs/SCHEMA.md ...");
+        cargo(&c.root, &["run", "--quiet", "-p", "corral", "--", "docs"])?;
+    }
+    let mut next = vec![
+        (
+            format!("cargo test -p corral-adapter-{name}"),
+            "unit tests and the testkit against a kit simulator".to_string(),
+        ),
+        ("cargo run -p corral -- adapters".to_string(), format!("lists `{name}`")),
+    ];
+    if !build {
+        next.push((
+            "cargo run -p corral -- docs".to_string(),
+            format!("writes docs/adapters/{name}.md and docs/SCHEMA.md"),
+        ));
+    }
+    let width = next.iter().map(|(cmd, _)| cmd.len()).max().unwrap_or(0);
     println!("next:");
-    println!("  cargo test -p corral-adapter-{name}     # unit tests and the testkit against a kit simulator");
-    println!("  cargo run -p corral -- adapters          # lists `{name}`");
-    println!("  cargo run -p corral -- docs              # writes docs/adapters/{name}.md");
+    for (cmd, what) in next {
+        println!("  {cmd:<width$}   # {what}");
+    }
     Ok(0)
+}
+
+/// Run cargo (the one that runs us, if any) in `root`; a failure names the command.
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let shown = format!("cargo {}", args.join(" "));
+    let status = std::process::Command::new(&program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running `{shown}` in {}", root.display()))?;
+    if !status.success() {
+        bail!(
+            "`{shown}` in {} failed ({status}); the adapter's files are written: fix what it says, then run \
+             `cargo run -p corral -- docs`",
+            root.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

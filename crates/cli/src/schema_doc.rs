@@ -18,6 +18,6 @@ fn schema_md_is_up_to_date() {
     assert!(
         committed == rendered,
         "docs/SCHEMA.md is out of date with the code (corral_core::schema and the adapters' AdapterInfo): \
-         regenerate it with `CORRAL_UPDATE_SCHEMA=1 cargo test -p corral schema_md` and commit it"
+         regenerate it with `cargo run -p corral -- docs` (or `CORRAL_UPDATE_SCHEMA=1 cargo test -p corral schema_md`) and commit it"
     );
 }

@@ -784,8 +784,8 @@ fn assets_where_finds_every_kind_by_field_and_attribute() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("attribute agent_version"), "{}", text(&out));
 }
 
-/// `corral docs` writes an index and a page per adapter, `--check` says
-/// whether a directory is current, and bad input is a clear error with a
+/// `corral docs` writes an index and a page per adapter and the schema,
+/// `--check` says whether they are current, and bad input is a clear error with a
 /// non-zero exit code.
 #[test]
 fn docs_writes_pages_checks_them_and_refuses_bad_input() {
@@ -796,7 +796,15 @@ fn docs_writes_pages_checks_them_and_refuses_bad_input() {
     for page in ["README.md", "okta.md", "crowdstrike.md", "msgraph.md", "file.md"] {
         assert!(dir.join("pages").join(page).is_file(), "{page} written");
     }
+    let schema = std::fs::read_to_string(dir.join("docs/SCHEMA.md")).expect("the schema is written");
+    assert!(schema.contains("| `hostname` |") && schema.contains("okta"), "{schema}");
     let out = corral(dir, &["docs", "--out", "pages", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::write(dir.join("docs/SCHEMA.md"), "edited by hand").expect("edit");
+    let out = corral(dir, &["docs", "--out", "pages", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("docs/SCHEMA.md"), "names the stale schema: {}", text(&out));
+    let out = corral(dir, &["docs", "--out", "pages"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     std::fs::write(dir.join("pages/okta.md"), "edited by hand").expect("edit");
     let out = corral(dir, &["docs", "--out", "pages", "--check"]);

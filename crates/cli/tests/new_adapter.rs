@@ -7,7 +7,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// `corral ARGS --no-build`: the temporary workspace has no crates to build.
 fn corral(cwd: &Path, args: &[&str]) -> Output {
+    corral_building(cwd, &[args, &["--no-build"]].concat())
+}
+
+fn corral_building(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corral")).current_dir(cwd).args(args).output().expect("run corral")
 }
 
@@ -103,4 +108,19 @@ fn no_workspace_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("crates/cli/Cargo.toml"), "{}", stderr(&out));
     assert!(!dir.path().join("adapters/acme").exists(), "nothing written");
+}
+
+/// Without --no-build, corral formats the new crate and builds itself to
+/// write the docs; where that cannot work (this workspace holds no crate
+/// sources) it is an error naming the command, and the files stay written.
+#[test]
+fn a_failed_build_step_is_an_error_naming_the_command() {
+    let ws = workspace();
+    let root = ws.path().to_str().expect("utf-8 path");
+    let out = corral_building(ws.path(), &["new-adapter", "acme", "--root", root]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`cargo fmt -p corral-adapter-acme`") && err.contains("failed"), "{err}");
+    assert!(err.contains("cargo run -p corral -- docs"), "{err}");
+    assert!(ws.path().join("adapters/acme/src/lib.rs").is_file(), "the files are kept");
 }

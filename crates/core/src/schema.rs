@@ -448,7 +448,7 @@ pub fn render_markdown(adapters: &[AdapterInfo]) -> String {
     let _ = writeln!(
         w,
         "<!-- Generated from the code (corral_core::schema::render_markdown and each adapter's AdapterInfo). \
-         Do not edit: regenerate with `CORRAL_UPDATE_SCHEMA=1 cargo test -p corral schema_md`. -->\n"
+         Do not edit: regenerate with `cargo run -p corral -- docs`. -->\n"
     );
     let _ = writeln!(
         w,
