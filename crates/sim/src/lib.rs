@@ -33,6 +33,7 @@ mod msgraph;
 mod okta;
 mod ratelimit;
 mod server;
+mod tenable;
 mod util;
 
 pub use config::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, TokenRateLimit, Truncation, Vendor};

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use corral_sim::data::crowdstrike::CsData;
 use corral_sim::data::msgraph::GraphData;
 use corral_sim::data::okta::OktaData;
+use corral_sim::data::tenable::{TenableData, VulnFilter};
 use corral_sim::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, TokenRateLimit, Truncation, Vendor};
 
 #[derive(Parser)]
@@ -170,6 +171,7 @@ impl Serve {
                 include_auth: self.faults_on_auth,
                 token_revoked_after: self.token_revoked_after,
                 echo_credentials: false,
+                ..Faults::default()
             },
             credentials: Credentials {
                 client_id: self.client_id.clone(),
@@ -183,6 +185,7 @@ impl Serve {
                 max_concurrent: self.max_concurrent,
                 token_rate_limit: self.token_rate_limit,
                 graph_next_link_after_value: self.graph_next_link_after_value,
+                ..Behavior::default()
             },
             threads: self.threads.max(1),
         }
@@ -235,6 +238,16 @@ fn dump(d: &Dump) -> Result<()> {
             }
         }
         Vendor::Kit => anyhow::bail!("a kit simulator is started from Rust (corral_sim::kit::start), not from here"),
+        Vendor::Tenable => {
+            // Assets, then the default vulnerability export's findings.
+            let data = TenableData::new(a.seed, a.size, a.generation, Behavior::default().findings_per_asset);
+            for i in 0..n {
+                line(&mut out, &data.asset(i))?;
+            }
+            for f in data.findings_in(0..n, &VulnFilter::default()) {
+                line(&mut out, &data.finding(&f, 0))?;
+            }
+        }
     }
     out.flush()?;
     Ok(())
@@ -272,6 +285,11 @@ async fn serve(s: Serve) -> Result<()> {
             println!("  users:   GET  {base}/v1.0/users");
         }
         Vendor::Kit => {}
+        Vendor::Tenable => {
+            println!("  auth:    X-ApiKeys: accessKey={};secretKey={}", c.client_id, c.client_secret);
+            println!("  assets:  POST {base}/assets/export  {{\"chunk_size\": 1000}}");
+            println!("  vulns:   POST {base}/vulns/export  {{\"num_assets\": 500}}");
+        }
     }
     println!(
         "  admin:   POST {base}/_sim/generation (next dataset generation), POST {base}/_sim/revoke, GET {base}/_sim/counters"

@@ -25,7 +25,7 @@ use crate::data::okta::OktaData;
 use crate::faults::{self, FaultRng};
 use crate::ratelimit::{Decision, Limiter, Window};
 use crate::util::PageIndex;
-use crate::{crowdstrike, kit, msgraph, okta};
+use crate::{crowdstrike, kit, msgraph, okta, tenable};
 
 /// What an endpoint is, for deciding which layers apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +76,8 @@ pub(crate) struct Sim {
     pub filter_cache: Mutex<Vec<FilterHits>>,
     /// A kit simulator's spec and state (`Vendor::Kit` only).
     pub kit: Option<Arc<kit::Runtime>>,
+    /// Tenable's export jobs.
+    pub(crate) jobs: tenable::Jobs,
 }
 
 impl Sim {
@@ -146,6 +148,11 @@ impl Sim {
         (token, announced.as_secs_f64().ceil() as u64)
     }
 
+    /// An issued token stops working (Jamf's keep-alive and invalidate-token).
+    pub(crate) fn invalidate_token(&self, token: &str) {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+    }
+
     /// Check an OAuth access token.
     pub(crate) fn check_token(&self, token: Option<&str>) -> TokenState {
         let Some(token) = token else {
@@ -172,7 +179,7 @@ impl Sim {
             Vendor::CrowdStrike => 6000,
             Vendor::Okta => 600,
             Vendor::MsGraph => 2000,
-            Vendor::Kit => self.config.rate_limit.map_or(1000, |l| l.requests),
+            Vendor::Kit | Vendor::Tenable => self.config.rate_limit.map_or(1000, |l| l.requests),
         };
         Decision {
             allowed: true,
@@ -320,6 +327,7 @@ pub(crate) async fn launch(
         okta_revoked: AtomicBool::new(false),
         filter_cache: Mutex::new(Vec::new()),
         kit,
+        jobs: tenable::Jobs::default(),
         config: config.clone(),
     });
     let handle_sim = sim.clone();
@@ -364,6 +372,7 @@ async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: Cancellatio
         Vendor::Okta => okta::router(),
         Vendor::MsGraph => msgraph::router(),
         Vendor::Kit => kit::router(&sim),
+        Vendor::Tenable => tenable::router(),
     };
     // Admin routes are merged after the layer: never counted, limited or faulted.
     let app: Router = routes
@@ -458,15 +467,10 @@ impl tokio::io::AsyncWrite for CountedStream {
 /// Build a response on the blocking pool: record generation must not stall the
 /// runtime's workers (which may be the caller's, with `threads == 0`).
 pub(crate) async fn blocking(sim: Arc<Sim>, f: impl FnOnce(&Sim) -> Response + Send + 'static) -> Response {
-    let vendor = sim.vendor;
+    let on_panic = sim.clone();
     match tokio::task::spawn_blocking(move || f(&sim)).await {
         Ok(resp) => resp,
-        Err(_) => match vendor {
-            Vendor::CrowdStrike => crowdstrike::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-            Vendor::Okta => okta::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-            Vendor::MsGraph => msgraph::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-            Vendor::Kit => kit::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-        },
+        Err(_) => server_error(&on_panic, StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 
@@ -476,6 +480,7 @@ fn classify(sim: &Sim, method: &Method, path: &str) -> (&'static str, Kind) {
         Vendor::Okta => okta::classify(method, path),
         Vendor::MsGraph => msgraph::classify(method, path),
         Vendor::Kit => kit::classify(sim, method, path),
+        Vendor::Tenable => tenable::classify(method, path),
     }
 }
 
@@ -609,6 +614,22 @@ async fn handle(
     draws: faults::Draws,
     in_flight: u64,
 ) -> Response {
+    if let Some(limit) = sim.kit.as_ref().and_then(|k| k.spec.concurrency)
+        && in_flight > limit.max as u64
+    {
+        sim.counters.fault("over_concurrency");
+        match limit.over {
+            kit::OverLimit::Refuse(code) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return kit::server_error(sim, status);
+            }
+            kit::OverLimit::Slow(extra) => {
+                if !pause(sim, extra).await {
+                    return shutting_down(sim);
+                }
+            }
+        }
+    }
     if !pause(sim, draws.latency).await {
         return shutting_down(sim);
     }
@@ -671,6 +692,7 @@ fn too_many(sim: &Sim, d: Decision) -> Response {
         Vendor::Okta => okta::too_many(sim, &d),
         Vendor::MsGraph => msgraph::too_many(sim, &d),
         Vendor::Kit => kit::too_many(sim, &d),
+        Vendor::Tenable => tenable::too_many(sim, &d),
     };
     resp.extensions_mut().insert(d);
     resp
@@ -700,7 +722,8 @@ fn server_error(sim: &Sim, status: StatusCode) -> Response {
         Vendor::CrowdStrike => crowdstrike::server_error(status),
         Vendor::Okta => okta::server_error(status),
         Vendor::MsGraph => msgraph::server_error(status),
-        Vendor::Kit => kit::server_error(status),
+        Vendor::Kit => kit::server_error(sim, status),
+        Vendor::Tenable => tenable::server_error(status),
     }
 }
 
@@ -712,7 +735,7 @@ fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
     match sim.vendor {
         Vendor::CrowdStrike => crowdstrike::rate_headers(headers, d),
         Vendor::Okta => okta::rate_headers(sim, headers, d),
-        Vendor::MsGraph => {}
+        Vendor::MsGraph | Vendor::Tenable => {}
         Vendor::Kit => kit::rate_headers(sim, headers, d),
     }
 }
