@@ -13,6 +13,8 @@ pub enum Vendor {
     Kit,
     /// Tenable Vulnerability Management: asset and vulnerability export jobs.
     Tenable,
+    /// Qualys VMDR: host list detection, host list and KnowledgeBase (XML).
+    Qualys,
 }
 
 impl Vendor {
@@ -23,6 +25,7 @@ impl Vendor {
             Vendor::MsGraph => "msgraph",
             Vendor::Kit => "kit",
             Vendor::Tenable => "tenable",
+            Vendor::Qualys => "qualys",
         }
     }
 }
@@ -35,7 +38,8 @@ impl std::str::FromStr for Vendor {
             "okta" => Ok(Vendor::Okta),
             "msgraph" | "graph" | "intune" | "entra" => Ok(Vendor::MsGraph),
             "tenable" | "tenable-vm" | "tio" => Ok(Vendor::Tenable),
-            other => Err(format!("unknown vendor {other:?} (crowdstrike, okta, msgraph, tenable)")),
+            "qualys" | "vmdr" => Ok(Vendor::Qualys),
+            other => Err(format!("unknown vendor {other:?} (crowdstrike, okta, msgraph, tenable, qualys)")),
         }
     }
 }

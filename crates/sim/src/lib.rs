@@ -31,6 +31,7 @@ mod fql;
 pub mod kit;
 mod msgraph;
 mod okta;
+mod qualys;
 mod ratelimit;
 mod server;
 mod tenable;

@@ -25,7 +25,7 @@ use crate::data::okta::OktaData;
 use crate::faults::{self, FaultRng};
 use crate::ratelimit::{Decision, Limiter, Window};
 use crate::util::PageIndex;
-use crate::{crowdstrike, kit, msgraph, okta, tenable};
+use crate::{crowdstrike, kit, msgraph, okta, qualys, tenable};
 
 /// What an endpoint is, for deciding which layers apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +180,7 @@ impl Sim {
             Vendor::Okta => 600,
             Vendor::MsGraph => 2000,
             Vendor::Kit | Vendor::Tenable => self.config.rate_limit.map_or(1000, |l| l.requests),
+            Vendor::Qualys => self.config.rate_limit.map_or(300, |l| l.requests),
         };
         Decision {
             allowed: true,
@@ -373,6 +374,7 @@ async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: Cancellatio
         Vendor::MsGraph => msgraph::router(),
         Vendor::Kit => kit::router(&sim),
         Vendor::Tenable => tenable::router(),
+        Vendor::Qualys => qualys::router(),
     };
     // Admin routes are merged after the layer: never counted, limited or faulted.
     let app: Router = routes
@@ -481,6 +483,7 @@ fn classify(sim: &Sim, method: &Method, path: &str) -> (&'static str, Kind) {
         Vendor::MsGraph => msgraph::classify(method, path),
         Vendor::Kit => kit::classify(sim, method, path),
         Vendor::Tenable => tenable::classify(method, path),
+        Vendor::Qualys => qualys::classify(method, path),
     }
 }
 
@@ -530,6 +533,9 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
     rate_headers(&sim, resp.headers_mut(), &decision);
 
     let status = resp.status();
+    if resp.extensions().get::<qualys::Streamed>().is_some() {
+        return streamed(&sim, resp, faultable, draws, arrived, label);
+    }
     let page = resp.extensions().get::<PageIndex>().copied();
     let (mut parts, body) = resp.into_parts();
     let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -557,7 +563,7 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
         }
     }
     let finished = sim.started.elapsed();
-    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| announced_wait(&sim, &parts.headers)).flatten();
+    let retry_after = refused_for_limits(&sim, status).then(|| announced_wait(&sim, &parts.headers)).flatten();
     sim.counters.event(RequestEvent {
         arrived,
         finished,
@@ -587,6 +593,69 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
     Response::from_parts(parts, Body::from_stream(part.chain(cut)))
 }
 
+/// A 429, or one of Qualys's limit 409s.
+fn refused_for_limits(sim: &Sim, status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || (sim.vendor == Vendor::Qualys && status == StatusCode::CONFLICT)
+}
+
+/// Pass a streamed body on without buffering it: its bytes are counted as
+/// they go; a truncation fault ends it (or cuts the connection) after part of it.
+fn streamed(
+    sim: &Arc<Sim>,
+    resp: Response,
+    faultable: bool,
+    draws: faults::Draws,
+    arrived: Duration,
+    label: &'static str,
+) -> Response {
+    use futures::StreamExt;
+    let status = resp.status();
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    sim.counters.event(RequestEvent {
+        arrived,
+        finished: sim.started.elapsed(),
+        endpoint: label.to_string(),
+        status: status.as_u16(),
+        retry_after: None,
+    });
+    sim.counters.done(status.as_u16(), 0);
+    // A truncated answer keeps its first piece (the document's head) and
+    // `keep` of the second, then ends (or, with `Truncation::Connection`, fails).
+    let keep = match draws.truncate {
+        Some(keep) if faultable && status == StatusCode::OK => {
+            sim.counters.fault("truncate");
+            Some(keep)
+        }
+        _ => None,
+    };
+    let cut_connection = sim.config.faults.truncation == Truncation::Connection;
+    let counters = sim.counters.clone();
+    let mut piece_no = 0usize;
+    let stream = body.into_data_stream().map(move |piece| {
+        let piece = piece.map_err(std::io::Error::other)?;
+        piece_no += 1;
+        let piece = match keep {
+            Some(_) if piece_no > 2 => return Err(std::io::Error::other("corral-sim: stream cut")),
+            Some(keep) if piece_no == 2 => {
+                let n = ((piece.len() as f64 * keep) as usize).min(piece.len().saturating_sub(1));
+                piece.slice(..n)
+            }
+            _ => piece,
+        };
+        counters.add_bytes(piece.len() as u64);
+        Ok::<_, std::io::Error>(piece)
+    });
+    let mut ended = false;
+    let stream = stream.take_while(move |r| {
+        // After the cut piece: end quietly, or fail the body so the connection drops.
+        let go = !ended && (r.is_ok() || cut_connection);
+        ended |= r.is_err();
+        futures::future::ready(go)
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
 /// The wait a 429 announced, from now: Retry-After seconds, or an epoch
 /// instant (CrowdStrike's X-Ratelimit-Retryafter, Okta's X-Rate-Limit-Reset).
 fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration> {
@@ -596,6 +665,9 @@ fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration> {
     }
     if sim.vendor == Vendor::Kit {
         return kit::announced_wait(sim, headers);
+    }
+    if let Some(secs) = get("x-ratelimit-towait-sec") {
+        return Some(Duration::from_secs(secs));
     }
     let epoch = get("x-ratelimit-retryafter").or_else(|| match sim.vendor {
         Vendor::Okta => get("x-rate-limit-reset"),
@@ -629,6 +701,10 @@ async fn handle(
                 }
             }
         }
+    }
+    if sim.vendor == Vendor::Qualys && kind != Kind::Other && in_flight > sim.config.behavior.qualys_concurrency as u64
+    {
+        return qualys::too_many_running(sim, in_flight);
     }
     if !pause(sim, draws.latency).await {
         return shutting_down(sim);
@@ -693,6 +769,7 @@ fn too_many(sim: &Sim, d: Decision) -> Response {
         Vendor::MsGraph => msgraph::too_many(sim, &d),
         Vendor::Kit => kit::too_many(sim, &d),
         Vendor::Tenable => tenable::too_many(sim, &d),
+        Vendor::Qualys => qualys::too_many(sim, &d),
     };
     resp.extensions_mut().insert(d);
     resp
@@ -724,6 +801,7 @@ fn server_error(sim: &Sim, status: StatusCode) -> Response {
         Vendor::MsGraph => msgraph::server_error(status),
         Vendor::Kit => kit::server_error(sim, status),
         Vendor::Tenable => tenable::server_error(status),
+        Vendor::Qualys => qualys::server_error(status),
     }
 }
 
@@ -737,5 +815,6 @@ fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
         Vendor::Okta => okta::rate_headers(sim, headers, d),
         Vendor::MsGraph | Vendor::Tenable => {}
         Vendor::Kit => kit::rate_headers(sim, headers, d),
+        Vendor::Qualys => qualys::rate_headers(sim, headers, d),
     }
 }

@@ -14,6 +14,7 @@
 pub mod crowdstrike;
 pub mod msgraph;
 pub mod okta;
+pub mod qualys;
 mod render;
 pub mod tenable;
 

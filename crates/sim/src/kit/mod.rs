@@ -41,7 +41,9 @@ use serde_json::{Value, json};
 use crate::config::SimConfig;
 use crate::server::SimHandle;
 
-pub(crate) use serve::{Runtime, announced_wait, classify, rate_headers, router, server_error, too_many};
+pub(crate) use serve::{
+    Runtime, announced_wait, classify, rate_headers, router, server_error, std_b64_decode, too_many,
+};
 
 /// Why a kit simulator did not start.
 #[derive(Debug, thiserror::Error)]

@@ -10,5 +10,6 @@ mod kit;
 mod knobs;
 mod msgraph;
 mod okta;
+mod qualys;
 mod servicenow;
 mod tenable;
