@@ -11,6 +11,10 @@ pub enum Vendor {
     /// A generic API described by a [`crate::kit::KitSpec`] (start it with
     /// [`crate::kit::start`]).
     Kit,
+    /// Tenable Vulnerability Management: asset and vulnerability export jobs.
+    Tenable,
+    /// Qualys VMDR: host list detection, host list and KnowledgeBase (XML).
+    Qualys,
 }
 
 impl Vendor {
@@ -20,6 +24,8 @@ impl Vendor {
             Vendor::Okta => "okta",
             Vendor::MsGraph => "msgraph",
             Vendor::Kit => "kit",
+            Vendor::Tenable => "tenable",
+            Vendor::Qualys => "qualys",
         }
     }
 }
@@ -31,7 +37,9 @@ impl std::str::FromStr for Vendor {
             "crowdstrike" | "falcon" | "cs" => Ok(Vendor::CrowdStrike),
             "okta" => Ok(Vendor::Okta),
             "msgraph" | "graph" | "intune" | "entra" => Ok(Vendor::MsGraph),
-            other => Err(format!("unknown vendor {other:?} (crowdstrike, okta, msgraph)")),
+            "tenable" | "tenable-vm" | "tio" => Ok(Vendor::Tenable),
+            "qualys" | "vmdr" => Ok(Vendor::Qualys),
+            other => Err(format!("unknown vendor {other:?} (crowdstrike, okta, msgraph, tenable, qualys)")),
         }
     }
 }
@@ -158,6 +166,20 @@ pub struct Faults {
     /// secret 'xyz'`), as some vendors and proxies do: a client must not
     /// pass the body on unscrubbed.
     pub echo_credentials: bool,
+    /// Tenable: an export chunk expires this long after it became available
+    /// (404 afterwards; the vendor keeps them 24 hours). Counted as `chunk_expired`.
+    pub chunk_ttl: Option<Duration>,
+    /// Tenable: `(export number, chunk id)` pairs (exports numbered from 1 in
+    /// creation order, assets and vulns together) whose chunk is already
+    /// expired when fetched (404, `chunk_expired`).
+    pub expired_chunks: Vec<(u64, u64)>,
+    /// Tenable: these exports (numbered as above) end CANCELLED halfway
+    /// (counted as `export_cancelled`); their remaining chunks are listed in
+    /// `chunks_cancelled` and answer 404.
+    pub cancel_exports: Vec<u64>,
+    /// Tenable: these exports end in ERROR halfway (`export_error`); their
+    /// remaining chunks are listed in `chunks_failed` and answer 404.
+    pub error_exports: Vec<u64>,
 }
 
 impl Default for Faults {
@@ -180,6 +202,10 @@ impl Default for Faults {
             include_auth: false,
             token_revoked_after: None,
             echo_credentials: false,
+            chunk_ttl: None,
+            expired_chunks: Vec::new(),
+            cancel_exports: Vec::new(),
+            error_exports: Vec::new(),
         }
     }
 }
@@ -257,6 +283,21 @@ pub struct Behavior {
     /// Graph: put `@odata.nextLink` after `value` (real Graph does on some
     /// endpoints) instead of before it.
     pub graph_next_link_after_value: bool,
+    /// Tenable and Qualys: mean findings (detections) per asset (host); each
+    /// carries between 0 and twice this many. Default 4, at most 127.
+    pub findings_per_asset: u32,
+    /// Tenable: status polls until an export is FINISHED (the first poll says
+    /// QUEUED; chunks become available over the polls between). Default 3.
+    pub export_polls: u32,
+    /// Tenable: exports of one kind (assets, vulns) running at once before a
+    /// new one is refused with 409. Default 2 (the vendor's documented limit
+    /// for asset exports; taken for vulnerability exports too).
+    pub max_running_exports: usize,
+    /// Tenable: a finding's `output` is padded to about this many bytes. Default 200.
+    pub finding_output_bytes: usize,
+    /// Qualys: API calls allowed to run at once (`X-Concurrency-Limit-Limit`);
+    /// one more is a 409 (code 1960). Default 2.
+    pub qualys_concurrency: usize,
 }
 
 impl Default for Behavior {
@@ -267,6 +308,11 @@ impl Default for Behavior {
             max_concurrent: None,
             token_rate_limit: TokenRateLimit::Vendor,
             graph_next_link_after_value: false,
+            findings_per_asset: 4,
+            export_polls: 3,
+            max_running_exports: 2,
+            finding_output_bytes: 200,
+            qualys_concurrency: 2,
         }
     }
 }

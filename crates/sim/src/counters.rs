@@ -57,7 +57,8 @@ pub struct CountersSnapshot {
     pub by_endpoint: BTreeMap<String, u64>,
     /// Responses per HTTP status.
     pub by_status: BTreeMap<u16, u64>,
-    /// 429 responses served (rate limit or concurrency limit).
+    /// 429 responses served (rate limit or concurrency limit), and Qualys's
+    /// 409s for the same reasons.
     pub rate_limited: u64,
     /// Most requests (admitted or not) seen within one rate-limit window: sliding
     /// windows for CrowdStrike/Graph, fixed windows for Okta. 0 without a rate limit.
@@ -165,6 +166,11 @@ impl Counters {
         *maps.by_status.entry(status).or_default() += 1;
     }
 
+    /// Body bytes written by a streamed answer.
+    pub(crate) fn add_bytes(&self, n: u64) {
+        self.bytes_served.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn fault(&self, kind: &'static str) {
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
         *maps.faults.entry(kind).or_default() += 1;
@@ -180,6 +186,16 @@ impl Counters {
     /// The server closed (dropped) a client's connection.
     pub(crate) fn connection_closed(&self) {
         let _ = self.connections_open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// A refusal for exceeding a limit that is not a 429 (Qualys's 409s).
+    pub(crate) fn rate_limited_answer(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests being handled now.
+    pub(crate) fn in_flight_now(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     pub(crate) fn token_issued(&self) {

@@ -1,9 +1,12 @@
 //! corral-sim: simulators of vendor APIs (CrowdStrike Falcon hosts, Okta users,
-//! Microsoft Graph Intune devices and Entra users) for tests, demos and benchmarks.
+//! Microsoft Graph Intune devices and Entra users, Tenable VM exports, Qualys VMDR
+//! detections; Jamf Pro and ServiceNow as [`kit`] presets) for tests, demos and
+//! benchmarks.
 //!
 //! Each simulator is an axum server on loopback that reproduces the vendor's paging,
 //! auth, rate-limit headers and error shapes (each written down in its module's docs:
-//! `src/crowdstrike.rs`, `src/okta.rs`, `src/msgraph.rs`), serves a dataset
+//! `src/crowdstrike.rs`, `src/okta.rs`, `src/msgraph.rs`, `src/tenable.rs`,
+//! `src/qualys.rs`, `src/kit/jamf.rs`, `src/kit/servicenow.rs`), serves a dataset
 //! that is a pure function of `(seed, size, generation)`, and injects seeded faults.
 //!
 //! ```no_run
@@ -31,8 +34,10 @@ mod fql;
 pub mod kit;
 mod msgraph;
 mod okta;
+mod qualys;
 mod ratelimit;
 mod server;
+mod tenable;
 mod util;
 
 pub use config::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, TokenRateLimit, Truncation, Vendor};

@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use corral_sim::data::crowdstrike::CsData;
 use corral_sim::data::msgraph::GraphData;
 use corral_sim::data::okta::OktaData;
+use corral_sim::data::qualys::QualysData;
+use corral_sim::data::tenable::{TenableData, VulnFilter};
 use corral_sim::{Behavior, Credentials, Faults, Latency, RateLimit, SimConfig, TokenRateLimit, Truncation, Vendor};
 
 #[derive(Parser)]
@@ -170,6 +172,7 @@ impl Serve {
                 include_auth: self.faults_on_auth,
                 token_revoked_after: self.token_revoked_after,
                 echo_credentials: false,
+                ..Faults::default()
             },
             credentials: Credentials {
                 client_id: self.client_id.clone(),
@@ -183,6 +186,7 @@ impl Serve {
                 max_concurrent: self.max_concurrent,
                 token_rate_limit: self.token_rate_limit,
                 graph_next_link_after_value: self.graph_next_link_after_value,
+                ..Behavior::default()
             },
             threads: self.threads.max(1),
         }
@@ -235,6 +239,32 @@ fn dump(d: &Dump) -> Result<()> {
             }
         }
         Vendor::Kit => anyhow::bail!("a kit simulator is started from Rust (corral_sim::kit::start), not from here"),
+        Vendor::Qualys => {
+            // The hosts, each with its detections.
+            let data = QualysData::new(a.seed, a.size, a.generation, Behavior::default().findings_per_asset);
+            for i in 0..n {
+                let h = data.host(i);
+                let detections: Vec<_> = data
+                    .detections(i)
+                    .iter()
+                    .map(|d| serde_json::json!({"qid": d.qid.0, "status": d.status, "severity": d.qid.2}))
+                    .collect();
+                line(
+                    &mut out,
+                    &serde_json::json!({"id": h.id, "ip": h.ip, "dns": h.dns, "os": h.os, "detections": detections}),
+                )?;
+            }
+        }
+        Vendor::Tenable => {
+            // Assets, then the default vulnerability export's findings.
+            let data = TenableData::new(a.seed, a.size, a.generation, Behavior::default().findings_per_asset);
+            for i in 0..n {
+                line(&mut out, &data.asset(i))?;
+            }
+            for f in data.findings_in(0..n, &VulnFilter::default()) {
+                line(&mut out, &data.finding(&f, 0))?;
+            }
+        }
     }
     out.flush()?;
     Ok(())
@@ -272,6 +302,16 @@ async fn serve(s: Serve) -> Result<()> {
             println!("  users:   GET  {base}/v1.0/users");
         }
         Vendor::Kit => {}
+        Vendor::Qualys => {
+            println!("  auth:    Basic {}:{} and X-Requested-With: anything", c.client_id, c.client_secret);
+            println!("  detections: GET {base}/api/2.0/fo/asset/host/vm/detection/?action=list&truncation_limit=1000");
+            println!("  hosts:   GET  {base}/api/2.0/fo/asset/host/?action=list&truncation_limit=1000");
+        }
+        Vendor::Tenable => {
+            println!("  auth:    X-ApiKeys: accessKey={};secretKey={}", c.client_id, c.client_secret);
+            println!("  assets:  POST {base}/assets/export  {{\"chunk_size\": 1000}}");
+            println!("  vulns:   POST {base}/vulns/export  {{\"num_assets\": 500}}");
+        }
     }
     println!(
         "  admin:   POST {base}/_sim/generation (next dataset generation), POST {base}/_sim/revoke, GET {base}/_sim/counters"

@@ -25,7 +25,7 @@ use crate::data::okta::OktaData;
 use crate::faults::{self, FaultRng};
 use crate::ratelimit::{Decision, Limiter, Window};
 use crate::util::PageIndex;
-use crate::{crowdstrike, kit, msgraph, okta};
+use crate::{crowdstrike, kit, msgraph, okta, qualys, tenable};
 
 /// What an endpoint is, for deciding which layers apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +76,8 @@ pub(crate) struct Sim {
     pub filter_cache: Mutex<Vec<FilterHits>>,
     /// A kit simulator's spec and state (`Vendor::Kit` only).
     pub kit: Option<Arc<kit::Runtime>>,
+    /// Tenable's export jobs.
+    pub(crate) jobs: tenable::Jobs,
 }
 
 impl Sim {
@@ -146,6 +148,11 @@ impl Sim {
         (token, announced.as_secs_f64().ceil() as u64)
     }
 
+    /// An issued token stops working (Jamf's keep-alive and invalidate-token).
+    pub(crate) fn invalidate_token(&self, token: &str) {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+    }
+
     /// Check an OAuth access token.
     pub(crate) fn check_token(&self, token: Option<&str>) -> TokenState {
         let Some(token) = token else {
@@ -172,7 +179,8 @@ impl Sim {
             Vendor::CrowdStrike => 6000,
             Vendor::Okta => 600,
             Vendor::MsGraph => 2000,
-            Vendor::Kit => self.config.rate_limit.map_or(1000, |l| l.requests),
+            Vendor::Kit | Vendor::Tenable => self.config.rate_limit.map_or(1000, |l| l.requests),
+            Vendor::Qualys => self.config.rate_limit.map_or(300, |l| l.requests),
         };
         Decision {
             allowed: true,
@@ -320,6 +328,7 @@ pub(crate) async fn launch(
         okta_revoked: AtomicBool::new(false),
         filter_cache: Mutex::new(Vec::new()),
         kit,
+        jobs: tenable::Jobs::default(),
         config: config.clone(),
     });
     let handle_sim = sim.clone();
@@ -364,6 +373,8 @@ async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: Cancellatio
         Vendor::Okta => okta::router(),
         Vendor::MsGraph => msgraph::router(),
         Vendor::Kit => kit::router(&sim),
+        Vendor::Tenable => tenable::router(),
+        Vendor::Qualys => qualys::router(),
     };
     // Admin routes are merged after the layer: never counted, limited or faulted.
     let app: Router = routes
@@ -458,15 +469,10 @@ impl tokio::io::AsyncWrite for CountedStream {
 /// Build a response on the blocking pool: record generation must not stall the
 /// runtime's workers (which may be the caller's, with `threads == 0`).
 pub(crate) async fn blocking(sim: Arc<Sim>, f: impl FnOnce(&Sim) -> Response + Send + 'static) -> Response {
-    let vendor = sim.vendor;
+    let on_panic = sim.clone();
     match tokio::task::spawn_blocking(move || f(&sim)).await {
         Ok(resp) => resp,
-        Err(_) => match vendor {
-            Vendor::CrowdStrike => crowdstrike::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-            Vendor::Okta => okta::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-            Vendor::MsGraph => msgraph::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-            Vendor::Kit => kit::server_error(StatusCode::INTERNAL_SERVER_ERROR),
-        },
+        Err(_) => server_error(&on_panic, StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 
@@ -476,6 +482,8 @@ fn classify(sim: &Sim, method: &Method, path: &str) -> (&'static str, Kind) {
         Vendor::Okta => okta::classify(method, path),
         Vendor::MsGraph => msgraph::classify(method, path),
         Vendor::Kit => kit::classify(sim, method, path),
+        Vendor::Tenable => tenable::classify(method, path),
+        Vendor::Qualys => qualys::classify(method, path),
     }
 }
 
@@ -525,6 +533,9 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
     rate_headers(&sim, resp.headers_mut(), &decision);
 
     let status = resp.status();
+    if resp.extensions().get::<qualys::Streamed>().is_some() {
+        return streamed(&sim, resp, faultable, draws, arrived, label);
+    }
     let page = resp.extensions().get::<PageIndex>().copied();
     let (mut parts, body) = resp.into_parts();
     let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -552,7 +563,7 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
         }
     }
     let finished = sim.started.elapsed();
-    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| announced_wait(&sim, &parts.headers)).flatten();
+    let retry_after = refused_for_limits(&sim, status).then(|| announced_wait(&sim, &parts.headers)).flatten();
     sim.counters.event(RequestEvent {
         arrived,
         finished,
@@ -582,6 +593,69 @@ async fn sim_layer(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Res
     Response::from_parts(parts, Body::from_stream(part.chain(cut)))
 }
 
+/// A 429, or one of Qualys's limit 409s.
+fn refused_for_limits(sim: &Sim, status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || (sim.vendor == Vendor::Qualys && status == StatusCode::CONFLICT)
+}
+
+/// Pass a streamed body on without buffering it: its bytes are counted as
+/// they go; a truncation fault ends it (or cuts the connection) after part of it.
+fn streamed(
+    sim: &Arc<Sim>,
+    resp: Response,
+    faultable: bool,
+    draws: faults::Draws,
+    arrived: Duration,
+    label: &'static str,
+) -> Response {
+    use futures::StreamExt;
+    let status = resp.status();
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    sim.counters.event(RequestEvent {
+        arrived,
+        finished: sim.started.elapsed(),
+        endpoint: label.to_string(),
+        status: status.as_u16(),
+        retry_after: None,
+    });
+    sim.counters.done(status.as_u16(), 0);
+    // A truncated answer keeps its first piece (the document's head) and
+    // `keep` of the second, then ends (or, with `Truncation::Connection`, fails).
+    let keep = match draws.truncate {
+        Some(keep) if faultable && status == StatusCode::OK => {
+            sim.counters.fault("truncate");
+            Some(keep)
+        }
+        _ => None,
+    };
+    let cut_connection = sim.config.faults.truncation == Truncation::Connection;
+    let counters = sim.counters.clone();
+    let mut piece_no = 0usize;
+    let stream = body.into_data_stream().map(move |piece| {
+        let piece = piece.map_err(std::io::Error::other)?;
+        piece_no += 1;
+        let piece = match keep {
+            Some(_) if piece_no > 2 => return Err(std::io::Error::other("corral-sim: stream cut")),
+            Some(keep) if piece_no == 2 => {
+                let n = ((piece.len() as f64 * keep) as usize).min(piece.len().saturating_sub(1));
+                piece.slice(..n)
+            }
+            _ => piece,
+        };
+        counters.add_bytes(piece.len() as u64);
+        Ok::<_, std::io::Error>(piece)
+    });
+    let mut ended = false;
+    let stream = stream.take_while(move |r| {
+        // After the cut piece: end quietly, or fail the body so the connection drops.
+        let go = !ended && (r.is_ok() || cut_connection);
+        ended |= r.is_err();
+        futures::future::ready(go)
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
 /// The wait a 429 announced, from now: Retry-After seconds, or an epoch
 /// instant (CrowdStrike's X-Ratelimit-Retryafter, Okta's X-Rate-Limit-Reset).
 fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration> {
@@ -591,6 +665,9 @@ fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration> {
     }
     if sim.vendor == Vendor::Kit {
         return kit::announced_wait(sim, headers);
+    }
+    if let Some(secs) = get("x-ratelimit-towait-sec") {
+        return Some(Duration::from_secs(secs));
     }
     let epoch = get("x-ratelimit-retryafter").or_else(|| match sim.vendor {
         Vendor::Okta => get("x-rate-limit-reset"),
@@ -609,6 +686,26 @@ async fn handle(
     draws: faults::Draws,
     in_flight: u64,
 ) -> Response {
+    if let Some(limit) = sim.kit.as_ref().and_then(|k| k.spec.concurrency)
+        && in_flight > limit.max as u64
+    {
+        sim.counters.fault("over_concurrency");
+        match limit.over {
+            kit::OverLimit::Refuse(code) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return kit::server_error(sim, status);
+            }
+            kit::OverLimit::Slow(extra) => {
+                if !pause(sim, extra).await {
+                    return shutting_down(sim);
+                }
+            }
+        }
+    }
+    if sim.vendor == Vendor::Qualys && kind != Kind::Other && in_flight > sim.config.behavior.qualys_concurrency as u64
+    {
+        return qualys::too_many_running(sim, in_flight);
+    }
     if !pause(sim, draws.latency).await {
         return shutting_down(sim);
     }
@@ -671,6 +768,8 @@ fn too_many(sim: &Sim, d: Decision) -> Response {
         Vendor::Okta => okta::too_many(sim, &d),
         Vendor::MsGraph => msgraph::too_many(sim, &d),
         Vendor::Kit => kit::too_many(sim, &d),
+        Vendor::Tenable => tenable::too_many(sim, &d),
+        Vendor::Qualys => qualys::too_many(sim, &d),
     };
     resp.extensions_mut().insert(d);
     resp
@@ -700,7 +799,9 @@ fn server_error(sim: &Sim, status: StatusCode) -> Response {
         Vendor::CrowdStrike => crowdstrike::server_error(status),
         Vendor::Okta => okta::server_error(status),
         Vendor::MsGraph => msgraph::server_error(status),
-        Vendor::Kit => kit::server_error(status),
+        Vendor::Kit => kit::server_error(sim, status),
+        Vendor::Tenable => tenable::server_error(status),
+        Vendor::Qualys => qualys::server_error(status),
     }
 }
 
@@ -712,7 +813,8 @@ fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
     match sim.vendor {
         Vendor::CrowdStrike => crowdstrike::rate_headers(headers, d),
         Vendor::Okta => okta::rate_headers(sim, headers, d),
-        Vendor::MsGraph => {}
+        Vendor::MsGraph | Vendor::Tenable => {}
         Vendor::Kit => kit::rate_headers(sim, headers, d),
+        Vendor::Qualys => qualys::rate_headers(sim, headers, d),
     }
 }

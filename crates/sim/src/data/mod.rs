@@ -14,7 +14,9 @@
 pub mod crowdstrike;
 pub mod msgraph;
 pub mod okta;
+pub mod qualys;
 mod render;
+pub mod tenable;
 
 pub(crate) use render::{Buf, Hex32, Hex128, Ipv4, Iso, Mac, NumStr, Render, iso, iso_millis, render_as_string};
 

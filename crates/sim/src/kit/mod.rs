@@ -27,7 +27,9 @@
 //! the whole dataset at once; the only state a kit simulator keeps is bounded
 //! (export jobs, and the ids of recent ids pages for ids-then-details).
 
+pub mod jamf;
 mod serve;
+pub mod servicenow;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -39,7 +41,9 @@ use serde_json::{Value, json};
 use crate::config::SimConfig;
 use crate::server::SimHandle;
 
-pub(crate) use serve::{Runtime, announced_wait, classify, rate_headers, router, server_error, too_many};
+pub(crate) use serve::{
+    Runtime, announced_wait, classify, rate_headers, router, server_error, std_b64_decode, too_many,
+};
 
 /// Why a kit simulator did not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,23 @@ pub enum KitAuth {
     /// `Authorization: Bearer <access_token>`. Tokens live `lifetime`
     /// (`Faults::token_ttl` shortens it, as for the hand-written simulators).
     OAuth2 { token_path: String, lifetime: Duration },
+    /// A bearer token bought with HTTP Basic (`client_id:client_secret`), as
+    /// Jamf Pro does: `POST token_path` answers `{"token", "expires"}`
+    /// (`expires`: an ISO-8601 UTC instant `lifetime` from now, shortened by
+    /// `Faults::token_ttl`). `POST keep_alive_path` with a valid bearer token
+    /// answers a new one and invalidates the old; an expired token is refused
+    /// there too (401: log in with Basic again). `POST invalidate_path` ends a
+    /// token (204). Data requests need `Authorization: Bearer <token>`; Basic
+    /// on a data request is refused.
+    TokenFromBasic {
+        token_path: String,
+        keep_alive_path: Option<String>,
+        invalidate_path: Option<String>,
+        lifetime: Duration,
+    },
+    /// Any of these (ServiceNow takes Basic or an OAuth bearer token on the
+    /// same endpoints); refusals answer as the first one does.
+    AnyOf(Vec<KitAuth>),
 }
 
 impl KitAuth {
@@ -86,6 +107,41 @@ impl KitAuth {
     }
     pub fn oauth2(token_path: &str, lifetime: Duration) -> Self {
         KitAuth::OAuth2 { token_path: token_path.to_string(), lifetime }
+    }
+    /// [`KitAuth::TokenFromBasic`] without keep-alive or invalidate endpoints.
+    pub fn token_from_basic(token_path: &str, lifetime: Duration) -> Self {
+        KitAuth::TokenFromBasic {
+            token_path: token_path.to_string(),
+            keep_alive_path: None,
+            invalidate_path: None,
+            lifetime,
+        }
+    }
+
+    /// Every auth style this one accepts (itself, or the members of `AnyOf`).
+    pub(crate) fn styles(&self) -> Vec<&KitAuth> {
+        match self {
+            KitAuth::AnyOf(all) => all.iter().flat_map(KitAuth::styles).collect(),
+            one => vec![one],
+        }
+    }
+
+    /// The OAuth2 token endpoint, if any style has one.
+    pub(crate) fn oauth_token(&self) -> Option<(&str, Duration)> {
+        self.styles().into_iter().find_map(|a| match a {
+            KitAuth::OAuth2 { token_path, lifetime } => Some((token_path.as_str(), *lifetime)),
+            _ => None,
+        })
+    }
+
+    /// The Basic-to-bearer endpoints `(token, keep-alive, invalidate, lifetime)`, if any style has them.
+    pub(crate) fn basic_token(&self) -> Option<(&str, Option<&str>, Option<&str>, Duration)> {
+        self.styles().into_iter().find_map(|a| match a {
+            KitAuth::TokenFromBasic { token_path, keep_alive_path, invalidate_path, lifetime } => {
+                Some((token_path.as_str(), keep_alive_path.as_deref(), invalidate_path.as_deref(), *lifetime))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -171,13 +227,93 @@ pub enum RateHeaders {
         prefix: String,
         reset: ResetStyle,
     },
+    /// Headers named one by one; `None` leaves one out (ServiceNow sends
+    /// `X-RateLimit-Limit` and `X-RateLimit-Reset`, epoch, but no remaining count).
+    Named {
+        limit: Option<String>,
+        remaining: Option<String>,
+        reset: Option<String>,
+        reset_style: ResetStyle,
+    },
 }
 
 impl RateHeaders {
     pub fn x_ratelimit(reset: ResetStyle) -> Self {
         RateHeaders::XRateLimit { prefix: "X-RateLimit".into(), reset }
     }
+    /// [`RateHeaders::Named`].
+    pub fn named(limit: Option<&str>, remaining: Option<&str>, reset: Option<&str>, reset_style: ResetStyle) -> Self {
+        RateHeaders::Named {
+            limit: limit.map(str::to_string),
+            remaining: remaining.map(str::to_string),
+            reset: reset.map(str::to_string),
+            reset_style,
+        }
+    }
 }
+
+/// The shape of error bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorStyle {
+    /// `{"errors": [{"code", "title", "detail"}]}`.
+    #[default]
+    Kit,
+    /// Jamf Pro: `{"httpStatus": 401, "errors": [{"code", "description", "id", "field"}]}`.
+    Jamf,
+    /// ServiceNow: `{"error": {"message", "detail"}, "status": "failure"}`.
+    ServiceNow,
+}
+
+/// Record sections chosen by a repeatable query parameter (Jamf's
+/// `section=GENERAL&section=HARDWARE`, comma-separated lists too). A section
+/// not asked for is `null` in each record; an unknown section name is a 400.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sections {
+    pub param: String,
+    /// `(section name, record field)`: `("HARDWARE", "hardware")`.
+    pub sections: Vec<(String, String)>,
+    /// Sections served when the parameter is absent (Jamf: `GENERAL`).
+    pub default: Vec<String>,
+}
+
+/// What the simulator does with a request beyond the concurrency limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Answer at once with this status (e.g. 503) in the spec's error style.
+    Refuse(u16),
+    /// Serve it, this much slower (an overloaded server that does not refuse).
+    Slow(Duration),
+}
+
+/// At most `max` requests in flight at once (Jamf Pro: 5); more are refused
+/// or slowed, each counted as fault `over_concurrency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConcurrencyLimit {
+    pub max: usize,
+    pub over: OverLimit,
+}
+
+/// ServiceNow-style display values. The generator writes fields that have a
+/// display form as `{"value": v, "display_value": d}` and reference fields as
+/// `{"value": sys_id, "display_value": name, "link": "/api/now/table/x/<sys_id>"}`
+/// (a relative link is made absolute with the request's host); plain
+/// strings have no separate display form. `param` picks what a page shows:
+/// - `false` (default): values; references as `{"link", "value"}`;
+/// - `true`: display values; references as `{"display_value", "link"}`;
+/// - `all`: every field as `{"display_value", "value"}`, references with `link` too.
+///
+/// With `exclude_link_param=true` references lose `link` and are bare strings
+/// for `false`/`true`. An empty reference is `""` (for `all`: both parts `""`).
+/// Any other value of `param` is a 400.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisplayValues {
+    pub param: String,
+    pub exclude_link_param: String,
+}
+
+/// Checks a listing's query parameters before the page is served; `Err` is a
+/// 400 with that detail (e.g. "sysparm_query other than ORDERBY is not simulated").
+pub type ParamCheck = Arc<dyn Fn(&[(String, String)]) -> Result<(), String> + Send + Sync>;
 
 /// Default and maximum page size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +353,20 @@ pub struct KitSpec {
     /// Finds a record by id (ids-then-details); without it, the ids of the
     /// last 65 536 listed records are remembered.
     pub index_of: Option<IndexOf>,
+    /// A header carrying the dataset's total on each page (ServiceNow's `X-Total-Count`).
+    pub total_header: Option<String>,
+    /// Offset/limit pages carry one `Link` header with `rel="first"`,
+    /// `"prev"` (not on the first page), `"next"` (not on the last) and
+    /// `"last"`, comma-joined as ServiceNow sends them.
+    pub offset_links: bool,
+    pub sections: Option<Sections>,
+    pub concurrency: Option<ConcurrencyLimit>,
+    pub display_values: Option<DisplayValues>,
+    /// A query parameter listing the fields to return (`sysparm_fields=a,b`);
+    /// unknown names are left out silently.
+    pub fields_param: Option<String>,
+    pub param_check: Option<ParamCheck>,
+    pub error_style: ErrorStyle,
 }
 
 impl fmt::Debug for KitSpec {
@@ -233,6 +383,13 @@ impl fmt::Debug for KitSpec {
             .field("rate_headers", &self.rate_headers)
             .field("retry_after", &self.retry_after)
             .field("id_field", &self.id_field)
+            .field("total_header", &self.total_header)
+            .field("offset_links", &self.offset_links)
+            .field("sections", &self.sections)
+            .field("concurrency", &self.concurrency)
+            .field("display_values", &self.display_values)
+            .field("fields_param", &self.fields_param)
+            .field("error_style", &self.error_style)
             .finish_non_exhaustive()
     }
 }
@@ -259,6 +416,14 @@ impl KitSpec {
             id_field: "id".into(),
             generator: Arc::new(generator),
             index_of: None,
+            total_header: None,
+            offset_links: false,
+            sections: None,
+            concurrency: None,
+            display_values: None,
+            fields_param: None,
+            param_check: None,
+            error_style: ErrorStyle::Kit,
         }
     }
     pub fn name(mut self, name: &str) -> Self {
@@ -314,6 +479,47 @@ impl KitSpec {
         self.index_of = Some(Arc::new(f));
         self
     }
+    pub fn total_header(mut self, name: &str) -> Self {
+        self.total_header = Some(name.to_string());
+        self
+    }
+    pub fn offset_links(mut self, on: bool) -> Self {
+        self.offset_links = on;
+        self
+    }
+    /// Sections chosen by `param`: `sections` are `(NAME, field)` pairs, `default` the names served without it.
+    pub fn sections(mut self, param: &str, sections: &[(&str, &str)], default: &[&str]) -> Self {
+        self.sections = Some(Sections {
+            param: param.to_string(),
+            sections: sections.iter().map(|(n, f)| (n.to_string(), f.to_string())).collect(),
+            default: path_of(default),
+        });
+        self
+    }
+    pub fn concurrency(mut self, max: usize, over: OverLimit) -> Self {
+        self.concurrency = Some(ConcurrencyLimit { max, over });
+        self
+    }
+    pub fn display_values(mut self, param: &str, exclude_link_param: &str) -> Self {
+        self.display_values =
+            Some(DisplayValues { param: param.to_string(), exclude_link_param: exclude_link_param.to_string() });
+        self
+    }
+    pub fn fields_param(mut self, name: &str) -> Self {
+        self.fields_param = Some(name.to_string());
+        self
+    }
+    pub fn param_check(
+        mut self,
+        f: impl Fn(&[(String, String)]) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.param_check = Some(Arc::new(f));
+        self
+    }
+    pub fn error_style(mut self, style: ErrorStyle) -> Self {
+        self.error_style = style;
+        self
+    }
 
     /// Record `index` of `generation`.
     pub fn record(&self, index: u64, generation: u64) -> Value {
@@ -338,8 +544,32 @@ impl KitSpec {
     fn validate(&self) -> Result<(), KitError> {
         let bad = |m: String| Err(KitError::InvalidSpec(m));
         let mut paths = vec![("list path", self.list_path.clone())];
-        if let KitAuth::OAuth2 { token_path, .. } = &self.auth {
-            paths.push(("token path", token_path.clone()));
+        if let Some((token_path, _)) = self.auth.oauth_token() {
+            paths.push(("token path", token_path.to_string()));
+        }
+        if let Some((token_path, keep_alive, invalidate, _)) = self.auth.basic_token() {
+            paths.push(("token path", token_path.to_string()));
+            if let Some(p) = keep_alive {
+                paths.push(("keep-alive path", p.to_string()));
+            }
+            if let Some(p) = invalidate {
+                paths.push(("invalidate path", p.to_string()));
+            }
+        }
+        if self.auth.styles().iter().filter(|a| matches!(a, KitAuth::OAuth2 { .. })).count() > 1
+            || self.auth.styles().iter().filter(|a| matches!(a, KitAuth::TokenFromBasic { .. })).count() > 1
+        {
+            return bad("at most one OAuth2 and one token-from-Basic style".into());
+        }
+        if let Some(c) = &self.concurrency
+            && c.max == 0
+        {
+            return bad("the concurrency limit must be at least 1".into());
+        }
+        if let Some(s) = &self.sections
+            && let Some(d) = s.default.iter().find(|d| !s.sections.iter().any(|(n, _)| n == *d))
+        {
+            return bad(format!("default section {d:?} is not one of the sections"));
         }
         if let Pagination::IdsThenDetails { details_path, max_ids, .. } = &self.pagination {
             paths.push(("details path", details_path.clone()));

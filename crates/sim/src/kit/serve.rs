@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::{KitAuth, KitSpec, Pagination, RateHeaders, ResetStyle};
+use super::{ErrorStyle, KitAuth, KitSpec, Pagination, RateHeaders, ResetStyle};
 use crate::ratelimit::Decision;
 use crate::server::{Kind, Sim, TokenState, blocking};
 use crate::util::{
@@ -98,8 +98,17 @@ pub(crate) fn router(sim: &Sim) -> Router<Arc<Sim>> {
         }
         _ => r.route(&spec.list_path, get(list)),
     };
-    if let KitAuth::OAuth2 { token_path, .. } = &spec.auth {
+    if let Some((token_path, _)) = spec.auth.oauth_token() {
         r = r.route(token_path, post(token));
+    }
+    if let Some((token_path, keep_alive, invalidate, _)) = spec.auth.basic_token() {
+        r = r.route(token_path, post(basic_token));
+        if let Some(p) = keep_alive {
+            r = r.route(p, post(keep_alive_token));
+        }
+        if let Some(p) = invalidate {
+            r = r.route(p, post(invalidate_token));
+        }
     }
     if let Some(p) = &spec.check_path {
         r = r.route(p, get(check));
@@ -110,11 +119,21 @@ pub(crate) fn router(sim: &Sim) -> Router<Arc<Sim>> {
 pub(crate) fn classify(sim: &Sim, method: &Method, path: &str) -> (&'static str, Kind) {
     let spec = &kit(sim).spec;
     let m = method.as_str();
-    if let KitAuth::OAuth2 { token_path, .. } = &spec.auth
-        && m == "POST"
-        && path == token_path
-    {
-        return ("kit.token", Kind::Auth);
+    if m == "POST" {
+        if spec.auth.oauth_token().is_some_and(|(p, _)| p == path) {
+            return ("kit.token", Kind::Auth);
+        }
+        if let Some((token_path, keep_alive, invalidate, _)) = spec.auth.basic_token() {
+            if path == token_path {
+                return ("kit.token", Kind::Auth);
+            }
+            if keep_alive == Some(path) {
+                return ("kit.keep_alive", Kind::Auth);
+            }
+            if invalidate == Some(path) {
+                return ("kit.invalidate", Kind::Auth);
+            }
+        }
     }
     match &spec.pagination {
         Pagination::Export { .. } => {
@@ -144,15 +163,31 @@ pub(crate) fn classify(sim: &Sim, method: &Method, path: &str) -> (&'static str,
     ("kit.other", Kind::Other)
 }
 
-fn error(status: StatusCode, code: &str, detail: &str) -> Response {
-    json_resp(
-        status,
-        &json!({"errors": [{"code": code, "title": status.canonical_reason().unwrap_or(""), "detail": detail}]}),
-    )
+/// An error body in `style`.
+pub(crate) fn styled_error(style: ErrorStyle, status: StatusCode, code: &str, detail: &str) -> Response {
+    let reason = status.canonical_reason().unwrap_or("");
+    let body = match style {
+        ErrorStyle::Kit => json!({"errors": [{"code": code, "title": reason, "detail": detail}]}),
+        ErrorStyle::Jamf => json!({
+            "httpStatus": status.as_u16(),
+            "errors": [{"code": code.to_ascii_uppercase(), "description": detail, "id": "0", "field": null}],
+        }),
+        ErrorStyle::ServiceNow => json!({"error": {"message": reason, "detail": detail}, "status": "failure"}),
+    };
+    json_resp(status, &body)
 }
 
-pub(crate) fn server_error(status: StatusCode) -> Response {
-    error(status, "server_error", "The service is temporarily unavailable. Please retry.")
+fn error(sim: &Sim, status: StatusCode, code: &str, detail: &str) -> Response {
+    styled_error(kit(sim).spec.error_style, status, code, detail)
+}
+
+pub(crate) fn server_error(sim: &Sim, status: StatusCode) -> Response {
+    styled_error(
+        kit(sim).spec.error_style,
+        status,
+        "server_error",
+        "The service is temporarily unavailable. Please retry.",
+    )
 }
 
 fn secs_until(at: Instant) -> u64 {
@@ -160,7 +195,7 @@ fn secs_until(at: Instant) -> u64 {
 }
 
 pub(crate) fn too_many(sim: &Sim, d: &Decision) -> Response {
-    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests; slow down.");
+    let mut resp = error(sim, StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests; slow down.");
     if kit(sim).spec.retry_after
         && let Ok(v) = HeaderValue::from_str(&secs_until(d.reset_at).to_string())
     {
@@ -169,17 +204,31 @@ pub(crate) fn too_many(sim: &Sim, d: &Decision) -> Response {
     resp
 }
 
+/// The (limit, remaining, reset) header names and the reset style of a spec.
+fn rate_header_names(style: &RateHeaders) -> Option<([Option<String>; 3], ResetStyle)> {
+    match style {
+        RateHeaders::None => None,
+        RateHeaders::XRateLimit { prefix, reset } => Some((
+            [Some(format!("{prefix}-Limit")), Some(format!("{prefix}-Remaining")), Some(format!("{prefix}-Reset"))],
+            *reset,
+        )),
+        RateHeaders::Named { limit, remaining, reset, reset_style } => {
+            Some(([limit.clone(), remaining.clone(), reset.clone()], *reset_style))
+        }
+    }
+}
+
 pub(crate) fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
-    let RateHeaders::XRateLimit { prefix, reset } = &kit(sim).spec.rate_headers else { return };
+    let Some((names, reset)) = rate_header_names(&kit(sim).spec.rate_headers) else { return };
     let reset = match reset {
         ResetStyle::Seconds => secs_until(d.reset_at),
         ResetStyle::Epoch => sim.epoch_secs(d.reset_at.max(Instant::now())),
     };
-    for (suffix, value) in [("Limit", d.limit as u64), ("Remaining", d.remaining as u64), ("Reset", reset)] {
-        if let (Ok(name), Ok(v)) = (
-            axum::http::HeaderName::from_bytes(format!("{prefix}-{suffix}").as_bytes()),
-            HeaderValue::from_str(&value.to_string()),
-        ) {
+    for (name, value) in names.iter().zip([d.limit as u64, d.remaining as u64, reset]) {
+        let Some(name) = name else { continue };
+        if let (Ok(name), Ok(v)) =
+            (axum::http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value.to_string()))
+        {
             headers.insert(name, v);
         }
     }
@@ -187,8 +236,8 @@ pub(crate) fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
 
 /// The wait a 429 announced besides `Retry-After`: the reset header.
 pub(crate) fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration> {
-    let RateHeaders::XRateLimit { prefix, reset } = &kit(sim).spec.rate_headers else { return None };
-    let v: u64 = headers.get(format!("{prefix}-Reset").as_str())?.to_str().ok()?.trim().parse().ok()?;
+    let ([_, _, reset_name], reset) = rate_header_names(&kit(sim).spec.rate_headers)?;
+    let v: u64 = headers.get(reset_name?.as_str())?.to_str().ok()?.trim().parse().ok()?;
     Some(match reset {
         ResetStyle::Seconds => Duration::from_secs(v),
         ResetStyle::Epoch => {
@@ -198,8 +247,8 @@ pub(crate) fn announced_wait(sim: &Sim, headers: &HeaderMap) -> Option<Duration>
     })
 }
 
-async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "No such endpoint")
+async fn not_found(State(sim): State<Arc<Sim>>) -> Response {
+    error(&sim, StatusCode::NOT_FOUND, "not_found", "No such endpoint")
 }
 
 fn refused(sim: &Sim, what: &str, given: Option<&str>) -> Response {
@@ -207,7 +256,7 @@ fn refused(sim: &Sim, what: &str, given: Option<&str>) -> Response {
         Some(g) if sim.config.faults.echo_credentials => format!("{what}: '{g}'"),
         _ => what.to_string(),
     };
-    error(StatusCode::UNAUTHORIZED, "unauthorized", &detail)
+    error(sim, StatusCode::UNAUTHORIZED, "unauthorized", &detail)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -226,7 +275,7 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-fn std_b64_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn std_b64_decode(s: &str) -> Option<Vec<u8>> {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let s = s.trim_end_matches('=');
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
@@ -243,6 +292,21 @@ fn std_b64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
+    let auth = &kit(sim).spec.auth;
+    let styles = auth.styles();
+    let mut first_refusal = None;
+    for style in styles {
+        match authorize_one(sim, style, headers) {
+            Ok(()) => return Ok(()),
+            Err(r) => {
+                first_refusal.get_or_insert(r);
+            }
+        }
+    }
+    Err(first_refusal.unwrap_or_else(|| refused(sim, "No credentials accepted", None)))
+}
+
+fn authorize_one(sim: &Sim, auth: &KitAuth, headers: &HeaderMap) -> Result<(), Response> {
     let creds = &sim.config.credentials;
     let ok_static = |given: Option<&str>, what: &str| {
         if given == Some(creds.token.as_str()) && sim.static_token_works() {
@@ -251,7 +315,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
             Err(refused(sim, what, given))
         }
     };
-    match &kit(sim).spec.auth {
+    match auth {
         KitAuth::None => Ok(()),
         KitAuth::Bearer => ok_static(bearer(headers, "Bearer").as_deref(), "Invalid bearer token"),
         KitAuth::Header { name, prefix } => {
@@ -263,7 +327,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
             Some((_, p)) => Err(refused(sim, "Invalid username or password", Some(&p))),
             None => Err(refused(sim, "Basic credentials required", None)),
         },
-        KitAuth::OAuth2 { .. } => {
+        KitAuth::OAuth2 { .. } | KitAuth::TokenFromBasic { .. } => {
             let token = bearer(headers, "Bearer");
             match sim.check_token(token.as_deref()) {
                 TokenState::Valid => Ok(()),
@@ -272,12 +336,69 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
                 TokenState::Unknown => Err(refused(sim, "Invalid access token", token.as_deref())),
             }
         }
+        KitAuth::AnyOf(_) => Err(refused(sim, "No credentials accepted", None)),
+    }
+}
+
+/// The `{"token", "expires"}` answer of a Basic-to-bearer login.
+fn issue_basic_token(sim: &Sim, lifetime: Duration) -> Response {
+    let (token, expires_in) = sim.issue_token(lifetime);
+    let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + Duration::from_secs(expires_in);
+    let expires = crate::data::iso_millis(expires.as_secs() as i64, u64::from(expires.subsec_millis()));
+    json_resp(StatusCode::OK, &json!({"token": token, "expires": expires}))
+}
+
+/// `POST token_path` with HTTP Basic: a bearer token (Jamf Pro).
+async fn basic_token(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let Some((_, _, _, lifetime)) = kit(&sim).spec.auth.basic_token() else {
+        return server_error(&sim, StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let creds = &sim.config.credentials;
+    match basic(&headers) {
+        Some((u, p)) if u == creds.client_id && p == creds.client_secret => issue_basic_token(&sim, lifetime),
+        Some((_, p)) => refused(&sim, "Invalid username or password", Some(&p)),
+        None => refused(&sim, "Basic credentials required", None),
+    }
+}
+
+/// `POST keep_alive_path` with a valid bearer token: a new token; the old one stops working.
+async fn keep_alive_token(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let Some((_, _, _, lifetime)) = kit(&sim).spec.auth.basic_token() else {
+        return server_error(&sim, StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let token = bearer(&headers, "Bearer");
+    match sim.check_token(token.as_deref()) {
+        TokenState::Valid => {
+            if let Some(t) = &token {
+                sim.invalidate_token(t);
+            }
+            issue_basic_token(&sim, lifetime)
+        }
+        TokenState::Expired => refused(&sim, "Access token expired", None),
+        TokenState::Missing => refused(&sim, "Bearer token required", None),
+        TokenState::Unknown => refused(&sim, "Invalid access token", token.as_deref()),
+    }
+}
+
+/// `POST invalidate_path`: the bearer token stops working (204).
+async fn invalidate_token(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let token = bearer(&headers, "Bearer");
+    match sim.check_token(token.as_deref()) {
+        TokenState::Valid => {
+            if let Some(t) = &token {
+                sim.invalidate_token(t);
+            }
+            let mut resp = Response::new(axum::body::Body::empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+        _ => refused(&sim, "Invalid access token", None),
     }
 }
 
 async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let KitAuth::OAuth2 { lifetime, .. } = kit(&sim).spec.auth else {
-        return server_error(StatusCode::INTERNAL_SERVER_ERROR);
+    let Some((_, lifetime)) = kit(&sim).spec.auth.oauth_token() else {
+        return server_error(&sim, StatusCode::INTERNAL_SERVER_ERROR);
     };
     let form = parse_form(&body);
     let creds = &sim.config.credentials;
@@ -338,24 +459,24 @@ fn set_path(body: &mut Value, path: &[String], value: Value) {
     }
 }
 
-fn bad_request(detail: &str) -> Response {
-    error(StatusCode::BAD_REQUEST, "bad_request", detail)
+fn bad_request(sim: &Sim, detail: &str) -> Response {
+    error(sim, StatusCode::BAD_REQUEST, "bad_request", detail)
 }
 
-fn page_limit(spec: &KitSpec, pairs: &[(String, String)]) -> Result<usize, Response> {
+fn page_limit(sim: &Sim, spec: &KitSpec, pairs: &[(String, String)]) -> Result<usize, Response> {
     match qget(pairs, &spec.limit_param) {
         None | Some("") => Ok(spec.page_size.default),
         Some(v) => match v.trim().parse::<usize>() {
             Ok(n) if n >= 1 => Ok(n.min(spec.page_size.max)),
-            _ => Err(bad_request(&format!("{} must be a positive integer", spec.limit_param))),
+            _ => Err(bad_request(sim, &format!("{} must be a positive integer", spec.limit_param))),
         },
     }
 }
 
-fn number(pairs: &[(String, String)], name: &str, default: u64) -> Result<u64, Response> {
+fn number(sim: &Sim, pairs: &[(String, String)], name: &str, default: u64) -> Result<u64, Response> {
     match qget(pairs, name) {
         None | Some("") => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| bad_request(&format!("{name} must be a non-negative integer"))),
+        Some(v) => v.trim().parse().map_err(|_| bad_request(sim, &format!("{name} must be a non-negative integer"))),
     }
 }
 
@@ -379,8 +500,17 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
     let rt = kit(sim);
     let spec = &rt.spec;
     let pairs = parse_query(q);
-    let limit = match page_limit(spec, &pairs) {
+    let limit = match page_limit(sim, spec, &pairs) {
         Ok(l) => l,
+        Err(r) => return r,
+    };
+    if let Some(check) = &spec.param_check
+        && let Err(why) = check(&pairs)
+    {
+        return bad_request(sim, &why);
+    }
+    let shape = match Shape::of(sim, spec, &pairs, headers) {
+        Ok(s) => s,
         Err(r) => return r,
     };
     let size = sim.config.size as u64;
@@ -390,21 +520,21 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
             None => Ok(0),
             Some(t) => unseal(key, t, 1)
                 .and_then(|f| f.first().copied())
-                .ok_or_else(|| bad_request(&format!("{name}: not a cursor this API issued"))),
+                .ok_or_else(|| bad_request(sim, &format!("{name}: not a cursor this API issued"))),
         }
     };
     let start = match &spec.pagination {
         Pagination::BodyCursor { param, .. } | Pagination::LinkHeader { param } => token(param),
         Pagination::NextLink { .. } => token("skiptoken"),
         Pagination::OffsetLimit { offset_param } | Pagination::IdsThenDetails { offset_param, .. } => {
-            number(&pairs, offset_param, 0)
+            number(sim, &pairs, offset_param, 0)
         }
-        Pagination::PageNumber { page_param, first } => match number(&pairs, page_param, *first) {
+        Pagination::PageNumber { page_param, first } => match number(sim, &pairs, page_param, *first) {
             Ok(p) if p >= *first => Ok((p - first).saturating_mul(limit as u64)),
-            Ok(_) => Err(bad_request(&format!("{page_param} starts at {first}"))),
+            Ok(_) => Err(bad_request(sim, &format!("{page_param} starts at {first}"))),
             Err(r) => Err(r),
         },
-        Pagination::Export { .. } => Err(bad_request("this API lists by export jobs")),
+        Pagination::Export { .. } => Err(bad_request(sim, "this API lists by export jobs")),
     };
     let start = match start {
         Ok(s) => s.min(size),
@@ -419,7 +549,7 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
         rt.remember(generation, &ids);
         ids.into_iter().map(|(id, _)| Value::String(id)).collect()
     } else {
-        records
+        records.into_iter().map(|r| shape.apply(r)).collect()
     };
     let more = end < size && end > start;
     let next_token = more.then(|| seal(key, &[end]));
@@ -457,6 +587,9 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
                 link_headers.push(format!("<{base}&{param}={}>; rel=\"next\"", percent_encode(&t)));
             }
         }
+        Pagination::OffsetLimit { offset_param } if spec.offset_links => {
+            link_headers.push(offset_links(sim, spec, headers, &pairs, offset_param, start, limit as u64));
+        }
         _ => {}
     }
     let mut resp = json_resp(StatusCode::OK, &body);
@@ -465,8 +598,155 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
             resp.headers_mut().append(header::LINK, v);
         }
     }
+    if let Some(name) = &spec.total_header
+        && let (Ok(name), Ok(v)) =
+            (axum::http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&size.to_string()))
+    {
+        resp.headers_mut().insert(name, v);
+    }
     resp.extensions_mut().insert(PageIndex((start / limit as u64) as usize));
     resp
+}
+
+/// ServiceNow's one `Link` header: `<url>;rel="first",<url>;rel="prev",<url>;rel="next",<url>;rel="last"`
+/// (no prev on the first page, no next on the last); each URL repeats the
+/// request's other parameters with its own offset.
+fn offset_links(
+    sim: &Sim,
+    spec: &KitSpec,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    offset_param: &str,
+    start: u64,
+    limit: u64,
+) -> String {
+    let size = sim.config.size as u64;
+    let mut kept: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k != offset_param && *k != spec.limit_param)
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    kept.push(format!("{}={limit}", spec.limit_param));
+    let base = format!("{}{}?{}", origin(sim, headers), spec.list_path, kept.join("&"));
+    let url = |offset: u64| format!("<{base}&{offset_param}={offset}>");
+    let last = size.saturating_sub(1) / limit * limit;
+    let mut links = vec![format!("{};rel=\"first\"", url(0))];
+    if start > 0 {
+        links.push(format!("{};rel=\"prev\"", url(start.saturating_sub(limit))));
+    }
+    if start + limit < size {
+        links.push(format!("{};rel=\"next\"", url(start + limit)));
+    }
+    links.push(format!("{};rel=\"last\"", url(last)));
+    links.join(",")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Display {
+    Values,
+    Displayed,
+    All,
+}
+
+/// How the records of one page are shaped: sections, display values, fields.
+struct Shape {
+    /// Section fields left out (set to null).
+    hidden_sections: Vec<String>,
+    display: Option<(Display, bool)>,
+    fields: Option<Vec<String>>,
+    origin: String,
+}
+
+impl Shape {
+    fn of(sim: &Sim, spec: &KitSpec, pairs: &[(String, String)], headers: &HeaderMap) -> Result<Shape, Response> {
+        let mut hidden_sections = Vec::new();
+        if let Some(sec) = &spec.sections {
+            let asked: Vec<&str> = pairs
+                .iter()
+                .filter(|(k, _)| *k == sec.param)
+                .flat_map(|(_, v)| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            if let Some(bad) = asked.iter().find(|a| !sec.sections.iter().any(|(n, _)| n == *a)) {
+                return Err(bad_request(sim, &format!("{}: unknown section {bad:?}", sec.param)));
+            }
+            let chosen: Vec<&str> =
+                if asked.is_empty() { sec.default.iter().map(String::as_str).collect() } else { asked };
+            hidden_sections =
+                sec.sections.iter().filter(|(n, _)| !chosen.contains(&n.as_str())).map(|(_, f)| f.clone()).collect();
+        }
+        let mut display = None;
+        if let Some(dv) = &spec.display_values {
+            let mode = match qget(pairs, &dv.param).map(str::trim) {
+                None | Some("") | Some("false") => Display::Values,
+                Some("true") => Display::Displayed,
+                Some("all") => Display::All,
+                Some(other) => {
+                    return Err(bad_request(sim, &format!("{}: {other:?} is not true, false or all", dv.param)));
+                }
+            };
+            let with_link = qget(pairs, &dv.exclude_link_param).map(str::trim) != Some("true");
+            display = Some((mode, with_link));
+        }
+        let fields = spec
+            .fields_param
+            .as_ref()
+            .and_then(|p| qget(pairs, p))
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect::<Vec<_>>());
+        Ok(Shape { hidden_sections, display, fields, origin: origin(sim, headers) })
+    }
+
+    fn apply(&self, record: Value) -> Value {
+        let Value::Object(mut map) = record else { return record };
+        for f in &self.hidden_sections {
+            if let Some(v) = map.get_mut(f) {
+                *v = Value::Null;
+            }
+        }
+        if let Some(fields) = &self.fields {
+            map.retain(|k, _| fields.contains(k));
+        }
+        if let Some((mode, with_link)) = self.display {
+            for v in map.values_mut() {
+                *v = self.display_value(std::mem::take(v), mode, with_link);
+            }
+        }
+        Value::Object(map)
+    }
+
+    fn display_value(&self, v: Value, mode: Display, with_link: bool) -> Value {
+        let Value::Object(obj) = &v else {
+            return match mode {
+                Display::All => {
+                    let shown = match &v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    json!({"display_value": shown, "value": v})
+                }
+                _ => v,
+            };
+        };
+        let (Some(value), Some(shown)) = (obj.get("value"), obj.get("display_value")) else { return v };
+        let link = obj
+            .get("link")
+            .and_then(Value::as_str)
+            .map(|l| if l.starts_with('/') { format!("{}{l}", self.origin) } else { l.to_string() });
+        let empty = value.as_str() == Some("");
+        match (mode, link) {
+            (Display::All, _) if empty => json!({"display_value": "", "value": ""}),
+            (_, Some(_)) if empty => json!(""),
+            (Display::Values, Some(l)) if with_link => json!({"link": l, "value": value}),
+            (Display::Displayed, Some(l)) if with_link => json!({"display_value": shown, "link": l}),
+            (Display::All, Some(l)) if with_link => json!({"display_value": shown, "link": l, "value": value}),
+            (Display::Values, _) => value.clone(),
+            (Display::Displayed, _) => shown.clone(),
+            (Display::All, _) => json!({"display_value": shown, "value": value}),
+        }
+    }
 }
 
 async fn details(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
@@ -480,7 +760,7 @@ fn details_page(sim: &Sim, q: Option<&str>) -> Response {
     let rt = kit(sim);
     let spec = &rt.spec;
     let Pagination::IdsThenDetails { ids_param, max_ids, .. } = &spec.pagination else {
-        return server_error(StatusCode::INTERNAL_SERVER_ERROR);
+        return server_error(sim, StatusCode::INTERNAL_SERVER_ERROR);
     };
     let pairs = parse_query(q);
     let ids: Vec<&str> = pairs
@@ -491,10 +771,10 @@ fn details_page(sim: &Sim, q: Option<&str>) -> Response {
         .filter(|s| !s.is_empty())
         .collect();
     if ids.is_empty() {
-        return bad_request(&format!("{ids_param} is required"));
+        return bad_request(sim, &format!("{ids_param} is required"));
     }
     if ids.len() > *max_ids {
-        return bad_request(&format!("at most {max_ids} ids per request, got {}", ids.len()));
+        return bad_request(sim, &format!("at most {max_ids} ids per request, got {}", ids.len()));
     }
     let generation = sim.generation();
     let records: Vec<Value> =
@@ -514,12 +794,12 @@ async fn export_create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
     } else {
         match serde_json::from_slice::<Value>(&body) {
             Ok(v) => v.get("chunk_size").and_then(Value::as_u64),
-            Err(_) => return bad_request("the body must be JSON"),
+            Err(_) => return bad_request(&sim, "the body must be JSON"),
         }
     };
     let chunk_size = match asked {
         None => spec.page_size.default,
-        Some(0) => return bad_request("chunk_size must be at least 1"),
+        Some(0) => return bad_request(&sim, "chunk_size must be at least 1"),
         Some(n) => (n as usize).min(spec.page_size.max),
     };
     let rt = kit(&sim);
@@ -544,11 +824,11 @@ async fn export_status(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(job
     }
     let rt = kit(&sim);
     let Pagination::Export { polls_to_finish } = rt.spec.pagination else {
-        return server_error(StatusCode::INTERNAL_SERVER_ERROR);
+        return server_error(&sim, StatusCode::INTERNAL_SERVER_ERROR);
     };
     let mut jobs = rt.jobs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(j) = jobs.iter_mut().find(|j| j.id == job) else {
-        return error(StatusCode::NOT_FOUND, "not_found", "No such export");
+        return error(&sim, StatusCode::NOT_FOUND, "not_found", "No such export");
     };
     j.polls = j.polls.saturating_add(1);
     let total = chunk_count(sim.config.size, j.chunk_size);
@@ -579,12 +859,12 @@ fn chunk_page(sim: &Sim, job: &str, chunk: &str) -> Response {
         .find(|j| j.id == job)
         .map(|j| (j.generation, j.chunk_size));
     let Some((generation, chunk_size)) = found else {
-        return error(StatusCode::NOT_FOUND, "not_found", "No such export");
+        return error(sim, StatusCode::NOT_FOUND, "not_found", "No such export");
     };
     let total = chunk_count(sim.config.size, chunk_size);
     let n = match chunk.parse::<u64>() {
         Ok(n) if (1..=total).contains(&n) => n,
-        _ => return error(StatusCode::NOT_FOUND, "not_found", "No such chunk"),
+        _ => return error(sim, StatusCode::NOT_FOUND, "not_found", "No such chunk"),
     };
     let size = sim.config.size as u64;
     let start = (n - 1) * chunk_size as u64;
