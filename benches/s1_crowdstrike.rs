@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p corral-workspace --bench s1_crowdstrike`
 //! (CORRAL_BENCH_DEVICES, default 100,000; CORRAL_BENCH_LATENCY_MS, default 50;
-//! CORRAL_BENCH_RUNS, default 3).
+//! CORRAL_BENCH_RUNS, default 3; CORRAL_BENCH_BATCH_RECORDS overrides the
+//! engine's `batch_max_records`, and `batch_max_bytes` follows at 4 KiB a record).
 //!
 //! Each round measures the "fetch+parse only" bound (the same requests against
 //! the same simulator, each body parsed into serde_json::Value and dropped) and
@@ -24,7 +25,7 @@ use corral_core::{
 };
 use corral_sim::{Credentials, SimConfig, Vendor};
 use corral_store::sqlite::SqliteStore;
-use corral_workspace::{cpu_seconds, median, peak_rss_kb};
+use corral_workspace::{cpu_seconds, median, peak_rss_kb, written_bytes};
 use serde_json::{Value, json};
 
 #[global_allocator]
@@ -88,6 +89,10 @@ fn main() {
     );
     println!("  cpu seconds      : {:.2}", med(&|r| f(&r.1, "cpu_s")));
     println!("  peak RSS         : {:.1} MB", med(&|r| f(&r.1, "rss_mb")));
+    println!(
+        "  store writes     : {:.1} KiB per asset (journal and database)",
+        med(&|r| f(&r.1, "written_kb_per_asset"))
+    );
     if let Some((_, last)) = rounds.last() {
         println!("  in flight        : {}", last["in_flight"].as_str().unwrap_or_default());
     }
@@ -172,8 +177,16 @@ async fn reference(devices: usize) -> Value {
 async fn corral(devices: usize) -> Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(dir.path().join("corral.db")).expect("store"));
-    let engine = Engine::new(EngineConfig::default(), store).expect("engine");
+    let defaults = EngineConfig::default();
+    let batch = env("CORRAL_BENCH_BATCH_RECORDS", defaults.batch_max_records as u64) as usize;
+    let config = EngineConfig {
+        batch_max_records: batch,
+        batch_max_bytes: defaults.batch_max_bytes.max(batch * 4096),
+        ..defaults
+    };
+    let engine = Engine::new(config, store).expect("engine");
     let cpu0 = cpu_seconds();
+    let written0 = written_bytes();
     let conn = Connection { name: "s1".into(), adapter: adapter(), streams: vec![], stale: StalePolicy::default() };
     let s = engine.sync(conn).await;
     assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
@@ -182,6 +195,7 @@ async fn corral(devices: usize) -> Value {
     json!({
         "per_s": devices as f64 / secs, "secs": secs, "cpu_s": cpu_seconds() - cpu0,
         "rss_mb": peak_rss_kb() as f64 / 1024.0,
+        "written_kb_per_asset": (written_bytes() - written0) as f64 / 1024.0 / devices as f64,
         "lag_p99_ms": s.lag.p99_us as f64 / 1000.0, "lag_max_ms": s.lag.max_us as f64 / 1000.0,
         "requests": s.requests.total,
         "in_flight": format!("peak {} records / bound {}, peak {:.1} MB of raw pages",
