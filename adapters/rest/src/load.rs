@@ -641,6 +641,17 @@ impl<'a> Cx<'a> {
             info = info.fills(name, &from);
             fields.push((target, expr));
         }
+        // What the engine derives: the OS family from name and version, the domain from the hostname.
+        if fields.iter().any(|(t, _)| matches!(t, Target::DOsName | Target::DOsVersion)) {
+            info = info.fills("os.family", "from `os.name` and `os.version` (`fields::os`)");
+        }
+        if !domain_mapped && let Some(FieldEntry::Expr(e)) = s.fields.get("hostname").map(Spanned::get_ref) {
+            if let Some(d) = &e.domain {
+                info = info.fills("domain", &format!("`{}`, or the hostname's domain", d.get_ref()));
+            }
+        } else if !domain_mapped && s.fields.contains_key("hostname") {
+            info = info.fills("domain", "the hostname's domain (an FQDN, `DOMAIN\\name`)");
+        }
         let mut attributes = Vec::new();
         for (name, entry) in &s.attributes {
             let espan = entry.span();

@@ -147,3 +147,27 @@ async fn agents_are_mapped_field_by_field() {
     assert_eq!(b.fields["owner"], "user1");
     env.boxed().shutdown().await;
 }
+
+/// A page whose records path is missing is a page reject naming where the
+/// page starts; the run is partial and nothing is marked stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_without_the_records_path_is_a_reject_and_the_run_is_partial() {
+    let (_, text) = corral_adapter_rest::SHIPPED.iter().find(|(f, _)| *f == "sentinelone.toml").expect("shipped");
+    let text = text.replacen("records = \"data\"", "records = \"agents\"", 1);
+    let text = text.split("example = '''").next().map(str::to_string).unwrap_or_default()
+        + &text.split("'''\n").nth(2).map(str::to_string).unwrap_or_default();
+    let plan = corral_adapter_rest::load_str(&text, "sentinelone.toml", Some("sentinelone")).expect("loads");
+    let env = start(SimConfig::new(SEED, 25)).await.expect("simulator");
+    let adapter = RestFactory::new(plan).build("s1", env.config()).expect("valid config");
+    let store = Arc::new(MemoryStore::new());
+    let summary = sync_once(&store, "s1", adapter).await;
+    assert_eq!(summary.status, RunStatus::Partial, "{:?}", summary.errors);
+    let group = summary.rejects.get("malformed_page").expect("page rejects");
+    assert_eq!(group.count, 3, "25 agents in pages of 10");
+    let sample = &group.samples[0];
+    assert!(sample.record.starts_with("page 1 ("), "{}", sample.record);
+    assert!(sample.detail.contains("the records path `agents` is missing"), "{}", sample.detail);
+    assert!(!summary.streams["agents"].stale_handled);
+    assert_eq!(store.asset_count(), 0);
+    env.boxed().shutdown().await;
+}
