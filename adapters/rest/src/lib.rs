@@ -76,3 +76,12 @@ pub fn load_dir(dir: &std::path::Path) -> Result<Vec<RestFactory>, Vec<SpecError
     }
     if errors.is_empty() { Ok(ok) } else { Err(errors) }
 }
+
+/// The JSON Schema of the spec format (for editors), as committed in
+/// docs/rest-spec.schema.json.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(spec::Spec);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

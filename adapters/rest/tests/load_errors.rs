@@ -165,3 +165,25 @@ fn config_errors_name_the_field_and_never_the_value() {
     let adapter = corral_adapter_rest::RestAdapter::new("c", plan, cfg).expect("valid config");
     assert!(!format!("{adapter:?}").contains("hunter2"));
 }
+
+/// The whole example of docs/DECLARATIVE.md loads, and maps its example record as the doc says.
+#[test]
+fn the_documented_example_loads_and_maps() {
+    let doc = include_str!("../../../docs/DECLARATIVE.md");
+    let start = doc.find("## A whole example").expect("the example section");
+    let block = doc[start..].split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+    let plan = load_str(block, "acme-devices.toml", Some("acme-devices")).expect("the documented example loads");
+    let stream = &plan.streams[0];
+    let rec = serde_json::json!({"id": "d1", "name": "web-01.corp.example", "mac": "AA-BB-CC-DD-EE-FF",
+        "ips": "10.0.0.5, 10.0.0.6", "os": "Ubuntu", "seen": 1714000000000u64, "tags": ["prod"]});
+    let asset = stream.mapping.record("devices", &rec).expect("maps");
+    let f = asset.fields_json();
+    assert_eq!(f["hostname"], "web-01");
+    assert_eq!(f["domain"], "corp.example");
+    assert_eq!(f["mac_addresses"], serde_json::json!(["aa:bb:cc:dd:ee:ff"]));
+    assert_eq!(f["ip_addresses"], serde_json::json!(["10.0.0.5", "10.0.0.6"]));
+    assert_eq!(f["os"]["family"], "linux");
+    assert_eq!(f["last_seen"], "2024-04-24T23:06:40Z");
+    assert_eq!(f["tags"], serde_json::json!(["prod"]));
+    assert_eq!(f["attributes"]["environment"], "prod");
+}
