@@ -622,6 +622,7 @@ impl Adapter for RestAdapter {
                     }
                     _ => BodyCursor::next_url(client.base_url(), &keys),
                 };
+                let mut retried = 0;
                 loop {
                     let got = match pages.get(&client, &url).await {
                         Ok(g) => g,
@@ -631,13 +632,17 @@ impl Adapter for RestAdapter {
                             url = rs.first.clone();
                             continue;
                         }
-                        Err(e) if e.status().is_some_and(|s| self.plan.retry_statuses.contains(&s)) => {
-                            tokio::time::sleep(corral_http::backoff(&corral_http::RetryConfig::default(), 1)).await;
+                        Err(e) if e.status().is_some_and(|s| self.plan.retry_statuses.contains(&s)) && retried < 4 => {
+                            retried += 1;
+                            let wait = corral_http::backoff(&corral_http::RetryConfig::default(), retried);
+                            tracing::warn!(connection = %conn, stream = name, error = %e, attempt = retried, "retrying a status the spec says to retry");
+                            tokio::time::sleep(wait).await;
                             continue;
                         }
                         Err(e) => return Err(self.fetch_error(e)),
                     };
                     resuming = false;
+                    retried = 0;
                     page_no += 1;
                     match got {
                         CursorPage::Page { resp, next } => {
