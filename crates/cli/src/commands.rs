@@ -31,6 +31,48 @@ pub fn registry() -> Registry {
     r
 }
 
+/// [`registry`] and the adapters of the config's spec folders (`[adapters]
+/// spec_dirs`). Every spec is checked: any mistake is an error naming the
+/// spec file, the line and the problem (all of them, not just the first).
+pub fn registry_for(config: &Config) -> Result<Registry> {
+    let mut r = registry();
+    if config.adapters.spec_dirs.is_empty() {
+        return Ok(r);
+    }
+    #[cfg(feature = "corral-adapter-rest")]
+    {
+        use corral_core::AdapterFactory as _;
+        let mut problems = Vec::new();
+        for dir in &config.adapters.spec_dirs {
+            match corral_adapter_rest::load_dir(dir) {
+                Ok(factories) => {
+                    for f in factories {
+                        let name = f.info().name;
+                        if r.get(&name).is_some() {
+                            problems.push(format!(
+                                "{}: adapter `{name}` is already an adapter of this build; name the spec otherwise",
+                                f.plan().file
+                            ));
+                            continue;
+                        }
+                        r.register(f);
+                    }
+                }
+                Err(errors) => problems.extend(errors.into_iter().map(|e| e.to_string())),
+            }
+        }
+        if !problems.is_empty() {
+            bail!("invalid adapter spec:\n  {}", problems.join("\n  "));
+        }
+        Ok(r)
+    }
+    #[cfg(not(feature = "corral-adapter-rest"))]
+    {
+        let _ = &mut r;
+        bail!("[adapters] spec_dirs: this build has no declarative adapters (the corral-adapter-rest feature is off)")
+    }
+}
+
 /// How a sync reports: `--json`, progress bars on a terminal, where logs go.
 #[derive(Clone)]
 pub struct Output {
@@ -42,7 +84,8 @@ pub struct Output {
 pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink) -> Result<u8> {
     match cli.command {
         Command::Adapters { json } => {
-            adapters(json);
+            let config = Config::load_or_default(&cli.config, &redactor)?;
+            adapters(&registry_for(&config)?, json);
             Ok(0)
         }
         Command::Record { connection, out: dir, redact_fields, json } => {
@@ -51,7 +94,8 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
         }
         Command::NewAdapter { name, root, no_build } => crate::new_adapter::run(&name, root.as_deref(), !no_build),
         Command::Docs { out, schema, check } => {
-            let infos = registry().infos();
+            let config = Config::load_or_default(&cli.config, &redactor)?;
+            let infos = registry_for(&config)?.infos();
             let schema_text = corral_core::schema::render_markdown(&infos);
             if check {
                 let mut stale = crate::docs::stale_pages(&out, &infos);
@@ -85,14 +129,14 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
         Command::Sync { connections, json, wait } => {
             let config = Config::load(&cli.config, &redactor)?;
             // Every connection is validated before the store is touched.
-            let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
+            let conns = build_connections(&registry_for(&config)?, &config.connections, &connections, &redactor)?;
             let store = open_store(&config.store).await?;
             let engine = EngineConfig { wait_for_lease: wait || config.engine.wait_for_lease, ..config.engine };
             sync(store, engine, conns, &Output { json, interactive, logs }, &redactor).await
         }
         Command::Check { connections, json, timeout } => {
             let config = Config::load(&cli.config, &redactor)?;
-            let conns = build_connections(&registry(), &config.connections, &connections, &redactor)?;
+            let conns = build_connections(&registry_for(&config)?, &config.connections, &connections, &redactor)?;
             check(conns, json, timeout, &redactor).await
         }
         Command::Serve { listen } => crate::serve::run(cli.config, listen, redactor).await,
@@ -104,7 +148,7 @@ pub async fn run(cli: Cli, redactor: Redactor, interactive: bool, logs: LogSink)
         Command::Assets { connection, kind, wheres, points_at, list, limit, include_stale, json } => {
             let config = Config::load_or_default(&cli.config, &redactor)?;
             // `--where` is checked before the store is opened: a typo is a usage error.
-            let declared = declared_attributes(&registry(), &config.connections);
+            let declared = declared_attributes(&registry_for(&config)?, &config.connections);
             let mut conditions = Vec::new();
             for text in &wheres {
                 match corral_core::schema::parse_where(text, kind, &declared) {
@@ -306,8 +350,8 @@ async fn check(conns: Vec<Connection>, json: bool, limit: std::time::Duration, r
     Ok(if failed { EXIT_FAILED } else { 0 })
 }
 
-fn adapters(json: bool) {
-    let infos = registry().infos();
+fn adapters(registry: &Registry, json: bool) {
+    let infos = registry.infos();
     if json {
         println!("{}", serde_json::to_string_pretty(&infos).unwrap_or_default());
         return;
@@ -449,7 +493,8 @@ async fn shutdown_signal() -> std::io::Result<()> {
 #[cfg(test)]
 mod registry_tests {
     /// build.rs registers exactly the `corral-adapter-NAME` dependencies of
-    /// Cargo.toml (all on in a default build), each as adapter `NAME`.
+    /// Cargo.toml (all on in a default build), each as adapter `NAME`;
+    /// `corral-adapter-rest` registers its shipped specs, each under its name.
     #[test]
     fn every_adapter_dependency_is_registered() {
         let manifest: toml::Table = include_str!("../Cargo.toml").parse().expect("Cargo.toml");
@@ -460,6 +505,11 @@ mod registry_tests {
             .filter_map(|k| k.strip_prefix("corral-adapter-"))
             .map(str::to_string)
             .collect();
+        assert!(in_manifest.iter().any(|n| n == "rest"), "{in_manifest:?}");
+        in_manifest.retain(|n| n != "rest");
+        #[cfg(feature = "corral-adapter-rest")]
+        in_manifest
+            .extend(corral_adapter_rest::SHIPPED.iter().map(|(file, _)| file.trim_end_matches(".toml").to_string()));
         in_manifest.sort();
         let mut registered: Vec<String> = super::registry().infos().into_iter().map(|i| i.name).collect();
         registered.sort();

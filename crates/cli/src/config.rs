@@ -24,12 +24,26 @@ pub struct Config {
     /// until `corral serve` resolves it ([`Config::serve_settings`]).
     #[serde(default)]
     pub serve: ServeConfig,
+    /// Where more adapters come from: `spec_dirs`, folders of declarative
+    /// adapter specs (relative to this file).
+    #[serde(default)]
+    pub adapters: AdaptersConfig,
     #[serde(default, rename = "connection")]
     pub connections: Vec<ConnectionConfig>,
     /// A hash of the `[store]` table as written (references unresolved):
     /// `corral serve` refuses a reload that changes it.
     #[serde(skip)]
     pub store_fingerprint: u64,
+}
+
+/// `[adapters]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptersConfig {
+    /// Folders of declarative adapter specs (`*.toml`, docs/DECLARATIVE.md),
+    /// relative to the config file; each spec is an adapter named after its file.
+    #[serde(default)]
+    pub spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +148,7 @@ impl Config {
                 store: StoreConfig::default(),
                 engine: EngineConfig::default(),
                 serve: ServeConfig::default(),
+                adapters: AdaptersConfig::default(),
                 connections: Vec::new(),
                 store_fingerprint: 0,
             })
@@ -187,6 +202,13 @@ impl Config {
             add_uri_password(redactor, &m.uri);
         }
         config.store_fingerprint = store_fingerprint;
+        // Spec folders are relative to the config file.
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for d in &mut config.adapters.spec_dirs {
+            if d.is_relative() {
+                *d = dir.join(&*d);
+            }
+        }
         config.engine.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in config.connections.iter_mut().enumerate() {

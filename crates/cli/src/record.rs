@@ -17,7 +17,7 @@ use corral_core::store::AssetFilter;
 use corral_core::{AssetKey, EngineConfig, Store};
 use corral_http::cassette::{ASSETS_FILE, CassetteWriter, Meta, RecordedAsset};
 
-use crate::commands::{Output, build_connections, registry, sync};
+use crate::commands::{Output, build_connections, registry_for, sync};
 use crate::config::{Config, Redactor};
 
 /// The throwaway store's file in the cassette directory (removed at the end).
@@ -40,7 +40,8 @@ pub async fn run(
             bail!("--redact-field `{f}`: a JSON field name, e.g. email");
         }
     }
-    let conns = build_connections(&registry(), &config.connections, &[connection.to_string()], redactor)?;
+    let registry = registry_for(&config)?;
+    let conns = build_connections(&registry, &config.connections, &[connection.to_string()], redactor)?;
     let resolved = conn_config
         .resolved_config(redactor, &|name| std::env::var(name).ok())
         .with_context(|| format!("connection `{connection}`"))?;
@@ -53,7 +54,7 @@ pub async fn run(
             }
         }
     }
-    let secret_fields: Vec<String> = registry()
+    let secret_fields: Vec<String> = registry
         .get(&conn_config.adapter)
         .map(|f| f.info().config.into_iter().filter(|c| c.secret).map(|c| c.name).collect())
         .unwrap_or_default();

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use corral_serve::{Plan, PlanSource, Planned, Schedule, Service};
 
 use crate::EXIT_INTERRUPTED;
-use crate::commands::{build_connections, open_store, registry};
+use crate::commands::{build_connections, open_store, registry_for};
 use crate::config::{Config, Redactor};
 
 /// Reads corral.toml into a [`Plan`]: settings, engine limits, connections
@@ -30,7 +30,7 @@ impl FilePlan {
         let config = Config::load(&self.path, &self.redactor)?;
         let env = |name: &str| std::env::var(name).ok();
         let settings = config.serve_settings(self.listen.as_deref(), &self.redactor, &env)?;
-        let connections = build_connections(&registry(), &config.connections, &[], &self.redactor)?;
+        let connections = build_connections(&registry_for(&config)?, &config.connections, &[], &self.redactor)?;
         let mut planned = Vec::new();
         let mut errors = Vec::new();
         for (connection, c) in connections.into_iter().zip(&config.connections) {

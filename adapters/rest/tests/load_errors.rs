@@ -1,0 +1,189 @@
+//! A spec with a mistake is refused when loaded, naming the file, the line
+//! and the problem; every shipped spec loads and declares its streams cleanly.
+
+use corral_adapter_rest::{SpecError, load_str};
+use corral_core::AdapterFactory;
+
+const GOOD: &str = r#"
+[adapter]
+name = "acme"
+description = "Acme devices"
+
+[[config]]
+name = "base_url"
+type = "url"
+required = true
+description = "The API URL"
+
+[[config]]
+name = "api_key"
+type = "string"
+required = true
+secret = true
+description = "An API key"
+
+[http]
+base_url = "{config.base_url}"
+
+[auth]
+type = "bearer"
+token = "{config.api_key}"
+
+[[streams]]
+name = "devices"
+kind = "device"
+description = "Devices"
+path = "/api/devices"
+query = { limit = "100" }
+records = "items"
+key = "id"
+pagination = { type = "link_header" }
+example = '{"items": [{"id": "1", "name": "h1", "mac": "aa:bb:cc:dd:ee:ff"}]}'
+
+[streams.fields]
+hostname = "name"
+mac_addresses = { path = "mac", transform = "mac" }
+"#;
+
+/// The line (1-based) of the first occurrence of `needle` in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text.find(needle).unwrap_or_else(|| panic!("`{needle}` in the spec"));
+    text[..at].matches('\n').count() + 1
+}
+
+fn refused(text: &str) -> (usize, String) {
+    match load_str(text, "specs/acme.toml", Some("acme")) {
+        Ok(_) => panic!("the spec should be refused:\n{text}"),
+        Err(e @ SpecError::At { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.starts_with("specs/acme.toml:"), "{msg}");
+            (e.line().unwrap_or(0), msg)
+        }
+        Err(other) => panic!("expected an error at a line, got: {other}"),
+    }
+}
+
+#[test]
+fn the_good_spec_loads() {
+    let plan = load_str(GOOD, "specs/acme.toml", Some("acme")).expect("loads");
+    assert_eq!(plan.info.name, "acme");
+    assert!(plan.info.problems().is_empty(), "{:?}", plan.info.problems());
+    let names: Vec<&str> = plan.info.config.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["base_url", "api_key", "timeout_secs", "requests_per_minute", "max_in_flight", "keep_raw"]);
+}
+
+#[test]
+fn mistakes_name_the_file_line_and_problem() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (replace, with, the line holding, the message contains)
+        ("records = \"items\"", "records = \"items\"\nrecrods = \"x\"", "recrods", "unknown field `recrods`"),
+        ("records = \"items\"", "records = \"items..x\"", "records = \"items..x\"", "empty segment"),
+        (
+            "records = \"items\"",
+            "records = \"data\"",
+            "example =",
+            "records path `data` matches no array in the example",
+        ),
+        (
+            "hostname = \"name\"",
+            "hostname = \"hostName\"",
+            "hostname = \"hostName\"",
+            "path `hostName` is in none of the example's records",
+        ),
+        ("transform = \"mac\"", "transform = \"macaddr\"", "macaddr", "unknown transform `macaddr`"),
+        (
+            "transform = \"mac\"",
+            "transform = \"time\"",
+            "transform = \"time\"",
+            "transform `time` gives timestamps, but this field takes MAC addresses",
+        ),
+        ("hostname = \"name\"", "hostnme = \"name\"", "hostnme", "`hostnme` is not a device field"),
+        (
+            "query = { limit = \"100\" }",
+            "query = { limit = \"100\", key = \"{config.api_key}\" }",
+            "query =",
+            "secret config field",
+        ),
+        (
+            "path = \"/api/devices\"",
+            "path = \"/api/{config.tenant}/devices\"",
+            "path = \"/api",
+            "config field `tenant`, which the spec does not declare",
+        ),
+        (
+            "token = \"{config.api_key}\"",
+            "token = \"abc123\"",
+            "token = \"abc123\"",
+            "must come from a secret config field",
+        ),
+        ("name = \"acme\"", "name = \"acme2\"", "name = \"acme2\"", "must be the file's name"),
+    ];
+    for (from, to, line_text, want) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let text = GOOD.replacen(from, to, 1);
+        let (line, msg) = refused(&text);
+        assert!(msg.contains(want), "{to}: {msg}");
+        assert_eq!(line, line_of(&text, line_text), "{to}: {msg}");
+        assert!(msg.contains(&format!("specs/acme.toml:{line}: ")), "{msg}");
+    }
+}
+
+#[test]
+fn every_shipped_spec_loads_with_clean_declarations() {
+    let factories = corral_adapter_rest::shipped();
+    assert_eq!(factories.len(), corral_adapter_rest::SHIPPED.len(), "every shipped spec loads");
+    for f in factories {
+        let info = f.info();
+        assert!(info.problems().is_empty(), "{}: {:?}", info.name, info.problems());
+        assert!(!info.notes.auth.is_empty(), "{}: says how it authenticates", info.name);
+        let secrets: Vec<&str> = info.config.iter().filter(|c| c.secret).map(|c| c.name.as_str()).collect();
+        assert!(!secrets.is_empty(), "{}: its credentials are secret", info.name);
+    }
+}
+
+#[test]
+fn config_errors_name_the_field_and_never_the_value() {
+    let plan = load_str(GOOD, "specs/acme.toml", Some("acme")).expect("loads");
+    let f = corral_adapter_rest::RestFactory::new(plan);
+    let cases = [
+        (serde_json::json!({"api_key": "hunter2"}), "config field `base_url`: is required"),
+        (serde_json::json!({"base_url": "ftp://x", "api_key": "hunter2"}), "config field `base_url`"),
+        (serde_json::json!({"base_url": "https://x", "api_key": 42}), "config field `api_key`: must be a string"),
+        (serde_json::json!({"base_url": "https://x", "api_key": "hunter2", "timeout_secs": 0}), "timeout_secs"),
+        (
+            serde_json::json!({"base_url": "https://x", "api_key": "hunter2", "limit": 1}),
+            "config field `limit`: unknown field",
+        ),
+    ];
+    for (cfg, want) in cases {
+        let err = f.build("c", cfg.clone()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(want), "{cfg}: {err}");
+        assert!(!err.contains("hunter2") && !err.contains("42"), "{err}");
+    }
+    let plan = std::sync::Arc::new(f.plan().clone());
+    let cfg = serde_json::json!({"base_url": "https://x.example", "api_key": "hunter2-secret"});
+    let adapter = corral_adapter_rest::RestAdapter::new("c", plan, cfg).expect("valid config");
+    assert!(!format!("{adapter:?}").contains("hunter2"));
+}
+
+/// The whole example of docs/DECLARATIVE.md loads, and maps its example record as the doc says.
+#[test]
+fn the_documented_example_loads_and_maps() {
+    let doc = include_str!("../../../docs/DECLARATIVE.md");
+    let start = doc.find("## A whole example").expect("the example section");
+    let block = doc[start..].split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+    let plan = load_str(block, "acme-devices.toml", Some("acme-devices")).expect("the documented example loads");
+    let stream = &plan.streams[0];
+    let rec = serde_json::json!({"id": "d1", "name": "web-01.corp.example", "mac": "AA-BB-CC-DD-EE-FF",
+        "ips": "10.0.0.5, 10.0.0.6", "os": "Ubuntu", "seen": 1714000000000u64, "tags": ["prod"]});
+    let asset = stream.mapping.record("devices", &rec).expect("maps");
+    let f = asset.fields_json();
+    assert_eq!(f["hostname"], "web-01");
+    assert_eq!(f["domain"], "corp.example");
+    assert_eq!(f["mac_addresses"], serde_json::json!(["aa:bb:cc:dd:ee:ff"]));
+    assert_eq!(f["ip_addresses"], serde_json::json!(["10.0.0.5", "10.0.0.6"]));
+    assert_eq!(f["os"]["family"], "linux");
+    assert_eq!(f["last_seen"], "2024-04-24T23:06:40Z");
+    assert_eq!(f["tags"], serde_json::json!(["prod"]));
+    assert_eq!(f["attributes"]["environment"], "prod");
+}
