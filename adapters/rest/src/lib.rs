@@ -81,7 +81,22 @@ pub fn load_dir(dir: &std::path::Path) -> Result<Vec<RestFactory>, Vec<SpecError
 /// docs/rest-spec.schema.json.
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(spec::Spec);
-    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    // Keys sorted: the same text whether or not another crate of the build
+    // turns on serde_json's `preserve_order` (which keeps schemars' order).
+    let sorted = sort_keys(serde_json::to_value(&schema).unwrap_or_default());
+    let mut text = serde_json::to_string_pretty(&sorted).unwrap_or_default();
     text.push('\n');
     text
+}
+
+fn sort_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
 }

@@ -127,7 +127,17 @@ pub fn add_to_cli_manifest(text: &str, name: &str) -> Result<String> {
         .and_then(toml_edit::Item::as_array_mut)
         .context("crates/cli/Cargo.toml has no `default` features list")?;
     if !default.iter().any(|v| v.as_str() == Some(dep.as_str())) {
-        default.push(dep.as_str());
+        // One name a line if the list is written so, else on the line.
+        let last_prefix = default.iter().last().and_then(|v| v.decor().prefix()).and_then(|p| p.as_str());
+        match last_prefix.filter(|p| p.contains('\n')).map(str::to_string) {
+            Some(prefix) => {
+                let mut value = toml_edit::Value::from(dep.as_str());
+                value.decor_mut().set_prefix(prefix);
+                default.push_formatted(value);
+                default.set_trailing_comma(true);
+            }
+            None => default.push(dep.as_str()),
+        }
     }
     Ok(doc.to_string())
 }

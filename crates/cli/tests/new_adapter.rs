@@ -55,13 +55,14 @@ fn creates_the_crate_and_adds_it_to_the_binary() {
 
     let after = std::fs::read_to_string(ws.path().join("crates/cli/Cargo.toml")).expect("read");
     assert!(after.contains("corral-adapter-acme-edr = { path = \"../../adapters/acme-edr\", optional = true }"));
-    assert!(after.contains("\"corral-adapter-acme-edr\"]"), "{after}");
+    // The default features list one name a line: the new one is a line of its own.
+    assert!(after.contains("\n    \"corral-adapter-acme-edr\",\n]"), "{after}");
     // Only the two additions: every line of the old manifest is still there, comments included.
-    for line in before.lines().filter(|l| !l.starts_with("default = ")) {
+    for line in before.lines() {
         assert!(after.contains(line), "line {line:?} was lost:\n{after}");
     }
     assert!(after.contains("# Adapters: each an optional dependency"), "the comment is kept");
-    assert_eq!(after.lines().count(), before.lines().count() + 1, "one line added:\n{after}");
+    assert_eq!(after.lines().count(), before.lines().count() + 2, "two lines added:\n{after}");
 
     // Again: the directory is taken.
     let again = corral(ws.path(), &["new-adapter", "acme-edr", "--root", root]);
