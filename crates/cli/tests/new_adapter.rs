@@ -20,7 +20,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A workspace root with the real crates/cli/Cargo.toml.
+/// A workspace root with the real crates/cli/Cargo.toml. The adapters made
+/// here have names nobody picks (`probe-*`): the real manifest may already
+/// hold a user's `acme`.
 fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\nmembers = [\"crates/*\", \"adapters/*\"]\n")
@@ -36,27 +38,27 @@ fn creates_the_crate_and_adds_it_to_the_binary() {
     let ws = workspace();
     let root = ws.path().to_str().expect("utf-8 path");
     let before = std::fs::read_to_string(ws.path().join("crates/cli/Cargo.toml")).expect("read");
-    let out = corral(ws.path(), &["new-adapter", "acme-edr", "--root", root]);
+    let out = corral(ws.path(), &["new-adapter", "probe-edr", "--root", root]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("cargo test -p corral-adapter-acme-edr"), "{stdout}");
+    assert!(stdout.contains("cargo test -p corral-adapter-probe-edr"), "{stdout}");
 
-    let dir = ws.path().join("adapters/acme-edr");
+    let dir = ws.path().join("adapters/probe-edr");
     let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml written");
-    assert!(cargo.contains("name = \"corral-adapter-acme-edr\""), "{cargo}");
+    assert!(cargo.contains("name = \"corral-adapter-probe-edr\""), "{cargo}");
     let lib = std::fs::read_to_string(dir.join("src/lib.rs")).expect("lib.rs written");
-    assert!(lib.contains("pub struct AcmeEdrFactory") && lib.contains("name: \"acme-edr\".into()"));
+    assert!(lib.contains("pub struct ProbeEdrFactory") && lib.contains("name: \"probe-edr\".into()"));
     assert!(lib.contains("pub fn register(registry: &mut corral_core::Registry)"));
     let test = std::fs::read_to_string(dir.join("tests/testkit.rs")).expect("testkit.rs written");
-    assert!(test.contains("use corral_adapter_acme_edr::") && test.contains("SimEnv::start_kit"), "{test}");
+    assert!(test.contains("use corral_adapter_probe_edr::") && test.contains("SimEnv::start_kit"), "{test}");
     for text in [&cargo, &lib, &test] {
         assert!(!["@name@", "@crate@", "@Type@", "@ENV@"].iter().any(|p| text.contains(p)), "a placeholder is left");
     }
 
     let after = std::fs::read_to_string(ws.path().join("crates/cli/Cargo.toml")).expect("read");
-    assert!(after.contains("corral-adapter-acme-edr = { path = \"../../adapters/acme-edr\", optional = true }"));
+    assert!(after.contains("corral-adapter-probe-edr = { path = \"../../adapters/probe-edr\", optional = true }"));
     // The default features list one name a line: the new one is a line of its own.
-    assert!(after.contains("\n    \"corral-adapter-acme-edr\",\n]"), "{after}");
+    assert!(after.contains("\n    \"corral-adapter-probe-edr\",\n]"), "{after}");
     // Only the two additions: every line of the old manifest is still there, comments included.
     for line in before.lines() {
         assert!(after.contains(line), "line {line:?} was lost:\n{after}");
@@ -65,14 +67,14 @@ fn creates_the_crate_and_adds_it_to_the_binary() {
     assert_eq!(after.lines().count(), before.lines().count() + 2, "two lines added:\n{after}");
 
     // Again: the directory is taken.
-    let again = corral(ws.path(), &["new-adapter", "acme-edr", "--root", root]);
+    let again = corral(ws.path(), &["new-adapter", "probe-edr", "--root", root]);
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
 
     // Without --root: found by walking up from a subdirectory.
-    let out = corral(&dir.join("src"), &["new-adapter", "zeta"]);
+    let out = corral(&dir.join("src"), &["new-adapter", "probe-zeta"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(ws.path().join("adapters/zeta/src/lib.rs").is_file());
+    assert!(ws.path().join("adapters/probe-zeta/src/lib.rs").is_file());
 }
 
 #[test]
@@ -83,7 +85,7 @@ fn bad_names_are_refused_naming_the_problem_and_nothing_is_written() {
     for (name, says) in [
         ("Acme", "does not start with a lowercase letter"),
         ("1acme", "does not start with a lowercase letter"),
-        ("acme_edr", "contains '_'"),
+        ("probe_edr", "contains '_'"),
         ("acme-", "'-' at the end"),
         ("http", "reserved"),
     ] {
@@ -118,10 +120,10 @@ fn no_workspace_is_an_error() {
 fn a_failed_build_step_is_an_error_naming_the_command() {
     let ws = workspace();
     let root = ws.path().to_str().expect("utf-8 path");
-    let out = corral_building(ws.path(), &["new-adapter", "acme", "--root", root]);
+    let out = corral_building(ws.path(), &["new-adapter", "probe-build", "--root", root]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("`cargo fmt -p corral-adapter-acme`") && err.contains("failed"), "{err}");
+    assert!(err.contains("`cargo fmt -p corral-adapter-probe-build`") && err.contains("failed"), "{err}");
     assert!(err.contains("cargo run -p corral -- docs"), "{err}");
-    assert!(ws.path().join("adapters/acme/src/lib.rs").is_file(), "the files are kept");
+    assert!(ws.path().join("adapters/probe-build/src/lib.rs").is_file(), "the files are kept");
 }
