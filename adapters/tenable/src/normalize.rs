@@ -184,7 +184,7 @@ fn time(s: &Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {
 
 fn device(stream: &str, id: String, rec: &AssetRec) -> Asset {
     // The first hostname; else the host label of the first FQDN; else the NetBIOS name.
-    let fqdn = list(&rec.fqdns).find_map(|f| fields::text(f));
+    let fqdn = list(&rec.fqdns).find_map(fields::text);
     let named = list(&rec.hostnames)
         .chain(fqdn.as_deref())
         .chain(list(&rec.netbios_names))
