@@ -72,7 +72,12 @@ fn main() {
         println!(
             "  {findings:>9} findings asked ({assets} assets): stored {} findings, {} devices, {} software in {:.1} s \
              ({:.1} CPU s); peak RSS {:.1} MB; {}",
-            m["vulnerabilities"], m["assets"], m["software"], f(&m, "secs"), f(&m, "cpu_s"), f(&m, "rss_mb"),
+            m["vulnerabilities"],
+            m["assets"],
+            m["software"],
+            f(&m, "secs"),
+            f(&m, "cpu_s"),
+            f(&m, "rss_mb"),
             m["in_flight"].as_str().unwrap_or_default()
         );
         peaks.push((*findings, f(&m, "rss_mb")));
@@ -118,7 +123,8 @@ async fn corral() -> Value {
     let store = Arc::new(SqliteStore::open(dir.path().join("corral.db")).expect("store"));
     let engine = Engine::new(EngineConfig::default(), store).expect("engine");
     let cpu0 = cpu_seconds();
-    let s = engine.sync(Connection { name: "s6".into(), adapter, streams: vec![], stale: StalePolicy::default() }).await;
+    let s =
+        engine.sync(Connection { name: "s6".into(), adapter, streams: vec![], stale: StalePolicy::default() }).await;
     assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
     let stored = |stream: &str| s.streams.get(stream).map_or(0, |st| st.assets_normalized);
     json!({
