@@ -67,6 +67,8 @@ pub struct TenableExport<'a> {
     expired: AtomicBool,
     /// Creates refused with 409, over this export's attempts.
     pub conflicts: std::sync::atomic::AtomicU32,
+    /// The job this export created, once it did.
+    job: Mutex<Option<String>>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +95,7 @@ impl<'a> TenableExport<'a> {
             created_ms: Mutex::new(None),
             expired: AtomicBool::new(false),
             conflicts: Default::default(),
+            job: Mutex::new(None),
         }
     }
 
@@ -134,6 +137,9 @@ impl ExportJob for TenableExport<'_> {
                 return match created.and_then(|c| c.export_uuid).filter(|u| !u.trim().is_empty()) {
                     Some(uuid) => {
                         tracing::info!(export = %uuid, kind = self.kind.noun(), "export started");
+                        if let Ok(mut g) = self.job.lock() {
+                            *g = Some(uuid.clone());
+                        }
                         Ok(uuid)
                     }
                     None => Err(FetchError::Protocol {
@@ -219,6 +225,36 @@ impl ExportJob for TenableExport<'_> {
     }
 }
 
+/// Cancels the export at Tenable when the fetch is dropped mid-export (the
+/// run was interrupted): a job left running would hold an export slot and
+/// make the next run's identical request a 409 duplicate until it finished.
+/// `run_export` cancels on its own errors; this covers the drop.
+struct CancelOnDrop<'a> {
+    export: &'a TenableExport<'a>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Some(job) = self.export.job.lock().ok().and_then(|g| g.clone()) else { return };
+        let client = self.export.client.clone();
+        let url = self.export.url(&format!("/{job}/cancel"));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                match client.post(&url).retry(RetryConfig::none()).send_bytes().await {
+                    Ok(_) => tracing::info!(export = %job, "fetch interrupted: export cancelled at Tenable"),
+                    Err(e) => {
+                        tracing::warn!(export = %job, error = %e, "fetch interrupted: could not cancel the export")
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// What one stream's export gave.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -243,12 +279,15 @@ pub async fn run(
         out.attempts = attempt;
         let job = TenableExport::new(client, settings, kind, body.clone());
         let stream = ctx.stream.name.clone();
+        let mut guard = CancelOnDrop { export: &job, armed: true };
         let result = corral_http::run_export(&job, job.options(), |chunk, bytes: Bytes| {
             let page = RawPage::new(stream.clone(), bytes, format!("{} export chunk {chunk}", kind.noun()));
             let sink = ctx.sink.clone();
             async move { sink.send(page).await }
         })
         .await;
+        guard.armed = false;
+        drop(guard);
         match result {
             Ok(report) => {
                 out.chunks += report.chunks;

@@ -271,3 +271,31 @@ async fn incremental_runs_fetch_only_changed_findings_and_a_full_resync_comes_ba
     let cp = store.checkpoint("tenable", VULNERABILITIES).expect("watermark");
     assert_eq!(cp.0, json!({"since": generation_time(2), "incremental_runs": 0}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_fetch_cancels_its_export_so_the_next_run_is_not_refused() {
+    let sim = common::start(SimConfig::new(SEED, 1_000)).await;
+    let a = adapter(&sim, json!({}));
+    // Nobody drains the pipeline: the fetch blocks on its first chunk, then is dropped.
+    let (sink, rx) = PageSink::channel(1);
+    let ctx = FetchContext::for_test("tenable", assets_stream(), sink);
+    let fetch = tokio::spawn({
+        let a = a.clone();
+        async move { a.fetch(ctx).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while exports_created(&sim, "tenable.assets_chunk") < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fetch.abort();
+    let _ = fetch.await;
+    drop(rx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while exports_created(&sim, "tenable.cancel") == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(exports_created(&sim, "tenable.cancel"), 1, "the abandoned export was cancelled");
+    let store = Arc::new(MemoryStore::new());
+    let s = sync(&store, adapter(&sim, json!({"conflict_wait_secs": 0})), &[ASSETS]).await;
+    assert_eq!(s.status, RunStatus::Success, "no 409 duplicate: {:?}", s.errors);
+}
