@@ -17,6 +17,8 @@
 //!   already stored and are stored again (idempotent upserts).
 //! - Anything else (timeout of the whole export, 5xx past the retries): the
 //!   job is cancelled at Tenable (freeing its export slot) and the stream fails.
+//! - The fetch dropped mid-export (the run interrupted): the job is cancelled
+//!   at Tenable from a task spawned on drop.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};

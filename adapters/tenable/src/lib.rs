@@ -67,6 +67,8 @@
 //! the export once (the data of the first job is gone; what it delivered is
 //! stored again, idempotently), a second expiry fails the stream. A failed
 //! stream is never stale-handled, so a partial export marks nothing stale.
+//! A fetch dropped mid-export (the run interrupted) cancels its job at
+//! Tenable, so the next run's identical export is not refused as a duplicate.
 //!
 //! # Incremental vulnerabilities
 //!
