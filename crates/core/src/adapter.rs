@@ -606,6 +606,7 @@ impl FetchContext {
             requests: Arc::default(),
             max_page_records: crate::EngineConfig::default().max_page_records,
             started_over: Arc::default(),
+            keeps_checkpoint: Arc::default(),
         }
     }
 
@@ -629,6 +630,25 @@ impl FetchContext {
     pub fn started_over(&self) -> bool {
         self.started_over.load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// Say that the checkpoints this stream's pages carry are a watermark
+    /// for the next run (an incremental export's `since`), not a resume
+    /// position inside this one: when the stream completes cleanly the
+    /// engine keeps the last one saved instead of clearing it, so the next
+    /// run starts from it (and, having resumed, gets no stale handling unless
+    /// it calls [`FetchContext::fetching_from_start`]). As always a
+    /// checkpoint is saved only once every record before it is stored; a
+    /// stream whose records the store refused has its checkpoint cleared
+    /// anyway (the next run reads everything again). Call it before `fetch`
+    /// returns.
+    pub fn keep_checkpoint(&self) {
+        self.keeps_checkpoint.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`FetchContext::keep_checkpoint`] was called.
+    pub fn keeps_checkpoint(&self) -> bool {
+        self.keeps_checkpoint.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Everything fetch gets from the engine for one stream.
@@ -647,6 +667,8 @@ pub struct FetchContext {
     pub max_page_records: usize,
     /// Set by [`FetchContext::fetching_from_start`]; the engine reads it when the stream ends.
     pub(crate) started_over: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by [`FetchContext::keep_checkpoint`]; the engine reads it when the stream ends.
+    pub(crate) keeps_checkpoint: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A configured vendor integration for one connection.

@@ -26,7 +26,10 @@
 //!   for); `since` keeps findings changed at or after it (see
 //!   [`crate::data::tenable`] for the data's clock). Other filter keys are a 400
 //!   (not simulated) rather than silently ignored. Status adds `uuid`,
-//!   `num_assets_per_chunk`, `finished_chunks`, `filters`, `created`.
+//!   `num_assets_per_chunk`, `finished_chunks`, `filters`, `created` (epoch ms on the
+//!   data's clock, as Tenable's is the clock of its findings: the job's generation's
+//!   [`generation_time`](crate::data::tenable::generation_time), so a `since` taken
+//!   from it selects exactly what changed in later generations).
 //! - **Job life**: the first status poll says QUEUED; chunks become available over
 //!   the next polls, **out of order** (chunk ids in `chunks_available` come with
 //!   gaps, e.g. `[2, 5, 6]`), all of them and FINISHED after
@@ -429,7 +432,8 @@ fn create(sim: Arc<Sim>, headers: HeaderMap, body: Bytes, kind: ExportKind) -> R
     } else {
         End::Finish
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    // The data's clock, not the wall clock: a client's next `since` comes from it.
+    let now = crate::data::tenable::generation_time(sim.generation());
     jobs.push_back(Job {
         number,
         uuid: uuid.clone(),
@@ -439,7 +443,7 @@ fn create(sim: Arc<Sim>, headers: HeaderMap, body: Bytes, kind: ExportKind) -> R
         filter: new.filter,
         request,
         filters_echo: new.filters_echo,
-        created: now as i64,
+        created: now,
         total,
         polls: Vec::new(),
         end,

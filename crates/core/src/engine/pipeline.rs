@@ -141,6 +141,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     let mut fetchers = JoinSet::new();
     let mut resumed = BTreeSet::new();
     let mut started_over = BTreeMap::new();
+    let mut keeps_checkpoint = BTreeMap::new();
     for stream in streams {
         let checkpoint = match shared.store.load_checkpoint(&conn.name, &stream.name).await {
             Ok(Some(c)) if !c.0.is_null() => Some(c),
@@ -156,6 +157,8 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         summary.streams.entry(stream.name.clone()).or_default();
         let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
         started_over.insert(stream.name.clone(), over.clone());
+        let keep = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        keeps_checkpoint.insert(stream.name.clone(), keep.clone());
         let ctx = FetchContext {
             connection: conn.name.clone(),
             stream,
@@ -164,6 +167,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
             requests: requests.clone(),
             max_page_records: cfg.max_page_records,
             started_over: over,
+            keeps_checkpoint: keep,
         };
         let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone(), conn_cancel.clone());
         fetchers.spawn(Staged::new("fetch", name.clone(), recorder.clone(), fut));
@@ -195,6 +199,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         tainted: BTreeSet::new(),
         resumed,
         started_over,
+        keeps_checkpoint,
         store_refused: BTreeSet::new(),
         rejects_buffer: Vec::new(),
         rejects_kept: 0,
@@ -581,6 +586,9 @@ struct Loader<'a> {
     /// Per stream: fetch said it dropped its checkpoint and read from the start
     /// (`FetchContext::fetching_from_start`; set before the stream's end arrives).
     started_over: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
+    /// Per stream: fetch said its checkpoint is a watermark for the next run
+    /// ([`FetchContext::keep_checkpoint`]): not cleared when the stream completes.
+    keeps_checkpoint: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
     /// Streams with a record the store refused: its stored copy was not
     /// refreshed, so stale handling would wrongly mark (and later delete) it.
     store_refused: BTreeSet<String>,
@@ -921,7 +929,14 @@ impl Loader<'_> {
                 }
             }
         }
-        // A clean, complete stream: the next run starts from the beginning.
+        // A clean, complete stream: the next run starts from the beginning,
+        // unless the adapter's checkpoint is a watermark for the next run
+        // (and the store took every record before it).
+        let keep = self.keeps_checkpoint.get(&stream).is_some_and(|f| f.load(Ordering::Acquire));
+        if keep && !self.store_refused.contains(&stream) {
+            tracing::debug!(connection = %self.conn.name, stream = %stream, "checkpoint kept for the next run (the adapter's watermark)");
+            return;
+        }
         if let Err(e) =
             self.store().save_checkpoint(&self.conn.name, &stream, &Checkpoint(serde_json::Value::Null)).await
         {

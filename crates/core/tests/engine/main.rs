@@ -54,6 +54,32 @@ async fn second_sync_counts_unchanged_and_updated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_checkpoint_survives_a_complete_stream_and_the_next_run_resumes_from_it() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(small_config(), store.clone()).expect("engine");
+    let mut adapter = Synthetic::new(4, 10);
+    adapter.keep_checkpoint = true;
+    let first = engine.sync(conn_streams("a", adapter, &["hosts"])).await;
+    assert_eq!(first.status, RunStatus::Success, "{:?}", first.errors);
+    assert!(first.streams["hosts"].stale_handled, "a run from the start is stale-handled");
+    let kept = store.checkpoint("a", "hosts").expect("the watermark is kept");
+    assert_eq!(kept.0["next_page"], 4);
+    // The next run resumes from it: nothing fetched, nothing marked stale.
+    let mut adapter = Synthetic::new(4, 10);
+    adapter.keep_checkpoint = true;
+    let second = engine.sync(conn_streams("a", adapter, &["hosts"])).await;
+    assert_eq!(second.status, RunStatus::Success, "{:?}", second.errors);
+    assert_eq!(second.records_fetched, 0);
+    assert!(!second.streams["hosts"].stale_handled);
+    assert_eq!(store.stale_count(), 0);
+    assert_eq!(store.checkpoint("a", "hosts").map(|c| c.0), Some(kept.0));
+    // Without the flag a complete stream clears its checkpoint.
+    let third = engine.sync(conn_streams("a", Synthetic::new(4, 10), &["hosts"])).await;
+    assert_eq!(third.status, RunStatus::Success, "{:?}", third.errors);
+    assert!(store.checkpoint("a", "hosts").is_none_or(|c| c.0.is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_failure_fails_the_run_and_marks_nothing_stale() {
     let store = Arc::new(MemoryStore::new());
     let engine = Engine::new(EngineConfig { load_attempts: 1, ..small_config() }, store.clone()).expect("engine");

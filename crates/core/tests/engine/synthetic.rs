@@ -37,6 +37,8 @@ pub struct Synthetic {
     pub open_files: usize,
     /// Fetches running now and at most, shared by every adapter of a test.
     pub fetching: Arc<(AtomicU64, AtomicU64)>,
+    /// Fetch calls `FetchContext::keep_checkpoint` (its checkpoints are a watermark).
+    pub keep_checkpoint: bool,
 }
 
 impl Synthetic {
@@ -64,6 +66,7 @@ impl Synthetic {
             normalize_threads: Default::default(),
             open_files: 2,
             fetching: Arc::default(),
+            keep_checkpoint: false,
         }
     }
 }
@@ -100,6 +103,9 @@ impl Synthetic {
         let stream = ctx.stream.name.clone();
         let start = ctx.checkpoint.as_ref().and_then(|c| c.0["next_page"].as_u64()).unwrap_or(0);
         let generation = self.generation.load(Ordering::Relaxed);
+        if self.keep_checkpoint {
+            ctx.keep_checkpoint();
+        }
         for page in start..self.pages {
             if !self.page_delay.is_zero() {
                 tokio::time::sleep(self.page_delay).await;

@@ -182,7 +182,8 @@ async fn since_returns_exactly_what_changed_in_the_next_generation() {
         json!({"num_assets": 100, "filters": {"since": since, "state": ["OPEN", "REOPENED", "FIXED"]}}),
     )
     .await;
-    let (chunks, _, _) = drain(&sim, "vulns", &job).await;
+    let (chunks, _, last) = drain(&sim, "vulns", &job).await;
+    assert_eq!(last["created"], generation_time(3) * 1000, "created is on the data's clock");
     let got: Vec<String> =
         chunks.values().flatten().map(|f| f["finding_id"].as_str().expect("id").to_string()).collect();
     let filter = VulnFilter { since: Some(since), ..VulnFilter::all() };
