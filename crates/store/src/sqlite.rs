@@ -10,27 +10,41 @@
 //! - Timestamps are stored as fixed-width RFC 3339 UTC text with nanoseconds
 //!   (`2024-05-01T12:00:00.000000000Z`), so text order is time order.
 //! - The schema is created idempotently; `meta.schema_version` records its version.
-//! - An upsert is one transaction per batch and one cached
-//!   `INSERT .. ON CONFLICT DO UPDATE .. RETURNING` statement per asset: the
-//!   conflict clause compares the stored content hash and records in
-//!   `assets.last_change` whether the row was inserted, updated or unchanged.
+//! - An upsert is one transaction per batch, its assets sorted by key, and
+//!   one cached `INSERT .. ON CONFLICT DO UPDATE .. RETURNING` statement per
+//!   asset: the conflict clause compares the stored content hash and records
+//!   in `assets.last_change` whether the row was inserted, updated or unchanged.
+//! - Assets are keyed by an integer `id` (`INTEGER PRIMARY KEY`, stable:
+//!   `VACUUM` keeps it), with `(connection, kind, source_id)` a unique index.
+//!   New rows are appended to the table instead of landing at random places
+//!   of a clustered text key (vendor ids are random): a commit writes every
+//!   page it dirtied, so random placement cost a page per asset.
 //! - Stale handling uses the `(connection, stream)` index, which upserts never
 //!   rewrite (see `UPSERT_SQL`), and a partial index on `stale_since` for deletes.
-//! - Correlation keys and references live in side tables, `asset_keys (type,
-//!   value, connection, kind, source_id)` indexed on `(type, value)` and
-//!   `asset_refs` indexed on the asset pointed at. The upsert rewrites an
-//!   asset's rows there only when it inserted the asset or its content hash
-//!   changed, so a steady-state re-sync costs nothing extra; a trigger deletes
-//!   them with the asset (stale deletes).
+//! - Correlation keys and references are found through one lookup index,
+//!   `asset_lookup (h, asset)`: `h` a 64-bit hash of the key (type and
+//!   value) or of the asset referred to ([`lookup_hash`]). Each asset's
+//!   hashes are in its `lookup` column; triggers keep the index in step when
+//!   an asset is inserted, changes them, or is deleted (stale deletes).
+//!   Inserts go first to `asset_lookup_log (asset, h)`, which grows in
+//!   asset order (appends); once this process has logged
+//!   [`SqliteOptions::lookup_log_rows`] rows, the log is merged into the index
+//!   in hash order, in the transaction of the batch that crossed the bound.
+//!   Writing each new key at its random place in a large index would again
+//!   cost about a page per key per commit; the merge writes each page of the
+//!   index at most once per merge. A lookup reads both (the log by a scan
+//!   bounded by the same setting).
 //! - Schema versions: 1 (assets, runs, checkpoints, rejects, leases), 2 (+
-//!   `asset_keys`, `asset_refs`). Opening a version 1 database for writing
-//!   migrates it in place, in one transaction, deriving the keys and
-//!   references of every stored asset from its fields. A read-only open
+//!   `asset_keys`, `asset_refs`), 3 (assets by integer id, the lookup index
+//!   and its log instead of version 2's tables). Opening an older database
+//!   for writing migrates it in place, in one transaction, deriving the
+//!   lookup hashes of every stored asset from its fields. A read-only open
 //!   leaves it as it is: everything but `--where` on a correlation key and
 //!   `--points-at` works on it, and those say to run a sync once.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,35 +61,18 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another connection's lock before failing
 /// with `SQLITE_BUSY` (reported as [`StoreError::Transient`]).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const SCHEMA: &str = "
+/// Tables every version has, unchanged since version 1.
+const SCHEMA_BASE: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS assets (
-    connection   TEXT NOT NULL,
-    kind         TEXT NOT NULL,
-    source_id    TEXT NOT NULL,
-    stream       TEXT NOT NULL,
-    fields       TEXT NOT NULL,
-    raw          TEXT,
-    content_hash TEXT NOT NULL,
-    first_seen   TEXT NOT NULL,
-    last_seen    TEXT NOT NULL,
-    last_sync_id TEXT NOT NULL,
-    stale_since  TEXT,
-    -- What the last upsert did: 0 inserted, 1 updated, 2 unchanged; +4 stream changed.
-    last_change  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (connection, kind, source_id)
-);
-CREATE INDEX IF NOT EXISTS assets_stream ON assets (connection, stream);
-CREATE INDEX IF NOT EXISTS assets_stale_since ON assets (connection, stream, stale_since) WHERE stale_since IS NOT NULL;
 CREATE TABLE IF NOT EXISTS checkpoints (
     connection TEXT NOT NULL,
     stream     TEXT NOT NULL,
@@ -112,34 +109,128 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
-/// Version 2: correlation keys and references, derived from each asset's
-/// fields, deleted with it.
-const SCHEMA_V2: &str = "
-CREATE TABLE IF NOT EXISTS asset_keys (
-    connection TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    source_id  TEXT NOT NULL,
-    type       TEXT NOT NULL,
-    value      TEXT NOT NULL,
-    PRIMARY KEY (connection, kind, source_id, type, value)
+/// Version 3: assets keyed by an integer id (rows are appended, not inserted
+/// at random positions of a clustered text key), and one lookup index of
+/// 64-bit hashes for correlation keys and references, written through an
+/// append-mostly log (see the module docs).
+const SCHEMA_ASSETS: &str = "
+CREATE TABLE IF NOT EXISTS assets (
+    id           INTEGER PRIMARY KEY,
+    connection   TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    source_id    TEXT NOT NULL,
+    stream       TEXT NOT NULL,
+    fields       TEXT NOT NULL,
+    raw          TEXT,
+    content_hash TEXT NOT NULL,
+    first_seen   TEXT NOT NULL,
+    last_seen    TEXT NOT NULL,
+    last_sync_id TEXT NOT NULL,
+    stale_since  TEXT,
+    -- What the last upsert did: 0 inserted, 1 updated, 2 unchanged; +4 stream changed.
+    last_change  INTEGER NOT NULL DEFAULT 0,
+    -- The lookup hashes of the asset's correlation keys and references (a
+    -- JSON array): what the triggers below index, and delete with it.
+    lookup       TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (connection, kind, source_id)
+);
+CREATE INDEX IF NOT EXISTS assets_stream ON assets (connection, stream);
+CREATE INDEX IF NOT EXISTS assets_stale_since ON assets (connection, stream, stale_since) WHERE stale_since IS NOT NULL;
+CREATE TABLE IF NOT EXISTS asset_lookup (
+    h     INTEGER NOT NULL,
+    asset INTEGER NOT NULL,
+    PRIMARY KEY (h, asset)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_keys_value ON asset_keys (type, value);
-CREATE TABLE IF NOT EXISTS asset_refs (
-    connection     TEXT NOT NULL,
-    kind           TEXT NOT NULL,
-    source_id      TEXT NOT NULL,
-    role           TEXT NOT NULL,
-    ref_connection TEXT NOT NULL,
-    ref_kind       TEXT NOT NULL,
-    ref_source_id  TEXT NOT NULL,
-    PRIMARY KEY (connection, kind, source_id, role, ref_connection, ref_kind, ref_source_id)
+CREATE TABLE IF NOT EXISTS asset_lookup_log (
+    asset INTEGER NOT NULL,
+    h     INTEGER NOT NULL,
+    PRIMARY KEY (asset, h)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS asset_refs_target ON asset_refs (ref_connection, ref_kind, ref_source_id);
-CREATE TRIGGER IF NOT EXISTS assets_delete_derived AFTER DELETE ON assets BEGIN
-    DELETE FROM asset_keys WHERE connection = old.connection AND kind = old.kind AND source_id = old.source_id;
-    DELETE FROM asset_refs WHERE connection = old.connection AND kind = old.kind AND source_id = old.source_id;
+CREATE TRIGGER IF NOT EXISTS assets_lookup_insert AFTER INSERT ON assets BEGIN
+    INSERT OR IGNORE INTO asset_lookup_log (asset, h) SELECT new.id, value FROM json_each(new.lookup);
+END;
+CREATE TRIGGER IF NOT EXISTS assets_lookup_update AFTER UPDATE OF lookup ON assets
+WHEN old.lookup IS NOT new.lookup BEGIN
+    DELETE FROM asset_lookup WHERE asset = old.id AND h IN (SELECT value FROM json_each(old.lookup));
+    DELETE FROM asset_lookup_log WHERE asset = old.id;
+    INSERT OR IGNORE INTO asset_lookup_log (asset, h) SELECT new.id, value FROM json_each(new.lookup);
+END;
+CREATE TRIGGER IF NOT EXISTS assets_lookup_delete AFTER DELETE ON assets BEGIN
+    DELETE FROM asset_lookup WHERE asset = old.id AND h IN (SELECT value FROM json_each(old.lookup));
+    DELETE FROM asset_lookup_log WHERE asset = old.id;
 END;
 ";
+
+/// Move the log into the lookup index, in hash order: every page of the
+/// index is written at most once per merge, however large the table is.
+const MERGE_LOOKUP_SQL: &str = "
+INSERT OR IGNORE INTO asset_lookup (h, asset) SELECT h, asset FROM asset_lookup_log ORDER BY h, asset;
+DELETE FROM asset_lookup_log;
+";
+
+/// Tuning of the SQLite store; [`SqliteOptions::default`] suits most machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Page cache of each connection, in MiB (`PRAGMA cache_size`): the
+    /// store's memory, whatever the size of the database.
+    pub cache_mib: u32,
+    /// Rows the lookup log may hold before they are merged into the lookup
+    /// index (counted by this process). Larger: fewer merges (less written
+    /// per asset on large tables), longer scans of the log by key lookups.
+    pub lookup_log_rows: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { cache_mib: 32, lookup_log_rows: 500_000 }
+    }
+}
+
+/// The 64-bit hash under which a correlation key or a reference is indexed
+/// in `asset_lookup`: SipHash-2-4 with fixed keys (a specified algorithm, so
+/// the same on every build and platform) over a tagged, separated text.
+/// Two different keys share a hash with a chance of about one in 2^64 per
+/// pair; a lookup could then list an asset that does not have the key.
+fn lookup_hash(parts: &[&str]) -> i64 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher24::new_with_keys(0x636f_7272_616c_2d6b, 0x6579_732d_7633_0000);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h.write_u8(0x1f);
+        }
+        h.write(part.as_bytes());
+    }
+    i64::from_ne_bytes(h.finish().to_ne_bytes())
+}
+
+fn key_hash(key: &str, value: &str) -> i64 {
+    lookup_hash(&["key", key, value])
+}
+
+fn ref_hash(connection: &str, kind: &str, source_id: &str) -> i64 {
+    lookup_hash(&["ref", connection, kind, source_id])
+}
+
+/// The `lookup` column of `asset`: its key and reference hashes, sorted,
+/// without repeats, as a JSON array.
+fn lookup_of(connection: &str, asset: &Asset) -> String {
+    let mut hashes: Vec<i64> = asset.correlation_keys().iter().map(|(k, v)| key_hash(k.as_str(), v)).collect();
+    hashes.extend(
+        asset.references().iter().map(|(_, r)| ref_hash(r.connection_or(connection), r.kind.as_str(), &r.source_id)),
+    );
+    hashes.sort_unstable();
+    hashes.dedup();
+    let mut out = String::with_capacity(2 + hashes.len() * 21);
+    out.push('[');
+    for (i, h) in hashes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&h.to_string());
+    }
+    out.push(']');
+    out
+}
 
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
 #[derive(Clone)]
@@ -155,6 +246,10 @@ struct Inner {
     writer: Mutex<Connection>,
     /// Read-only connection for file databases; `None` in memory (reads use the writer).
     reader: Option<Mutex<Connection>>,
+    /// Rows this process added to the lookup log since its last merge (an
+    /// estimate: other processes writing the file keep their own counts).
+    log_rows: AtomicU64,
+    options: SqliteOptions,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -169,24 +264,31 @@ impl SqliteStore {
     /// This is a short synchronous call (it may wait up to the busy timeout if
     /// another process holds the write lock while creating the schema).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit [`SqliteOptions`].
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
         let path: PathBuf = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let mut writer = Connection::open(&path)
             .map_err(|e| StoreError::Config(format!("cannot open SQLite database {shown}: {e}")))?;
-        configure(&writer, true).ctx(&format!("configure {shown}"))?;
-        create_schema(&mut writer)?;
+        configure(&writer, true, options).ctx(&format!("configure {shown}"))?;
+        let log_rows = create_schema(&mut writer)?;
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )
         .map_err(|e| StoreError::Config(format!("cannot open SQLite database {shown} for reading: {e}")))?;
-        configure(&reader, false).ctx(&format!("configure reader {shown}"))?;
+        configure(&reader, false, options).ctx(&format!("configure reader {shown}"))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 describe: format!("sqlite:{shown}"),
                 version: SCHEMA_VERSION,
                 writer: Mutex::new(writer),
                 reader: Some(Mutex::new(reader)),
+                log_rows: AtomicU64::new(log_rows),
+                options,
             }),
         })
     }
@@ -224,7 +326,7 @@ impl SqliteStore {
             } else {
                 Connection::open_with_flags(&path, flags)?
             };
-            configure(&conn, false)?;
+            configure(&conn, false, SqliteOptions::default())?;
             let version = conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))?;
             Ok((conn, version))
         };
@@ -258,22 +360,31 @@ impl SqliteStore {
                 version,
                 writer: Mutex::new(conn),
                 reader: None,
+                log_rows: AtomicU64::new(0),
+                options: SqliteOptions::default(),
             }),
         })
     }
 
     /// A private in-memory database (for tests); gone when the store is dropped.
     pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::open_in_memory_with(SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open_in_memory`] with explicit [`SqliteOptions`].
+    pub fn open_in_memory_with(options: SqliteOptions) -> Result<Self, StoreError> {
         let mut writer = Connection::open_in_memory()
             .map_err(|e| StoreError::Config(format!("cannot open in-memory SQLite database: {e}")))?;
-        configure(&writer, false).ctx("configure in-memory database")?;
-        create_schema(&mut writer)?;
+        configure(&writer, false, options).ctx("configure in-memory database")?;
+        let log_rows = create_schema(&mut writer)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 describe: "sqlite::memory:".to_string(),
                 version: SCHEMA_VERSION,
                 writer: Mutex::new(writer),
                 reader: None,
+                log_rows: AtomicU64::new(log_rows),
+                options,
             }),
         })
     }
@@ -320,7 +431,7 @@ fn join_error(e: tokio::task::JoinError) -> StoreError {
     }
 }
 
-fn configure(conn: &Connection, wal: bool) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, wal: bool, options: SqliteOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(64);
     if wal {
@@ -329,198 +440,128 @@ fn configure(conn: &Connection, wal: bool) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 32 MiB page cache per connection.
-    conn.pragma_update(None, "cache_size", -32_768)?;
+    // The page cache, in KiB when negative.
+    conn.pragma_update(None, "cache_size", -i64::from(options.cache_mib.max(1)) * 1024)?;
     // After a checkpoint, truncate a WAL that a big batch grew beyond 64 MiB.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     Ok(())
 }
 
-fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
+/// Create the schema, or migrate an older one in place, in one transaction.
+/// Returns the rows in the lookup log.
+fn create_schema(conn: &mut Connection) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin schema transaction")?;
-    tx.execute_batch(SCHEMA).ctx("create schema")?;
-    tx.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)",
-        params![SCHEMA_VERSION.to_string()],
-    )
-    .ctx("record schema version")?;
-    let found: String = tx
+    tx.execute_batch(SCHEMA_BASE).ctx("create schema")?;
+    let found: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()
         .ctx("read schema version")?;
-    let found: i64 =
-        found.parse().map_err(|_| StoreError::Corrupt(format!("meta.schema_version is not a number: {found:?}")))?;
+    let found: i64 = match found {
+        // A new database.
+        None => SCHEMA_VERSION,
+        Some(v) => v.parse().map_err(|_| StoreError::Corrupt(format!("meta.schema_version is not a number: {v:?}")))?,
+    };
     if found > SCHEMA_VERSION {
         return Err(StoreError::Config(format!(
             "database schema version {found} is newer than this corral supports ({SCHEMA_VERSION}); upgrade corral"
         )));
     }
-    tx.execute_batch(SCHEMA_V2).ctx("create schema (version 2)")?;
-    if found < 2 {
-        migrate_to_v2(&tx)?;
-    }
     if found < SCHEMA_VERSION {
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", params![SCHEMA_VERSION.to_string()])
-            .ctx("record the new schema version")?;
+        migrate_to_v3(&tx)?;
+    } else {
+        tx.execute_batch(SCHEMA_ASSETS).ctx("create schema (assets)")?;
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![SCHEMA_VERSION.to_string()],
+    )
+    .ctx("record schema version")?;
+    if found < SCHEMA_VERSION {
         tracing::info!(from = found, to = SCHEMA_VERSION, "SQLite store schema migrated");
     }
+    let log_rows: i64 =
+        tx.query_row("SELECT COUNT(*) FROM asset_lookup_log", [], |r| r.get(0)).ctx("count the lookup log")?;
     tx.commit().ctx("commit schema")?;
-    Ok(())
+    Ok(u64::try_from(log_rows).unwrap_or(0))
 }
 
-/// Version 1 -> 2: derive the correlation keys and references of every
-/// stored asset from its fields (inside the schema transaction).
-fn migrate_to_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+/// Version 1 or 2 -> 3 (inside the schema transaction): the assets table is
+/// rebuilt with an integer id, and the lookup index is derived from each
+/// stored asset's fields (version 1 had no keys; version 2's key and
+/// reference tables are replaced).
+fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "DROP TRIGGER IF EXISTS assets_delete_derived;
+         DROP TABLE IF EXISTS asset_keys;
+         DROP TABLE IF EXISTS asset_refs;
+         DROP INDEX IF EXISTS assets_stream;
+         DROP INDEX IF EXISTS assets_stale_since;
+         ALTER TABLE assets RENAME TO assets_before_v3;",
+    )
+    .ctx("migrate: set the old assets table aside")?;
+    tx.execute_batch(SCHEMA_ASSETS).ctx("migrate: create the assets table")?;
     let mut select = tx
-        .prepare("SELECT connection, kind, source_id, stream, fields FROM assets")
+        .prepare(
+            "SELECT connection, kind, source_id, stream, fields, raw, content_hash, first_seen, last_seen, \
+             last_sync_id, stale_since, last_change FROM assets_before_v3 ORDER BY connection, kind, source_id",
+        )
         .ctx("migrate: prepare reading assets")?;
+    let mut insert = tx
+        .prepare(
+            "INSERT INTO assets (connection, kind, source_id, stream, fields, raw, content_hash, first_seen, \
+             last_seen, last_sync_id, stale_since, last_change, lookup) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .ctx("migrate: prepare writing assets")?;
     let mut rows = select.query([]).ctx("migrate: read assets")?;
     let mut migrated = 0_u64;
     while let Some(row) = rows.next().ctx("migrate: read an asset")? {
-        let (connection, kind, source_id, stream, fields): (String, String, String, String, String) = (
-            row.get(0).ctx("migrate")?,
-            row.get(1).ctx("migrate")?,
-            row.get(2).ctx("migrate")?,
-            row.get(3).ctx("migrate")?,
-            row.get(4).ctx("migrate")?,
-        );
+        let connection: String = row.get(0).ctx("migrate")?;
+        let kind: String = row.get(1).ctx("migrate")?;
+        let source_id: String = row.get(2).ctx("migrate")?;
+        let fields: String = row.get(4).ctx("migrate")?;
         let stored = StoredAsset {
             kind: parse_kind(&kind)?,
             fields: parse_json("assets.fields", &fields)?,
-            connection,
-            source_id,
-            stream,
+            connection: connection.clone(),
+            source_id: source_id.clone(),
+            stream: row.get(3).ctx("migrate")?,
             first_seen: DateTime::<Utc>::MIN_UTC,
             last_seen: DateTime::<Utc>::MIN_UTC,
             last_sync_id: String::new(),
             stale_since: None,
             raw: None,
         };
-        let asset = stored.asset().map_err(|e| {
-            StoreError::Corrupt(format!("migrate: {} {} has undecodable fields: {e}", kind, stored.source_id))
-        })?;
-        write_derived(tx, &stored.connection, &kind, &stored.source_id, &asset, false)?;
+        let asset = stored
+            .asset()
+            .map_err(|e| StoreError::Corrupt(format!("migrate: {kind} {source_id} has undecodable fields: {e}")))?;
+        let lookup = lookup_of(&connection, &asset);
+        insert
+            .execute(params![
+                connection,
+                kind,
+                source_id,
+                stored.stream,
+                fields,
+                row.get::<_, Option<String>>(5).ctx("migrate")?,
+                row.get::<_, String>(6).ctx("migrate")?,
+                row.get::<_, String>(7).ctx("migrate")?,
+                row.get::<_, String>(8).ctx("migrate")?,
+                row.get::<_, String>(9).ctx("migrate")?,
+                row.get::<_, Option<String>>(10).ctx("migrate")?,
+                row.get::<_, i64>(11).ctx("migrate")?,
+                lookup,
+            ])
+            .ctx("migrate: write an asset")?;
         migrated += 1;
     }
-    tracing::debug!(assets = migrated, "derived correlation keys and references of stored assets");
-    Ok(())
-}
-
-const INSERT_KEY_SQL: &str =
-    "INSERT OR IGNORE INTO asset_keys (connection, kind, source_id, type, value) VALUES (?1, ?2, ?3, ?4, ?5)";
-const INSERT_REF_SQL: &str = "INSERT OR IGNORE INTO asset_refs \
-    (connection, kind, source_id, role, ref_connection, ref_kind, ref_source_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const DELETE_KEYS_SQL: &str = "DELETE FROM asset_keys WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
-const DELETE_REFS_SQL: &str = "DELETE FROM asset_refs WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
-
-/// Rows of one multi-row insert into `asset_keys`.
-const KEY_ROWS_PER_INSERT: usize = 64;
-
-/// `INSERT OR IGNORE INTO asset_keys .. VALUES` with [`KEY_ROWS_PER_INSERT`] rows.
-fn bulk_key_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let rows = vec!["(?, ?, ?, ?, ?)"; KEY_ROWS_PER_INSERT].join(", ");
-        format!("INSERT OR IGNORE INTO asset_keys (connection, kind, source_id, type, value) VALUES {rows}")
-    })
-}
-
-/// The keys and references of newly inserted assets (they have none yet):
-/// keys in multi-row inserts, which cost SQLite far less per row than one
-/// statement each. Empties `inserted`.
-fn write_inserted_derived(
-    tx: &Connection,
-    connection: &str,
-    inserted: &mut Vec<&PreparedAsset>,
-) -> Result<(), StoreError> {
-    if inserted.is_empty() {
-        return Ok(());
-    }
-    let mut rows: Vec<(&PreparedAsset, &'static str, String)> = Vec::new();
-    for a in inserted.iter() {
-        rows.extend(a.asset.correlation_keys().into_iter().map(|(k, v)| (*a, k.as_str(), v)));
-        let refs = a.asset.references();
-        if !refs.is_empty() {
-            let mut insert = tx.prepare_cached(INSERT_REF_SQL).ctx("prepare insert reference")?;
-            for (role, r) in refs {
-                insert
-                    .execute(params![
-                        connection,
-                        a.kind,
-                        a.source_id,
-                        role,
-                        r.connection_or(connection),
-                        r.kind.as_str(),
-                        r.source_id
-                    ])
-                    .ctx("insert reference")?;
-            }
-        }
-    }
-    let mut chunks = rows.chunks_exact(KEY_ROWS_PER_INSERT);
-    if chunks.len() > 0 {
-        let mut bulk = tx.prepare_cached(bulk_key_sql()).ctx("prepare insert keys")?;
-        for chunk in chunks.by_ref() {
-            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(5 * KEY_ROWS_PER_INSERT);
-            for (a, key, value) in chunk {
-                values.extend_from_slice(&[&connection, &a.kind, &a.source_id, key, value]);
-            }
-            bulk.execute(values.as_slice()).ctx("insert keys")?;
-        }
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut insert = tx.prepare_cached(INSERT_KEY_SQL).ctx("prepare insert key")?;
-        for (a, key, value) in rest {
-            insert.execute(params![connection, a.kind, a.source_id, key, value]).ctx("insert key")?;
-        }
-    }
-    inserted.clear();
-    Ok(())
-}
-
-/// (Re)write the keys and references of one asset; `replace` deletes its old ones first.
-fn write_derived(
-    conn: &Connection,
-    connection: &str,
-    kind: &str,
-    source_id: &str,
-    asset: &Asset,
-    replace: bool,
-) -> Result<(), StoreError> {
-    if replace {
-        conn.prepare_cached(DELETE_KEYS_SQL)
-            .ctx("prepare delete keys")?
-            .execute(params![connection, kind, source_id])
-            .ctx("delete old keys")?;
-        conn.prepare_cached(DELETE_REFS_SQL)
-            .ctx("prepare delete references")?
-            .execute(params![connection, kind, source_id])
-            .ctx("delete old references")?;
-    }
-    let keys = asset.correlation_keys();
-    if !keys.is_empty() {
-        let mut insert = conn.prepare_cached(INSERT_KEY_SQL).ctx("prepare insert key")?;
-        for (key, value) in &keys {
-            insert.execute(params![connection, kind, source_id, key.as_str(), value]).ctx("insert key")?;
-        }
-    }
-    let refs = asset.references();
-    if !refs.is_empty() {
-        let mut insert = conn.prepare_cached(INSERT_REF_SQL).ctx("prepare insert reference")?;
-        for (role, r) in refs {
-            insert
-                .execute(params![
-                    connection,
-                    kind,
-                    source_id,
-                    role,
-                    r.connection_or(connection),
-                    r.kind.as_str(),
-                    r.source_id
-                ])
-                .ctx("insert reference")?;
-        }
-    }
+    drop(rows);
+    drop(select);
+    drop(insert);
+    tx.execute_batch("DROP TABLE assets_before_v3;").ctx("migrate: drop the old assets table")?;
+    tx.execute_batch(MERGE_LOOKUP_SQL).ctx("migrate: build the lookup index")?;
+    tracing::debug!(assets = migrated, "rebuilt the assets table and its lookup index");
     Ok(())
 }
 
@@ -607,19 +648,21 @@ fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// One asset prepared for writing (serialized off the connection lock).
-/// The asset itself is kept to derive its keys and references, only if the
-/// upsert says it is new or changed.
+/// One asset prepared for writing: serialized, hashed and its lookup
+/// hashes derived off the connection lock; the asset itself is dropped.
 struct PreparedAsset {
     kind: &'static str,
     source_id: String,
+    stream: String,
     fields: String,
     raw: Option<String>,
     hash: String,
-    asset: Asset,
+    lookup: String,
+    /// Rows the asset adds to the lookup log when it is new or changed.
+    lookups: usize,
 }
 
-fn prepare(asset: Asset) -> Result<PreparedAsset, Reject> {
+fn prepare(connection: &str, asset: Asset) -> Result<PreparedAsset, Reject> {
     let kind = asset.kind().as_str();
     let source_id = asset.source_id().to_string();
     let fields = asset.fields_string().map_err(|e| {
@@ -633,7 +676,9 @@ fn prepare(asset: Asset) -> Result<PreparedAsset, Reject> {
     };
     // The content hash from the bytes just serialized, not serialized again.
     let hash = asset.content_hash_of(&fields, raw.as_deref());
-    Ok(PreparedAsset { kind, source_id, fields, raw, hash, asset })
+    let lookup = lookup_of(connection, &asset);
+    let lookups = lookup.bytes().filter(|b| *b == b',').count() + usize::from(lookup.len() > 2);
+    Ok(PreparedAsset { kind, source_id, stream: asset.stream, fields, raw, hash, lookup, lookups })
 }
 
 /// What the last upsert did to a row, in `assets.last_change` (returned by the
@@ -654,8 +699,8 @@ const CHANGE_STREAM: i64 = 4;
 /// written by [`SET_STREAM_SQL`] instead.
 const UPSERT_SQL: &str = "\
 INSERT INTO assets (connection, kind, source_id, stream, fields, raw, content_hash, \
-                    first_seen, last_seen, last_sync_id, stale_since, last_change) \
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, NULL, 0) \
+                    first_seen, last_seen, last_sync_id, stale_since, last_change, lookup) \
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, NULL, 0, ?10) \
 ON CONFLICT (connection, kind, source_id) DO UPDATE SET \
     last_change = CASE WHEN content_hash = excluded.content_hash THEN 2 ELSE 1 END \
                 + CASE WHEN stream = excluded.stream THEN 0 ELSE 4 END, \
@@ -664,7 +709,8 @@ ON CONFLICT (connection, kind, source_id) DO UPDATE SET \
     content_hash = excluded.content_hash, \
     last_seen = max(last_seen, excluded.last_seen), \
     last_sync_id = excluded.last_sync_id, \
-    stale_since = NULL \
+    stale_since = NULL, \
+    lookup = excluded.lookup \
 RETURNING last_change";
 
 const SET_STREAM_SQL: &str = "UPDATE assets SET stream = ?4 WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
@@ -674,6 +720,7 @@ const TOUCH_SQL: &str = "UPDATE assets SET last_seen = max(last_seen, ?4), last_
      WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
 
 fn upsert_blocking(
+    inner: &Inner,
     conn: &mut Connection,
     connection: &str,
     sync_id: &str,
@@ -682,40 +729,45 @@ fn upsert_blocking(
     still_there: &[(AssetKind, String)],
 ) -> Result<LoadOutcome, StoreError> {
     let mut outcome = LoadOutcome::default();
+    let mut logged = 0_u64;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin upsert")?;
     {
         let mut upsert = tx.prepare_cached(UPSERT_SQL).ctx("prepare upsert")?;
-        // Keys and references of inserted assets, written in bulk: before the
-        // next update (which may be of one of them: a key repeated in the batch) and at the end.
-        let mut inserted: Vec<&PreparedAsset> = Vec::new();
         for a in assets {
             let change: i64 = upsert
                 .query_row(
-                    params![connection, a.kind, a.source_id, a.asset.stream, a.fields, a.raw, a.hash, seen, sync_id],
+                    params![
+                        connection,
+                        a.kind,
+                        a.source_id,
+                        a.stream,
+                        a.fields,
+                        a.raw,
+                        a.hash,
+                        seen,
+                        sync_id,
+                        a.lookup
+                    ],
                     |r| r.get(0),
                 )
                 .ctx("upsert asset")?;
             if change & CHANGE_STREAM != 0 {
                 tx.prepare_cached(SET_STREAM_SQL)
                     .ctx("prepare upsert stream change")?
-                    .execute(params![connection, a.kind, a.source_id, a.asset.stream])
+                    .execute(params![connection, a.kind, a.source_id, a.stream])
                     .ctx("upsert: change stream")?;
             }
             match change & !CHANGE_STREAM {
-                CHANGE_INSERTED => {
-                    inserted.push(a);
-                    outcome.inserted += 1;
+                CHANGE_INSERTED => outcome.inserted += 1,
+                CHANGE_UPDATED => outcome.updated += 1,
+                CHANGE_UNCHANGED => {
+                    outcome.unchanged += 1;
+                    continue;
                 }
-                CHANGE_UPDATED => {
-                    write_inserted_derived(&tx, connection, &mut inserted)?;
-                    write_derived(&tx, connection, a.kind, &a.source_id, &a.asset, true)?;
-                    outcome.updated += 1;
-                }
-                CHANGE_UNCHANGED => outcome.unchanged += 1,
                 other => return Err(StoreError::Corrupt(format!("assets.last_change: unexpected value {other}"))),
             }
+            logged += a.lookups as u64;
         }
-        write_inserted_derived(&tx, connection, &mut inserted)?;
         // Rejected records the vendor still has: fresh, not stale, contents kept.
         if !still_there.is_empty() {
             let mut touch = tx.prepare_cached(TOUCH_SQL).ctx("prepare touch")?;
@@ -724,7 +776,15 @@ fn upsert_blocking(
             }
         }
     }
+    // The log holds what was written since the last merge; past its bound,
+    // it is merged in this same transaction.
+    let pending = inner.log_rows.load(Ordering::Relaxed) + logged;
+    let merged = pending >= inner.options.lookup_log_rows;
+    if merged {
+        tx.execute_batch(MERGE_LOOKUP_SQL).ctx("merge the lookup log")?;
+    }
     tx.commit().ctx("commit upsert")?;
+    inner.log_rows.store(if merged { 0 } else { pending }, Ordering::Relaxed);
     Ok(outcome)
 }
 
@@ -800,8 +860,8 @@ fn read_lease(conn: &Connection, connection: &str) -> Result<Option<Lease>, Stor
 
 /// `WHERE` clause and parameters for an [`AssetFilter`]. `stale` false
 /// leaves stale assets in whatever `include_stale` says (counts take both).
-/// Correlation keys and references are looked up through their indexes
-/// (`asset_keys_value`, `asset_refs_target`) and joined on the assets' key.
+/// Correlation keys and references are looked up by their hash in the
+/// lookup index and its log ([`lookup_sql`]), joined on the assets' id.
 fn filter_sql(filter: &AssetFilter, stale: bool) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
@@ -827,12 +887,8 @@ fn filter_sql(filter: &AssetFilter, stale: bool) -> (String, Vec<Value>) {
             let test = match predicate {
                 Predicate::SourceId(id) => format!("source_id = {}", bind(&mut params, Value::Text(id.clone()))),
                 Predicate::Key { key, value } => {
-                    let t = bind(&mut params, Value::Text(key.as_str().to_string()));
-                    let v = bind(&mut params, Value::Text(value.clone()));
-                    format!(
-                        "(connection, kind, source_id) IN \
-                         (SELECT connection, kind, source_id FROM asset_keys WHERE type = {t} AND value = {v})"
-                    )
+                    let h = bind(&mut params, Value::Integer(key_hash(key.as_str(), value)));
+                    lookup_sql(&h)
                 }
                 Predicate::Equals { path, value } => {
                     let p = bind(&mut params, Value::Text(format!("$.{path}")));
@@ -863,16 +919,23 @@ fn filter_sql(filter: &AssetFilter, stale: bool) -> (String, Vec<Value>) {
         }
     }
     if let Some(target) = &filter.points_at {
-        let c = bind(&mut params, Value::Text(target.connection.clone()));
-        let k = bind(&mut params, Value::Text(target.kind.as_str().to_string()));
-        let s = bind(&mut params, Value::Text(target.source_id.clone()));
-        clauses.push(format!(
-            "(connection, kind, source_id) IN (SELECT connection, kind, source_id FROM asset_refs \
-             WHERE ref_connection = {c} AND ref_kind = {k} AND ref_source_id = {s})"
-        ));
+        let h = ref_hash(&target.connection, target.kind.as_str(), &target.source_id);
+        let h = bind(&mut params, Value::Integer(h));
+        clauses.push(lookup_sql(&h));
     }
     let sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
     (sql, params)
+}
+
+/// The assets indexed under the lookup hash bound to `h`: in the lookup
+/// index (a seek) or still in its log (a scan of at most
+/// [`SqliteOptions::lookup_log_rows`] rows, as many as a process wrote since
+/// its last merge).
+fn lookup_sql(h: &str) -> String {
+    format!(
+        "id IN (SELECT asset FROM asset_lookup WHERE h = {h} \
+         UNION ALL SELECT asset FROM asset_lookup_log WHERE h = {h})"
+    )
 }
 
 fn scalar(v: &Scalar) -> Value {
@@ -885,8 +948,8 @@ fn scalar(v: &Scalar) -> Value {
     }
 }
 
-/// Whether `filter` needs the version 2 tables.
-fn needs_v2(filter: &AssetFilter) -> bool {
+/// Whether `filter` needs the lookup index of version 3.
+fn needs_lookup(filter: &AssetFilter) -> bool {
     filter.points_at.is_some()
         || filter.conditions.iter().any(|c| c.alternatives.iter().any(|(_, p)| matches!(p, Predicate::Key { .. })))
 }
@@ -995,14 +1058,17 @@ impl Store for SqliteStore {
             let mut rejected = Vec::new();
             let mut prepared = Vec::with_capacity(assets.len());
             for asset in assets {
-                match prepare(asset) {
+                match prepare(&connection, asset) {
                     Ok(p) => prepared.push(p),
                     Err(r) => rejected.push(r),
                 }
             }
+            // In key order, so that the batch's inserts into the key index
+            // go in one pass (stable: the later record of a key still wins).
+            prepared.sort_by(|a, b| (a.kind, &a.source_id).cmp(&(b.kind, &b.source_id)));
             let seen = ts(&seen_at);
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let written = upsert_blocking(&mut conn, &connection, &sync_id, &seen, &prepared, &still_there);
+            let written = upsert_blocking(&inner, &mut conn, &connection, &sync_id, &seen, &prepared, &still_there);
             // The assets are freed after the lock is released.
             drop(conn);
             drop(prepared);
@@ -1279,9 +1345,9 @@ impl SqliteStore {
     }
 
     fn check_version(&self, filter: &AssetFilter) -> Result<(), StoreError> {
-        if self.inner.version < 2 && needs_v2(filter) {
+        if self.inner.version < SCHEMA_VERSION && needs_lookup(filter) {
             return Err(StoreError::Config(format!(
-                "{} has schema version {}, which has no index of correlation keys and references yet; \
+                "{} has schema version {}, which has no lookup index of correlation keys and references yet; \
                  run `corral sync` once to upgrade it",
                 self.inner.describe, self.inner.version
             )));
@@ -1391,8 +1457,9 @@ mod tests {
         };
         let (where_sql, _) = filter_sql(&by_key, true);
         let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
-        assert!(plan.contains("USING COVERING INDEX asset_keys_value"), "--where on a key: {plan}");
-        assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "--where on a key: {plan}");
+        assert!(plan.contains("SEARCH asset_lookup USING PRIMARY KEY (h=?)"), "--where on a key: {plan}");
+        assert!(plan.contains("SCAN asset_lookup_log"), "--where on a key reads the log: {plan}");
+        assert!(plan.contains("INTEGER PRIMARY KEY (rowid=?)"), "--where on a key, assets by id: {plan}");
         let points = AssetFilter {
             points_at: Some(corral_core::store::AssetKey {
                 connection: "c".into(),
@@ -1403,9 +1470,13 @@ mod tests {
         };
         let (where_sql, _) = filter_sql(&points, true);
         let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
-        assert!(plan.contains("asset_refs_target"), "points_at: {plan}");
-        let plan = query_plan(&conn, DELETE_KEYS_SQL);
-        assert!(plan.contains("PRIMARY KEY") || plan.contains("USING"), "delete keys: {plan}");
+        assert!(plan.contains("SEARCH asset_lookup USING PRIMARY KEY (h=?)"), "points_at: {plan}");
+        // What the triggers run to delete an asset's lookup rows seeks, never scans.
+        let plan =
+            query_plan(&conn, "DELETE FROM asset_lookup WHERE asset = ?1 AND h IN (SELECT value FROM json_each(?2))");
+        assert!(plan.contains("SEARCH asset_lookup USING PRIMARY KEY (h=? AND asset=?)"), "delete lookups: {plan}");
+        let plan = query_plan(&conn, "DELETE FROM asset_lookup_log WHERE asset = ?1");
+        assert!(plan.contains("SEARCH asset_lookup_log USING PRIMARY KEY (asset=?)"), "delete logged: {plan}");
         let plan = query_plan(&conn, "SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT 5");
         assert!(plan.contains("USING INDEX runs_started_at"), "runs: {plan}");
         // Pages of assets and runs seek with an index and never sort the table.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use corral_core::asset::{Asset, AssetKind};
 use corral_core::store::{AssetFilter, LoadOutcome, StalePolicy, Store};
 use corral_store::conformance::{self, at, batch, device, run_summary, scope, user};
-use corral_store::sqlite::SqliteStore;
+use corral_store::sqlite::{SqliteOptions, SqliteStore};
 
 fn memory_store() -> Arc<dyn Store> {
     Arc::new(SqliteStore::open_in_memory().expect("open in-memory SQLite store"))
@@ -25,6 +25,21 @@ async fn conformance_file_backed() {
     conformance::run_all(move |case| {
         let path = root.join(format!("{case}.db"));
         async move { Arc::new(SqliteStore::open(&path).expect("open file SQLite store")) as Arc<dyn Store> }
+    })
+    .await;
+}
+
+/// The suite again with the lookup log merged into its index by every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_file_backed_merging_every_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let options = SqliteOptions { lookup_log_rows: 1, ..SqliteOptions::default() };
+    conformance::run_all(move |case| {
+        let path = root.join(format!("{case}.db"));
+        async move {
+            Arc::new(SqliteStore::open_with(&path, options).expect("open file SQLite store")) as Arc<dyn Store>
+        }
     })
     .await;
 }
@@ -364,7 +379,7 @@ async fn a_version_1_database_is_migrated_in_place() {
 
     // Writable: migrated in place.
     let store = SqliteStore::open(&path).expect("open and migrate");
-    assert_eq!(store.schema_version(), 2);
+    assert_eq!(store.schema_version(), 3);
     let listed = store.list_assets(&filter("serial_number=5cg1234xyz", false), 10).await.expect("by serial");
     assert_eq!(ids(listed), ["device dev-1"], "keys derived from the stored fields");
     let listed = store.list_assets(&filter("mac_addresses=AA:BB:CC:DD:EE:01", false), 10).await.expect("by mac");
@@ -379,46 +394,169 @@ async fn a_version_1_database_is_migrated_in_place() {
     let out = store.upsert(batch("cmdb", "s3", at(7200), vec![asset])).await.expect("re-sync");
     assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 1));
     drop(store);
-    // Reopening does not migrate again; read-only sees version 2.
+    // Reopening does not migrate again; read-only sees version 3.
     let store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.schema_version(), 2);
+    assert_eq!(store.schema_version(), 3);
     drop(store);
     let ro = SqliteStore::open_read_only(&path).expect("read-only again");
-    assert_eq!(ro.schema_version(), 2);
+    assert_eq!(ro.schema_version(), 3);
     let listed = ro.list_assets(&filter("fqdn=web-01.corp.example.com", false), 10).await.expect("by fqdn");
     assert_eq!(ids(listed), ["device dev-1"]);
 }
 
-/// Deleting stale assets deletes their rows in `asset_keys` and `asset_refs`;
-/// an unchanged re-sync leaves those tables alone.
-#[tokio::test]
-async fn keys_and_references_are_deleted_with_their_asset() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("corral.db");
-    let store = SqliteStore::open(&path).expect("open");
-    let rows = |table: &str| -> i64 {
-        let conn = rusqlite::Connection::open(&path).expect("open");
+/// The rows an asset has in the lookup index and its log.
+fn lookup_rows(path: &std::path::Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let count = |table: &str| -> i64 {
         conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("count")
     };
-    let assets = conformance::model_assets();
-    store.upsert(batch("conn-a", "s1", at(0), assets.clone())).await.expect("upsert");
-    let (keys, refs) = (rows("asset_keys"), rows("asset_refs"));
-    let want_keys: usize = assets.iter().map(|a| a.correlation_keys().len()).sum();
-    let want_refs: usize = assets.iter().map(|a| a.references().len()).sum();
-    assert_eq!((keys, refs), (want_keys as i64, want_refs as i64));
-    store.upsert(batch("conn-a", "s2", at(3600), assets.clone())).await.expect("unchanged");
-    assert_eq!((rows("asset_keys"), rows("asset_refs")), (keys, refs), "an unchanged re-sync rewrites nothing");
-    // Nothing but the software record is seen again: everything else goes stale, then is deleted.
-    store.upsert(batch("conn-a", "s3", at(7200), vec![assets[3].clone()])).await.expect("one");
-    let delete = StalePolicy::Mark { delete_after: Some(Duration::from_secs(1)) };
-    for stream in ["hosts", "users", "findings", "instances"] {
-        store.handle_stale(&scope("conn-a", stream, "s3", at(7200)), delete).await.expect("mark");
-        store.handle_stale(&scope("conn-a", stream, "s4", at(7300)), delete).await.expect("delete");
+    (count("asset_lookup"), count("asset_lookup_log"))
+}
+
+/// Each asset has one lookup row per correlation key and reference, in the
+/// log until a merge and in the index after it; deleting stale assets
+/// deletes their rows wherever they are, and an unchanged re-sync leaves
+/// them alone. With the default bound nothing is merged in this test; with a
+/// bound of one row every batch merges.
+#[tokio::test]
+async fn lookup_rows_follow_their_asset_in_the_log_and_the_index() {
+    for (merge_every_batch, lookup_log_rows) in [(false, SqliteOptions::default().lookup_log_rows), (true, 1)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("corral.db");
+        let options = SqliteOptions { lookup_log_rows, ..SqliteOptions::default() };
+        let store = SqliteStore::open_with(&path, options).expect("open");
+        let total = || {
+            let (index, log) = lookup_rows(&path);
+            if merge_every_batch {
+                assert_eq!(log, 0, "merged with the batch");
+            } else {
+                assert_eq!(index, 0, "nothing merged below the bound");
+            }
+            index + log
+        };
+        let assets = conformance::model_assets();
+        store.upsert(batch("conn-a", "s1", at(0), assets.clone())).await.expect("upsert");
+        let want: usize = assets.iter().map(|a| a.correlation_keys().len() + a.references().len()).sum();
+        assert_eq!(total(), want as i64, "merge {merge_every_batch}");
+        store.upsert(batch("conn-a", "s2", at(3600), assets.clone())).await.expect("unchanged");
+        assert_eq!(total(), want as i64, "an unchanged re-sync adds nothing");
+        // Nothing but the software record is seen again: everything else goes stale, then is deleted.
+        store.upsert(batch("conn-a", "s3", at(7200), vec![assets[3].clone()])).await.expect("one");
+        let delete = StalePolicy::Mark { delete_after: Some(Duration::from_secs(1)) };
+        for stream in ["hosts", "users", "findings", "instances"] {
+            store.handle_stale(&scope("conn-a", stream, "s3", at(7200)), delete).await.expect("mark");
+            store.handle_stale(&scope("conn-a", stream, "s4", at(7300)), delete).await.expect("delete");
+        }
+        assert_eq!(
+            store.count_assets(&AssetFilter { include_stale: true, ..Default::default() }).await.expect("count").len(),
+            1
+        );
+        let software = assets[3].correlation_keys().len() + assets[3].references().len();
+        assert_eq!(total(), software as i64, "only the software's key and reference are left");
     }
-    assert_eq!(
-        store.count_assets(&AssetFilter { include_stale: true, ..Default::default() }).await.expect("count").len(),
-        1
-    );
-    assert_eq!(rows("asset_keys"), assets[3].correlation_keys().len() as i64, "only the software's key is left");
-    assert_eq!(rows("asset_refs"), 1, "only the software's reference is left");
+}
+
+/// A filter on one correlation key of one kind.
+fn by_key(kind: AssetKind, key: corral_core::asset::KeyType, value: &str) -> AssetFilter {
+    AssetFilter {
+        include_stale: true,
+        conditions: vec![corral_core::store::Condition {
+            text: format!("{}={value}", key.as_str()),
+            alternatives: vec![(kind, corral_core::store::Predicate::Key { key, value: value.to_string() })],
+        }],
+        ..Default::default()
+    }
+}
+
+/// A changed asset's old keys stop finding it and its new ones find it,
+/// whether its old rows were still in the log or already merged.
+#[tokio::test]
+async fn a_changed_key_is_found_under_its_new_value_only() {
+    let by = |text: &str| {
+        let key = corral_core::asset::KeyType::SerialNumber;
+        by_key(AssetKind::Device, key, text)
+    };
+    for lookup_log_rows in [1_000_000, 1] {
+        let store = SqliteStore::open_in_memory_with(SqliteOptions { lookup_log_rows, ..SqliteOptions::default() })
+            .expect("open");
+        let serial = |d: Asset, serial: &str| match d.body {
+            corral_core::asset::AssetBody::Device(mut dev) => {
+                dev.serial_number = Some(serial.to_string());
+                Asset::device("hosts", dev)
+            }
+            _ => unreachable!("a device"),
+        };
+        let old = serial(device("hosts", "d1", "web.example.com"), "OLD-1");
+        let new = serial(device("hosts", "d1", "web.example.com"), "NEW-1");
+        store.upsert(batch("c", "s1", at(0), vec![old])).await.expect("one");
+        let found = store.list_assets(&by("OLD-1"), 10).await.expect("old");
+        assert_eq!(found.len(), 1, "log rows {lookup_log_rows}");
+        store.upsert(batch("c", "s2", at(60), vec![new])).await.expect("two");
+        assert!(store.list_assets(&by("OLD-1"), 10).await.expect("old").is_empty(), "{lookup_log_rows}");
+        assert_eq!(store.list_assets(&by("NEW-1"), 10).await.expect("new").len(), 1, "{lookup_log_rows}");
+    }
+}
+
+/// A database written by the previous release (schema version 2, with the
+/// `asset_keys` and `asset_refs` tables: `tests/fixtures/corral-v2.db`, the
+/// five kinds of the model, the device stale, a run) is read as it is
+/// read-only, and migrated in place when opened for writing: the same
+/// assets, timestamps and staleness, their keys and references found
+/// through the new lookup index, and a re-sync of them unchanged.
+#[tokio::test]
+async fn a_version_2_database_is_migrated_in_place() {
+    use corral_core::schema::parse_where;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("corral.db");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corral-v2.db"), &path).expect("copy fixture");
+    let everything = AssetFilter { include_stale: true, ..Default::default() };
+    let by = |text: &str| AssetFilter {
+        include_stale: true,
+        conditions: vec![parse_where(text, None, &[]).expect("parse")],
+        ..Default::default()
+    };
+    let ids = |assets: Vec<corral_core::store::StoredAsset>| -> Vec<String> {
+        assets.into_iter().map(|a| format!("{} {}", a.kind, a.source_id)).collect()
+    };
+    let ro = SqliteStore::open_read_only(&path).expect("open read-only");
+    assert_eq!(ro.schema_version(), 2);
+    let before = ro.list_assets(&everything, 100).await.expect("list");
+    assert_eq!(before.len(), 5);
+    let err = ro.list_assets(&by("hostname=web-01"), 10).await.expect_err("keys need version 3");
+    assert!(err.to_string().contains("schema version 2") && err.to_string().contains("corral sync"), "{err}");
+    drop(ro);
+
+    let store = SqliteStore::open(&path).expect("open and migrate");
+    assert_eq!(store.schema_version(), 3);
+    let after = store.list_assets(&everything, 100).await.expect("list");
+    assert_eq!(after, before, "every asset, field and timestamp kept");
+    assert_eq!(store.runs(10).await.expect("runs").len(), 1);
+    let device = after.iter().find(|a| a.kind == AssetKind::Device).expect("the device");
+    assert!(device.stale_since.is_some(), "the stale device is still stale");
+    // Keys and references of every kind, derived from the stored fields.
+    for asset in &after {
+        let decoded = asset.asset().expect("decode");
+        for (key, value) in decoded.correlation_keys() {
+            let found = ids(store.list_assets(&by_key(asset.kind, key, &value), 10).await.expect("by key"));
+            assert!(found.contains(&format!("{} {}", asset.kind, asset.source_id)), "{key:?}={value}: {found:?}");
+        }
+    }
+    let pointing = AssetFilter {
+        include_stale: true,
+        points_at: Some(corral_core::store::AssetKey {
+            connection: device.connection.clone(),
+            kind: AssetKind::Device,
+            source_id: device.source_id.clone(),
+        }),
+        ..Default::default()
+    };
+    let mut pointing = ids(store.list_assets(&pointing, 10).await.expect("points at"));
+    pointing.sort();
+    assert_eq!(pointing, ["software sw-1", "vulnerability vuln-1"]);
+    let (index, log) = lookup_rows(&path);
+    assert!(index > 0 && log == 0, "the migration builds the index itself: {index} {log}");
+    // A re-sync of what the old version stored is unchanged.
+    let assets: Vec<Asset> = after.iter().map(|a| a.asset().expect("decode")).collect();
+    let out = store.upsert(batch("conn-a", "s9", at(9000), assets)).await.expect("re-sync");
+    assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 5));
 }
