@@ -175,8 +175,9 @@ pub fn fields() -> Vec<ConfigField> {
         ConfigField::optional(
             "concurrency",
             FieldType::Integer,
-            "API calls in flight at once, both streams together, 1..=16: the subscription's concurrency \
-             limit (`X-Concurrency-Limit-Limit`). A lower limit announced by Qualys is followed. Default 2.",
+            "Most API calls in flight at once, both streams together, 1..=16. Until Qualys's first answer \
+             announces the subscription's limit (`X-Concurrency-Limit-Limit`) one call at a time, then the \
+             lower of the two. Default 2.",
         ),
         ConfigField::optional(
             "requests_per_hour",

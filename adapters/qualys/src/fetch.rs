@@ -43,7 +43,7 @@ impl Api {
         let mut p = vec![("action", "list".to_string()), ("truncation_limit", s.truncation_limit.to_string())];
         match self {
             Api::Hosts => {
-                p.push(("details", "Basic".into()));
+                p.push(("details", "All".into()));
                 p.push(("show_asset_id", "1".into()));
             }
             Api::Detections => {

@@ -224,8 +224,9 @@ impl AdapterFactory for QualysFactory {
                 ],
                 rate_limits: "Qualys limits API calls per user per window (`X-RateLimit-Limit` per \
                               `X-RateLimit-Window-Sec`) and the calls running at once (`X-Concurrency-Limit-Limit`, \
-                              2 on most subscriptions). corral keeps at most `concurrency` calls in flight across \
-                              both streams (lowered when Qualys announces a lower limit), paces from \
+                              2 on most subscriptions). corral makes one call at a time until Qualys's first answer \
+                              announces its concurrency limit, then keeps to the lower of that and `concurrency` \
+                              across both streams, paces from \
                               `X-RateLimit-Remaining`, and waits out a 409 for `X-RateLimit-ToWait-Sec` seconds \
                               before retrying. Listings are truncated at `truncation_limit` hosts per call and \
                               continued through the WARNING URL (`id_min`)."
