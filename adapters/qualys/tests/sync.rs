@@ -193,3 +193,36 @@ async fn malformed_hosts_are_rejects_naming_the_record_and_the_run_goes_on_parti
     assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
     assert_eq!(store.stale_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_is_cut_into_pages_that_are_slices_of_it_not_copies() {
+    let sim = common::start(SimConfig::new(SEED, 500)).await;
+    let a = adapter(&sim, json!({"truncation_limit": 1000, "hosts_per_page": 50, "show_results": true}));
+    let (sink, mut rx) = corral_core::PageSink::channel(64);
+    let ctx = corral_core::FetchContext::for_test("qualys", corral_adapter_qualys::detections_stream(), sink);
+    let fetch = tokio::spawn({
+        let a = a.clone();
+        async move { a.fetch(ctx).await }
+    });
+    let mut pages = Vec::new();
+    while let Some(page) = rx.recv().await {
+        pages.push(page);
+    }
+    fetch.await.expect("task").expect("the listing completes");
+    assert_eq!(answers(&sim, "qualys.detection"), 1, "one answer");
+    assert!(pages.len() >= 8, "{} pages", pages.len());
+    // Consecutive slices of one buffer: each page starts where the one
+    // before it ended, give or take the whitespace between two hosts.
+    for w in pages.windows(2) {
+        let end = w[0].body.as_ptr() as usize + w[0].body.len();
+        let next = w[1].body.as_ptr() as usize;
+        assert!(next >= end && next - end < 64, "page {} was copied", w[1].locator);
+    }
+    let mut keys = BTreeSet::new();
+    for p in &pages {
+        let out = a.normalize(p);
+        assert!(out.page_error.is_none() && out.rejects.is_empty(), "{}", p.locator);
+        keys.extend(out.assets.iter().map(|x| x.source_id().to_string()));
+    }
+    assert_eq!(keys, common::dataset(&sim.config, 0)[DETECTIONS]);
+}
