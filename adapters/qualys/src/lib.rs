@@ -73,11 +73,15 @@
 //! normalized, never twice, and no document tree of it is ever built. On the
 //! normalize pool ([`normalize`]) each host is read with quick-xml's
 //! streaming reader, one host at a time, borrowing from the page. The next
-//! answer is requested once the pipeline accepted every page of this one, so
-//! what a stream holds is bounded by `truncation_limit` hosts plus the
-//! engine's bounded channels. (corral-http reads a body of unknown length
-//! into a growing buffer; while it grows, the allocator may briefly hold the
-//! old and new buffers: lower `truncation_limit` when answers are very large.)
+//! answer is requested once the pipeline accepted every page of this one.
+//! A page keeps its whole answer's buffer alive until it is normalized, so a
+//! stream holds the answer being read plus the answers that still have pages
+//! in the engine's bounded channels: about `pages in flight / pages per
+//! answer + 1` answers (with the defaults, ten pages an answer, one or two),
+//! each at most `truncation_limit` hosts. (corral-http reads a body of
+//! unknown length into a growing buffer; while it grows, the allocator may
+//! briefly hold the old and the new buffer: lower `truncation_limit` when
+//! answers are very large.)
 //!
 //! An answer that ends before its document does (its root element never
 //! closes) is asked for again, up to three times, then fails the stream;
