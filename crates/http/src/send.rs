@@ -169,9 +169,13 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                         if slowdowns > retry.max_rate_limited {
                             return Err(failure);
                         }
-                        // Without a vendor hint: "equal jitter", never a near-zero wait.
-                        let wait =
-                            hint.unwrap_or_else(|| backoff_cap(&retry, slowdowns) / 2 + backoff(&retry, slowdowns) / 2);
+                        // Without a vendor hint: "equal jitter", never a near-zero wait. A hint of
+                        // zero is no hint: Qualys refuses a call over its concurrency limit (409, code
+                        // 1960) with `X-RateLimit-ToWait-Sec: 0`, and coming back at once would only
+                        // collect refusals until a running call ends.
+                        let wait = hint
+                            .filter(|d| !d.is_zero())
+                            .unwrap_or_else(|| backoff_cap(&retry, slowdowns) / 2 + backoff(&retry, slowdowns) / 2);
                         if started.elapsed().saturating_add(wait) <= retry.total_budget {
                             shared.limiter.pause_for(wait);
                         }

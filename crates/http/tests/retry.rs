@@ -157,6 +157,20 @@ async fn qualys_409_to_wait_is_honoured() {
 }
 
 #[tokio::test]
+async fn a_zero_wait_on_a_slow_down_answer_is_backed_off_not_retried_at_once() {
+    // Qualys over its concurrency limit: 409 (code 1960) with X-RateLimit-ToWait-Sec: 0.
+    let (base, calls) =
+        scripted(|n| if n <= 3 { with_header(status(409), "x-ratelimit-towait-sec", "0".into()) } else { status(200) })
+            .await;
+    let (c, m) = client(HttpConfig::new(&base));
+    c.get("/r").send_bytes().await.expect("succeeds once the running call ended");
+    assert_eq!(calls.get(), 4);
+    let s = m.snapshot();
+    assert_eq!((s.rate_limited, s.retries), (3, 3));
+    assert!(s.retry_wait_ms > 0, "each refusal was backed off: {s:?}");
+}
+
+#[tokio::test]
 async fn wait_beyond_the_budget_fails_at_once() {
     let (base, calls) = scripted(|_| with_header(status(429), "retry-after", "3600".into())).await;
     let (c, m) = client(HttpConfig::new(&base));

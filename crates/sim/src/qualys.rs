@@ -5,7 +5,8 @@
 //! - **Auth**: HTTP Basic (`client_id:client_secret` of the
 //!   [`SimConfig`](crate::SimConfig) credentials) **and** an `X-Requested-With`
 //!   header (any value) on every request. Bad credentials: **401** with
-//!   `<SIMPLE_RETURN>` "Bad Login/Password". A missing `X-Requested-With`: **400**
+//!   `<SIMPLE_RETURN>` "Bad Login/Password" (with `Faults::echo_credentials`,
+//!   followed by the refused login and password). A missing `X-Requested-With`: **400**
 //!   with `<SIMPLE_RETURN>` (code 1903) naming the header. (Qualys documents the
 //!   header as required; the exact status and code of its refusal are our
 //!   choice, not confirmed.)
@@ -37,7 +38,13 @@
 //!   held whole (a 100 MB answer costs the simulator a few KB). The shared
 //!   5xx/slow/hang faults apply; `truncate` cuts the stream (with
 //!   `Truncation::Connection` the connection drops; otherwise the XML just ends);
-//!   `malformed` faults are not applied to streamed XML.
+//!   the random `malformed` draws are not applied to streamed XML, but
+//!   `malformed_pages` are: answer `p` (0-based: the one whose first host
+//!   index lies in `[p * truncation_limit, (p + 1) * truncation_limit)`; for
+//!   the host list exactly the p-th answer) renders its first host broken
+//!   (variant `p % 3`: a mismatched end tag, an unescaped `&`, or the host
+//!   cut short before `</HOST>`), the rest of the document intact. Its ID
+//!   stays readable, as in a real corrupted record.
 //! - Endpoint labels: `qualys.detection`, `qualys.host`, `qualys.kb`, `qualys.other`.
 
 use std::sync::Arc;
@@ -203,6 +210,10 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
     let c = &sim.config.credentials;
     match basic(headers) {
         Some((u, p)) if u == c.client_id && p == c.client_secret && sim.static_token_works() => {}
+        Some((u, p)) if sim.config.faults.echo_credentials => {
+            // `Faults::echo_credentials`: the refused login quoted back.
+            return Err(simple_return(StatusCode::UNAUTHORIZED, None, &format!("Bad Login/Password ({u}:{p})")));
+        }
         _ => return Err(simple_return(StatusCode::UNAUTHORIZED, None, "Bad Login/Password")),
     }
     if headers.get("x-requested-with").is_none_or(|v| v.as_bytes().is_empty()) {
@@ -312,7 +323,10 @@ async fn listing(
         .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
         .collect();
     let next_url = format!("{origin}{}?{}", uri.path(), kept.join("&"));
-    let plan = Plan { api, data, limit, id_min, show_results, statuses, ids, next_url };
+    let page = if limit == u64::MAX { 0 } else { data.first_index_from(id_min) / limit };
+    let label = if api == Api::Detection { "qualys.detection" } else { "qualys.host" };
+    let malformed = usize::try_from(page).ok().filter(|p| sim.serve_malformed_page(label, *p)).map(|p| (p % 3) as u8);
+    let plan = Plan { api, data, limit, id_min, show_results, statuses, ids, next_url, malformed };
     let mut resp = Response::new(Body::from_stream(plan.stream()));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
     resp.extensions_mut().insert(Streamed);
@@ -328,6 +342,8 @@ struct Plan {
     statuses: Vec<&'static str>,
     ids: Option<Vec<u64>>,
     next_url: String,
+    /// Render the answer's first host broken, in this variant.
+    malformed: Option<u8>,
 }
 
 /// Where a streamed listing is.
@@ -388,6 +404,7 @@ impl Plan {
                     if !self.wanted(&host) {
                         continue;
                     }
+                    let before = out.len();
                     match self.api {
                         Api::Detection => {
                             let dets: Vec<Detection> = self
@@ -402,6 +419,13 @@ impl Plan {
                             render_host(&mut out, &host, Some(&dets), self.show_results);
                         }
                         _ => render_host(&mut out, &host, None, false),
+                    }
+                    if listed == 0
+                        && let Some(v) = self.malformed
+                    {
+                        let broken = break_host(&out[before..], v);
+                        out.truncate(before);
+                        out.push_str(&broken);
                     }
                     listed += 1;
                 }
@@ -425,6 +449,19 @@ impl Plan {
             }
             Step::Done => (None, Step::Done),
         }
+    }
+}
+
+/// A rendered host made malformed: a mismatched end tag, an unescaped `&`,
+/// or cut short before its `</HOST>`.
+fn break_host(host: &str, variant: u8) -> String {
+    match variant {
+        0 => host.replacen("</IP>", "</IPX>", 1),
+        1 => host.replacen("<IP>", "<IP>& ", 1),
+        _ => match host.find("<OS>") {
+            Some(at) => host[..at].to_string(),
+            None => String::new(),
+        },
     }
 }
 

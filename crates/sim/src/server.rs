@@ -98,6 +98,21 @@ impl Sim {
         GraphData::new(self.config.seed, self.config.size, self.generation())
     }
 
+    /// Whether page `page` of the listing `label` is served malformed
+    /// (`Faults::malformed_pages`, once each with `malformed_pages_once`);
+    /// counted as the fault `malformed_page` when it is. For simulators that
+    /// corrupt a page as they render it (Qualys's streamed XML).
+    pub(crate) fn serve_malformed_page(&self, label: &'static str, page: usize) -> bool {
+        let f = &self.config.faults;
+        let yes = f.malformed_pages.contains(&page)
+            && (!f.malformed_pages_once
+                || self.malformed_served.lock().unwrap_or_else(|e| e.into_inner()).insert((label, page)));
+        if yes {
+            self.counters.fault("malformed_page");
+        }
+        yes
+    }
+
     /// Static credentials (Okta's API token, a kit simulator's token or
     /// Basic password): whether they still work; counts the request if so.
     pub(crate) fn static_token_works(&self) -> bool {

@@ -37,7 +37,7 @@
 //! | [`rules::BAD_PAGE`] | a malformed or cut page gives rejects, status partial (failed when no stream could go on past it), no stale handling for its stream |
 //! | [`rules::SERVER_ERRORS`] | 5xx answers are retried and the sync completes exactly |
 //! | [`rules::HUNG_REQUEST`] | a request the vendor never answers is cut and retried |
-//! | [`rules::RETRY_AFTER`] | a 429 is waited out: no second 429 follows it |
+//! | [`rules::RETRY_AFTER`] | a 429 (or the vendor's equivalent, [`Vendor::rate_limited_statuses`]) is waited out: no second one follows it |
 //! | [`rules::TOKEN_EXPIRY`] | a token that dies mid-run is renewed |
 //! | [`rules::INTERRUPTED`] | an interrupted run marks nothing stale and the rerun ends exact |
 //! | [`rules::RESUMES`] | the rerun resumes from the interrupted run's checkpoint |
@@ -202,6 +202,14 @@ pub trait Vendor: Send + Sync {
     /// sync fits in the next window.
     async fn start_rate_limited(&self) -> Result<Box<dyn Env>, SetupError> {
         Err(not_implemented("start_rate_limited"))
+    }
+
+    /// The statuses with which the vendor says "slow down" in the
+    /// [`Vendor::start_rate_limited`] environment: 429 for most; Qualys
+    /// answers 409 (with `X-RateLimit-ToWait-Sec`). The rate-limit rule looks
+    /// for these.
+    fn rate_limited_statuses(&self) -> &'static [u16] {
+        &[429]
     }
 
     /// Tokens that stop working mid-run (the vendor refuses them with 401

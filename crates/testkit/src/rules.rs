@@ -674,18 +674,21 @@ async fn hung_request(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome) {
 async fn retry_after(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome) {
     let env = vendor.start_rate_limited().await;
     let Some((s, c)) = faulted_sync(RETRY_AFTER, vendor, ctx, out, env).await else { return };
-    let Some(first) = c.events.iter().filter(|e| e.status == 429).min_by_key(|e| e.finished).cloned() else {
+    let slow_down = vendor.rate_limited_statuses();
+    let refused = |e: &&crate::RequestEvent| slow_down.contains(&e.status);
+    let Some(first) = c.events.iter().filter(refused).min_by_key(|e| e.finished).cloned() else {
         out.fail("setup: the vendor answered no 429");
         return;
     };
     // Requests already on their way when the first 429 was answered may be
     // refused too; one sent after it must not be.
-    let again = c.events.iter().filter(|e| e.status == 429 && e.arrived > first.finished).count();
+    let again = c.events.iter().filter(refused).filter(|e| e.arrived > first.finished).count();
     out.expect(again == 0, || {
         format!("{again} more 429(s) after the first: the wait the vendor announced was not honoured")
     });
     out.expect(s.requests.rate_limited >= 1, || "the summary counts no rate-limited answer".into());
-    out.note(format!("{} 429(s) in all, waited {} ms", c.status(429), s.requests.retry_wait_ms));
+    let all: u64 = slow_down.iter().map(|st| c.status(*st)).sum();
+    out.note(format!("{all} {slow_down:?} answer(s) in all, waited {} ms", s.requests.retry_wait_ms));
 }
 
 async fn token_expiry(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome) {
