@@ -128,8 +128,10 @@ pub enum AuthPlan {
         token_path: Template,
         username: Template,
         password: Template,
-        token_field: Path,
-        expires_field: Path,
+        /// Object keys leading to the token in the token call's answer.
+        token_field: Vec<String>,
+        /// Object keys leading to its expiry.
+        expires_field: Vec<String>,
         header: String,
         prefix: String,
     },
@@ -242,6 +244,16 @@ impl<'a> Cx<'a> {
             ));
         }
         Ok(t)
+    }
+
+    /// A token-call answer's field: object keys only (`default` when not given).
+    fn answer_keys(&self, s: Option<&Spanned<String>>, key: &str, default: &str) -> Result<Vec<String>, SpecError> {
+        let Some(s) = s else { return Ok(vec![default.to_string()]) };
+        let path = self.path(s, &format!("auth.{key}"))?;
+        match path.keys() {
+            Some(keys) if !keys.is_empty() => Ok(keys.into_iter().map(str::to_string).collect()),
+            _ => Err(self.at(&s.span(), format!("auth.{key}: `{}` must be object keys only", path.text))),
+        }
     }
 
     fn path(&self, s: &Spanned<String>, what: &str) -> Result<Path, SpecError> {
@@ -534,14 +546,8 @@ impl<'a> Cx<'a> {
                 token_path: self.public(need(&a.token_path, "token_path")?, defs, "auth.token_path")?,
                 username: self.public(need(&a.username, "username")?, defs, "auth.username")?,
                 password: secret(need(&a.password, "password")?, "password")?,
-                token_field: match &a.token_field {
-                    Some(p) => self.path(p, "auth.token_field")?,
-                    None => Path::parse("token").unwrap_or_default(),
-                },
-                expires_field: match &a.expires_field {
-                    Some(p) => self.path(p, "auth.expires_field")?,
-                    None => Path::parse("expires").unwrap_or_default(),
-                },
+                token_field: self.answer_keys(a.token_field.as_ref(), "token_field", "token")?,
+                expires_field: self.answer_keys(a.expires_field.as_ref(), "expires_field", "expires")?,
                 header: a.header.clone().unwrap_or_else(|| "Authorization".into()),
                 prefix: a.prefix.clone().unwrap_or_else(|| "Bearer ".into()),
             },
@@ -568,7 +574,10 @@ impl<'a> Cx<'a> {
         }
         let mut query = Vec::new();
         for (k, v) in &s.query {
-            query.push((k.clone(), self.public(v, defs, &what(&format!("query.{k}")))?));
+            for item in v.get_ref().values() {
+                let item = Spanned::new(v.span(), item.clone());
+                query.push((k.clone(), self.public(&item, defs, &what(&format!("query.{k}")))?));
+            }
         }
         let (body, body_templates) = match &s.body {
             None => (None, Vec::new()),
