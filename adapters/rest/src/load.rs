@@ -610,7 +610,11 @@ impl<'a> Cx<'a> {
                 self.at(&s.key.span(), format!("{}: `{}` must name one value of the record", what("key"), key.text))
             );
         }
-        let pagination = self.pagination(&s.pagination, s, defs)?;
+        let no_paging = PaginationSpec::default();
+        let pagination = match &s.pagination {
+            Some(p) => self.pagination(p.get_ref(), &p.span(), s, defs)?,
+            None => self.pagination(&no_paging, &span, s, defs)?,
+        };
         let incremental = match &s.incremental {
             None => None,
             Some(i) => {
@@ -696,7 +700,14 @@ impl<'a> Cx<'a> {
         Ok((plan, info))
     }
 
-    fn pagination(&self, p: &PaginationSpec, s: &StreamSpec, defs: &[ConfigDef]) -> Result<PagePlan, SpecError> {
+    /// Errors point at the pagination table's line (`span`; the stream's when there is none).
+    fn pagination(
+        &self,
+        p: &PaginationSpec,
+        span: &Range<usize>,
+        s: &StreamSpec,
+        defs: &[ConfigDef],
+    ) -> Result<PagePlan, SpecError> {
         let tname = format!("{:?}", p.ty);
         let label = format!("stream `{}`: pagination", s.name);
         let allowed: &[&str] = match p.ty {
@@ -721,17 +732,15 @@ impl<'a> Cx<'a> {
         ];
         for (k, on) in set {
             if on && !allowed.contains(&k) {
-                return Err(
-                    self.at(&s.records.span(), format!("{label}: `{k}` does not apply to type `{}`", snake(&tname)))
-                );
+                return Err(self.at(span, format!("{label}: `{k}` does not apply to type `{}`", snake(&tname))));
             }
         }
         let need = |v: &Option<String>, k: &str| {
-            v.clone().ok_or_else(|| self.whole(format!("{label}: type `{}` needs `{k}`", snake(&tname))))
+            v.clone().ok_or_else(|| self.at(span, format!("{label}: type `{}` needs `{k}`", snake(&tname))))
         };
         let body_style = matches!(p.ty, PaginationType::BodyCursor | PaginationType::NextUrl);
         if body_style && s.method != MethodSpec::Get {
-            return Err(self.whole(format!("{label}: `{}` paging needs method = \"GET\"", snake(&tname))));
+            return Err(self.at(span, format!("{label}: `{}` paging needs method = \"GET\"", snake(&tname))));
         }
         let keys_only = |sp: &Spanned<String>, k: &str| -> Result<Path, SpecError> {
             let path = self.path(sp, &format!("{label}.{k}"))?;
@@ -743,7 +752,7 @@ impl<'a> Cx<'a> {
         let total = || -> Result<Total, SpecError> {
             Ok(match (&p.total, &p.total_header) {
                 (Some(_), Some(_)) => {
-                    return Err(self.whole(format!("{label}: give `total` or `total_header`, not both")));
+                    return Err(self.at(span, format!("{label}: give `total` or `total_header`, not both")));
                 }
                 (Some(t), None) => Total::Body(self.path(t, &format!("{label}.total"))?),
                 (None, Some(h)) => Total::Header(h.clone()),
@@ -751,7 +760,8 @@ impl<'a> Cx<'a> {
             })
         };
         let size = |label: &str| -> Result<Template, SpecError> {
-            let sz = p.size.as_ref().ok_or_else(|| self.whole(format!("{label}: needs `size` (records per page)")))?;
+            let sz =
+                p.size.as_ref().ok_or_else(|| self.at(span, format!("{label}: needs `size` (records per page)")))?;
             self.public(sz, defs, &format!("{label}.size"))
         };
         Ok(match p.ty {
@@ -761,14 +771,14 @@ impl<'a> Cx<'a> {
                 cursor: keys_only(
                     p.cursor
                         .as_ref()
-                        .ok_or_else(|| self.whole(format!("{label}: type `body_cursor` needs `cursor`")))?,
+                        .ok_or_else(|| self.at(span, format!("{label}: type `body_cursor` needs `cursor`")))?,
                     "cursor",
                 )?,
                 param: need(&p.param, "param")?,
             },
             PaginationType::NextUrl => PagePlan::NextUrl {
                 next: keys_only(
-                    p.next.as_ref().ok_or_else(|| self.whole(format!("{label}: type `next_url` needs `next`")))?,
+                    p.next.as_ref().ok_or_else(|| self.at(span, format!("{label}: type `next_url` needs `next`")))?,
                     "next",
                 )?,
             },
@@ -778,6 +788,9 @@ impl<'a> Cx<'a> {
                 size: size(&label)?,
                 total: total()?,
             },
+            PaginationType::PageNumber if p.first_page.is_some_and(|f| f > 1) => {
+                return Err(self.at(span, format!("{label}: `first_page` is 0 or 1")));
+            }
             PaginationType::PageNumber => PagePlan::PageNumber {
                 page_param: need(&p.page_param, "page_param")?,
                 size_param: need(&p.size_param, "size_param")?,

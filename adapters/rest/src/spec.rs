@@ -325,7 +325,8 @@ pub struct StreamSpec {
     #[schemars(with = "String")]
     pub key: Spanned<String>,
     #[serde(default)]
-    pub pagination: PaginationSpec,
+    #[schemars(with = "PaginationSpec")]
+    pub pagination: Option<Spanned<PaginationSpec>>,
     #[serde(default)]
     pub incremental: Option<IncrementalSpec>,
     /// Canonical fields, by name (`hostname`, `os.name`, `email`, ...).
