@@ -87,7 +87,7 @@ pub struct OAuth2Config {
     /// call (Jamf Pro's `POST /api/v1/auth/token` with HTTP Basic): see
     /// [`TokenCall`]. The cache, the refresh ahead of expiry and after a
     /// 401, and the scrubbing are the same.
-    pub token_call: Option<TokenCall>,
+    pub token_call: Option<Box<TokenCall>>,
 }
 
 /// A token from another call: `POST token_url` with `client_id` and
@@ -144,7 +144,11 @@ impl OAuth2Config {
         password: SecretString,
         call: TokenCall,
     ) -> Self {
-        OAuth2Config { basic_client_auth: true, token_call: Some(call), ..OAuth2Config::new(token_url, user, password) }
+        OAuth2Config {
+            basic_client_auth: true,
+            token_call: Some(Box::new(call)),
+            ..OAuth2Config::new(token_url, user, password)
+        }
     }
     /// Pace token requests at `quota` (see [`OAuth2Config::token_quota`]).
     pub fn token_quota(mut self, quota: governor::Quota) -> Self {

@@ -504,7 +504,7 @@ fn token_call_answer(body: &[u8], call: &crate::auth::TokenCall) -> Result<(Secr
 fn lifetime_of(v: &serde_json::Value, now: SystemTime) -> Option<Duration> {
     let until_epoch = |secs: f64| {
         let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64();
-        Some(Duration::from_secs_f64((secs - now).max(60.0).min(86_400.0 * 365.0)))
+        Some(Duration::from_secs_f64((secs - now).clamp(60.0, 86_400.0 * 365.0)))
     };
     let number = |n: f64| -> Option<Duration> {
         if !n.is_finite() || n <= 0.0 {
