@@ -11,7 +11,7 @@
 //!   compiled [`crate::map::Mapping`] on every record.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use corral_core::{
@@ -24,7 +24,6 @@ use corral_http::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use crate::load::{AuthPlan, PagePlan, Part, Plan, StreamPlan, Template, Total};
 use crate::map::{RecordError, json_type};
@@ -167,18 +166,6 @@ struct Rendered {
     size: Option<u64>,
 }
 
-/// A token fetched from another call, and the client using it.
-struct TokenCall {
-    client: HttpClient,
-    path: String,
-    field: Path,
-    expires: Path,
-    header: String,
-    prefix: String,
-    data: HttpConfig,
-    current: Mutex<Option<(HttpClient, Instant)>>,
-}
-
 /// A configured connection of a spec adapter.
 pub struct RestAdapter {
     connection: String,
@@ -188,7 +175,6 @@ pub struct RestAdapter {
     check: String,
     keep_raw: bool,
     max_in_flight: usize,
-    token_call: Option<TokenCall>,
     extra_files: usize,
 }
 
@@ -238,7 +224,6 @@ impl RestAdapter {
         for (name, t) in &plan.headers {
             http = http.with_header(name, render(t, &plan, &vals)?);
         }
-        let mut token_call = None;
         let mut extra_files = 0;
         let auth = match &plan.auth {
             AuthPlan::None => Auth::None,
@@ -269,24 +254,22 @@ impl RestAdapter {
                 Auth::OAuth2ClientCredentials(o)
             }
             AuthPlan::TokenCall { token_path, username, password, token_field, expires_field, header, prefix } => {
+                // The same token cache as OAuth2's: renewed ahead of expiry
+                // and once after a 401, single-flight, one connection pool.
                 extra_files = 1;
-                let basic = Auth::Basic {
-                    user: render(username, &plan, &vals)?,
-                    password: render_secret(password, &plan, &vals)?,
-                };
-                let token_client = HttpClient::new(http.clone().with_auth(basic), Arc::default())
-                    .map_err(|e| ConfigError::Invalid(format!("cannot build the HTTP client: {e}")))?;
-                token_call = Some(TokenCall {
-                    client: token_client,
-                    path: render(token_path, &plan, &vals)?,
-                    field: token_field.clone(),
-                    expires: expires_field.clone(),
+                let call = corral_http::TokenCall {
+                    token_field: token_field.clone(),
+                    expires_field: expires_field.clone(),
                     header: header.clone(),
                     prefix: prefix.clone(),
-                    data: http.clone(),
-                    current: Mutex::new(None),
-                });
-                Auth::None
+                    default_lifetime: Duration::from_secs(20 * 60),
+                };
+                Auth::OAuth2ClientCredentials(OAuth2Config::token_call(
+                    render(token_path, &plan, &vals)?,
+                    render(username, &plan, &vals)?,
+                    render_secret(password, &plan, &vals)?,
+                    call,
+                ))
             }
         };
         let secret_field = plan.config.iter().find(|d| d.secret).map_or("auth", |d| d.name.as_str()).to_string();
@@ -310,59 +293,12 @@ impl RestAdapter {
             check,
             keep_raw,
             max_in_flight,
-            token_call,
             extra_files,
         })
     }
 
     fn stream_index(&self, name: &str) -> Option<usize> {
         self.plan.streams.iter().position(|s| s.name == name)
-    }
-
-    /// The client for data requests: the one built with the connection, or
-    /// (token from another call) one with a live token, fetched when there
-    /// is none or it expires within a minute.
-    async fn client(&self) -> Result<HttpClient, HttpError> {
-        let Some(tc) = &self.token_call else { return Ok(self.http.clone()) };
-        let mut cur = tc.current.lock().await;
-        if let Some((c, until)) = cur.as_ref()
-            && Instant::now() + Duration::from_secs(60) < *until
-        {
-            return Ok(c.clone());
-        }
-        let resp = tc.client.post(&tc.path).send_bytes().await?;
-        let endpoint = resp.endpoint();
-        let (field, expires) = (tc.field.clone(), tc.expires.clone());
-        let body = resp.body.clone();
-        let parsed = corral_http::off_runtime(move || {
-            let v: Value = serde_json::from_slice(&body).ok()?;
-            let token = field.get(&v)?.as_str()?.to_string();
-            let until = expires.get(&v).and_then(|e| match e {
-                Value::Number(n) => n.as_u64().map(|secs| {
-                    // A small number is a lifetime in seconds; a large one an epoch (s or ms).
-                    if secs < 10_000_000 { Duration::from_secs(secs) } else { Duration::ZERO }
-                }),
-                other => {
-                    corral_core::fields::timestamp_json(other).and_then(|t| (t - chrono::Utc::now()).to_std().ok())
-                }
-            });
-            Some((SecretString::from(token), until))
-        })
-        .await
-        .flatten();
-        let Some((token, lifetime)) = parsed else {
-            return Err(HttpError::Auth {
-                endpoint,
-                status: Some(resp.status.as_u16()),
-                detail: "the token answer has no token where the spec says".into(),
-            });
-        };
-        let lifetime = lifetime.filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(20 * 60));
-        let auth =
-            Auth::Header { name: tc.header.clone(), value: format!("{}{}", tc.prefix, token.expose_secret()).into() };
-        let client = HttpClient::new(tc.data.clone().with_auth(auth), Arc::default())?;
-        *cur = Some((client.clone(), Instant::now() + lifetime));
-        Ok(client)
     }
 
     /// Map an HTTP error, with the spec's own statuses for bad credentials.
@@ -527,11 +463,7 @@ impl Adapter for RestAdapter {
     }
 
     async fn check_within(&self, limit: Duration) -> CheckOutcome {
-        let client = match self.client().await {
-            Ok(c) => c,
-            Err(e) => return e.to_check_outcome(),
-        };
-        let outcome = client.check_within(&self.check, limit).await;
+        let outcome = self.http.check_within(&self.check, limit).await;
         match outcome {
             CheckOutcome::Failed { endpoint, status: Some(s), detail } if self.plan.auth_statuses.contains(&s) => {
                 CheckOutcome::AuthError { endpoint, status: Some(s), detail }
@@ -549,11 +481,15 @@ impl Adapter for RestAdapter {
         };
         let (sp, rs) = (&self.plan.streams[idx], &self.streams[idx]);
         let name = sp.name.as_str();
-        let client = self.client().await.map_err(|e| self.fetch_error(e))?;
-        let client = client.with_metrics(ctx.requests.clone()).with_stream(name);
+        let client = self.http.clone().with_metrics(ctx.requests.clone()).with_stream(name);
         let conn = &self.connection;
         // Incremental streams resume from the largest cursor value stored;
         // others from the next page of an interrupted run.
+        // An incremental stream's checkpoint is its watermark: kept when the
+        // stream completes (the engine clears a resume position then).
+        if sp.incremental.is_some() {
+            ctx.keep_checkpoint();
+        }
         let mut since: Option<Value> = None;
         let mut url = rs.first.clone();
         let mut resuming = false;

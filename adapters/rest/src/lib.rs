@@ -32,6 +32,8 @@ pub use load::{Plan, SpecError, load_file, load_str};
 pub const SHIPPED: &[(&str, &str)] = &[
     ("sentinelone.toml", include_str!("../specs/sentinelone.toml")),
     ("okta-spec.toml", include_str!("../specs/okta-spec.toml")),
+    ("jamf.toml", include_str!("../specs/jamf.toml")),
+    ("servicenow.toml", include_str!("../specs/servicenow.toml")),
 ];
 
 /// The shipped specs, loaded. A shipped spec that does not load is a bug

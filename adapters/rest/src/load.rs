@@ -128,8 +128,10 @@ pub enum AuthPlan {
         token_path: Template,
         username: Template,
         password: Template,
-        token_field: Path,
-        expires_field: Path,
+        /// Object keys leading to the token in the token call's answer.
+        token_field: Vec<String>,
+        /// Object keys leading to its expiry.
+        expires_field: Vec<String>,
         header: String,
         prefix: String,
     },
@@ -242,6 +244,16 @@ impl<'a> Cx<'a> {
             ));
         }
         Ok(t)
+    }
+
+    /// A token-call answer's field: object keys only (`default` when not given).
+    fn answer_keys(&self, s: Option<&Spanned<String>>, key: &str, default: &str) -> Result<Vec<String>, SpecError> {
+        let Some(s) = s else { return Ok(vec![default.to_string()]) };
+        let path = self.path(s, &format!("auth.{key}"))?;
+        match path.keys() {
+            Some(keys) if !keys.is_empty() => Ok(keys.into_iter().map(str::to_string).collect()),
+            _ => Err(self.at(&s.span(), format!("auth.{key}: `{}` must be object keys only", path.text))),
+        }
     }
 
     fn path(&self, s: &Spanned<String>, what: &str) -> Result<Path, SpecError> {
@@ -534,14 +546,8 @@ impl<'a> Cx<'a> {
                 token_path: self.public(need(&a.token_path, "token_path")?, defs, "auth.token_path")?,
                 username: self.public(need(&a.username, "username")?, defs, "auth.username")?,
                 password: secret(need(&a.password, "password")?, "password")?,
-                token_field: match &a.token_field {
-                    Some(p) => self.path(p, "auth.token_field")?,
-                    None => Path::parse("token").unwrap_or_default(),
-                },
-                expires_field: match &a.expires_field {
-                    Some(p) => self.path(p, "auth.expires_field")?,
-                    None => Path::parse("expires").unwrap_or_default(),
-                },
+                token_field: self.answer_keys(a.token_field.as_ref(), "token_field", "token")?,
+                expires_field: self.answer_keys(a.expires_field.as_ref(), "expires_field", "expires")?,
                 header: a.header.clone().unwrap_or_else(|| "Authorization".into()),
                 prefix: a.prefix.clone().unwrap_or_else(|| "Bearer ".into()),
             },
@@ -568,7 +574,10 @@ impl<'a> Cx<'a> {
         }
         let mut query = Vec::new();
         for (k, v) in &s.query {
-            query.push((k.clone(), self.public(v, defs, &what(&format!("query.{k}")))?));
+            for item in v.get_ref().values() {
+                let item = Spanned::new(v.span(), item.clone());
+                query.push((k.clone(), self.public(&item, defs, &what(&format!("query.{k}")))?));
+            }
         }
         let (body, body_templates) = match &s.body {
             None => (None, Vec::new()),
@@ -601,7 +610,11 @@ impl<'a> Cx<'a> {
                 self.at(&s.key.span(), format!("{}: `{}` must name one value of the record", what("key"), key.text))
             );
         }
-        let pagination = self.pagination(&s.pagination, s, defs)?;
+        let no_paging = PaginationSpec::default();
+        let pagination = match &s.pagination {
+            Some(p) => self.pagination(p.get_ref(), &p.span(), s, defs)?,
+            None => self.pagination(&no_paging, &span, s, defs)?,
+        };
         let incremental = match &s.incremental {
             None => None,
             Some(i) => {
@@ -687,7 +700,14 @@ impl<'a> Cx<'a> {
         Ok((plan, info))
     }
 
-    fn pagination(&self, p: &PaginationSpec, s: &StreamSpec, defs: &[ConfigDef]) -> Result<PagePlan, SpecError> {
+    /// Errors point at the pagination table's line (`span`; the stream's when there is none).
+    fn pagination(
+        &self,
+        p: &PaginationSpec,
+        span: &Range<usize>,
+        s: &StreamSpec,
+        defs: &[ConfigDef],
+    ) -> Result<PagePlan, SpecError> {
         let tname = format!("{:?}", p.ty);
         let label = format!("stream `{}`: pagination", s.name);
         let allowed: &[&str] = match p.ty {
@@ -712,17 +732,15 @@ impl<'a> Cx<'a> {
         ];
         for (k, on) in set {
             if on && !allowed.contains(&k) {
-                return Err(
-                    self.at(&s.records.span(), format!("{label}: `{k}` does not apply to type `{}`", snake(&tname)))
-                );
+                return Err(self.at(span, format!("{label}: `{k}` does not apply to type `{}`", snake(&tname))));
             }
         }
         let need = |v: &Option<String>, k: &str| {
-            v.clone().ok_or_else(|| self.whole(format!("{label}: type `{}` needs `{k}`", snake(&tname))))
+            v.clone().ok_or_else(|| self.at(span, format!("{label}: type `{}` needs `{k}`", snake(&tname))))
         };
         let body_style = matches!(p.ty, PaginationType::BodyCursor | PaginationType::NextUrl);
         if body_style && s.method != MethodSpec::Get {
-            return Err(self.whole(format!("{label}: `{}` paging needs method = \"GET\"", snake(&tname))));
+            return Err(self.at(span, format!("{label}: `{}` paging needs method = \"GET\"", snake(&tname))));
         }
         let keys_only = |sp: &Spanned<String>, k: &str| -> Result<Path, SpecError> {
             let path = self.path(sp, &format!("{label}.{k}"))?;
@@ -734,7 +752,7 @@ impl<'a> Cx<'a> {
         let total = || -> Result<Total, SpecError> {
             Ok(match (&p.total, &p.total_header) {
                 (Some(_), Some(_)) => {
-                    return Err(self.whole(format!("{label}: give `total` or `total_header`, not both")));
+                    return Err(self.at(span, format!("{label}: give `total` or `total_header`, not both")));
                 }
                 (Some(t), None) => Total::Body(self.path(t, &format!("{label}.total"))?),
                 (None, Some(h)) => Total::Header(h.clone()),
@@ -742,7 +760,8 @@ impl<'a> Cx<'a> {
             })
         };
         let size = |label: &str| -> Result<Template, SpecError> {
-            let sz = p.size.as_ref().ok_or_else(|| self.whole(format!("{label}: needs `size` (records per page)")))?;
+            let sz =
+                p.size.as_ref().ok_or_else(|| self.at(span, format!("{label}: needs `size` (records per page)")))?;
             self.public(sz, defs, &format!("{label}.size"))
         };
         Ok(match p.ty {
@@ -752,14 +771,14 @@ impl<'a> Cx<'a> {
                 cursor: keys_only(
                     p.cursor
                         .as_ref()
-                        .ok_or_else(|| self.whole(format!("{label}: type `body_cursor` needs `cursor`")))?,
+                        .ok_or_else(|| self.at(span, format!("{label}: type `body_cursor` needs `cursor`")))?,
                     "cursor",
                 )?,
                 param: need(&p.param, "param")?,
             },
             PaginationType::NextUrl => PagePlan::NextUrl {
                 next: keys_only(
-                    p.next.as_ref().ok_or_else(|| self.whole(format!("{label}: type `next_url` needs `next`")))?,
+                    p.next.as_ref().ok_or_else(|| self.at(span, format!("{label}: type `next_url` needs `next`")))?,
                     "next",
                 )?,
             },
@@ -769,6 +788,9 @@ impl<'a> Cx<'a> {
                 size: size(&label)?,
                 total: total()?,
             },
+            PaginationType::PageNumber if p.first_page.is_some_and(|f| f > 1) => {
+                return Err(self.at(span, format!("{label}: `first_page` is 0 or 1")));
+            }
             PaginationType::PageNumber => PagePlan::PageNumber {
                 page_param: need(&p.page_param, "page_param")?,
                 size_param: need(&p.size_param, "size_param")?,

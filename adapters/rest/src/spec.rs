@@ -308,10 +308,11 @@ pub struct StreamSpec {
     /// The listing's path under the base URL (a template).
     #[schemars(with = "String")]
     pub path: Spanned<String>,
-    /// Query parameters of the first page (templates).
+    /// Query parameters of the first page (templates); a list sends the
+    /// parameter once per item (`section = ["GENERAL", "HARDWARE"]`).
     #[serde(default)]
-    #[schemars(with = "BTreeMap<String, String>")]
-    pub query: BTreeMap<String, Spanned<String>>,
+    #[schemars(with = "BTreeMap<String, QueryValue>")]
+    pub query: BTreeMap<String, Spanned<QueryValue>>,
     /// A JSON body for POST listings (strings in it are templates).
     #[serde(default)]
     #[schemars(with = "Option<serde_json::Value>")]
@@ -324,7 +325,8 @@ pub struct StreamSpec {
     #[schemars(with = "String")]
     pub key: Spanned<String>,
     #[serde(default)]
-    pub pagination: PaginationSpec,
+    #[schemars(with = "PaginationSpec")]
+    pub pagination: Option<Spanned<PaginationSpec>>,
     #[serde(default)]
     pub incremental: Option<IncrementalSpec>,
     /// Canonical fields, by name (`hostname`, `os.name`, `email`, ...).
@@ -414,6 +416,48 @@ pub struct IncrementalSpec {
     pub cursor_field: Spanned<String>,
     /// The query parameter that sends it on the next run (`updatedAt__gt`).
     pub param: String,
+}
+
+/// A query parameter's value: a template, or a list of them (the
+/// parameter repeated, in order).
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
+pub enum QueryValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl QueryValue {
+    /// The values, in order.
+    pub fn values(&self) -> &[String] {
+        match self {
+            QueryValue::One(v) => std::slice::from_ref(v),
+            QueryValue::Many(v) => v,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for QueryValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = QueryValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (a template) or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<QueryValue, E> {
+                Ok(QueryValue::One(v.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<QueryValue, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<String>()? {
+                    out.push(v);
+                }
+                Ok(QueryValue::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One mapped value: a record path (`"computerName"`), or a table.

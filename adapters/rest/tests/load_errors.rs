@@ -117,6 +117,37 @@ fn mistakes_name_the_file_line_and_problem() {
             "must come from a secret config field",
         ),
         ("name = \"acme\"", "name = \"acme2\"", "name = \"acme2\"", "must be the file's name"),
+        // Pagination mistakes name the pagination's line, not the stream's or the records'.
+        (
+            "pagination = { type = \"link_header\" }",
+            "pagination = { type = \"link_header\", cursor = \"next\" }",
+            "pagination =",
+            "pagination: `cursor` does not apply to type `link_header`",
+        ),
+        (
+            "pagination = { type = \"link_header\" }",
+            "pagination = { type = \"offset\", offset_param = \"o\", size = \"10\" }",
+            "pagination =",
+            "pagination: type `offset` needs `limit_param`",
+        ),
+        (
+            "pagination = { type = \"link_header\" }",
+            "pagination = { type = \"page_number\", page_param = \"p\", size_param = \"s\", size = \"10\", total = \"n\", total_header = \"X-Total\" }",
+            "pagination =",
+            "give `total` or `total_header`, not both",
+        ),
+        (
+            "pagination = { type = \"link_header\" }",
+            "pagination = { type = \"page_number\", page_param = \"p\", size_param = \"s\", size = \"10\", first_page = 2 }",
+            "pagination =",
+            "`first_page` is 0 or 1",
+        ),
+        (
+            "pagination = { type = \"link_header\" }",
+            "method = \"POST\"\npagination = { type = \"next_url\", next = \"next\" }",
+            "pagination =",
+            "`next_url` paging needs method = \"GET\"",
+        ),
     ];
     for (from, to, line_text, want) in cases {
         assert!(GOOD.contains(from), "{from}");

@@ -24,7 +24,8 @@ pub enum Auth {
     Header { name: String, value: SecretString },
     /// HTTP Basic (Qualys, ServiceNow).
     Basic { user: String, password: SecretString },
-    /// OAuth2 client credentials (CrowdStrike, Microsoft Graph, Jamf).
+    /// OAuth2 client credentials (CrowdStrike, Microsoft Graph, Jamf), or
+    /// a token bought from another call ([`OAuth2Config::token_call`]).
     OAuth2ClientCredentials(OAuth2Config),
 }
 
@@ -82,6 +83,44 @@ pub struct OAuth2Config {
     /// The token endpoint's own rate limit (CrowdStrike: 300 per minute per
     /// IP), applied to every token request of the client, retries included.
     pub token_quota: Option<governor::Quota>,
+    /// Not the client-credentials grant but a token bought from another
+    /// call (Jamf Pro's `POST /api/v1/auth/token` with HTTP Basic): see
+    /// [`TokenCall`]. The cache, the refresh ahead of expiry and after a
+    /// 401, and the scrubbing are the same.
+    pub token_call: Option<Box<TokenCall>>,
+}
+
+/// A token from another call: `POST token_url` with `client_id` and
+/// `client_secret` as HTTP Basic and no body; the answer is JSON with the
+/// token at `token_field` and its expiry at `expires_field` (an RFC 3339
+/// instant, epoch seconds or milliseconds, or a lifetime in seconds when
+/// below 10,000,000; [`TokenCall::default_lifetime`] when absent). Data
+/// requests carry `header: prefix + token`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenCall {
+    /// Object keys leading to the token (`["token"]`).
+    pub token_field: Vec<String>,
+    /// Object keys leading to the expiry (`["expires"]`).
+    pub expires_field: Vec<String>,
+    /// The header carrying the token (`Authorization`).
+    pub header: String,
+    /// What goes before the token (`Bearer `).
+    pub prefix: String,
+    /// The lifetime assumed when the answer has no expiry.
+    pub default_lifetime: std::time::Duration,
+}
+
+impl Default for TokenCall {
+    /// Jamf Pro's: `{"token", "expires"}`, sent as `Authorization: Bearer`, 20 minutes.
+    fn default() -> Self {
+        TokenCall {
+            token_field: vec!["token".into()],
+            expires_field: vec!["expires".into()],
+            header: "Authorization".into(),
+            prefix: "Bearer ".into(),
+            default_lifetime: std::time::Duration::from_secs(20 * 60),
+        }
+    }
 }
 
 impl OAuth2Config {
@@ -94,6 +133,21 @@ impl OAuth2Config {
             extra_params: Vec::new(),
             basic_client_auth: false,
             token_quota: None,
+            token_call: None,
+        }
+    }
+    /// A token from another call (see [`TokenCall`]) at `token_url`, bought
+    /// with `user` and `password` as HTTP Basic.
+    pub fn token_call(
+        token_url: impl Into<String>,
+        user: impl Into<String>,
+        password: SecretString,
+        call: TokenCall,
+    ) -> Self {
+        OAuth2Config {
+            basic_client_auth: true,
+            token_call: Some(Box::new(call)),
+            ..OAuth2Config::new(token_url, user, password)
         }
     }
     /// Pace token requests at `quota` (see [`OAuth2Config::token_quota`]).
@@ -118,6 +172,7 @@ impl fmt::Debug for OAuth2Config {
             .field("client_id", &self.client_id)
             .field("client_secret", &"***")
             .field("scope", &self.scope)
+            .field("token_call", &self.token_call)
             .finish_non_exhaustive()
     }
 }

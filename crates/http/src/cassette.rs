@@ -204,7 +204,9 @@ impl CassetteWriter {
             Ok(text) => {
                 let text = if ex.token_request {
                     replace_json_fields(text, &mut |key, _| {
-                        matches!(key, "access_token" | "refresh_token" | "id_token").then(|| REPLAYED_TOKEN.to_string())
+                        // `token`: a token bought from another call (Jamf Pro's `{"token", "expires"}`).
+                        matches!(key, "access_token" | "refresh_token" | "id_token" | "token")
+                            .then(|| REPLAYED_TOKEN.to_string())
                     })
                 } else if self.fields.is_empty() {
                     text.to_string()
@@ -446,7 +448,7 @@ mod tests {
         w.write(exchange(
             "https://acme.okta.com/oauth2/token",
             &[("content-type", "application/json"), ("set-cookie", "sid=1")],
-            r#"{"access_token":"eyJ-live-token","expires_in":1800}"#,
+            r#"{"access_token":"eyJ-live-token","token":"jamf-live-token","expires_in":1800}"#,
             true,
         ))
         .expect("write");
@@ -496,6 +498,7 @@ mod tests {
         assert!(!headers.iter().any(|(k, _)| k == "www-authenticate"));
         let token: Value = serde_json::from_slice(&c.entries[0].body_for("http://x")).expect("json");
         assert_eq!(token["access_token"], REPLAYED_TOKEN);
+        assert_eq!(token["token"], REPLAYED_TOKEN, "a token-call answer's token");
         assert_eq!(token["expires_in"], 1800);
     }
 

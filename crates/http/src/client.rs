@@ -82,7 +82,7 @@ impl HttpClient {
         let static_auth = static_header(&config.auth)?;
         let oauth = match &config.auth {
             Auth::OAuth2ClientCredentials(c) => {
-                Some(TokenSource::new(c.clone(), resolve(&base, &c.token_url)?, config.timeouts.total))
+                Some(TokenSource::new(c.clone(), resolve(&base, &c.token_url)?, config.timeouts.total)?)
             }
             _ => None,
         };

@@ -66,7 +66,7 @@ mod retry;
 mod send;
 mod sliding;
 
-pub use auth::{Auth, OAuth2Config};
+pub use auth::{Auth, OAuth2Config, TokenCall};
 pub use batch::{ChunkBody, ExportJob, ExportOptions, ExportReport, ExportState, ExportStatus, in_batches, run_export};
 pub use client::{CHECK_TIMEOUT, HttpClient, RequestBuilder, Response};
 pub use config::{HttpConfig, RateConfig, RetryConfig, Timeouts};

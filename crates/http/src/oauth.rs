@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use corral_core::metrics::RequestMetrics;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 use reqwest::Url;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -42,6 +42,8 @@ struct TokenState {
 pub(crate) struct TokenSource {
     cfg: OAuth2Config,
     pub(crate) url: Url,
+    /// The header data requests carry the token in (`Authorization`).
+    pub(crate) header: HeaderName,
     state: Mutex<TokenState>,
     refresh: tokio::sync::Mutex<()>,
     /// The connection's whole-request timeout, for each token request too:
@@ -58,16 +60,22 @@ struct TokenResponse {
 }
 
 impl TokenSource {
-    pub(crate) fn new(cfg: OAuth2Config, url: Url, timeout: Duration) -> Self {
+    pub(crate) fn new(cfg: OAuth2Config, url: Url, timeout: Duration) -> Result<Self, HttpError> {
         let quota = cfg.token_quota.map(RateLimiter::direct);
-        TokenSource {
+        let header = match &cfg.token_call {
+            None => AUTHORIZATION,
+            Some(c) => HeaderName::from_bytes(c.header.as_bytes())
+                .map_err(|_| HttpError::Config(format!("invalid auth header name `{}`", c.header)))?,
+        };
+        Ok(TokenSource {
             cfg,
             url,
+            header,
             state: Mutex::new(TokenState::default()),
             refresh: tokio::sync::Mutex::new(()),
             timeout,
             quota,
-        }
+        })
     }
 
     fn cached(&self) -> (Option<Arc<CachedToken>>, u64) {
@@ -154,7 +162,8 @@ impl TokenSource {
         }
         match self.fetch(http, retry, m, deadline, asker).await {
             Ok((secret, expires_in)) => {
-                let header = sensitive(&format!("Bearer {}", secret.expose_secret()))?;
+                let prefix = self.cfg.token_call.as_ref().map_or("Bearer ", |c| c.prefix.as_str());
+                let header = sensitive(&format!("{prefix}{}", secret.expose_secret()))?;
                 let mut s = self.state.lock().map_err(|_| HttpError::Config("token cache poisoned".into()))?;
                 s.generation += 1;
                 let token = Arc::new(CachedToken {
@@ -226,7 +235,10 @@ impl TokenSource {
                     detail: "the retry budget was spent before the token request could be sent".into(),
                 }));
             }
-            let mut req = http.post(self.url.clone()).header("Accept", "application/json").form(&form).timeout(timeout);
+            let mut req = http.post(self.url.clone()).header("Accept", "application/json").timeout(timeout);
+            if self.cfg.token_call.is_none() {
+                req = req.form(&form);
+            }
             if self.cfg.basic_client_auth {
                 let raw = format!("{}:{}", self.cfg.client_id, self.cfg.client_secret.expose_secret());
                 req = req.header(AUTHORIZATION, sensitive(&format!("Basic {}", base64(raw.as_bytes())))?);
@@ -253,6 +265,16 @@ impl TokenSource {
                 Ok((status, headers, body)) => {
                     m.record_status(status);
                     if status == 200 || status == 201 {
+                        if let Some(call) = &self.cfg.token_call {
+                            let call = call.clone();
+                            let parsed = crate::off_runtime(move || token_call_answer(&body, &call))
+                                .await
+                                .ok_or_else(|| HttpError::Config("the token response decoder failed".into()))?;
+                            return parsed.map_err(|detail| HttpError::Protocol {
+                                endpoint: endpoint.clone(),
+                                detail: format!("HTTP {status} but {detail}"),
+                            });
+                        }
                         let parsed = crate::off_runtime(move || serde_json::from_slice::<TokenResponse>(&body))
                             .await
                             .ok_or_else(|| HttpError::Config("the token response decoder failed".into()))?;
@@ -460,6 +482,54 @@ fn expires_in(v: Option<&serde_json::Value>) -> Duration {
     }
 }
 
+/// A token-call answer: the token and its lifetime, or what is wrong
+/// (never quoting the answer, which holds the token).
+fn token_call_answer(body: &[u8], call: &crate::auth::TokenCall) -> Result<(SecretString, Duration), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the token answer is not JSON ({})", e.classify_name()))?;
+    let at = |keys: &[String]| keys.iter().try_fold(&v, |cur, k| cur.get(k.as_str()));
+    let token = match at(&call.token_field) {
+        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => return Err(format!("the token answer has no token at `{}`", call.token_field.join("."))),
+    };
+    let lifetime =
+        at(&call.expires_field).and_then(|e| lifetime_of(e, SystemTime::now())).unwrap_or(call.default_lifetime);
+    Ok((SecretString::from(token), lifetime))
+}
+
+/// How long a token lives by its expiry field: a small number is a lifetime
+/// in seconds, a large one an epoch instant (seconds or milliseconds), a
+/// string an RFC 3339 instant (or such a number). An instant already past
+/// (a clock behind the vendor's) counts as one minute, not as no time.
+fn lifetime_of(v: &serde_json::Value, now: SystemTime) -> Option<Duration> {
+    let until_epoch = |secs: f64| {
+        let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64();
+        Some(Duration::from_secs_f64((secs - now).clamp(60.0, 86_400.0 * 365.0)))
+    };
+    let number = |n: f64| -> Option<Duration> {
+        if !n.is_finite() || n <= 0.0 {
+            None
+        } else if n < 10_000_000.0 {
+            Some(Duration::from_secs_f64(n))
+        } else if n >= 1e12 {
+            until_epoch(n / 1000.0)
+        } else {
+            until_epoch(n)
+        }
+    };
+    match v {
+        serde_json::Value::Number(n) => number(n.as_f64()?),
+        serde_json::Value::String(s) => match s.trim().parse::<f64>() {
+            Ok(n) => number(n),
+            Err(_) => {
+                let t = chrono::DateTime::parse_from_rfc3339(s.trim()).ok()?;
+                until_epoch(t.timestamp_millis() as f64 / 1000.0)
+            }
+        },
+        _ => None,
+    }
+}
+
 /// Refresh ahead of expiry: 60 s early (at most half the lifetime), and never
 /// later than 90 % of the lifetime.
 pub(crate) fn refresh_after(lifetime: Duration) -> Duration {
@@ -470,6 +540,33 @@ pub(crate) fn refresh_after(lifetime: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_call_lifetimes() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let j = |v: serde_json::Value| lifetime_of(&v, now);
+        assert_eq!(j(serde_json::json!(1200)), Some(Duration::from_secs(1200)));
+        assert_eq!(j(serde_json::json!("1200")), Some(Duration::from_secs(1200)));
+        assert_eq!(j(serde_json::json!(1_700_001_200)), Some(Duration::from_secs(1200)));
+        assert_eq!(j(serde_json::json!(1_700_001_200_000u64)), Some(Duration::from_secs(1200)));
+        // 2023-11-14T22:13:20Z is 1_700_000_000.
+        assert_eq!(j(serde_json::json!("2023-11-14T22:33:20.000Z")), Some(Duration::from_secs(1200)));
+        assert_eq!(j(serde_json::json!("2023-11-14T22:00:00Z")), Some(Duration::from_secs(60)), "past: a minute");
+        assert_eq!(j(serde_json::json!("soon")), None);
+        assert_eq!(j(serde_json::json!(0)), None);
+        assert_eq!(j(serde_json::Value::Null), None);
+    }
+
+    #[test]
+    fn token_call_answers() {
+        let call = crate::auth::TokenCall::default();
+        let (t, life) = token_call_answer(br#"{"token": "abc", "expires": 600}"#, &call).expect("a token");
+        assert_eq!((t.expose_secret(), life), ("abc", Duration::from_secs(600)));
+        let (_, life) = token_call_answer(br#"{"token": "abc"}"#, &call).expect("a token");
+        assert_eq!(life, Duration::from_secs(1200), "no expiry: the default");
+        let err = token_call_answer(br#"{"access_token": "secret-xyz"}"#, &call).expect_err("no token");
+        assert!(err.contains("no token at `token`") && !err.contains("secret-xyz"), "{err}");
+    }
 
     #[test]
     fn refresh_schedule() {

@@ -32,7 +32,7 @@ pub fn classify(status: u16, headers: &HeaderMap, oauth2: bool, now: SystemTime)
         409 if headers.contains_key("x-ratelimit-towait-sec") => Class::RateLimited(wait_from_headers(headers, now)),
         401 if oauth2 => Class::RefreshAuth,
         400 | 401 | 403 | 404 | 405 | 410 | 422 => Class::ConfigError,
-        408 | 500 | 502 | 503 | 504 | 507 | 509 | 520..=599 => Class::Retry(wait_from_headers(headers, now)),
+        408 | 500 | 502 | 503 | 504 | 507 | 509 | 520..=599 => Class::Retry(server_error_wait(headers, now)),
         _ => Class::Fatal,
     }
 }
@@ -189,6 +189,23 @@ pub fn wait_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
     }
 }
 
+/// The wait a server error asked for: an explicit wait header, else the
+/// reset of a window the vendor says is spent (remaining 0). Unlike a 429,
+/// a 5xx does not say the budget is spent, so a reset without a remaining
+/// count (ServiceNow sends none; its windows are an hour) is no wait.
+fn server_error_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    for name in WAIT_HEADERS {
+        if let Some(d) = headers.get(*name).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now)) {
+            return Some(d);
+        }
+    }
+    let reset = crate::ratelimit::VendorRate::from_headers(headers, now)?;
+    match reset.remaining {
+        Some(0) => reset.reset_in,
+        _ => None,
+    }
+}
+
 /// Full-jitter exponential backoff for retry number `n` (1-based):
 /// a uniform delay in `[0, min(max_delay, base_delay * 2^(n-1))]`.
 pub fn backoff(cfg: &RetryConfig, n: u32) -> Duration {
@@ -208,6 +225,23 @@ pub fn backoff_cap(cfg: &RetryConfig, n: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_server_error_waits_for_a_reset_only_when_the_budget_is_spent() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit", "1000".parse().expect("header"));
+        h.insert("x-ratelimit-reset", "1700003000".parse().expect("header"));
+        // ServiceNow: a limit and a reset, no remaining count.
+        assert_eq!(classify(503, &h, false, now), Class::Retry(None));
+        assert_eq!(classify(429, &h, false, now), Class::RateLimited(Some(Duration::from_secs(3000))));
+        h.insert("x-ratelimit-remaining", "0".parse().expect("header"));
+        assert_eq!(classify(503, &h, false, now), Class::Retry(Some(Duration::from_secs(3000))));
+        h.insert("x-ratelimit-remaining", "5".parse().expect("header"));
+        assert_eq!(classify(503, &h, false, now), Class::Retry(None));
+        h.insert("retry-after", "7".parse().expect("header"));
+        assert_eq!(classify(503, &h, false, now), Class::Retry(Some(Duration::from_secs(7))));
+    }
+
     use super::*;
     use reqwest::header::HeaderValue;
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use corral_core::metrics::RequestMetrics;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{StatusCode, Url};
 
 use crate::client::{Body, RequestBuilder, Response};
@@ -52,7 +52,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
         if let Some(o) = oauth {
             let t = o.token(&shared.http, &retry, m, deadline, asker).await?;
             token_generation = t.generation;
-            req = req.header(AUTHORIZATION, t.header.clone());
+            req = req.header(o.header.clone(), t.header.clone());
         } else if same_origin && let Some((name, value)) = &shared.static_auth {
             req = req.header(name.clone(), value.clone());
         }

@@ -367,6 +367,11 @@ pub struct KitSpec {
     pub fields_param: Option<String>,
     pub param_check: Option<ParamCheck>,
     pub error_style: ErrorStyle,
+    /// A "changed since" filter: `(param, field)`. With `?param=V` a page
+    /// serves only its records whose top-level string `field` sorts after
+    /// `V` (ISO-8601 instants of one format compare as text); paging still
+    /// walks every index, so a page may hold fewer records, or none.
+    pub since: Option<(String, String)>,
 }
 
 impl fmt::Debug for KitSpec {
@@ -390,6 +395,7 @@ impl fmt::Debug for KitSpec {
             .field("display_values", &self.display_values)
             .field("fields_param", &self.fields_param)
             .field("error_style", &self.error_style)
+            .field("since", &self.since)
             .finish_non_exhaustive()
     }
 }
@@ -424,6 +430,7 @@ impl KitSpec {
             fields_param: None,
             param_check: None,
             error_style: ErrorStyle::Kit,
+            since: None,
         }
     }
     pub fn name(mut self, name: &str) -> Self {
@@ -518,6 +525,11 @@ impl KitSpec {
     }
     pub fn error_style(mut self, style: ErrorStyle) -> Self {
         self.error_style = style;
+        self
+    }
+    /// See [`KitSpec::since`]: `?param=V` keeps the records whose `field` sorts after `V`.
+    pub fn since_filter(mut self, param: &str, field: &str) -> Self {
+        self.since = Some((param.to_string(), field.to_string()));
         self
     }
 

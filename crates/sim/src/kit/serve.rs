@@ -542,7 +542,12 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
     };
     let end = (start + limit as u64).min(size);
     let generation = sim.generation();
-    let records: Vec<Value> = (start..end).map(|i| spec.record(i, generation)).collect();
+    let mut records: Vec<Value> = (start..end).map(|i| spec.record(i, generation)).collect();
+    if let Some((param, field)) = &spec.since
+        && let Some(since) = qget(&pairs, param).filter(|v| !v.is_empty())
+    {
+        records.retain(|r| r.get(field).and_then(Value::as_str).is_some_and(|v| v > since));
+    }
     let items: Vec<Value> = if let Pagination::IdsThenDetails { .. } = spec.pagination {
         let ids: Vec<(String, u64)> =
             records.iter().zip(start..).filter_map(|(r, i)| Some((spec.id_of(r)?, i))).collect();
