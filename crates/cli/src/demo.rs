@@ -96,6 +96,8 @@ pub async fn run(
     let crowdstrike = sim(Vendor::CrowdStrike).await.context("starting the CrowdStrike simulator")?;
     let okta = sim(Vendor::Okta).await.context("starting the Okta simulator")?;
     let graph = sim(Vendor::MsGraph).await.context("starting the Microsoft Graph simulator")?;
+    let tenable = sim(Vendor::Tenable).await.context("starting the Tenable simulator")?;
+    let qualys = sim(Vendor::Qualys).await.context("starting the Qualys simulator")?;
     let creds = Credentials::default();
     let vendors = [
         (
@@ -114,6 +116,22 @@ pub async fn run(
                 "login_base_url": graph.base_url, "graph_base_url": graph.base_url,
             }),
         ),
+        (
+            "demo-tenable",
+            "tenable",
+            serde_json::json!({
+                "base_url": tenable.base_url, "access_key": creds.client_id, "secret_key": creds.client_secret,
+                // The simulator finishes its export jobs at once: no need to wait Tenable's seconds between polls.
+                "poll_interval_ms": 50, "max_poll_interval_ms": 500,
+            }),
+        ),
+        (
+            "demo-qualys",
+            "qualys",
+            serde_json::json!({
+                "base_url": qualys.base_url, "username": creds.client_id, "password": creds.client_secret,
+            }),
+        ),
     ];
     for (name, adapter, config) in vendors {
         if left_out(adapter, name) {
@@ -129,18 +147,19 @@ pub async fn run(
     }
     if !json {
         eprintln!(
-            "corral demo: simulated CrowdStrike at {}, Okta at {}, Microsoft Graph at {} ({vendor_size} records each)",
-            crowdstrike.base_url, okta.base_url, graph.base_url
+            "corral demo: simulated CrowdStrike at {}, Okta at {}, Microsoft Graph at {}, Tenable at {}, Qualys at {} \
+             ({vendor_size} records each)",
+            crowdstrike.base_url, okta.base_url, graph.base_url, tenable.base_url, qualys.base_url
         );
     }
 
     if conns.is_empty() {
-        anyhow::bail!("this build has none of the demo's adapters (file, crowdstrike, okta, msgraph)");
+        anyhow::bail!("this build has none of the demo's adapters (file, crowdstrike, okta, msgraph, tenable, qualys)");
     }
     let store = open_store(&store_config).await?;
     let described = store.describe();
     let code = sync(store, EngineConfig::default(), conns, out, redactor).await?;
-    for handle in [crowdstrike, okta, graph] {
+    for handle in [crowdstrike, okta, graph, tenable, qualys] {
         handle.shutdown().await;
     }
     if !json {

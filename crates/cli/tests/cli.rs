@@ -53,6 +53,25 @@ fn demo_loads_assets_that_assets_lists() {
     let graph = corral_sim::msgraph_asset_count(42, 300, 0);
     assert!(graph > 300, "Intune devices and Entra users");
     assert_eq!(count("demo-msgraph"), graph as u64, "{counts}");
+    let of_kind = |name: &str, kind: &str| -> u64 {
+        counts
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|c| c["connection"] == name && c["kind"] == kind)
+            .map(|c| c["count"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    // Tenable: every exported asset, and every finding of the export (all states).
+    let sim = corral_sim::SimConfig::new(42, 300);
+    let tenable = corral_sim::data::tenable::TenableData::new(42, 300, 0, sim.behavior.findings_per_asset);
+    let findings = tenable.finding_ids(&corral_sim::data::tenable::VulnFilter::all()).count() as u64;
+    assert_eq!(of_kind("demo-tenable", "device"), 300, "{counts}");
+    assert_eq!(of_kind("demo-tenable", "vulnerability"), findings, "{counts}");
+    assert!(of_kind("demo-tenable", "software") > 0, "{counts}");
+    // Qualys: every host of the host list, and their detections.
+    assert_eq!(of_kind("demo-qualys", "device"), 300, "{counts}");
+    assert!(of_kind("demo-qualys", "vulnerability") > 0, "{counts}");
 
     let out = corral(dir.path(), &["assets", "--list", "--kind", "device", "--limit", "3", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json list");
@@ -61,7 +80,7 @@ fn demo_loads_assets_that_assets_lists() {
 
     let out = corral(dir.path(), &["runs", "--json"]);
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json runs");
-    assert_eq!(runs.as_array().map(Vec::len), Some(5));
+    assert_eq!(runs.as_array().map(Vec::len), Some(7));
 }
 
 fn write_config(dir: &Path, body: &str) {
