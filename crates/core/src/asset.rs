@@ -523,7 +523,7 @@ impl From<Vec<String>> for AttrValue {
 pub type Attributes = BTreeMap<String, AttrValue>;
 
 /// The kinds of correlation key an asset can carry ([`Asset::correlation_keys`]).
-/// Stores index them: SQLite in `asset_keys`, MongoDB in the `keys` array.
+/// Stores index them: SQLite in its lookup index (`asset_lookup`), MongoDB in the `keys` array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyType {

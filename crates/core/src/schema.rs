@@ -457,7 +457,7 @@ pub fn render_markdown(adapters: &[AdapterInfo]) -> String {
          declared per stream (name, type, description) and stored under `attributes`. \
          `corral assets --where FIELD=VALUE` matches a canonical field, `attributes.NAME=VALUE` an attribute, \
          `tags.KEY=VALUE` a cloud resource's tag; list fields match an element. Fields with a *key* are \
-         correlation keys, indexed in both stores (SQLite `asset_keys`, MongoDB `keys`), and `--where` on \
+         correlation keys, indexed in both stores (SQLite `asset_lookup`, MongoDB `keys`), and `--where` on \
          them uses the index.\n"
     );
     let _ = writeln!(w, "| kind | what |\n|---|---|");
@@ -516,7 +516,7 @@ pub fn render_markdown(adapters: &[AdapterInfo]) -> String {
     let _ = writeln!(
         w,
         "\n## References\n\nA reference is `{{connection?, kind, source_id}}`; without `connection` it points into \
-         the record's own connection. Stores index them (SQLite `asset_refs`, MongoDB `refs`): \
+         the record's own connection. Stores index them (SQLite `asset_lookup`, MongoDB `refs`): \
          `corral assets --points-at CONNECTION KIND SOURCE_ID` lists every asset pointing at one.\n"
     );
     let _ = writeln!(w, "| kind | field | points at |\n|---|---|---|");
