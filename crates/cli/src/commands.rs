@@ -201,10 +201,11 @@ pub fn declared_attributes(
 
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     match config {
-        StoreConfig::Sqlite { path } => {
+        StoreConfig::Sqlite { path, cache_mib, lookup_log_rows } => {
+            let options = StoreConfig::sqlite_options(*cache_mib, *lookup_log_rows)?;
             // Opening may wait on another process's lock: off the runtime.
             let p = path.clone();
-            let store = tokio::task::spawn_blocking(move || corral_store::sqlite::SqliteStore::open(&p))
+            let store = tokio::task::spawn_blocking(move || corral_store::sqlite::SqliteStore::open_with(&p, options))
                 .await
                 .context("opening the SQLite store")?
                 .with_context(|| format!("opening the SQLite store {}", path.display()))?;
@@ -227,7 +228,7 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>> {
 /// to as for a sync.
 pub async fn open_store_read_only(config: &StoreConfig) -> Result<Arc<dyn Store>> {
     match config {
-        StoreConfig::Sqlite { path } => {
+        StoreConfig::Sqlite { path, .. } => {
             let p = path.clone();
             let store = tokio::task::spawn_blocking(move || corral_store::sqlite::SqliteStore::open_read_only(&p))
                 .await

@@ -52,6 +52,14 @@ pub enum StoreConfig {
     Sqlite {
         #[serde(default = "default_db_path")]
         path: PathBuf,
+        /// Page cache per connection, in MiB (default 32): the store's
+        /// memory, whatever the size of the database.
+        #[serde(default)]
+        cache_mib: Option<u32>,
+        /// Rows of the lookup log merged into the lookup index at once
+        /// (default 500,000; see docs/ARCHITECTURE.md).
+        #[serde(default)]
+        lookup_log_rows: Option<u64>,
     },
     /// `uri` (usually `${MONGODB_URI}`; TLS and credentials go in the URI),
     /// `database` (default `corral`), `collections` (each name optional).
@@ -60,7 +68,27 @@ pub enum StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig::Sqlite { path: default_db_path() }
+        StoreConfig::Sqlite { path: default_db_path(), cache_mib: None, lookup_log_rows: None }
+    }
+}
+
+impl StoreConfig {
+    /// The SQLite store's tuning from `[store]`: defaults for what is not
+    /// set; zero is refused, naming the field.
+    pub fn sqlite_options(
+        cache_mib: Option<u32>,
+        lookup_log_rows: Option<u64>,
+    ) -> anyhow::Result<corral_store::sqlite::SqliteOptions> {
+        let mut options = corral_store::sqlite::SqliteOptions::default();
+        if let Some(mib) = cache_mib {
+            anyhow::ensure!(mib > 0, "[store] cache_mib must be at least 1 (MiB of page cache)");
+            options.cache_mib = mib;
+        }
+        if let Some(rows) = lookup_log_rows {
+            anyhow::ensure!(rows > 0, "[store] lookup_log_rows must be at least 1");
+            options.lookup_log_rows = rows;
+        }
+        Ok(options)
     }
 }
 
@@ -438,6 +466,24 @@ mod tests {
         assert_ne!(cfg.store_fingerprint, other.store_fingerprint);
         let same = Config::parse_with_env(toml, Path::new("t.toml"), &r, &|_| None).expect("parse");
         assert_eq!(cfg.store_fingerprint, same.store_fingerprint);
+    }
+
+    #[test]
+    fn sqlite_tuning_comes_from_the_store_table() {
+        let r = Redactor::default();
+        let parse = |body: &str| Config::parse_with_env(body, Path::new("t.toml"), &r, &|_| None);
+        let cfg = parse("[store]\nkind = \"sqlite\"\ncache_mib = 64\nlookup_log_rows = 1000\n").expect("parse");
+        let StoreConfig::Sqlite { cache_mib, lookup_log_rows, .. } = cfg.store else { panic!("sqlite") };
+        let options = StoreConfig::sqlite_options(cache_mib, lookup_log_rows).expect("options");
+        assert_eq!((options.cache_mib, options.lookup_log_rows), (64, 1000));
+        let cfg = parse("[store]\nkind = \"sqlite\"\n").expect("parse");
+        let StoreConfig::Sqlite { cache_mib, lookup_log_rows, .. } = cfg.store else { panic!("sqlite") };
+        let options = StoreConfig::sqlite_options(cache_mib, lookup_log_rows).expect("defaults");
+        assert_eq!(options, corral_store::sqlite::SqliteOptions::default());
+        let err = StoreConfig::sqlite_options(Some(0), None).expect_err("no cache");
+        assert!(err.to_string().contains("cache_mib"), "{err}");
+        let err = parse("[store]\nkind = \"sqlite\"\ncache_mb = 64\n").expect_err("unknown field");
+        assert!(format!("{err:#}").contains("cache_mb"), "{err:#}");
     }
 
     #[test]

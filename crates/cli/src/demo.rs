@@ -39,7 +39,7 @@ pub async fn run(
         let database = uri_database(store).unwrap_or("corral");
         StoreConfig::Mongodb(corral_store::mongo::MongoConfig::new(store, database))
     } else {
-        StoreConfig::Sqlite { path: store.into() }
+        StoreConfig::Sqlite { path: store.into(), cache_mib: None, lookup_log_rows: None }
     };
     let mut columns = serde_json::Map::new();
     for (field, column) in [
