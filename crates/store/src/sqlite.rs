@@ -213,9 +213,9 @@ fn ref_hash(connection: &str, kind: &str, source_id: &str) -> i64 {
     lookup_hash(&["ref", connection, kind, source_id])
 }
 
-/// The `lookup` column of `asset`: its key and reference hashes, sorted,
-/// without repeats, as a JSON array.
-fn lookup_of(connection: &str, asset: &Asset) -> String {
+/// The `lookup` column of `asset` (its key and reference hashes, sorted,
+/// without repeats, as a JSON array) and how many hashes it holds.
+fn lookup_of(connection: &str, asset: &Asset) -> (String, usize) {
     let mut hashes: Vec<i64> = asset.correlation_keys().iter().map(|(k, v)| key_hash(k.as_str(), v)).collect();
     hashes.extend(
         asset.references().iter().map(|(_, r)| ref_hash(r.connection_or(connection), r.kind.as_str(), &r.source_id)),
@@ -231,7 +231,7 @@ fn lookup_of(connection: &str, asset: &Asset) -> String {
         out.push_str(&h.to_string());
     }
     out.push(']');
-    out
+    (out, hashes.len())
 }
 
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
@@ -547,7 +547,7 @@ fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         let asset = stored
             .asset()
             .map_err(|e| StoreError::Corrupt(format!("migrate: {kind} {source_id} has undecodable fields: {e}")))?;
-        let lookup = lookup_of(&connection, &asset);
+        let (lookup, _) = lookup_of(&connection, &asset);
         insert
             .execute(params![
                 connection,
@@ -687,8 +687,7 @@ fn prepare(connection: &str, asset: Asset) -> Result<PreparedAsset, Reject> {
     };
     // The content hash from the bytes just serialized, not serialized again.
     let hash = asset.content_hash_of(&fields, raw.as_deref());
-    let lookup = lookup_of(connection, &asset);
-    let lookups = lookup.bytes().filter(|b| *b == b',').count() + usize::from(lookup.len() > 2);
+    let (lookup, lookups) = lookup_of(connection, &asset);
     Ok(PreparedAsset { kind, source_id, stream: asset.stream, fields, raw, hash, lookup, lookups })
 }
 
