@@ -18,7 +18,12 @@
 //! (CORRAL_BENCH_RATE_LIMIT, default 300 requests per CORRAL_BENCH_WINDOW_S,
 //! default 60 s; CORRAL_BENCH_REQUESTS, default 501, rounded to 50k + 1).
 //! Under `cargo test` it runs each case once with 20 requests per second
-//! and 51 requests.
+//! and 51 requests. Every data request must be answered exactly once with
+//! data; a 429 is counted and printed. A full run (`cargo bench`, 60 s
+//! window) also refuses any 429. The one-second window of the test-mode run
+//! is not: on a machine busy with other test binaries, requests the limiter
+//! spaced out can reach the simulator bunched together, and a sliding window
+//! of one second has no room for that jitter.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,7 @@ struct Case {
 }
 
 struct Figures {
+    /// Data requests answered with data (not 429).
     requests: usize,
     span: Duration,
     fraction: f64,
@@ -80,7 +86,10 @@ fn main() {
     ];
     for case in cases {
         let f = rt.block_on(run(&case, limit, window, size));
-        assert_eq!(f.requests, requests, "{}: every request was sent", case.name);
+        assert_eq!(f.requests, requests, "{}: every data request was answered once", case.name);
+        if benching {
+            assert_eq!(f.status_429, 0, "{}: the limiter kept under the tenant's limit", case.name);
+        }
         println!(
             "  {:<52} {:.3} of R  ({} requests in {:.1}s), 429s: {}, limiter wait {:.1}s, longest gap {:.1}s",
             case.name,
@@ -121,10 +130,11 @@ async fn run(case: &Case, limit: u32, window: Duration, size: usize) -> Figures 
         (Some(a), Some(b)) => *b - *a,
         _ => wall,
     };
-    let rate = (arrivals.len().saturating_sub(1)) as f64 / span.as_secs_f64().max(1e-9);
+    let answered = events.iter().filter(|e| e.status != 429).count();
+    let rate = (answered.saturating_sub(1)) as f64 / span.as_secs_f64().max(1e-9);
     let longest_gap = arrivals.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
     let figures = Figures {
-        requests: arrivals.len(),
+        requests: answered,
         span,
         fraction: rate / (f64::from(limit) / window.as_secs_f64()),
         status_429: sim.counters.snapshot().status(429),
