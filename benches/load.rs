@@ -10,6 +10,14 @@
 //! Without `MONGODB_URI` it measures SQLite only and says so loudly.
 //! Under `cargo test` it runs once with a few hundred assets and checks the
 //! counts, and needs MongoDB like every MongoDB test (see `corral_store::nx`).
+//!
+//! `CORRAL_BENCH_GROWTH=N` instead measures how SQLite's first load grows
+//! with the table: N devices with random 32-hex ids (like CrowdStrike's
+//! agent ids, so the key index takes inserts at random places), made batch
+//! by batch (memory stays flat), batches of `CORRAL_BENCH_BATCH` (1,000),
+//! 2 in flight, into a file in the current directory's `target/` (on disk,
+//! not tmpfs). It prints, for each tenth of N: assets/s, CPU seconds and
+//! bytes written per asset in that tenth.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +27,7 @@ use corral_core::{Asset, Device, LoadOutcome, Store};
 use corral_store::mongo::{MongoOptions, MongoStore, ServerKind};
 use corral_store::nx;
 use corral_store::sqlite::SqliteStore;
+use corral_workspace::{cpu_seconds, written_bytes};
 
 fn assets(n: usize) -> Vec<Asset> {
     (0..n)
@@ -76,7 +85,75 @@ async fn measure(store: &Arc<dyn Store>, all: &[Asset], batch: usize) -> (f64, f
     (ins, same)
 }
 
+/// A device with a random-looking 32-hex id (a hash of `i`: the same every run).
+fn random_id_device(i: u64) -> Asset {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+    h.write_u64(i);
+    let a = h.finish();
+    h.write_u64(a);
+    let id = format!("{a:016x}{:016x}", h.finish());
+    let d = Device {
+        hostname: Some(format!("host-{i}")),
+        domain: Some("corp.example.com".into()),
+        ip_addresses: vec![std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])],
+        mac_addresses: corral_core::fields::macs([format!("aa:bb:{:02x}:{:02x}:{:02x}:{:02x}", (a >> 24) as u8, (a >> 16) as u8, (a >> 8) as u8, a as u8).as_str()]),
+        serial_number: Some(format!("SN{i:010}")),
+        manufacturer: Some("Dell Inc.".into()),
+        model: Some("Latitude 7440".into()),
+        tags: vec!["prod".into(), "pci".into()],
+        source_id: id,
+        ..Default::default()
+    };
+    Asset::device("hosts", d)
+}
+
+/// `CORRAL_BENCH_GROWTH`: SQLite's first load of `n` random-id devices, by tenths.
+async fn growth(n: u64) {
+    let batch: u64 = std::env::var("CORRAL_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000).max(1);
+    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR").to_string() + "/target").expect("tempdir in target/");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("growth.db")).expect("sqlite"));
+    println!("load growth: SQLite first load of {n} random-id devices, batches of {batch}, 2 in flight");
+    println!("{:>10} {:>12} {:>10} {:>14}", "assets", "assets/s", "CPU s", "written/asset");
+    let seen_at = chrono::Utc::now();
+    let tenth = (n / 10).max(1);
+    let mut set: tokio::task::JoinSet<Result<LoadOutcome, corral_core::StoreError>> = tokio::task::JoinSet::new();
+    let mut inserted = 0;
+    let (mut t0, mut cpu0, mut w0, mut mark) = (Instant::now(), cpu_seconds(), written_bytes(), 0);
+    let mut next = 0;
+    while next < n || !set.is_empty() {
+        if next < n && set.len() < 2 {
+            let end = (next + batch).min(n);
+            let b = LoadBatch {
+                sync_id: "g1".into(),
+                connection: "bench".into(),
+                seen_at,
+                assets: (next..end).map(random_id_device).collect(),
+                seen: vec![],
+            };
+            next = end;
+            let store = store.clone();
+            set.spawn(async move { store.upsert(b).await });
+            continue;
+        }
+        let out = set.join_next().await.expect("task").expect("join").expect("upsert");
+        inserted += out.inserted;
+        if inserted - mark >= tenth || (inserted == n && inserted > mark) {
+            let (secs, cpu, written) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0, written_bytes() - w0);
+            let count = (inserted - mark) as f64;
+            println!("{inserted:>10} {:>12.0} {cpu:>10.2} {:>10.1} KiB", count / secs, written as f64 / count / 1024.0);
+            (t0, cpu0, w0, mark) = (Instant::now(), cpu_seconds(), written_bytes(), inserted);
+        }
+    }
+    assert_eq!(inserted, n, "every device inserted once");
+}
+
 fn main() {
+    if let Some(n) = std::env::var("CORRAL_BENCH_GROWTH").ok().and_then(|v| v.parse::<u64>().ok()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        rt.block_on(growth(n));
+        return;
+    }
     let benching = std::env::args().any(|a| a == "--bench");
     let n: usize = match std::env::var("CORRAL_BENCH_ASSETS") {
         Ok(v) => v.parse().expect("CORRAL_BENCH_ASSETS must be a number"),

@@ -638,3 +638,76 @@ async fn documents_of_an_earlier_version_get_their_keys_on_the_next_sync() {
     })
     .await;
 }
+
+/// Commands a client sent, by name, counted by the driver's command monitoring
+/// (what crossed the wire, whatever the store's own statistics say).
+#[derive(Clone, Default)]
+struct CommandLog(Arc<Mutex<Vec<String>>>);
+
+impl CommandLog {
+    /// Names of the commands sent since the last call, handshakes and monitoring left out.
+    fn take(&self) -> Vec<String> {
+        let mut names = std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        names.retain(|n| !matches!(n.as_str(), "hello" | "isMaster" | "ismaster" | "ping" | "buildInfo" | "endSessions"));
+        names.sort();
+        names
+    }
+}
+
+async fn counted_store(uri: &str, tag: &str) -> (MongoStore, CommandLog) {
+    use mongodb::event::{EventHandler, command::CommandEvent};
+    let log = CommandLog::default();
+    let mut client_opts = mongodb::options::ClientOptions::parse(uri).await.expect("parse MONGODB_URI");
+    let sink = log.clone();
+    client_opts.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
+        if let CommandEvent::Started(started) = event {
+            sink.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(started.command_name);
+        }
+    }));
+    let client = mongodb::Client::with_options(client_opts).expect("client");
+    let store = MongoStore::from_client_with(client, &unique_db(tag), test_options()).expect("store");
+    store.ping().await.expect("ping MONGODB_URI");
+    (store, log)
+}
+
+fn names(list: &[(&str, usize)]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().flat_map(|(n, k)| std::iter::repeat_n(n.to_string(), *k)).collect();
+    v.sort();
+    v
+}
+
+/// Round trips per batch, counted at the driver: per command of at most
+/// `max_batch_docs` statements, one `find` per asset kind in it (the pre-read,
+/// answered in one reply: no `getMore`) and one `update`; the first batch of a
+/// store also lists and creates its indexes and asks which server it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_per_batch_counted_at_the_driver() {
+    let Some(uri) = mongo_uri("round_trips_per_batch_counted_at_the_driver") else { return };
+    let (store, log) = counted_store(&uri, "round_trips").await;
+    with_cleanup(vec![store.clone()], async {
+        let hosts = |n: usize, tag: &str| -> Vec<Asset> {
+            (0..n).map(|i| device(&format!("h{i:05}"), &format!("{tag}-{i}"), 0)).collect()
+        };
+        // The first batch sets the store up; its commands are not the steady state.
+        store.upsert(batch("c", "s0", 0, hosts(10, "a"))).await.expect("setup batch");
+        let setup = log.take();
+        assert!(setup.iter().any(|n| n == "createIndexes"), "the first batch creates the indexes: {setup:?}");
+
+        let out = store.upsert(batch("c", "s1", 10, hosts(1000, "a"))).await.expect("1000 devices");
+        assert_eq!((out.inserted, out.updated, out.unchanged), (990, 0, 10));
+        assert_eq!(log.take(), names(&[("find", 1), ("update", 1)]), "1,000 devices of one kind: 2 round trips");
+
+        let out = store.upsert(batch("c", "s2", 20, hosts(1000, "a"))).await.expect("resync");
+        assert_eq!(out.unchanged, 1000);
+        assert_eq!(log.take(), names(&[("find", 1), ("update", 1)]), "an unchanged resync: still 2 round trips");
+
+        let out = store.upsert(batch("c", "s3", 30, hosts(2500, "b"))).await.expect("2500 devices");
+        assert_eq!((out.inserted, out.updated), (1500, 1000));
+        assert_eq!(log.take(), names(&[("find", 3), ("update", 3)]), "2,500 devices: three commands of <= 1,000");
+
+        let out = store.upsert(batch("c2", "s1", 30, conformance::model_assets())).await.expect("five kinds");
+        assert_eq!(out.inserted, 5);
+        assert_eq!(log.take(), names(&[("find", 5), ("update", 1)]), "five kinds in one command: a find per kind");
+    })
+    .await;
+}

@@ -664,7 +664,11 @@ impl MongoStore {
             if ids.is_empty() {
                 continue;
             }
-            let batch_size = u32::try_from(ids.len().clamp(1, 10_000)).unwrap_or(10_000);
+            // One reply: keys are unique, so at most `ids.len()` documents
+            // match; with that as the limit MongoDB closes the cursor with
+            // the first batch (a batch size equal to the matches alone can
+            // leave it open, costing a `getMore` that returns nothing).
+            let (limit, batch_size) = one_reply(ids.len());
             let filter = doc! {
                 "connection": { "$eq": &ctx.connection },
                 "kind": { "$eq": kind.as_str() },
@@ -678,6 +682,7 @@ impl MongoStore {
                     "_id": 0, "source_id": 1, "content_hash": 1, "insert_token": 1, "write_token": 1, "write_changed": 1,
                     "derived": 1,
                 })
+                .limit(limit)
                 .batch_size(batch_size)
                 .await
                 .map_err(|e| classify("upsert: read existing hashes", &e))?;
@@ -710,6 +715,7 @@ impl MongoStore {
             if ids.is_empty() {
                 continue;
             }
+            let (limit, batch_size) = one_reply(ids.len());
             let filter = doc! {
                 "connection": { "$eq": &ctx.connection },
                 "kind": { "$eq": kind.as_str() },
@@ -721,6 +727,8 @@ impl MongoStore {
                 .assets_primary
                 .find(filter)
                 .projection(doc! { "_id": 0, "source_id": 1 })
+                .limit(limit)
+                .batch_size(batch_size)
                 .await
                 .map_err(|e| classify("upsert: check concurrent inserts", &e))?;
             while let Some(doc) =
@@ -1090,4 +1098,14 @@ mod tests {
         assert_eq!(r.errors.get(&0), Some(&(17419, "too big".to_string())));
         assert!(UpdateReply::parse(&doc! {"ok": 1}).is_err());
     }
+}
+
+/// `limit` and `batchSize` of a `find` for at most `n` documents (by unique
+/// key), so that they come back in one reply with the cursor closed. The
+/// projected fields take under 200 bytes a document, so the default 1,000
+/// statements per command answer in far less than a reply's 16 MiB; a much
+/// larger `max_batch_docs` can still need `getMore`s, which the cursor sends.
+fn one_reply(n: usize) -> (i64, u32) {
+    let n = n.max(1);
+    (i64::try_from(n).unwrap_or(i64::MAX), u32::try_from(n + 1).unwrap_or(u32::MAX))
 }
