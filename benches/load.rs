@@ -97,7 +97,14 @@ fn random_id_device(i: u64) -> Asset {
         hostname: Some(format!("host-{i}")),
         domain: Some("corp.example.com".into()),
         ip_addresses: vec![std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])],
-        mac_addresses: corral_core::fields::macs([format!("aa:bb:{:02x}:{:02x}:{:02x}:{:02x}", (a >> 24) as u8, (a >> 16) as u8, (a >> 8) as u8, a as u8).as_str()]),
+        mac_addresses: corral_core::fields::macs([format!(
+            "aa:bb:{:02x}:{:02x}:{:02x}:{:02x}",
+            (a >> 24) as u8,
+            (a >> 16) as u8,
+            (a >> 8) as u8,
+            a as u8
+        )
+        .as_str()]),
         serial_number: Some(format!("SN{i:010}")),
         manufacturer: Some("Dell Inc.".into()),
         model: Some("Latitude 7440".into()),

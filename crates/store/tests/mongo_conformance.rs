@@ -648,7 +648,9 @@ impl CommandLog {
     /// Names of the commands sent since the last call, handshakes and monitoring left out.
     fn take(&self) -> Vec<String> {
         let mut names = std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        names.retain(|n| !matches!(n.as_str(), "hello" | "isMaster" | "ismaster" | "ping" | "buildInfo" | "endSessions"));
+        names.retain(|n| {
+            !matches!(n.as_str(), "hello" | "isMaster" | "ismaster" | "ping" | "buildInfo" | "endSessions")
+        });
         names.sort();
         names
     }

@@ -247,6 +247,33 @@ struct Shared {
     open_files: Option<Arc<tokio::sync::Semaphore>>,
 }
 
+/// Niceness of the normalize pool's threads (0 is the default of every thread).
+pub const NORMALIZE_NICENESS: i32 = 10;
+
+/// Lower the calling normalize thread's scheduling priority: on Linux, the
+/// `SCHED_BATCH` policy at niceness [`NORMALIZE_NICENESS`]. With the pool
+/// saturated (one thread per core), a runtime worker that wakes for I/O or a
+/// timer otherwise queues behind a normalize thread for up to the kernel's
+/// scheduling slice (several ms); at niceness 10 a normalize thread weighs
+/// about a tenth of a runtime worker, and a batch thread does not preempt
+/// others when it wakes, so the runtime gets a core at once while normalize
+/// still has every cycle the runtime does not use. Elsewhere, or when the
+/// system refuses, the thread keeps its priority (logged at debug).
+fn yield_cpu_to_the_runtime() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
+        };
+        // thread-priority maps 0..=99 onto niceness 19..=-20: 22 is niceness 10 (a test checks it).
+        let priority = thread_priority::ThreadPriority::Crossplatform(22u8.try_into().unwrap_or_default());
+        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), priority, policy) {
+            tracing::debug!(error = ?e, "normalize thread keeps its scheduling priority");
+        }
+    }
+}
+
 impl Engine {
     /// Build an engine. Must be called inside a tokio runtime (it starts the lag monitor).
     pub fn new(config: EngineConfig, store: Arc<dyn Store>) -> Result<Self, EngineError> {
@@ -260,6 +287,7 @@ impl Engine {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.normalize_threads())
             .thread_name(|i| format!("corral-normalize-{i}"))
+            .start_handler(|_| yield_cpu_to_the_runtime())
             .build()
             .map_err(|e| EngineError::Pool(e.to_string()))?;
         let lag =
@@ -380,5 +408,31 @@ impl Engine {
                 self.save_run(summary).await
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// (policy, niceness) of the calling thread, from /proc/thread-self/stat.
+    fn scheduling() -> (i64, i64) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read /proc/thread-self/stat");
+        // Fields after the command name (which may hold spaces) start after ')';
+        // niceness is field 19 and policy field 41 of the whole line.
+        let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
+        let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse().ok()).expect("stat field");
+        (field(41), field(19))
+    }
+
+    #[tokio::test]
+    async fn normalize_threads_yield_the_cpu_to_the_runtime() {
+        let store: Arc<dyn Store> = Arc::new(crate::testing::MemoryStore::default());
+        let engine = Engine::new(EngineConfig::default(), store).expect("engine");
+        let (policy, nice) = engine.shared.pool.install(scheduling);
+        const SCHED_BATCH: i64 = 3;
+        assert_eq!((policy, nice), (SCHED_BATCH, i64::from(NORMALIZE_NICENESS)), "a normalize thread");
+        let (policy, nice) = scheduling();
+        assert_eq!((policy, nice), (0, 0), "the runtime's own thread keeps the default");
     }
 }
