@@ -60,13 +60,8 @@ async fn load(store: &Arc<dyn Store>, all: &[Asset], batch: usize, sync: &str, i
             total.add(set.join_next().await.expect("task").expect("join").expect("upsert"));
         }
         let store = store.clone();
-        let b = LoadBatch {
-            sync_id: sync.into(),
-            connection: "bench".into(),
-            seen_at,
-            assets: chunk.to_vec(),
-            seen: vec![],
-        };
+        let b =
+            LoadBatch { sync_id: sync.into(), connection: "bench".into(), seen_at, assets: chunk.into(), seen: vec![] };
         set.spawn(async move { store.upsert(b).await });
     }
     while let Some(r) = set.join_next().await {
@@ -135,7 +130,7 @@ async fn growth(n: u64) {
                 sync_id: "g1".into(),
                 connection: "bench".into(),
                 seen_at,
-                assets: (next..end).map(random_id_device).collect(),
+                assets: (next..end).map(random_id_device).collect::<Vec<_>>().into(),
                 seen: vec![],
             };
             next = end;

@@ -20,7 +20,9 @@ pub struct LoadBatch {
     pub connection: String,
     /// When this sync started; written as `last_seen` (and `first_seen` on insert).
     pub seen_at: DateTime<Utc>,
-    pub assets: Vec<Asset>,
+    /// Shared, so that a retry sends the same batch again without copying
+    /// every asset (and its raw record) for each attempt.
+    pub assets: std::sync::Arc<[Asset]>,
     /// Records this sync fetched but rejected, by key: the vendor still has
     /// them, so their stored assets (if any) get `last_seen` moved forward
     /// (never back), `last_sync_id` set and their stale mark cleared; their

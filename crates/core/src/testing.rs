@@ -366,7 +366,7 @@ impl MemoryStore {
                 return Err(error);
             }
             let mut batch = batch;
-            batch.assets.truncate(batch.assets.len() / 2);
+            batch.assets = batch.assets[..batch.assets.len() / 2].into();
             let stored = self.store_batch(batch)?;
             return Err(StoreError::Partial { stored, source: Box::new(error) });
         }
@@ -384,7 +384,7 @@ impl MemoryStore {
                 stored.stale_since = None;
             }
         }
-        for a in batch.assets {
+        for a in batch.assets.iter() {
             if refuse.iter().any(|id| id == a.source_id()) {
                 // Named as the real stores name it: `<kind> <source_id>`.
                 let record = format!("{} {}", a.kind().as_str(), a.source_id());

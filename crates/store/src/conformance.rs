@@ -205,7 +205,13 @@ pub fn user(stream: &str, source_id: &str, email: &str) -> Asset {
 }
 
 pub fn batch(connection: &str, sync_id: &str, seen_at: DateTime<Utc>, assets: Vec<Asset>) -> LoadBatch {
-    LoadBatch { sync_id: sync_id.to_string(), connection: connection.to_string(), seen_at, assets, seen: vec![] }
+    LoadBatch {
+        sync_id: sync_id.to_string(),
+        connection: connection.to_string(),
+        seen_at,
+        assets: assets.into(),
+        seen: vec![],
+    }
 }
 
 /// The stale scope of a run that started at `now` and handles stale assets at once.

@@ -252,6 +252,22 @@ struct Inner {
     /// estimate: other processes writing the file keep their own counts).
     log_rows: AtomicU64,
     options: SqliteOptions,
+    /// The WAL checkpoint thread of a file database ([`start_checkpointer`]).
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Stop the checkpoint thread and wait for it, so that the database's
+    /// connections are all closed when the store is (another process, or a
+    /// test, may change the file's journal mode right after).
+    fn drop(&mut self) {
+        let Some(thread) = self.checkpointer.take() else { return };
+        let writer = self.writer.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // Dropping the hook drops the thread's waker: the thread ends.
+        if writer.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()>>).is_ok() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -277,7 +293,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(format!("cannot open SQLite database {shown}: {e}")))?;
         configure(&writer, true, options).ctx(&format!("configure {shown}"))?;
         let log_rows = create_schema(&mut writer)?;
-        start_checkpointer(&path, &mut writer, options).ctx(&format!("start the WAL checkpointer of {shown}"))?;
+        let checkpointer =
+            start_checkpointer(&path, &mut writer, options).ctx(&format!("start the WAL checkpointer of {shown}"))?;
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
@@ -292,6 +309,7 @@ impl SqliteStore {
                 reader: Some(Mutex::new(reader)),
                 log_rows: AtomicU64::new(log_rows),
                 options,
+                checkpointer,
             }),
         })
     }
@@ -365,6 +383,7 @@ impl SqliteStore {
                 reader: None,
                 log_rows: AtomicU64::new(0),
                 options: SqliteOptions::default(),
+                checkpointer: None,
             }),
         })
     }
@@ -388,6 +407,7 @@ impl SqliteStore {
                 reader: None,
                 log_rows: AtomicU64::new(log_rows),
                 options,
+                checkpointer: None,
             }),
         })
     }
@@ -469,33 +489,51 @@ fn configure(conn: &Connection, wal: bool, options: SqliteOptions) -> rusqlite::
 /// on a connection of its own: it copies what is committed while the writer
 /// goes on appending, and never waits for a lock. SQLite restarts the WAL
 /// from its beginning at the first write after a checkpoint that copied all
-/// of it. Should the WAL still reach four times the bound (the thread fell
-/// behind, or the writer never paused), the committing writer checkpoints
-/// itself, as SQLite would, so the WAL stays bounded on disk.
+/// of it, which a writer that never pauses may not leave time for: once the
+/// WAL reaches four times the bound, the committing writer checkpoints all
+/// of it itself (waiting for the thread's checkpoint to end first), so the
+/// WAL stays within a few times the bound on disk.
 ///
-/// The thread ends when the writer connection is closed (the hook, and the
-/// channel's sender with it, are dropped).
-fn start_checkpointer(path: &Path, writer: &mut Connection, options: SqliteOptions) -> rusqlite::Result<()> {
+/// The thread ends when the writer's hook, and the channel's sender with
+/// it, are dropped (`Inner`'s `Drop` does, then joins it). `None` when no
+/// thread could be started: SQLite's autocheckpoint then stays in place.
+fn start_checkpointer(
+    path: &Path,
+    writer: &mut Connection,
+    options: SqliteOptions,
+) -> rusqlite::Result<Option<std::thread::JoinHandle<()>>> {
     let checkpointer = Connection::open(path)?;
     configure(&checkpointer, false, SqliteOptions { cache_mib: 1, ..options })?;
     let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     let shown = path.display().to_string();
+    // Held while either side checkpoints: SQLite's checkpoint lock is not
+    // waited for (a second checkpoint is refused at once), this is.
+    let checkpointing = Arc::new(Mutex::new(()));
+    let in_thread = Arc::clone(&checkpointing);
     let spawned = std::thread::Builder::new().name("corral-sqlite-checkpoint".into()).spawn(move || {
         while woken.recv().is_ok() {
+            let _running = in_thread.lock().unwrap_or_else(PoisonError::into_inner);
             if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(database = %shown, error = %e, "WAL checkpoint failed; the next commit tries again");
             }
         }
     });
-    if let Err(e) = spawned {
-        // No thread: SQLite's own autocheckpoint (set by `configure`) stays in place.
-        tracing::warn!(error = %e, "cannot start the WAL checkpoint thread; commits checkpoint themselves");
-        return Ok(());
-    }
+    let thread = match spawned {
+        Ok(thread) => thread,
+        Err(e) => {
+            // No thread: SQLite's own autocheckpoint (set by `configure`) stays in place.
+            tracing::warn!(error = %e, "cannot start the WAL checkpoint thread; commits checkpoint themselves");
+            return Ok(None);
+        }
+    };
     let bound = i32::try_from(options.wal_autocheckpoint_pages.max(1)).unwrap_or(i32::MAX);
     writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
         if pages >= bound.saturating_mul(4) {
-            if let Err(e) = wal.checkpoint() {
+            // Wait for a checkpoint the thread is running, then copy every
+            // frame (FULL), so that the next write starts the WAL over. The
+            // transaction is committed and its lock released when the hook runs.
+            let _running = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::FULL) {
                 tracing::debug!(error = %e, pages, "inline WAL checkpoint did not complete");
             }
         } else if pages >= bound {
@@ -504,7 +542,8 @@ fn start_checkpointer(path: &Path, writer: &mut Connection, options: SqliteOptio
         }
         // The commit happened whatever the checkpoint did.
         Ok(())
-    }))
+    }))?;
+    Ok(Some(thread))
 }
 
 /// Create the schema, or migrate an older one in place, in one transaction.
@@ -722,7 +761,7 @@ struct PreparedAsset {
     lookups: usize,
 }
 
-fn prepare(connection: &str, asset: Asset) -> Result<PreparedAsset, Reject> {
+fn prepare(connection: &str, asset: &Asset) -> Result<PreparedAsset, Reject> {
     let kind = asset.kind().as_str();
     let source_id = asset.source_id().to_string();
     let fields = asset.fields_string().map_err(|e| {
@@ -736,8 +775,8 @@ fn prepare(connection: &str, asset: Asset) -> Result<PreparedAsset, Reject> {
     };
     // The content hash from the bytes just serialized, not serialized again.
     let hash = asset.content_hash_of(&fields, raw.as_deref());
-    let (lookup, lookups) = lookup_of(connection, &asset);
-    Ok(PreparedAsset { kind, source_id, stream: asset.stream, fields, raw, hash, lookup, lookups })
+    let (lookup, lookups) = lookup_of(connection, asset);
+    Ok(PreparedAsset { kind, source_id, stream: asset.stream.clone(), fields, raw, hash, lookup, lookups })
 }
 
 /// What the last upsert did to a row, in `assets.last_change` (returned by the
@@ -1116,7 +1155,7 @@ impl Store for SqliteStore {
             // Serialize before taking the lock so concurrent batches overlap their CPU work.
             let mut rejected = Vec::new();
             let mut prepared = Vec::with_capacity(assets.len());
-            for asset in assets {
+            for asset in assets.iter() {
                 match prepare(&connection, asset) {
                     Ok(p) => prepared.push(p),
                     Err(r) => rejected.push(r),

@@ -112,7 +112,7 @@ fn batch(connection: &str, sync_id: &str, secs: i64, assets: Vec<Asset>) -> Load
         sync_id: sync_id.into(),
         connection: connection.into(),
         seen_at: conformance::at(secs),
-        assets,
+        assets: assets.into(),
         seen: vec![],
     }
 }

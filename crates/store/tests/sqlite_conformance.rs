@@ -44,6 +44,56 @@ async fn conformance_file_backed_merging_every_batch() {
     .await;
 }
 
+/// The suite again with the WAL checkpointed (on the checkpoint thread, while
+/// the writer goes on) after every few pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_file_backed_checkpointing_constantly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let options = SqliteOptions { wal_autocheckpoint_pages: 4, ..SqliteOptions::default() };
+    conformance::run_all(move |case| {
+        let path = root.join(format!("{case}.db"));
+        async move {
+            Arc::new(SqliteStore::open_with(&path, options).expect("open file SQLite store")) as Arc<dyn Store>
+        }
+    })
+    .await;
+}
+
+/// The WAL is checkpointed by the store's own thread (the writer's
+/// autocheckpoint is replaced): it stays near its bound however much is
+/// written, the database file holds what was committed, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_while_a_load_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wal.db");
+    let wal = dir.path().join("wal.db-wal");
+    let bound_pages = 64_u64;
+    let options = SqliteOptions { wal_autocheckpoint_pages: bound_pages as u32, ..SqliteOptions::default() };
+    let store = SqliteStore::open_with(&path, options).expect("open");
+    let mut largest_wal = 0;
+    for b in 0..200 {
+        let assets: Vec<Asset> =
+            (0..100).map(|i| device("hosts", &format!("d{b:03}-{i:03}"), &format!("host-{b}-{i}"))).collect();
+        let out = store.upsert(batch("c", "s1", at(0), assets)).await.expect("upsert");
+        assert_eq!(out.inserted, 100);
+        largest_wal = largest_wal.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    let db_bytes = std::fs::metadata(&path).expect("database file").len();
+    // 20,000 devices are about 10 MB: without checkpoints they would all sit in the WAL.
+    assert!(db_bytes > 8 << 20, "the database file holds the checkpointed pages: {db_bytes} bytes");
+    // The writer appends while the thread checkpoints; at four times the
+    // bound it checkpoints everything itself: one batch (~30 pages) over that.
+    let page = 4096 + 24;
+    assert!(largest_wal < (4 * bound_pages + 128) * page, "the WAL grew to {largest_wal} bytes (database {db_bytes})");
+    let total: u64 = store.count_assets(&AssetFilter::default()).await.expect("count").iter().map(|c| c.count).sum();
+    assert_eq!(total, 20_000);
+    drop(store);
+    let reopened = SqliteStore::open_read_only(&path).expect("reopen");
+    let total: u64 = reopened.count_assets(&AssetFilter::default()).await.expect("count").iter().map(|c| c.count).sum();
+    assert_eq!(total, 20_000, "everything is in the database after the store closed");
+}
+
 /// The suite must be able to fail: a store that forgets `first_seen` is caught.
 #[tokio::test]
 async fn conformance_catches_a_broken_store() {

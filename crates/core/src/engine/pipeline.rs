@@ -783,7 +783,7 @@ impl Loader<'_> {
             sync_id: self.sync_id.clone(),
             connection: self.conn.name.clone(),
             seen_at: self.seen_at,
-            assets: batch.assets,
+            assets: batch.assets.into(),
             seen: batch.seen,
         };
         let markers = batch.markers;

@@ -286,7 +286,7 @@ fn fnv1a64(hash: &mut u64, parts: &[&[u8]]) {
 
 /// Dedupe, hash and encode a batch, and compute its write token into `ctx.token`
 /// (CPU work: run it on the blocking pool).
-pub(crate) fn prepare(assets: Vec<Asset>, ctx: &mut LoadCtx, max_document_bytes: usize) -> Prepared {
+pub(crate) fn prepare(assets: &[Asset], ctx: &mut LoadCtx, max_document_bytes: usize) -> Prepared {
     let mut items: Vec<Item> = Vec::with_capacity(assets.len());
     let mut index: HashMap<(AssetKind, String), usize> = HashMap::with_capacity(assets.len());
     let mut rejected = Vec::new();
@@ -298,7 +298,7 @@ pub(crate) fn prepare(assets: Vec<Asset>, ctx: &mut LoadCtx, max_document_bytes:
     for asset in assets {
         let hash = asset.content_hash();
         fnv1a64(&mut token, &[asset.kind().as_str().as_bytes(), asset.source_id().as_bytes(), hash.as_bytes()]);
-        let set = match encode(&asset, &hash, ctx, max_document_bytes) {
+        let set = match encode(asset, &hash, ctx, max_document_bytes) {
             Ok(set) => set,
             Err(reject) => {
                 rejected.push(reject);
@@ -316,7 +316,7 @@ pub(crate) fn prepare(assets: Vec<Asset>, ctx: &mut LoadCtx, max_document_bytes:
                     item.extra_updated += 1;
                 }
                 item.hash = hash;
-                item.stream = asset.stream;
+                item.stream = asset.stream.clone();
                 item.set = set;
                 item.has_raw = has_raw;
             }
@@ -325,7 +325,7 @@ pub(crate) fn prepare(assets: Vec<Asset>, ctx: &mut LoadCtx, max_document_bytes:
                 items.push(Item {
                     kind,
                     source_id: asset.source_id().to_string(),
-                    stream: asset.stream,
+                    stream: asset.stream.clone(),
                     first_hash: hash.clone(),
                     hash,
                     extra_updated: 0,
@@ -515,7 +515,7 @@ impl MongoStore {
         let max_document_bytes = self.inner.opts.max_document_bytes;
         let assets = batch.assets;
         let (ctx, prepared) = tokio::task::spawn_blocking(move || {
-            let prepared = prepare(assets, &mut ctx, max_document_bytes);
+            let prepared = prepare(&assets, &mut ctx, max_document_bytes);
             (ctx, prepared)
         })
         .await
@@ -946,6 +946,16 @@ impl UpdateReply {
     }
 }
 
+/// `limit` and `batchSize` of a `find` for at most `n` documents (by unique
+/// key), so that they come back in one reply with the cursor closed. The
+/// projected fields take under 200 bytes a document, so the default 1,000
+/// statements per command answer in far less than a reply's 16 MiB; a much
+/// larger `max_batch_docs` can still need `getMore`s, which the cursor sends.
+fn one_reply(n: usize) -> (i64, u32) {
+    let n = n.max(1);
+    (i64::try_from(n).unwrap_or(i64::MAX), u32::try_from(n + 1).unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -967,7 +977,7 @@ mod tests {
 
     fn token_of(assets: Vec<Asset>, sync_id: &str) -> i64 {
         let mut c = LoadCtx { sync_id: sync_id.into(), ..ctx() };
-        prepare(assets, &mut c, 16 << 20);
+        prepare(&assets, &mut c, 16 << 20);
         c.token
     }
 
@@ -983,7 +993,7 @@ mod tests {
 
     #[test]
     fn prepare_dedupes_later_wins() {
-        let p = prepare(vec![dev("a", "one"), dev("b", "x"), dev("a", "two"), dev("a", "two")], &mut ctx(), 16 << 20);
+        let p = prepare(&[dev("a", "one"), dev("b", "x"), dev("a", "two"), dev("a", "two")], &mut ctx(), 16 << 20);
         assert!(p.rejected.is_empty());
         assert_eq!(p.items.len(), 2);
         let a = &p.items[0];
@@ -1007,7 +1017,7 @@ mod tests {
     #[test]
     fn statements_for_mongodb_carry_no_stand_in_operator() {
         let mut c = ctx();
-        let p = prepare(vec![dev("a", "one")], &mut c, 16 << 20);
+        let p = prepare(&[dev("a", "one")], &mut c, 16 << 20);
         let item = &p.items[0];
         let ops = |stmt: &RawDocumentBuf| -> Vec<String> {
             let u = stmt.get_document("u").expect("u");
@@ -1023,7 +1033,7 @@ mod tests {
     #[test]
     fn full_statement_records_the_batch() {
         let mut c = ctx();
-        let p = prepare(vec![dev("a", "one")], &mut c, 16 << 20);
+        let p = prepare(&[dev("a", "one")], &mut c, 16 << 20);
         let stmt = full_statement(&c, &p.items[0], false);
         let u = stmt.get_document("u").expect("u");
         let on_insert = u.get_document("$setOnInsert").expect("$setOnInsert");
@@ -1038,7 +1048,7 @@ mod tests {
     fn size_bounds_the_statement() {
         let mut c = LoadCtx { stand_in: true, connection: "a-connection-name".into(), ..ctx() };
         let big = dev("big", &"h".repeat(5000)).with_raw(Some(serde_json::json!({"k": "v".repeat(3000)})));
-        let p = prepare(vec![dev("a", "one"), big, dev(&"x".repeat(300), "long id")], &mut c, 16 << 20);
+        let p = prepare(&[dev("a", "one"), big, dev(&"x".repeat(300), "long id")], &mut c, 16 << 20);
         for item in &p.items {
             let actual = full_statement(&c, item, true).as_bytes().len() + 8;
             assert!(item.size(&c) >= actual, "{} < {actual} for {}", item.size(&c), item.source_id);
@@ -1049,7 +1059,7 @@ mod tests {
     #[test]
     fn a_retry_counts_what_this_batch_wrote() {
         let mut c = ctx();
-        let p = prepare(vec![dev("a", "one")], &mut c, 16 << 20);
+        let p = prepare(&[dev("a", "one")], &mut c, 16 << 20);
         let item = &p.items[0];
         let stored = |insert: Option<i64>, write: Option<i64>, changed: bool| Stored {
             hash: item.hash.clone(),
@@ -1070,7 +1080,7 @@ mod tests {
     #[test]
     fn oversized_is_rejected_with_its_record() {
         let big = dev("big", &"x".repeat(2000));
-        let p = prepare(vec![dev("a", "one"), big], &mut ctx(), 1000);
+        let p = prepare(&[dev("a", "one"), big], &mut ctx(), 1000);
         assert_eq!(p.items.len(), 1);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].record, "device big");
@@ -1080,7 +1090,7 @@ mod tests {
     #[test]
     fn unencodable_raw_is_rejected() {
         let bad = dev("u64", "h").with_raw(Some(serde_json::json!({"n": u64::MAX})));
-        let p = prepare(vec![bad], &mut ctx(), 16 << 20);
+        let p = prepare(&[bad], &mut ctx(), 16 << 20);
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].reason, "store_encode");
     }
@@ -1098,14 +1108,4 @@ mod tests {
         assert_eq!(r.errors.get(&0), Some(&(17419, "too big".to_string())));
         assert!(UpdateReply::parse(&doc! {"ok": 1}).is_err());
     }
-}
-
-/// `limit` and `batchSize` of a `find` for at most `n` documents (by unique
-/// key), so that they come back in one reply with the cursor closed. The
-/// projected fields take under 200 bytes a document, so the default 1,000
-/// statements per command answer in far less than a reply's 16 MiB; a much
-/// larger `max_batch_docs` can still need `getMore`s, which the cursor sends.
-fn one_reply(n: usize) -> (i64, u32) {
-    let n = n.max(1);
-    (i64::try_from(n).unwrap_or(i64::MAX), u32::try_from(n + 1).unwrap_or(u32::MAX))
 }
