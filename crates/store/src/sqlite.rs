@@ -7,6 +7,9 @@
 //!   `assets` and `load_checkpoint` never wait behind a long load.
 //! - WAL journal, `synchronous=NORMAL`, a busy timeout; write transactions
 //!   start `IMMEDIATE` so two processes on one file queue instead of failing.
+//! - The WAL is checkpointed on a thread of the store's own (see
+//!   `start_checkpointer`), not inside the commit that filled it: a load
+//!   goes on while the WAL is copied into the database and fsynced.
 //! - Timestamps are stored as fixed-width RFC 3339 UTC text with nanoseconds
 //!   (`2024-05-01T12:00:00.000000000Z`), so text order is time order.
 //! - The schema is created idempotently; `meta.schema_version` records its version.
