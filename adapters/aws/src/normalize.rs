@@ -160,15 +160,13 @@ fn leaf(i: &mut Instance, rel: &[String], text: &str, tag: &mut (Option<String>,
         ["platform"] => set(&mut i.platform, text),
         ["launchTime"] => set(&mut i.launch_time, text),
         ["placement", "availabilityZone"] => set(&mut i.availability_zone, text),
-        ["networkInterfaceSet", "item", "macAddress"] => {
-            if !text.trim().is_empty() {
-                i.macs.push(text.trim().to_string());
-            }
+        ["networkInterfaceSet", "item", "macAddress"] if !text.trim().is_empty() => {
+            i.macs.push(text.trim().to_string());
         }
-        ["networkInterfaceSet", "item", "privateIpAddressesSet", "item", "privateIpAddress"] => {
-            if !text.trim().is_empty() {
-                i.eni_ips.push(text.trim().to_string());
-            }
+        ["networkInterfaceSet", "item", "privateIpAddressesSet", "item", "privateIpAddress"]
+            if !text.trim().is_empty() =>
+        {
+            i.eni_ips.push(text.trim().to_string());
         }
         ["tagSet", "item", "key"] => tag.0 = Some(text.to_string()),
         ["tagSet", "item", "value"] => tag.1 = Some(text.to_string()),

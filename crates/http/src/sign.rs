@@ -89,7 +89,10 @@ pub trait RequestSigner: Send + Sync {
 /// limited, the client's pace slowed, waited out as the headers ask or with
 /// backoff).
 #[derive(Clone)]
-pub struct SlowDownRule(pub Arc<dyn Fn(u16, &HeaderMap, &[u8]) -> bool + Send + Sync>);
+pub struct SlowDownRule(pub Arc<SlowDownFn>);
+
+/// The test of a [`SlowDownRule`]: status, headers, error body.
+pub type SlowDownFn = dyn Fn(u16, &HeaderMap, &[u8]) -> bool + Send + Sync;
 
 impl SlowDownRule {
     pub fn new(f: impl Fn(u16, &HeaderMap, &[u8]) -> bool + Send + Sync + 'static) -> Self {

@@ -304,18 +304,19 @@ struct Caller {
 /// A refusal: status, code, message.
 type Refusal = (StatusCode, &'static str, String);
 
-/// Verify a request's signature for `service` in `region`; `max_skew` the
-/// date's tolerance.
-fn verify(
-    sim: &Sim,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-    service: &str,
-    region: &str,
-) -> Result<Caller, Refusal> {
+/// A request as received, for [`verify`].
+#[derive(Clone, Copy)]
+struct Received<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
+/// Verify a request's signature for `service` in `region`.
+fn verify(sim: &Sim, req: &Received<'_>, service: &str, region: &str) -> Result<Caller, Refusal> {
+    let Received { method, path, query, headers, body } = *req;
     let sts = service == "sts";
     let auth_failure = |m: &str| (StatusCode::UNAUTHORIZED, "AuthFailure", m.to_string());
     let mismatch = |m: String| (StatusCode::FORBIDDEN, "SignatureDoesNotMatch", m);
@@ -468,11 +469,12 @@ async fn ec2(
             &format!("No EC2 endpoint for region {region}."),
         );
     }
-    let caller = match verify(&sim, &method, uri.path(), q.as_deref(), &headers, &body, "ec2", &region) {
+    let received = Received { method: &method, path: uri.path(), query: q.as_deref(), headers: &headers, body: &body };
+    let caller = match verify(&sim, &received, "ec2", &region) {
         Ok(c) => c,
         Err(r) => return refuse(&sim, false, &headers, r),
     };
-    if sim.config.behavior.aws_disabled_regions.iter().any(|r| *r == region) {
+    if sim.config.behavior.aws_disabled_regions.contains(&region) {
         return ec2_error(
             &sim,
             StatusCode::UNAUTHORIZED,
@@ -621,7 +623,8 @@ async fn sts(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = verify(&sim, &method, uri.path(), q.as_deref(), &headers, &body, "sts", STS_REGION) {
+    let received = Received { method: &method, path: uri.path(), query: q.as_deref(), headers: &headers, body: &body };
+    if let Err(r) = verify(&sim, &received, "sts", STS_REGION) {
         return refuse(&sim, true, &headers, r);
     }
     let p = params(q.as_deref(), &method, &body);
