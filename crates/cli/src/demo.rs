@@ -1,5 +1,5 @@
 //! `corral demo`: start the vendor simulators (CrowdStrike, Okta, Microsoft
-//! Graph) in-process, generate sample exports, and sync all of them, so a new
+//! Graph, Tenable, Qualys, AWS) in-process, generate sample exports, and sync all of them, so a new
 //! user sees the whole pipeline work with no server and no credentials.
 
 use std::path::Path;
@@ -98,6 +98,13 @@ pub async fn run(
     let graph = sim(Vendor::MsGraph).await.context("starting the Microsoft Graph simulator")?;
     let tenable = sim(Vendor::Tenable).await.context("starting the Tenable simulator")?;
     let qualys = sim(Vendor::Qualys).await.context("starting the Qualys simulator")?;
+    // AWS: two accounts (the key's own and one reached by an assumed role) in
+    // three regions, about `vendor_size` instances in all.
+    let aws = corral_sim::start(Vendor::Aws, SimConfig::new(42, aws_scope_size(vendor_size)).latency_ms(5))
+        .await
+        .context("starting the AWS simulator")?;
+    let aws_role =
+        format!("arn:aws:iam::{}:role/{}", corral_sim::data::aws::accounts(42)[1], corral_sim::data::aws::ROLE_NAME);
     let creds = Credentials::default();
     let vendors = [
         (
@@ -132,6 +139,15 @@ pub async fn run(
                 "base_url": qualys.base_url, "username": creds.client_id, "password": creds.client_secret,
             }),
         ),
+        (
+            "demo-aws",
+            "aws",
+            serde_json::json!({
+                "access_key_id": creds.client_id, "secret_access_key": creds.client_secret,
+                "regions": AWS_DEMO_REGIONS, "accounts": [{}, {"role_arn": aws_role}],
+                "endpoint": format!("{}/{{region}}", aws.base_url), "sts_endpoint": format!("{}/sts", aws.base_url),
+            }),
+        ),
     ];
     for (name, adapter, config) in vendors {
         if left_out(adapter, name) {
@@ -147,25 +163,36 @@ pub async fn run(
     }
     if !json {
         eprintln!(
-            "corral demo: simulated CrowdStrike at {}, Okta at {}, Microsoft Graph at {}, Tenable at {}, Qualys at {} \
-             ({vendor_size} records each)",
-            crowdstrike.base_url, okta.base_url, graph.base_url, tenable.base_url, qualys.base_url
+            "corral demo: simulated CrowdStrike at {}, Okta at {}, Microsoft Graph at {}, Tenable at {}, Qualys at {}, \
+             AWS at {} ({vendor_size} records each)",
+            crowdstrike.base_url, okta.base_url, graph.base_url, tenable.base_url, qualys.base_url, aws.base_url
         );
     }
 
     if conns.is_empty() {
-        anyhow::bail!("this build has none of the demo's adapters (file, crowdstrike, okta, msgraph, tenable, qualys)");
+        anyhow::bail!(
+            "this build has none of the demo's adapters (file, crowdstrike, okta, msgraph, tenable, qualys, aws)"
+        );
     }
     let store = open_store(&store_config).await?;
     let described = store.describe();
     let code = sync(store, EngineConfig::default(), conns, out, redactor).await?;
-    for handle in [crowdstrike, okta, graph, tenable, qualys] {
+    for handle in [crowdstrike, okta, graph, tenable, qualys, aws] {
         handle.shutdown().await;
     }
     if !json {
         eprintln!("\nassets are in {described}: try `corral assets` and `corral assets --list --kind device`");
     }
     Ok(code)
+}
+
+/// The regions of the demo's AWS connection.
+const AWS_DEMO_REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+
+/// The AWS simulator's size for a demo of `vendor_size` records: two
+/// accounts in three regions hold about `vendor_size` instances.
+fn aws_scope_size(vendor_size: usize) -> usize {
+    (vendor_size / 6).max(1)
 }
 
 /// Writes the sample exports the file adapter's demo connections read;

@@ -72,6 +72,23 @@ fn demo_loads_assets_that_assets_lists() {
     // Qualys: every host of the host list, and their detections.
     assert_eq!(of_kind("demo-qualys", "device"), 300, "{counts}");
     assert!(of_kind("demo-qualys", "vulnerability") > 0, "{counts}");
+    // AWS: every instance of both accounts in the three regions, as a cloud
+    // resource and as a device.
+    let instances = aws_demo_instances(300);
+    assert!(instances > 150, "{instances}");
+    assert_eq!(of_kind("demo-aws", "cloud_resource"), instances, "{counts}");
+    assert_eq!(of_kind("demo-aws", "device"), instances, "{counts}");
+    // All five kinds are in the store.
+    for kind in ["device", "user", "vulnerability", "software", "cloud_resource"] {
+        let n: u64 = counts
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|c| c["kind"] == kind)
+            .map(|c| c["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(n > 0, "no {kind}: {counts}");
+    }
 
     let out = corral(dir.path(), &["assets", "--list", "--kind", "device", "--limit", "3", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json list");
@@ -80,7 +97,23 @@ fn demo_loads_assets_that_assets_lists() {
 
     let out = corral(dir.path(), &["runs", "--json"]);
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json runs");
-    assert_eq!(runs.as_array().map(Vec::len), Some(7));
+    assert_eq!(runs.as_array().map(Vec::len), Some(8));
+    assert!(runs.as_array().expect("runs").iter().all(|r| r["status"] == "success"), "{runs}");
+}
+
+/// The instances the demo's AWS connection reads with `--vendor-size N`
+/// (as src/demo.rs sets it up: seed 42, two accounts, three regions, a
+/// simulator of size N / 6).
+fn aws_demo_instances(vendor_size: usize) -> u64 {
+    let accounts = corral_sim::data::aws::accounts(42);
+    let size = (vendor_size / 6).max(1);
+    let mut n = 0;
+    for account in &accounts[..2] {
+        for region in ["us-east-1", "eu-west-1", "ap-southeast-2"] {
+            n += corral_sim::data::aws::AwsData::new(42, size, 0, account, region).count();
+        }
+    }
+    n
 }
 
 fn write_config(dir: &Path, body: &str) {

@@ -74,7 +74,9 @@ fn expected_assets(vendor: Vendor) -> usize {
         Vendor::MsGraph => {
             ids(corral_sim::msgraph_devices(SEED, SIZE, 0)).len() + ids(corral_sim::msgraph_users(SEED, SIZE, 0)).len()
         }
-        Vendor::Kit | Vendor::Tenable | Vendor::Qualys => unreachable!("this test starts no kit or Tenable simulator"),
+        Vendor::Kit | Vendor::Tenable | Vendor::Qualys | Vendor::Aws => {
+            unreachable!("this test starts no kit or Tenable simulator")
+        }
     }
 }
 
@@ -101,7 +103,9 @@ fn connection_toml(out: &mut String, name: &str, vendor: Vendor, base_url: &str,
              page_size = 100\n",
             c.tenant, c.client_id
         ),
-        Vendor::Kit | Vendor::Tenable | Vendor::Qualys => unreachable!("this test starts no kit or Tenable simulator"),
+        Vendor::Kit | Vendor::Tenable | Vendor::Qualys | Vendor::Aws => {
+            unreachable!("this test starts no kit or Tenable simulator")
+        }
     };
 }
 
@@ -146,7 +150,7 @@ fn three_hundred_connections_under_ulimit_1024_keep_their_own_results() {
             Vendor::CrowdStrike => &cs,
             Vendor::Okta => &okta,
             Vendor::MsGraph => &graph,
-            Vendor::Kit | Vendor::Tenable | Vendor::Qualys => {
+            Vendor::Kit | Vendor::Tenable | Vendor::Qualys | Vendor::Aws => {
                 unreachable!("this test starts no kit or Tenable simulator")
             }
         };

@@ -215,7 +215,7 @@ fn demo_loads_into_mongodb() {
     let graph = corral_sim::msgraph_asset_count(42, 200, 0);
     assert_eq!(count_of(&counts, "demo-msgraph"), graph as u64, "{counts}");
     let out = corral(dir.path(), &uri, &["runs", "--json"]);
-    assert_eq!(json(&out).as_array().map(Vec::len), Some(7), "{}", text(&out));
+    assert_eq!(json(&out).as_array().map(Vec::len), Some(8), "{}", text(&out));
 }
 
 /// nx-27017 is killed while `corral sync` loads: exit 4, a failed run, nothing

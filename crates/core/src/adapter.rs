@@ -607,6 +607,7 @@ impl FetchContext {
             max_page_records: crate::EngineConfig::default().max_page_records,
             started_over: Arc::default(),
             keeps_checkpoint: Arc::default(),
+            incomplete: Arc::default(),
         }
     }
 
@@ -649,6 +650,25 @@ impl FetchContext {
     pub fn keeps_checkpoint(&self) -> bool {
         self.keeps_checkpoint.load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// Say that part of the stream's inventory could not be fetched while
+    /// the rest was (a stream read from several scopes, e.g. the regions and
+    /// accounts of a cloud connection, one of which failed): `reason` names
+    /// the part. Call it before `fetch` returns `Ok`: what was fetched is
+    /// loaded as usual, but the stream is not complete, so the engine
+    /// records the reason as an error of the run (partial), leaves the
+    /// stream's checkpoint as it is and skips its stale handling (the assets
+    /// of the part not seen must not go stale). A fetch that returns `Err`
+    /// needs none of this. Each call adds a reason.
+    pub fn incomplete(&self, reason: impl Into<String>) {
+        let mut r = self.incomplete.lock().unwrap_or_else(|e| e.into_inner());
+        r.push(reason.into());
+    }
+
+    /// The reasons given to [`FetchContext::incomplete`] so far.
+    pub fn incomplete_reasons(&self) -> Vec<String> {
+        self.incomplete.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Everything fetch gets from the engine for one stream.
@@ -669,6 +689,8 @@ pub struct FetchContext {
     pub(crate) started_over: Arc<std::sync::atomic::AtomicBool>,
     /// Set by [`FetchContext::keep_checkpoint`]; the engine reads it when the stream ends.
     pub(crate) keeps_checkpoint: Arc<std::sync::atomic::AtomicBool>,
+    /// Filled by [`FetchContext::incomplete`]; the engine reads it when the stream ends.
+    pub(crate) incomplete: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A configured vendor integration for one connection.

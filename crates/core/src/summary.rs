@@ -107,6 +107,10 @@ pub struct StreamSummary {
     pub fetch_completed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch_error: Option<String>,
+    /// The fetch ended but saw only part of the stream (some scopes failed:
+    /// `FetchContext::incomplete`); what it could not see. No stale handling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
     /// Pages that could not be decoded at all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub page_errors: Vec<String>,

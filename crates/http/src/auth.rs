@@ -27,6 +27,9 @@ pub enum Auth {
     /// OAuth2 client credentials (CrowdStrike, Microsoft Graph, Jamf), or
     /// a token bought from another call ([`OAuth2Config::token_call`]).
     OAuth2ClientCredentials(OAuth2Config),
+    /// Every attempt signed by the adapter's signer (AWS Signature Version 4):
+    /// see [`crate::RequestSigner`].
+    Signed(std::sync::Arc<dyn crate::RequestSigner>),
 }
 
 impl Auth {
@@ -52,6 +55,7 @@ impl Auth {
             Auth::Header { .. } => "Header",
             Auth::Basic { .. } => "Basic",
             Auth::OAuth2ClientCredentials(_) => "OAuth2ClientCredentials",
+            Auth::Signed(_) => "Signed",
         }
     }
 }
@@ -59,7 +63,7 @@ impl Auth {
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Auth::None | Auth::Bearer(_) => write!(f, "{}", self.kind()),
+            Auth::None | Auth::Bearer(_) | Auth::Signed(_) => write!(f, "{}", self.kind()),
             Auth::Header { name, .. } => f.debug_struct("Header").field("name", name).field("value", &"***").finish(),
             Auth::Basic { user, .. } => f.debug_struct("Basic").field("user", user).field("password", &"***").finish(),
             Auth::OAuth2ClientCredentials(c) => c.fmt(f),
@@ -188,7 +192,7 @@ pub(crate) fn sensitive(value: &str) -> Result<HeaderValue, HttpError> {
 /// Static credentials turned into one header, ready to attach.
 pub(crate) fn static_header(auth: &Auth) -> Result<Option<(HeaderName, HeaderValue)>, HttpError> {
     Ok(match auth {
-        Auth::None | Auth::OAuth2ClientCredentials(_) => None,
+        Auth::None | Auth::OAuth2ClientCredentials(_) | Auth::Signed(_) => None,
         Auth::Bearer(t) => Some((AUTHORIZATION, sensitive(&format!("Bearer {}", t.expose_secret()))?)),
         Auth::Header { name, value } => {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -258,6 +262,7 @@ impl Auth {
     pub(crate) fn secret_forms(&self) -> Vec<String> {
         match self {
             Auth::None | Auth::OAuth2ClientCredentials(_) => Vec::new(),
+            Auth::Signed(s) => s.secret_forms(),
             Auth::Bearer(t) => vec![t.expose_secret().to_string()],
             Auth::Header { value, .. } => {
                 let v = value.expose_secret();

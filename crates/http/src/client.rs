@@ -44,6 +44,7 @@ pub(crate) struct Shared {
     pub(crate) slow_warn: Duration,
     /// The connection's name for log lines ("-" when not configured).
     pub(crate) connection: String,
+    pub(crate) slow_down: Option<crate::SlowDownRule>,
 }
 
 impl HttpClient {
@@ -98,6 +99,7 @@ impl HttpClient {
             total_timeout: config.timeouts.total,
             slow_warn: config.timeouts.slow_warn,
             connection: config.connection.clone().unwrap_or_else(|| "-".to_string()),
+            slow_down: config.slow_down.clone(),
         };
         Ok(HttpClient { shared: Arc::new(shared), metrics, stream: None })
     }

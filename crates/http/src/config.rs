@@ -30,6 +30,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// The connection's name, for log lines (a long wait, a slow answer).
     pub connection: Option<String>,
+    /// A vendor's "slow down" answer told by its body (AWS's 503
+    /// `RequestLimitExceeded`): handled like a 429. See [`crate::SlowDownRule`].
+    pub slow_down: Option<crate::SlowDownRule>,
 }
 
 impl HttpConfig {
@@ -44,11 +47,17 @@ impl HttpConfig {
             user_agent: concat!("corral/", env!("CARGO_PKG_VERSION")).to_string(),
             max_body_bytes: 256 * 1024 * 1024,
             connection: None,
+            slow_down: None,
         }
     }
     /// Name log lines after this connection.
     pub fn with_connection(mut self, name: impl Into<String>) -> Self {
         self.connection = Some(name.into());
+        self
+    }
+    /// Recognise the vendor's "slow down" answers by their body too.
+    pub fn with_slow_down(mut self, rule: crate::SlowDownRule) -> Self {
+        self.slow_down = Some(rule);
         self
     }
     pub fn with_auth(mut self, auth: Auth) -> Self {

@@ -4,7 +4,8 @@
 //! - **auth** ([`Auth`]): bearer, whole-header (Okta `SSWS`, SentinelOne
 //!   `ApiToken`, Tenable `X-ApiKeys`), Basic, and OAuth2 client credentials
 //!   with a shared single-flight token cache refreshed before expiry and once
-//!   on a 401;
+//!   on a 401, and requests signed on every attempt by an adapter's
+//!   [`RequestSigner`] (AWS SigV4);
 //! - **rate limiting** ([`RateConfig`]): a governor quota, a cap on requests
 //!   in flight, and pacing learned from `X-RateLimit-*` / `X-Rate-Limit-*`
 //!   headers so the client slows down before the vendor answers 429;
@@ -64,6 +65,7 @@ mod ratelimit;
 pub mod record;
 mod retry;
 mod send;
+mod sign;
 mod sliding;
 
 pub use auth::{Auth, OAuth2Config, TokenCall};
@@ -80,9 +82,10 @@ pub use paginate::{
 };
 pub use ratelimit::VendorRate;
 pub use retry::{Class, MAX_PLAUSIBLE_WAIT, MAX_WAIT, backoff, classify, parse_retry_after, wait_from_headers};
+pub use sign::{RequestSigner, Signature, SlowDownRule, ToSign};
 
 /// Re-exports adapters need without naming reqwest, governor or secrecy versions.
 pub use governor::Quota;
-pub use reqwest::header::{HeaderMap, HeaderValue};
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use reqwest::{Method, StatusCode, Url};
 pub use secrecy::{ExposeSecret, SecretString};

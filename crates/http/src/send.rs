@@ -31,12 +31,25 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
         rb;
     let url = url?;
     let shared = &client.shared;
-    let m: &RequestMetrics = &client.metrics;
+    let m_arc: &std::sync::Arc<RequestMetrics> = &client.metrics;
+    let m: &RequestMetrics = m_arc;
     let endpoint = redact_url(&url);
     let asker = client.asker(&endpoint);
     // Credentials go only to the vendor's own origin.
     let same_origin = url.origin() == shared.base.origin();
     let oauth = shared.oauth.as_ref().filter(|_| same_origin);
+    let signer = match &shared.auth {
+        crate::Auth::Signed(s) if same_origin => Some(s),
+        _ => None,
+    };
+    // A signed form goes as the bytes that were signed.
+    let rb_body = match rb_body {
+        Body::Form(fields) if signer.is_some() => {
+            let encoded = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter()).finish();
+            Body::Bytes { data: Bytes::from(encoded), content_type: "application/x-www-form-urlencoded" }
+        }
+        other => other,
+    };
     let max_body = max_body.unwrap_or(shared.max_body);
     let per_attempt = timeout.unwrap_or(shared.total_timeout);
     let started = Instant::now();
@@ -48,6 +61,7 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
         attempts += 1;
         let mut req = shared.http.request(method.clone(), url.clone()).headers(headers.clone());
         let mut token_generation = 0;
+        let mut signed_generation = 0;
         // The token first: a slow token endpoint must not hold an in-flight slot.
         if let Some(o) = oauth {
             let t = o.token(&shared.http, &retry, m, deadline, asker).await?;
@@ -72,6 +86,24 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
             }));
         }
         req = req.timeout(attempt_timeout);
+        if let Some(signer) = signer {
+            let body: &[u8] = match &rb_body {
+                Body::Bytes { data, .. } => data,
+                Body::None | Body::Form(_) => &[],
+            };
+            let mut signed_headers = headers.clone();
+            if let Body::Bytes { content_type, .. } = &rb_body {
+                signed_headers.insert(CONTENT_TYPE, reqwest::header::HeaderValue::from_static(content_type));
+            }
+            let sig = signer
+                .sign(crate::ToSign { method: &method, url: &url, headers: &signed_headers, body, metrics: m_arc })
+                .await?;
+            signed_generation = sig.generation;
+            for (name, mut value) in sig.headers {
+                value.set_sensitive(true);
+                req = req.header(name, value);
+            }
+        }
         req = match &rb_body {
             Body::None => req,
             Body::Bytes { data, content_type } => req.header(CONTENT_TYPE, *content_type).body(data.clone()),
@@ -126,7 +158,24 @@ pub(crate) async fn execute(rb: RequestBuilder) -> Result<Response, HttpError> {
                 let code = status.as_u16();
                 // Scrubbed before it is cut short: a secret cut in two would survive.
                 let detail = || snippet(client.scrub(&String::from_utf8_lossy(&body)).as_bytes(), DETAIL_CHARS);
-                match classify(code, &headers, oauth.is_some(), SystemTime::now()) {
+                let slow_down = shared.slow_down.as_ref().is_some_and(|r| r.matches(code, &headers, &body));
+                let class = if slow_down {
+                    Class::RateLimited(crate::retry::wait_from_headers(&headers, SystemTime::now()))
+                } else {
+                    classify(code, &headers, oauth.is_some(), SystemTime::now())
+                };
+                if let Some(signer) = signer
+                    && matches!(code, 400 | 401 | 403)
+                    && matches!(class, Class::ConfigError)
+                    && !refreshed
+                    && signer.refused(signed_generation, code, &body, m_arc).await?
+                {
+                    refreshed = true;
+                    tracing::debug!(%endpoint, status = code, "signed request refused; trying once more with renewed credentials");
+                    m.record_retry(Duration::ZERO);
+                    continue;
+                }
+                match class {
                     Class::Success => return Ok(Response { status, headers, body, url }),
                     Class::RefreshAuth => {
                         let Some(o) = oauth else {

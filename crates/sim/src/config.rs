@@ -15,6 +15,8 @@ pub enum Vendor {
     Tenable,
     /// Qualys VMDR: host list detection, host list and KnowledgeBase (XML).
     Qualys,
+    /// AWS: EC2 DescribeInstances per region and STS AssumeRole (SigV4, XML).
+    Aws,
 }
 
 impl Vendor {
@@ -26,6 +28,7 @@ impl Vendor {
             Vendor::Kit => "kit",
             Vendor::Tenable => "tenable",
             Vendor::Qualys => "qualys",
+            Vendor::Aws => "aws",
         }
     }
 }
@@ -39,7 +42,8 @@ impl std::str::FromStr for Vendor {
             "msgraph" | "graph" | "intune" | "entra" => Ok(Vendor::MsGraph),
             "tenable" | "tenable-vm" | "tio" => Ok(Vendor::Tenable),
             "qualys" | "vmdr" => Ok(Vendor::Qualys),
-            other => Err(format!("unknown vendor {other:?} (crowdstrike, okta, msgraph, tenable, qualys)")),
+            "aws" | "ec2" => Ok(Vendor::Aws),
+            other => Err(format!("unknown vendor {other:?} (crowdstrike, okta, msgraph, tenable, qualys, aws)")),
         }
     }
 }
@@ -180,6 +184,9 @@ pub struct Faults {
     /// Tenable: these exports end in ERROR halfway (`export_error`); their
     /// remaining chunks are listed in `chunks_failed` and answer 404.
     pub error_exports: Vec<u64>,
+    /// AWS: the first N `DescribeInstances` calls are answered 503
+    /// `RequestLimitExceeded` whatever the token buckets hold.
+    pub aws_throttles: u64,
 }
 
 impl Default for Faults {
@@ -206,6 +213,7 @@ impl Default for Faults {
             expired_chunks: Vec::new(),
             cancel_exports: Vec::new(),
             error_exports: Vec::new(),
+            aws_throttles: 0,
         }
     }
 }
@@ -298,6 +306,9 @@ pub struct Behavior {
     /// Qualys: API calls allowed to run at once (`X-Concurrency-Limit-Limit`);
     /// one more is a 409 (code 1960). Default 2.
     pub qualys_concurrency: usize,
+    /// AWS: regions not enabled for the accounts: `DescribeInstances` there
+    /// answers 401 `AuthFailure`, as EC2 does.
+    pub aws_disabled_regions: Vec<String>,
 }
 
 impl Default for Behavior {
@@ -313,6 +324,7 @@ impl Default for Behavior {
             max_running_exports: 2,
             finding_output_bytes: 200,
             qualys_concurrency: 2,
+            aws_disabled_regions: Vec::new(),
         }
     }
 }

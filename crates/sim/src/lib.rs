@@ -1,12 +1,12 @@
 //! corral-sim: simulators of vendor APIs (CrowdStrike Falcon hosts, Okta users,
 //! Microsoft Graph Intune devices and Entra users, Tenable VM exports, Qualys VMDR
-//! detections; Jamf Pro and ServiceNow as [`kit`] presets) for tests, demos and
+//! detections, AWS EC2 instances and STS; Jamf Pro and ServiceNow as [`kit`] presets) for tests, demos and
 //! benchmarks.
 //!
 //! Each simulator is an axum server on loopback that reproduces the vendor's paging,
 //! auth, rate-limit headers and error shapes (each written down in its module's docs:
 //! `src/crowdstrike.rs`, `src/okta.rs`, `src/msgraph.rs`, `src/tenable.rs`,
-//! `src/qualys.rs`, `src/kit/jamf.rs`, `src/kit/servicenow.rs`), serves a dataset
+//! `src/qualys.rs`, `src/aws.rs`, `src/kit/jamf.rs`, `src/kit/servicenow.rs`), serves a dataset
 //! that is a pure function of `(seed, size, generation)`, and injects seeded faults.
 //!
 //! ```no_run
@@ -25,6 +25,7 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod aws;
 mod config;
 mod counters;
 mod crowdstrike;

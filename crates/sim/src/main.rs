@@ -255,6 +255,21 @@ fn dump(d: &Dump) -> Result<()> {
                 )?;
             }
         }
+        Vendor::Aws => {
+            // The first account's instances, region by region.
+            let account = corral_sim::data::aws::accounts(a.seed)[0].clone();
+            for region in corral_sim::data::aws::REGIONS {
+                let data = corral_sim::data::aws::AwsData::new(a.seed, a.size, a.generation, &account, region);
+                for i in 0..data.count().min(n) {
+                    let x = data.instance(i);
+                    line(
+                        &mut out,
+                        &serde_json::json!({"region": region, "account": account, "instance_id": x.id,
+                            "state": x.state.1, "private_ip": x.private_ip, "public_ip": x.public_ip}),
+                    )?;
+                }
+            }
+        }
         Vendor::Tenable => {
             // Assets, then the default vulnerability export's findings.
             let data = TenableData::new(a.seed, a.size, a.generation, Behavior::default().findings_per_asset);
@@ -306,6 +321,19 @@ async fn serve(s: Serve) -> Result<()> {
             println!("  auth:    Basic {}:{} and X-Requested-With: anything", c.client_id, c.client_secret);
             println!("  detections: GET {base}/api/2.0/fo/asset/host/vm/detection/?action=list&truncation_limit=1000");
             println!("  hosts:   GET  {base}/api/2.0/fo/asset/host/?action=list&truncation_limit=1000");
+        }
+        Vendor::Aws => {
+            let accounts = corral_sim::data::aws::accounts(config.seed);
+            println!(
+                "  auth:    SigV4, access key {} secret {} (account {})",
+                c.client_id, c.client_secret, accounts[0]
+            );
+            println!("  ec2:     GET  {base}/{{region}}/?Action=DescribeInstances&Version=2016-11-15&MaxResults=1000");
+            println!(
+                "  sts:     POST {base}/sts/  Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam::{}:role/{}",
+                accounts[1],
+                corral_sim::data::aws::ROLE_NAME
+            );
         }
         Vendor::Tenable => {
             println!("  auth:    X-ApiKeys: accessKey={};secretKey={}", c.client_id, c.client_secret);

@@ -25,7 +25,7 @@ use crate::data::okta::OktaData;
 use crate::faults::{self, FaultRng};
 use crate::ratelimit::{Decision, Limiter, Window};
 use crate::util::PageIndex;
-use crate::{crowdstrike, kit, msgraph, okta, qualys, tenable};
+use crate::{aws, crowdstrike, kit, msgraph, okta, qualys, tenable};
 
 /// What an endpoint is, for deciding which layers apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +78,8 @@ pub(crate) struct Sim {
     pub kit: Option<Arc<kit::Runtime>>,
     /// Tenable's export jobs.
     pub(crate) jobs: tenable::Jobs,
+    /// AWS's sessions and token buckets.
+    pub(crate) aws: aws::AwsState,
 }
 
 impl Sim {
@@ -186,6 +188,9 @@ impl Sim {
 
     /// Another client spends `n` requests of the data limit now.
     pub(crate) fn spend(&self, n: u32) -> u32 {
+        if self.vendor == Vendor::Aws {
+            return self.aws.spend(self, n);
+        }
         self.limiter.as_ref().map_or(0, |l| l.spend(Instant::now(), n))
     }
 
@@ -196,6 +201,7 @@ impl Sim {
             Vendor::MsGraph => 2000,
             Vendor::Kit | Vendor::Tenable => self.config.rate_limit.map_or(1000, |l| l.requests),
             Vendor::Qualys => self.config.rate_limit.map_or(300, |l| l.requests),
+            Vendor::Aws => self.config.rate_limit.map_or(100, |l| l.requests),
         };
         Decision {
             allowed: true,
@@ -344,6 +350,7 @@ pub(crate) async fn launch(
         filter_cache: Mutex::new(Vec::new()),
         kit,
         jobs: tenable::Jobs::default(),
+        aws: aws::AwsState::default(),
         config: config.clone(),
     });
     let handle_sim = sim.clone();
@@ -390,6 +397,7 @@ async fn serve(sim: Arc<Sim>, listener: std::net::TcpListener, stop: Cancellatio
         Vendor::Kit => kit::router(&sim),
         Vendor::Tenable => tenable::router(),
         Vendor::Qualys => qualys::router(),
+        Vendor::Aws => aws::router(),
     };
     // Admin routes are merged after the layer: never counted, limited or faulted.
     let app: Router = routes
@@ -499,6 +507,7 @@ fn classify(sim: &Sim, method: &Method, path: &str) -> (&'static str, Kind) {
         Vendor::Kit => kit::classify(sim, method, path),
         Vendor::Tenable => tenable::classify(method, path),
         Vendor::Qualys => qualys::classify(method, path),
+        Vendor::Aws => aws::classify(method, path),
     }
 }
 
@@ -740,7 +749,9 @@ async fn handle(
         }
         decision = Some(d);
     }
+    // AWS throttles per account and region, which only its handler knows (aws.rs).
     if kind != Kind::Auth
+        && sim.vendor != Vendor::Aws
         && let Some(l) = &sim.limiter
     {
         let d = l.check(Instant::now(), true);
@@ -785,6 +796,7 @@ fn too_many(sim: &Sim, d: Decision) -> Response {
         Vendor::Kit => kit::too_many(sim, &d),
         Vendor::Tenable => tenable::too_many(sim, &d),
         Vendor::Qualys => qualys::too_many(sim, &d),
+        Vendor::Aws => aws::throttled(sim),
     };
     resp.extensions_mut().insert(d);
     resp
@@ -817,6 +829,7 @@ fn server_error(sim: &Sim, status: StatusCode) -> Response {
         Vendor::Kit => kit::server_error(sim, status),
         Vendor::Tenable => tenable::server_error(status),
         Vendor::Qualys => qualys::server_error(status),
+        Vendor::Aws => aws::server_error(sim, status),
     }
 }
 
@@ -828,7 +841,7 @@ fn rate_headers(sim: &Sim, headers: &mut HeaderMap, d: &Decision) {
     match sim.vendor {
         Vendor::CrowdStrike => crowdstrike::rate_headers(headers, d),
         Vendor::Okta => okta::rate_headers(sim, headers, d),
-        Vendor::MsGraph | Vendor::Tenable => {}
+        Vendor::MsGraph | Vendor::Tenable | Vendor::Aws => {}
         Vendor::Kit => kit::rate_headers(sim, headers, d),
         Vendor::Qualys => qualys::rate_headers(sim, headers, d),
     }

@@ -260,6 +260,7 @@ pub fn run_summary(sync_id: &str, connection: &str, started_at: DateTime<Utc>) -
             pages_rejected_unsized: 0,
             fetch_completed: true,
             fetch_error: None,
+            incomplete: None,
             page_errors: vec!["page 3: truncated body".into()],
             stale_handled: true,
             stale: StaleOutcome { marked: 3, deleted: 1 },

@@ -142,6 +142,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
     let mut resumed = BTreeSet::new();
     let mut started_over = BTreeMap::new();
     let mut keeps_checkpoint = BTreeMap::new();
+    let mut incomplete = BTreeMap::new();
     for stream in streams {
         let checkpoint = match shared.store.load_checkpoint(&conn.name, &stream.name).await {
             Ok(Some(c)) if !c.0.is_null() => Some(c),
@@ -159,6 +160,8 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         started_over.insert(stream.name.clone(), over.clone());
         let keep = Arc::new(std::sync::atomic::AtomicBool::new(false));
         keeps_checkpoint.insert(stream.name.clone(), keep.clone());
+        let partly: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        incomplete.insert(stream.name.clone(), partly.clone());
         let ctx = FetchContext {
             connection: conn.name.clone(),
             stream,
@@ -168,6 +171,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
             max_page_records: cfg.max_page_records,
             started_over: over,
             keeps_checkpoint: keep,
+            incomplete: partly,
         };
         let fut = fetch_stream(conn.adapter.clone(), ctx, fetch_ended.clone(), conn_cancel.clone());
         fetchers.spawn(Staged::new("fetch", name.clone(), recorder.clone(), fut));
@@ -200,6 +204,7 @@ pub(super) async fn run_connection(engine: &Engine, conn: Connection, progress: 
         resumed,
         started_over,
         keeps_checkpoint,
+        incomplete,
         store_refused: BTreeSet::new(),
         rejects_buffer: Vec::new(),
         rejects_kept: 0,
@@ -589,6 +594,8 @@ struct Loader<'a> {
     /// Per stream: fetch said its checkpoint is a watermark for the next run
     /// ([`FetchContext::keep_checkpoint`]): not cleared when the stream completes.
     keeps_checkpoint: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
+    /// Per stream, what its fetch said it could not see ([`FetchContext::incomplete`]).
+    incomplete: BTreeMap<String, Arc<std::sync::Mutex<Vec<String>>>>,
     /// Streams with a record the store refused: its stored copy was not
     /// refreshed, so stale handling would wrongly mark (and later delete) it.
     store_refused: BTreeSet<String>,
@@ -890,7 +897,21 @@ impl Loader<'_> {
                 self.summary.errors.push(format!("stream {stream}: fetch failed: {e}"));
                 return;
             }
-            Ok(()) => st.fetch_completed = true,
+            Ok(()) => {
+                let partly = self
+                    .incomplete
+                    .get(&stream)
+                    .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                    .unwrap_or_default();
+                if !partly.is_empty() {
+                    let reason = partly.join("; ");
+                    tracing::warn!(connection = %self.conn.name, stream = %stream, reason = %reason, "stream fetched in part; stale handling skipped");
+                    st.incomplete = Some(reason.clone());
+                    self.summary.errors.push(format!("stream {stream}: fetched in part: {reason}"));
+                    return;
+                }
+                st.fetch_completed = true;
+            }
         }
         if self.tainted.contains(&stream) {
             tracing::warn!(connection = %self.conn.name, stream = %stream, "stale handling skipped: a page of this stream could not be decoded");

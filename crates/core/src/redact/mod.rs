@@ -145,6 +145,9 @@ impl Redactor {
             if let Some(e) = &mut st.fetch_error {
                 self.redact_in_place(e);
             }
+            if let Some(e) = &mut st.incomplete {
+                self.redact_in_place(e);
+            }
             for e in &mut st.page_errors {
                 self.redact_in_place(e);
             }

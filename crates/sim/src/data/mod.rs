@@ -11,6 +11,7 @@
 //!   new id (the old id disappears, a new one appears);
 //! - everything else is stable across generations.
 
+pub mod aws;
 pub mod crowdstrike;
 pub mod msgraph;
 pub mod okta;
