@@ -308,6 +308,12 @@ fn init_logging(verbose: u8, json: bool, interactive: bool, sink: logging::LogSi
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // aws-sigv4 traces the requests it signs (headers, a session token among
+    // them): never logged, whatever RUST_LOG or -vv asks.
+    let filter = match "aws_sigv4=off".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
     if json {
         builder.json().init();
