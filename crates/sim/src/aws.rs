@@ -333,31 +333,27 @@ fn verify(sim: &Sim, req: &Received<'_>, service: &str, region: &str) -> Result<
     // The key: the long-term one, or a session STS issued.
     let c = &sim.config.credentials;
     let token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+    // An unknown temporary key, or a session token that is not its own.
+    let invalid_token = || {
+        if sts {
+            (
+                StatusCode::FORBIDDEN,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.".into(),
+            )
+        } else {
+            auth_failure("AWS was not able to validate the provided access credentials")
+        }
+    };
     let (secret, account) = if a.key == c.client_id {
         (c.client_secret.clone(), accounts(sim.config.seed)[0].clone())
     } else {
         let sessions = sim.aws.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = sessions.get(a.key) else {
-            return Err(if sts {
-                (
-                    StatusCode::FORBIDDEN,
-                    "InvalidClientTokenId",
-                    "The security token included in the request is invalid.".into(),
-                )
-            } else {
-                auth_failure("AWS was not able to validate the provided access credentials")
-            });
+            return Err(invalid_token());
         };
         if token != Some(s.token.as_str()) {
-            return Err(if sts {
-                (
-                    StatusCode::FORBIDDEN,
-                    "InvalidClientTokenId",
-                    "The security token included in the request is invalid.".into(),
-                )
-            } else {
-                auth_failure("AWS was not able to validate the provided access credentials")
-            });
+            return Err(invalid_token());
         }
         if Instant::now() >= s.dies {
             sim.counters.fault("token_expired");

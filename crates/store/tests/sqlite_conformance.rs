@@ -18,23 +18,10 @@ async fn conformance_in_memory() {
     conformance::run_all(|_case| async { memory_store() }).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_file_backed() {
+/// The suite against a fresh database file per case, opened with `options`.
+async fn conformance_file_backed_with(options: SqliteOptions) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
-    conformance::run_all(move |case| {
-        let path = root.join(format!("{case}.db"));
-        async move { Arc::new(SqliteStore::open(&path).expect("open file SQLite store")) as Arc<dyn Store> }
-    })
-    .await;
-}
-
-/// The suite again with the lookup log merged into its index by every batch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_file_backed_merging_every_batch() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().to_path_buf();
-    let options = SqliteOptions { lookup_log_rows: 1, ..SqliteOptions::default() };
     conformance::run_all(move |case| {
         let path = root.join(format!("{case}.db"));
         async move {
@@ -42,22 +29,24 @@ async fn conformance_file_backed_merging_every_batch() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_file_backed() {
+    conformance_file_backed_with(SqliteOptions::default()).await;
+}
+
+/// The suite again with the lookup log merged into its index by every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_file_backed_merging_every_batch() {
+    conformance_file_backed_with(SqliteOptions { lookup_log_rows: 1, ..SqliteOptions::default() }).await;
 }
 
 /// The suite again with the WAL checkpointed (on the checkpoint thread, while
 /// the writer goes on) after every few pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_file_backed_checkpointing_constantly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().to_path_buf();
-    let options = SqliteOptions { wal_autocheckpoint_pages: 4, ..SqliteOptions::default() };
-    conformance::run_all(move |case| {
-        let path = root.join(format!("{case}.db"));
-        async move {
-            Arc::new(SqliteStore::open_with(&path, options).expect("open file SQLite store")) as Arc<dyn Store>
-        }
-    })
-    .await;
+    conformance_file_backed_with(SqliteOptions { wal_autocheckpoint_pages: 4, ..SqliteOptions::default() }).await;
 }
 
 /// The WAL is checkpointed by the store's own thread (the writer's
