@@ -5,7 +5,9 @@
 //! serves a quarter as many assets, 0 to 8 findings each). Prints, per size,
 //! the findings, assets and software stored, the time and the peak RSS of
 //! the process that ran the sync, then the ratio of the largest size's peak
-//! to the smallest's (done when it is within 1.15).
+//! to the smallest's (done when it is within 1.15). After each sync (and
+//! after its peak RSS is taken) it checks in the database that every finding
+//! and every software record points at a device stored by the same run.
 //!
 //! `cargo bench -p corral-workspace --bench s6_tenable_memory`
 //! (CORRAL_BENCH_FINDINGS, default `500000,5000000`: slow, the larger one is
@@ -126,12 +128,33 @@ async fn corral() -> Value {
     let s =
         engine.sync(Connection { name: "s6".into(), adapter, streams: vec![], stale: StalePolicy::default() }).await;
     assert_eq!(s.status, RunStatus::Success, "{:?}", s.errors);
+    let (cpu_s, rss_mb) = (cpu_seconds() - cpu0, peak_rss_kb() as f64 / 1024.0);
+    drop(engine);
+    let db = rusqlite::Connection::open(dir.path().join("corral.db")).expect("open the database");
+    for (kind, reference) in [("vulnerability", "$.asset"), ("software", "$.device")] {
+        let (records, dangling): (i64, i64) = db
+            .query_row(&unresolved_sql(kind, reference), [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("check references");
+        assert!(records > 0, "no {kind} records stored");
+        assert_eq!(dangling, 0, "{dangling} of {records} {kind} records point at no device of the same run");
+    }
     let stored = |stream: &str| s.streams.get(stream).map_or(0, |st| st.assets_normalized);
     json!({
-        "secs": s.duration_ms() as f64 / 1000.0, "cpu_s": cpu_seconds() - cpu0,
-        "rss_mb": peak_rss_kb() as f64 / 1024.0,
+        "secs": s.duration_ms() as f64 / 1000.0, "cpu_s": cpu_s, "rss_mb": rss_mb,
         "assets": stored("assets"), "software": stored("software"), "vulnerabilities": stored("vulnerabilities"),
         "in_flight": format!("peak {} records in flight / bound {}, peak {:.1} MB of raw pages",
             s.in_flight.peak_records, s.in_flight.record_bound, s.in_flight.peak_raw_bytes as f64 / 1e6),
     })
+}
+
+/// (records of `kind`, those whose device reference at `reference` names no
+/// device of the connection stored by the same run).
+fn unresolved_sql(kind: &str, reference: &str) -> String {
+    format!(
+        "SELECT count(*), coalesce(sum(NOT EXISTS (SELECT 1 FROM assets d \
+           WHERE d.connection = 's6' AND d.kind = 'device' AND d.last_sync_id = r.last_sync_id \
+             AND d.source_id = json_extract(r.fields, '{reference}.source_id')) \
+           OR json_extract(r.fields, '{reference}.kind') IS NOT 'device'), 0) \
+         FROM assets r WHERE r.connection = 's6' AND r.kind = '{kind}'"
+    )
 }
