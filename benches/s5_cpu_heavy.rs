@@ -27,6 +27,11 @@ use corral_store::sqlite::SqliteStore;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
+/// The allocator of the `corral` binary, so that the lag and the CPU seconds
+/// are those of what ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PER_PAGE: usize = 1000;
 
 /// One Tenable-shaped asset: arrays for nearly every identifier.

@@ -2,7 +2,9 @@
 //!
 //! - One writer connection and (for file databases) one read-only reader
 //!   connection, each behind a `std::sync::Mutex`. Every call runs on tokio's
-//!   blocking pool (`spawn_blocking`), never on the runtime's worker threads.
+//!   blocking pool (`spawn_blocking`), never on the runtime's worker threads,
+//!   and a thread that does gives way to the runtime
+//!   (`corral_core::yield_cpu_to_the_runtime`: niceness 10, `SCHED_BATCH`).
 //!   In WAL mode the reader sees the last committed state, so `runs`,
 //!   `assets` and `load_checkpoint` never wait behind a long load.
 //! - WAL journal, `synchronous=NORMAL`, a busy timeout; write transactions
@@ -423,6 +425,7 @@ impl SqliteStore {
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            corral_core::yield_cpu_to_the_runtime();
             // A panic while holding the lock leaves the connection usable: any
             // open transaction was rolled back when it was dropped.
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -440,6 +443,7 @@ impl SqliteStore {
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            corral_core::yield_cpu_to_the_runtime();
             let lock = inner.reader.as_ref().unwrap_or(&inner.writer);
             let conn = lock.lock().unwrap_or_else(PoisonError::into_inner);
             f(&conn)
@@ -514,6 +518,7 @@ fn start_checkpointer(
     let checkpointing = Arc::new(Mutex::new(()));
     let in_thread = Arc::clone(&checkpointing);
     let spawned = std::thread::Builder::new().name("corral-sqlite-checkpoint".into()).spawn(move || {
+        corral_core::yield_cpu_to_the_runtime();
         while woken.recv().is_ok() {
             let _running = in_thread.lock().unwrap_or_else(PoisonError::into_inner);
             if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -1154,6 +1159,7 @@ impl Store for SqliteStore {
         }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            corral_core::yield_cpu_to_the_runtime();
             let LoadBatch { sync_id, connection, seen_at, assets, seen: still_there } = batch;
             // Serialize before taking the lock so concurrent batches overlap their CPU work.
             let mut rejected = Vec::new();
@@ -1479,6 +1485,24 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// The threads that write and read give way to the runtime, as the
+    /// normalize pool does; the runtime's own thread is left alone.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn store_threads_give_way_to_the_runtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("corral.db")).expect("open");
+        let inherited = corral_core::thread_scheduling().expect("scheduling");
+        let wanted = i64::from(corral_core::engine::NORMALIZE_NICENESS);
+        // SCHED_BATCH at niceness 10, unless the process was already that nice.
+        let expected = if inherited.1 < wanted { (3, wanted) } else { inherited };
+        let writer = store.write(|_| Ok(corral_core::thread_scheduling())).await.expect("write");
+        let reader = store.read(|_| Ok(corral_core::thread_scheduling())).await.expect("read");
+        assert_eq!(writer, Some(expected), "the writer's thread");
+        assert_eq!(reader, Some(expected), "the reader's thread");
+        assert_eq!(corral_core::thread_scheduling(), Some(inherited), "the runtime's thread");
     }
 
     #[tokio::test]

@@ -247,24 +247,33 @@ struct Shared {
     open_files: Option<Arc<tokio::sync::Semaphore>>,
 }
 
-/// Niceness of the normalize pool's threads (0 is the default of every thread).
+/// Niceness of the threads that do the engine's CPU work: the normalize
+/// pool's, and the store's writer (0 is the default of every thread).
 pub const NORMALIZE_NICENESS: i32 = 10;
 
-/// Lower the calling normalize thread's scheduling priority: on Linux, the
-/// `SCHED_BATCH` policy at niceness [`NORMALIZE_NICENESS`]. With the pool
-/// saturated (one thread per core), a runtime worker that wakes for I/O or a
-/// timer otherwise queues behind a normalize thread for up to the kernel's
-/// scheduling slice (several ms); at niceness 10 a normalize thread weighs
+/// Lower the calling thread's scheduling priority below the runtime's: on
+/// Linux, the `SCHED_BATCH` policy at niceness [`NORMALIZE_NICENESS`]. Every
+/// normalize thread calls it when it starts, and a store calls it on the
+/// threads that write (SQLite's writer and checkpointer): the runtime only
+/// waits on I/O, and must get a core the moment it wakes.
+///
+/// With the pool saturated (one thread per core), a runtime worker that wakes
+/// for I/O or a timer otherwise queues behind a busy thread for up to the
+/// kernel's scheduling slice (several ms); at niceness 10 such a thread weighs
 /// about a tenth of a runtime worker, and a batch thread does not preempt
-/// others when it wakes, so the runtime gets a core at once while normalize
+/// others when it wakes, so the runtime gets a core at once while the work
 /// still has every cycle the runtime does not use. A process already run at
-/// that niceness or more (`nice -n 15 corral ...`) is left as it is: the
-/// pool is never given a higher priority than the runtime. Elsewhere, or when
-/// the system refuses, the thread keeps its priority (logged at debug).
-fn yield_cpu_to_the_runtime() {
+/// that niceness or more (`nice -n 15 corral ...`) is left as it is: no thread
+/// is ever given a higher priority than the runtime. Elsewhere, or when the
+/// system refuses, the thread keeps its priority (logged at debug). A thread
+/// is changed once; later calls on it return at once.
+pub fn yield_cpu_to_the_runtime() {
     #[cfg(target_os = "linux")]
     {
-        if current_niceness().is_none_or(|n| n >= i64::from(NORMALIZE_NICENESS)) {
+        thread_local! {
+            static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        if DONE.replace(true) || thread_scheduling().is_none_or(|(_, nice)| nice >= i64::from(NORMALIZE_NICENESS)) {
             return;
         }
         use thread_priority::unix::{
@@ -274,17 +283,21 @@ fn yield_cpu_to_the_runtime() {
         let priority = thread_priority::ThreadPriority::Crossplatform(22u8.try_into().unwrap_or_default());
         let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
         if let Err(e) = set_thread_priority_and_policy(thread_native_id(), priority, policy) {
-            tracing::debug!(error = ?e, "normalize thread keeps its scheduling priority");
+            tracing::debug!(error = ?e, "thread keeps its scheduling priority");
         }
     }
 }
 
-/// The calling thread's niceness (field 19 of /proc/thread-self/stat).
+/// The calling thread's scheduling policy (0 normal, 3 `SCHED_BATCH`) and
+/// niceness: fields 41 and 19 of /proc/thread-self/stat. Linux only; `None`
+/// when /proc cannot be read.
 #[cfg(target_os = "linux")]
-fn current_niceness() -> Option<i64> {
+pub fn thread_scheduling() -> Option<(i64, i64)> {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
     // Fields after the command name (which may hold spaces) start after ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19 - 3)?.parse().ok()
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse().ok());
+    Some((field(41)?, field(19)?))
 }
 
 impl Engine {
@@ -428,14 +441,8 @@ impl Engine {
 mod tests {
     use super::*;
 
-    /// (policy, niceness) of the calling thread, from /proc/thread-self/stat.
     fn scheduling() -> (i64, i64) {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read /proc/thread-self/stat");
-        // Fields after the command name (which may hold spaces) start after ')';
-        // niceness is field 19 and policy field 41 of the whole line.
-        let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("").split_whitespace().collect();
-        let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse().ok()).expect("stat field");
-        (field(41), field(19))
+        thread_scheduling().expect("read /proc/thread-self/stat")
     }
 
     #[tokio::test]
