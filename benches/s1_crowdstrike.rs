@@ -5,7 +5,9 @@
 //! `cargo bench -p corral-workspace --bench s1_crowdstrike`
 //! (CORRAL_BENCH_DEVICES, default 100,000; CORRAL_BENCH_LATENCY_MS, default 50;
 //! CORRAL_BENCH_RUNS, default 3; CORRAL_BENCH_BATCH_RECORDS overrides the
-//! engine's `batch_max_records`, and `batch_max_bytes` follows at 4 KiB a record).
+//! engine's `batch_max_records`, and `batch_max_bytes` follows at 4 KiB a record;
+//! CORRAL_BENCH_RAW_CHANNEL and CORRAL_BENCH_NORMALIZED_CHANNEL override the
+//! engine's channel capacities, in pages).
 //!
 //! Each round measures the "fetch+parse only" bound (the same requests against
 //! the same simulator, each body parsed into serde_json::Value and dropped) and
@@ -179,9 +181,13 @@ async fn corral(devices: usize) -> Value {
     let store = Arc::new(SqliteStore::open(dir.path().join("corral.db")).expect("store"));
     let defaults = EngineConfig::default();
     let batch = env("CORRAL_BENCH_BATCH_RECORDS", defaults.batch_max_records as u64) as usize;
+    let raw = env("CORRAL_BENCH_RAW_CHANNEL", defaults.raw_channel_capacity as u64) as usize;
+    let normalized = env("CORRAL_BENCH_NORMALIZED_CHANNEL", defaults.normalized_channel_capacity as u64) as usize;
     let config = EngineConfig {
         batch_max_records: batch,
         batch_max_bytes: defaults.batch_max_bytes.max(batch * 4096),
+        raw_channel_capacity: raw,
+        normalized_channel_capacity: normalized,
         ..defaults
     };
     let engine = Engine::new(config, store).expect("engine");

@@ -83,9 +83,9 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_connections: 16,
-            raw_channel_capacity: 8,
+            raw_channel_capacity: 4,
             normalize_in_flight: 0,
-            normalized_channel_capacity: 8,
+            normalized_channel_capacity: 4,
             batch_max_records: 1000,
             batch_max_bytes: 4 * 1024 * 1024,
             batch_max_wait_ms: 2000,
