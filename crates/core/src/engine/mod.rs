@@ -248,14 +248,15 @@ struct Shared {
 }
 
 /// Niceness of the threads that do the engine's CPU work: the normalize
-/// pool's, and the SQLite store's (0 is the default of every thread).
+/// pool's and the stores' (0 is the default of every thread).
 pub const NORMALIZE_NICENESS: i32 = 10;
 
 /// Lower the calling thread's scheduling priority below the runtime's: on
 /// Linux, the `SCHED_BATCH` policy at niceness [`NORMALIZE_NICENESS`]. Every
-/// normalize thread calls it when it starts, and the SQLite store on the
-/// threads that write, read and checkpoint: the runtime only waits on I/O,
-/// and must get a core the moment it wakes.
+/// normalize thread calls it when it starts, the SQLite store on the threads
+/// that write, read and checkpoint, and the MongoDB store where it encodes a
+/// batch: the runtime only waits on I/O, and must get a core the moment it
+/// wakes.
 ///
 /// With the pool saturated (one thread per core), a runtime worker that wakes
 /// for I/O or a timer otherwise queues behind a busy thread for up to the
