@@ -307,19 +307,31 @@ fn init_logging(verbose: u8, json: bool, interactive: bool, sink: logging::LogSi
         (1, _) => "debug",
         _ => "trace",
     };
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // aws-sigv4 traces the requests it signs (headers, a session token among
-    // them): never logged, whatever RUST_LOG or -vv asks.
-    let filter = match "aws_sigv4=off".parse() {
-        Ok(quiet) => filter.add_directive(quiet),
-        Err(_) => filter,
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
+    let filter = without_signing_traces(filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(sink);
     if json {
-        builder.json().init();
+        tracing_subscriber::registry().with(layer.json().with_filter(filter)).init();
     } else {
-        builder.with_ansi(interactive).init();
+        tracing_subscriber::registry().with(layer.with_ansi(interactive).with_filter(filter)).init();
     }
+}
+
+/// aws-sigv4 traces the requests it signs (headers, a session token among
+/// them): never logged, whatever RUST_LOG or -vv asks. Not a directive added
+/// to `filter`: a more specific one in RUST_LOG
+/// (`aws_sigv4::http_request=trace`) would win over it. A second filter that
+/// both must pass.
+fn without_signing_traces<S>(filter: tracing_subscriber::EnvFilter) -> impl tracing_subscriber::layer::Filter<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    filter.and(filter_fn(|meta| {
+        let target = meta.target();
+        !(target == "aws_sigv4" || target.starts_with("aws_sigv4::"))
+    }))
 }
 
 /// The exit code for a set of run summaries.
@@ -329,5 +341,55 @@ pub fn exit_code(status: RunStatus) -> u8 {
         RunStatus::Skipped => EXIT_SKIPPED,
         RunStatus::Partial => EXIT_PARTIAL,
         RunStatus::Failed => EXIT_FAILED,
+    }
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lines").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a subscriber with `RUST_LOG=<rust_log>` writes of a signing trace
+    /// and of an ordinary trace.
+    fn logged(rust_log: &str) -> String {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_filter(super::without_signing_traces(EnvFilter::new(rust_log)));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "aws_sigv4::http_request::sign", "x-amz-security-token: SESSION-TOKEN");
+            tracing::trace!(target: "corral_adapter_aws", "signed a DescribeInstances request");
+        });
+        let bytes = lines.0.lock().expect("lines").clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn signing_traces_are_never_logged_whatever_rust_log_asks() {
+        for rust_log in
+            ["trace", "aws_sigv4=trace", "trace,aws_sigv4=trace", "aws_sigv4::http_request=trace", "[{x}]=trace"]
+        {
+            let text = logged(rust_log);
+            assert!(!text.contains("SESSION-TOKEN"), "RUST_LOG={rust_log}: {text}");
+        }
+        // The filter still lets the rest through.
+        assert!(logged("trace").contains("signed a DescribeInstances request"));
     }
 }
