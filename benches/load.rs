@@ -29,6 +29,11 @@ use corral_store::nx;
 use corral_store::sqlite::SqliteStore;
 use corral_workspace::{cpu_seconds, written_bytes};
 
+/// The binary's allocator (which, with mimalloc's `override`, SQLite's
+/// `malloc` uses too), so that the load is measured as `corral` runs it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn assets(n: usize) -> Vec<Asset> {
     (0..n)
         .map(|i| {

@@ -11,11 +11,14 @@
 //! SQLite store in a temporary directory. Reported: assets/s against the reference measured in
 //! the same run (the same pages parsed and normalized on a rayon pool of the
 //! same size, no engine), normalize CPU seconds, and the runtime lag the
-//! engine measured (p50/p99/max, and what was running at late ticks). Under
+//! engine measured (p50/p99/max, and what was running at late ticks), beside
+//! the same monitor's lag on the idle runtime before the rounds: its floor on
+//! this machine (tokio's timers fire on whole milliseconds, and the machine
+//! adds its own wake-up latency, so an idle runtime never shows 0). Under
 //! `cargo test` it runs once, small, so the bench cannot rot.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -183,6 +186,22 @@ fn main() {
 
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let idle = runtime.block_on(async {
+        let interval = Duration::from_millis(EngineConfig::default().lag_interval_ms);
+        let monitor = corral_core::engine::LagMonitor::start(interval, Duration::from_secs(1));
+        let recorder = monitor.recorder();
+        tokio::time::sleep(Duration::from_millis(env("CORRAL_BENCH_IDLE_MS", 5_000, 300) as u64)).await;
+        recorder.stats()
+    });
+    assert!(idle.samples > 0, "the lag monitor never ticked on an idle runtime");
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "  idle runtime: lag p50/p99/max {:.1}/{:.1}/{:.1} ms over {} ticks",
+        ms(idle.p50_us),
+        ms(idle.p99_us),
+        ms(idle.max_us),
+        idle.samples
+    );
     let (mut bound, mut corral, mut p99, mut max) = (vec![], vec![], vec![], vec![]);
     for round in 1..=runs {
         // Reference: the same pages decoded and normalized on a pool, nothing else.
@@ -238,4 +257,5 @@ fn main() {
         median(corral) / median(bound)
     );
     println!("  runtime lag p99 / max    : {:.1} / {:.1} ms", median(p99), median(max));
+    println!("  idle lag p99 / max       : {:.1} / {:.1} ms", ms(idle.p99_us), ms(idle.max_us));
 }

@@ -50,4 +50,5 @@ for n in $SIZES; do
     echo "| S1 $n | $bound | $corral | $ratio | $cpu | $bcpu | $rss | $writes | $lag ms |"
 done
 p99max=$(field "$out/s5.txt" "runtime lag p99 / max" '{print $7" / "$9}')
-echo "| S5 | | | | | | | | $p99max ms |"
+idle=$(field "$out/s5.txt" "idle lag p99 / max" '{print $7" / "$9}')
+echo "| S5 | | | | | | | | $p99max ms (idle runtime: $idle ms) |"
