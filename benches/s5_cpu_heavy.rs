@@ -4,7 +4,8 @@
 //! runtime must stay responsive.
 //!
 //! `cargo bench -p corral-workspace --bench s5_cpu_heavy`
-//! (CORRAL_BENCH_ASSETS, default 200,000; CORRAL_BENCH_RUNS, default 3).
+//! (CORRAL_BENCH_ASSETS, default 200,000; CORRAL_BENCH_RUNS, default 3;
+//! CORRAL_BENCH_IDLE_MS, how long the idle lag is measured, default 5,000).
 //!
 //! The pages are built in memory up front and fetch only hands them over, so
 //! the run is normalize-bound by design; assets load into the embedded
