@@ -187,6 +187,8 @@ fn main() {
 
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // Microseconds to milliseconds (lag), milliseconds to seconds (CPU).
+    let thousandths = |n: u64| n as f64 / 1000.0;
     let idle = runtime.block_on(async {
         let interval = Duration::from_millis(EngineConfig::default().lag_interval_ms);
         let monitor = corral_core::engine::LagMonitor::start(interval, Duration::from_secs(1));
@@ -195,12 +197,11 @@ fn main() {
         recorder.stats()
     });
     assert!(idle.samples > 0, "the lag monitor never ticked on an idle runtime");
-    let ms = |us: u64| us as f64 / 1000.0;
     println!(
         "  idle runtime: lag p50/p99/max {:.1}/{:.1}/{:.1} ms over {} ticks",
-        ms(idle.p50_us),
-        ms(idle.p99_us),
-        ms(idle.max_us),
+        thousandths(idle.p50_us),
+        thousandths(idle.p99_us),
+        thousandths(idle.max_us),
         idle.samples
     );
     let (mut bound, mut corral, mut p99, mut max) = (vec![], vec![], vec![], vec![]);
@@ -239,16 +240,16 @@ fn main() {
             "  round {round}: reference {reference:.0} assets/s, corral {rate:.0} assets/s = {:.2}; normalize {:.1} CPU s; \
              lag p50/p99/max {:.1}/{:.1}/{:.1} ms; late ticks by cause {:?}",
             rate / reference,
-            summary.stages.normalize_cpu_ms as f64 / 1000.0,
-            summary.lag.p50_us as f64 / 1000.0,
-            summary.lag.p99_us as f64 / 1000.0,
-            summary.lag.max_us as f64 / 1000.0,
+            thousandths(summary.stages.normalize_cpu_ms),
+            thousandths(summary.lag.p50_us),
+            thousandths(summary.lag.p99_us),
+            thousandths(summary.lag.max_us),
             summary.lag.late_causes,
         );
         bound.push(reference);
         corral.push(rate);
-        p99.push(summary.lag.p99_us as f64 / 1000.0);
-        max.push(summary.lag.max_us as f64 / 1000.0);
+        p99.push(thousandths(summary.lag.p99_us));
+        max.push(thousandths(summary.lag.max_us));
     }
     println!("median of {runs}:");
     println!("  normalize-only reference : {:>9.0} assets/s", median(bound.clone()));
@@ -258,5 +259,5 @@ fn main() {
         median(corral) / median(bound)
     );
     println!("  runtime lag p99 / max    : {:.1} / {:.1} ms", median(p99), median(max));
-    println!("  idle lag p99 / max       : {:.1} / {:.1} ms", ms(idle.p99_us), ms(idle.max_us));
+    println!("  idle lag p99 / max       : {:.1} / {:.1} ms", thousandths(idle.p99_us), thousandths(idle.max_us));
 }
