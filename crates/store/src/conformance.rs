@@ -100,6 +100,7 @@ cases![
     count_and_list_filters,
     limit_zero_returns_nothing,
     large_batch_stored,
+    mixed_batch_counts_each_record,
     large_documents_split_by_bytes,
     oversized_asset_isolated,
     timestamps_keep_milliseconds,
@@ -822,6 +823,62 @@ pub async fn large_batch_stored(store: &dyn Store) {
     let out =
         ok(store.handle_stale(&scope("conn-a", "hosts", "sync-2", at(HOUR)), StalePolicy::default()).await, "stale");
     assert_eq!(out.marked, 0, "every asset was seen by sync-2");
+}
+
+/// A re-sync batch of a thousand records mixing new, changed, unchanged and
+/// moved assets, with two keys twice: every record is counted once, by what
+/// it did, and the later record of a key wins, its stream too. (Stores may
+/// write a batch in pieces: d0254's two records come 256th and 257th, on
+/// either side of where a piece of 256 would end; d0120's are both in the
+/// first.)
+pub async fn mixed_batch_counts_each_record(store: &dyn Store) {
+    let id = |i: usize| format!("d{i:04}");
+    let first: Vec<Asset> = (0..600).map(|i| device("hosts", &id(i), &format!("v1-{i}"))).collect();
+    let out = ok(store.upsert(batch("conn-a", "sync-1", at(0), first)).await, "upsert the first 600");
+    assert_eq!(out, outcome(600, 0, 0), "600 new assets");
+
+    let mut second = Vec::new();
+    for i in 0..1000 {
+        second.push(match i {
+            // 100 changed.
+            100..200 => device("hosts", &id(i), &format!("v2-{i}")),
+            // 100 the same, under another stream.
+            200..300 => device("moved", &id(i), &format!("v1-{i}")),
+            // 400 new.
+            600.. => device("hosts", &id(i), &format!("v1-{i}")),
+            // 300 the same.
+            _ => device("hosts", &id(i), &format!("v1-{i}")),
+        });
+        if i == 120 || i == 254 {
+            second.push(device("late", &id(i), &format!("v3-{i}")));
+        }
+    }
+    let out = ok(store.upsert(batch("conn-a", "sync-2", at(HOUR), second)).await, "upsert the mixed 1002");
+    assert_eq!(out.inserted, 400, "d0600-d0999 are new: {out:?}");
+    assert_eq!(out.updated, 102, "d0100-d0199 changed, and the second records of d0120 and d0254: {out:?}");
+    assert_eq!(out.unchanged, 500, "400 the same, 100 only moved (d0254's first record too): {out:?}");
+    assert!(out.rejected.is_empty(), "nothing rejected: {out:?}");
+    assert_eq!(total(store).await, 1000, "one asset per key");
+
+    let expect = [
+        ("d0050", "v1-50", "hosts"),
+        ("d0150", "v2-150", "hosts"),
+        ("d0120", "v3-120", "late"),
+        ("d0250", "v1-250", "moved"),
+        ("d0254", "v3-254", "late"),
+        ("d0255", "v1-255", "moved"),
+        ("d0999", "v1-999", "hosts"),
+    ];
+    // One listing, not one per asset: a thousand documents is slow to list on a test server.
+    let stored: BTreeMap<String, StoredAsset> =
+        all_assets(store).await.into_iter().map(|a| (a.source_id.clone(), a)).collect();
+    for (source_id, hostname, stream) in expect {
+        let Some(d) = stored.get(source_id) else { panic!("{source_id} should be stored") };
+        assert_eq!((d.fields["hostname"].as_str(), d.stream.as_str()), (Some(hostname), stream), "{source_id}");
+        assert_eq!(d.last_sync_id, "sync-2", "{source_id} seen by the second sync");
+    }
+    assert_eq!(stored.get("d0050").map(|d| d.first_seen), Some(at(0)), "first seen kept");
+    assert_eq!(stored.get("d0999").map(|d| d.first_seen), Some(at(HOUR)), "first seen when new");
 }
 
 /// Source id of the oversized device in [`oversized_asset_isolated`].
