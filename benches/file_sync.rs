@@ -14,6 +14,10 @@ use corral_core::{Engine, EngineConfig, RunStatus};
 use corral_store::sqlite::SqliteStore;
 use corral_workspace::{cpu_seconds, devices_connection, peak_rss_kb};
 
+/// The binary's allocator, so that the bench measures what `corral` runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let devices: u64 = match std::env::var("CORRAL_BENCH_DEVICES") {

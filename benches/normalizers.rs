@@ -12,6 +12,10 @@ use std::hint::black_box;
 use corral_core::fields;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The binary's allocator, so that the bench measures what `corral` runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MACS: &[&str] = &[
     "aa-bb-cc-dd-ee-ff", // CrowdStrike
     "00-1B-63-84-45-E6",

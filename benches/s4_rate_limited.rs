@@ -31,6 +31,10 @@ use corral_core::{Adapter, AdapterFactory, FetchContext, PageSink};
 use corral_sim::{SimConfig, SimHandle, Vendor};
 use serde_json::{Value, json};
 
+/// The binary's allocator, so that the bench measures what `corral` runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(key: &str, default: u64) -> u64 {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
