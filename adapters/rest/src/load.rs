@@ -307,8 +307,16 @@ impl<'a> Cx<'a> {
             }
             family = Some(*f);
         }
-        if r.max_in_flight == Some(0) {
-            return Err(self.whole("rate_limit.max_in_flight must be at least 1"));
+        if r.max_in_flight == Some(0) || r.max_in_flight_limit == Some(0) {
+            return Err(self.whole("rate_limit.max_in_flight and max_in_flight_limit must be at least 1"));
+        }
+        if let Some(limit) = r.max_in_flight_limit
+            && r.max_in_flight.unwrap_or(4) > limit
+        {
+            return Err(self.whole(format!(
+                "rate_limit.max_in_flight ({}) is over max_in_flight_limit ({limit})",
+                r.max_in_flight.map_or("4, the default".to_string(), |n| n.to_string())
+            )));
         }
         if spec.streams.is_empty() {
             return Err(self.whole("a spec needs at least one [[streams]]"));
@@ -450,7 +458,7 @@ impl<'a> Cx<'a> {
             ConfigType::Integer,
             "Requests in flight at once. Default: the spec's (4 unless it says).",
             Some(1),
-            Some(256),
+            Some(spec.rate_limit.max_in_flight_limit.map_or(256, |n| n as i64)),
         ));
         defs.push(builtin(
             "keep_raw",

@@ -243,6 +243,12 @@ pub struct RateSpec {
     /// Requests in flight at once (default 4).
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    /// The most requests in flight a connection may ask for with its own
+    /// `max_in_flight` (default 256): the vendor's ceiling on concurrent
+    /// connections, where it has one. A larger setting is refused when the
+    /// connection is configured.
+    #[serde(default)]
+    pub max_in_flight_limit: Option<usize>,
     /// The window a vendor's limit/remaining counts without a reset time (default 60).
     #[serde(default)]
     pub window_secs: Option<u64>,

@@ -218,3 +218,41 @@ fn the_documented_example_loads_and_maps() {
     assert_eq!(f["tags"], serde_json::json!(["prod"]));
     assert_eq!(f["attributes"]["environment"], "prod");
 }
+
+/// A vendor's ceiling on concurrent requests (`rate_limit.max_in_flight_limit`)
+/// binds the spec's own `max_in_flight` and every connection's.
+#[test]
+fn max_in_flight_stays_under_the_vendors_ceiling() {
+    let with = |rate: &str| GOOD.replacen("[auth]", &format!("[rate_limit]\n{rate}\n\n[auth]"), 1);
+    for (rate, want) in [
+        ("max_in_flight = 8\nmax_in_flight_limit = 4", "rate_limit.max_in_flight (8) is over max_in_flight_limit (4)"),
+        ("max_in_flight_limit = 2", "rate_limit.max_in_flight (4, the default) is over max_in_flight_limit (2)"),
+        ("max_in_flight_limit = 0", "must be at least 1"),
+    ] {
+        let err = load_str(&with(rate), "specs/acme.toml", Some("acme")).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains(want)), "{rate}: {err:?}");
+    }
+
+    let plan = load_str(&with("max_in_flight = 3\nmax_in_flight_limit = 4"), "specs/acme.toml", Some("acme"))
+        .expect("a spec under its ceiling loads");
+    let plan = std::sync::Arc::new(plan);
+    let cfg = |n: u64| serde_json::json!({"base_url": "https://x.example", "api_key": "k", "max_in_flight": n});
+    for n in [1, 4] {
+        assert!(corral_adapter_rest::RestAdapter::new("c", plan.clone(), cfg(n)).is_ok(), "max_in_flight {n} allowed");
+    }
+    let err = corral_adapter_rest::RestAdapter::new("c", plan.clone(), cfg(5)).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("config field `max_in_flight`: must be 1..=4")),
+        "over the ceiling: {err:?}"
+    );
+
+    // Jamf asks for at most 5 connections: 4 data requests and a token request.
+    let jamf = corral_adapter_rest::shipped().into_iter().find(|f| f.info().name == "jamf").expect("jamf ships");
+    let jamf_cfg = |n: u64| {
+        serde_json::json!({"base_url": "https://acme.jamfcloud.com", "username": "u", "password": "p",
+                           "max_in_flight": n})
+    };
+    assert!(jamf.build("c", jamf_cfg(4)).is_ok(), "jamf: 4 in flight allowed");
+    let err = jamf.build("c", jamf_cfg(5)).err().map(|e| e.to_string());
+    assert!(err.as_deref().is_some_and(|e| e.contains("`max_in_flight`: must be 1..=4")), "jamf, 5: {err:?}");
+}
