@@ -2,16 +2,16 @@
 //! answers one page each, `NextToken` followed to the end.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use corral_core::{FetchContext, FetchError, RawPage};
-use corral_http::HttpClient;
+use corral_http::{Answer, HttpClient};
 use memchr::memmem;
 use tokio::sync::Semaphore;
 
 use crate::config::{AccountAccess, Settings};
 
-/// How often an answer that ended before its document did is asked for again.
+/// How many times, in all, an answer that ended before its document did is
+/// asked for (`corral_http::until_whole`: with the client's backoff between).
 pub const CUT_ANSWER_ATTEMPTS: u32 = 3;
 pub const EC2_VERSION: &str = "2016-11-15";
 
@@ -173,9 +173,7 @@ async fn answer(
     scope: &Scope,
 ) -> Result<(bytes::Bytes, Scan, String), FetchError> {
     let max = per_page.to_string();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    corral_http::until_whole(client, ctx, CUT_ANSWER_ATTEMPTS, || async {
         let mut params = vec![("Action", "DescribeInstances"), ("Version", EC2_VERSION), ("MaxResults", max.as_str())];
         if let Some(t) = token {
             params.push(("NextToken", t));
@@ -190,22 +188,14 @@ async fn answer(
                 .await
                 .ok_or_else(|| FetchError::Other(format!("scanning the answer of {endpoint} failed")))?
         };
-        if scanned.complete {
-            return Ok((body, scanned, endpoint));
-        }
-        if attempt >= CUT_ANSWER_ATTEMPTS {
-            return Err(FetchError::Protocol {
-                endpoint,
-                detail: format!(
-                    "the answer ended before its </DescribeInstancesResponse> in {attempt} attempts ({})",
-                    scope.label()
-                ),
-            });
-        }
-        tracing::warn!(connection = %ctx.connection, stream = %ctx.stream.name, %endpoint, attempt,
-            "the answer ended before its document did; asking again");
-        ctx.requests.record_retry(Duration::ZERO);
-    }
+        Ok(if scanned.complete {
+            Answer::Whole((body, scanned, endpoint))
+        } else {
+            let detail = format!("the answer ended before its </DescribeInstancesResponse> ({})", scope.label());
+            Answer::Cut { endpoint, detail }
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

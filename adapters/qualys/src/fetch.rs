@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use corral_core::{Checkpoint, FetchContext, FetchError, RawPage};
-use corral_http::{HttpClient, NextLinks, Url, redact_url};
+use corral_http::{Answer, HttpClient, NextLinks, Url, redact_url};
 use serde_json::json;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::Settings;
 use crate::frame::{CODE_TRUNCATED, Framed, frame};
 
-/// How often an answer that ended before its document did is asked for again.
+/// How many times, in all, an answer that ended before its document did is
+/// asked for (`corral_http::until_whole`: with the client's backoff between).
 pub const CUT_ANSWER_ATTEMPTS: u32 = 3;
 
 /// Which listing a stream walks.
@@ -241,9 +241,7 @@ async fn answer_of(
     per_page: usize,
     ctx: &FetchContext,
 ) -> Result<(Url, Framed), FetchError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    corral_http::until_whole(client, ctx, CUT_ANSWER_ATTEMPTS, || async {
         let resp = {
             let _slot = gate.acquire().await;
             client.get(url).send_bytes().await?
@@ -262,24 +260,17 @@ async fn answer_of(
         let endpoint = resp.endpoint();
         drop(resp);
         if framed.tail.complete {
-            return Ok((resp_url, framed));
+            return Ok(Answer::Whole((resp_url, framed)));
         }
-        if attempt >= CUT_ANSWER_ATTEMPTS {
-            return Err(FetchError::Protocol {
-                endpoint,
-                detail: format!(
-                    "the answer ended before its </{}> ({} host(s) read) in {attempt} attempts: \
-                     cut short, or not a {} document",
-                    api.root(),
-                    framed.hosts,
-                    api.root()
-                ),
-            });
-        }
-        tracing::warn!(connection = %ctx.connection, stream = %ctx.stream.name, %endpoint, attempt,
-            "the answer ended before its document did; asking again");
-        ctx.requests.record_retry(Duration::ZERO);
-    }
+        let detail = format!(
+            "the answer ended before its </{}> ({} host(s) read): cut short, or not a {} document",
+            api.root(),
+            framed.hosts,
+            api.root()
+        );
+        Ok(Answer::Cut { endpoint, detail })
+    })
+    .await
 }
 
 #[cfg(test)]

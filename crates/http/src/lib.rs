@@ -67,6 +67,7 @@ mod retry;
 mod send;
 mod sign;
 mod sliding;
+mod whole;
 
 pub use auth::{Auth, OAuth2Config, TokenCall};
 pub use batch::{ChunkBody, ExportJob, ExportOptions, ExportReport, ExportState, ExportStatus, in_batches, run_export};
@@ -83,6 +84,7 @@ pub use paginate::{
 pub use ratelimit::VendorRate;
 pub use retry::{Class, MAX_PLAUSIBLE_WAIT, MAX_WAIT, backoff, classify, parse_retry_after, wait_from_headers};
 pub use sign::{RequestSigner, Signature, SlowDownRule, ToSign};
+pub use whole::{Answer, until_whole};
 
 /// Re-exports adapters need without naming reqwest, governor or secrecy versions.
 pub use governor::Quota;
