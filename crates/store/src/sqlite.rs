@@ -2,9 +2,9 @@
 //!
 //! - One writer connection and (for file databases) one read-only reader
 //!   connection, each behind a `std::sync::Mutex`. Every call runs on tokio's
-//!   blocking pool (`spawn_blocking`), never on the runtime's worker threads,
-//!   and a thread that does gives way to the runtime
-//!   (`corral_core::yield_cpu_to_the_runtime`: niceness 10, `SCHED_BATCH`).
+//!   blocking pool, never on the runtime's worker threads, on a thread that
+//!   gives way to the runtime (`corral_core::spawn_yielding`: niceness 10,
+//!   `SCHED_BATCH`).
 //!   In WAL mode the reader sees the last committed state, so `runs`,
 //!   `assets` and `load_checkpoint` never wait behind a long load.
 //! - WAL journal, `synchronous=NORMAL`, a busy timeout; write transactions
@@ -425,8 +425,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            corral_core::yield_cpu_to_the_runtime();
+        corral_core::spawn_yielding(move || {
             // A panic while holding the lock leaves the connection usable: any
             // open transaction was rolled back when it was dropped.
             let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -443,8 +442,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            corral_core::yield_cpu_to_the_runtime();
+        corral_core::spawn_yielding(move || {
             let lock = inner.reader.as_ref().unwrap_or(&inner.writer);
             let conn = lock.lock().unwrap_or_else(PoisonError::into_inner);
             f(&conn)
@@ -1228,8 +1226,7 @@ impl Store for SqliteStore {
             return Ok(LoadOutcome::default());
         }
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            corral_core::yield_cpu_to_the_runtime();
+        corral_core::spawn_yielding(move || {
             let LoadBatch { sync_id, connection, seen_at, assets, seen: still_there } = batch;
             // Serialize before taking the lock so concurrent batches overlap their CPU work.
             let mut rejected = Vec::new();
@@ -1565,9 +1562,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path().join("corral.db")).expect("open");
         let inherited = corral_core::thread_scheduling().expect("scheduling");
-        let wanted = i64::from(corral_core::engine::NORMALIZE_NICENESS);
-        // SCHED_BATCH at niceness 10, unless the process was already that nice.
-        let expected = if inherited.1 < wanted { (3, wanted) } else { inherited };
+        let expected = corral_core::yielded_scheduling(inherited);
         let writer = store.write(|_| Ok(corral_core::thread_scheduling())).await.expect("write");
         let reader = store.read(|_| Ok(corral_core::thread_scheduling())).await.expect("read");
         assert_eq!(writer, Some(expected), "the writer's thread");

@@ -289,6 +289,32 @@ pub fn yield_cpu_to_the_runtime() {
     }
 }
 
+/// Run `f` on tokio's blocking pool, on a thread that gives way to the
+/// runtime ([`yield_cpu_to_the_runtime`]): how the stores run their CPU work
+/// (SQLite's statements, MongoDB's encoding of a batch).
+pub async fn spawn_yielding<F, R>(f: F) -> Result<R, tokio::task::JoinError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        yield_cpu_to_the_runtime();
+        f()
+    })
+    .await
+}
+
+/// The scheduling ([`thread_scheduling`]) that [`yield_cpu_to_the_runtime`]
+/// gives a thread that had `inherited`: `SCHED_BATCH` (3) at
+/// [`NORMALIZE_NICENESS`], unless the thread was already that nice or
+/// nicer, when it is left as it was. For tests of threads that yield.
+#[cfg(target_os = "linux")]
+pub fn yielded_scheduling(inherited: (i64, i64)) -> (i64, i64) {
+    const SCHED_BATCH: i64 = 3;
+    let wanted = i64::from(NORMALIZE_NICENESS);
+    if inherited.1 < wanted { (SCHED_BATCH, wanted) } else { inherited }
+}
+
 /// The calling thread's scheduling policy (0 normal, 3 `SCHED_BATCH`) and
 /// niceness: fields 41 and 19 of /proc/thread-self/stat. Linux only; `None`
 /// when /proc cannot be read.
@@ -451,16 +477,19 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(crate::testing::MemoryStore::default());
         let engine = Engine::new(EngineConfig::default(), store).expect("engine");
         // What this process inherited (a CI may run everything under `nice`).
-        let (runtime_policy, runtime_nice) = scheduling();
-        let (policy, nice) = engine.shared.pool.install(scheduling);
-        const SCHED_BATCH: i64 = 3;
-        let wanted = i64::from(NORMALIZE_NICENESS);
-        if runtime_nice < wanted {
-            assert_eq!((policy, nice), (SCHED_BATCH, wanted), "a normalize thread");
-        } else {
-            // Already that nice or nicer: left alone, never given a higher priority.
-            assert_eq!((policy, nice), (runtime_policy, runtime_nice), "a normalize thread of a niced process");
-        }
-        assert_eq!(scheduling(), (runtime_policy, runtime_nice), "the runtime's own thread is left as it was");
+        let inherited = scheduling();
+        assert_eq!(engine.shared.pool.install(scheduling), yielded_scheduling(inherited), "a normalize thread");
+        let blocking = spawn_yielding(scheduling).await.expect("a blocking-pool thread");
+        assert_eq!(blocking, yielded_scheduling(inherited), "spawn_yielding's thread");
+        assert_eq!(scheduling(), inherited, "the runtime's own thread is left as it was");
+    }
+
+    #[test]
+    fn a_yielded_thread_is_batch_at_niceness_10_unless_already_nicer() {
+        assert_eq!(yielded_scheduling((0, 0)), (3, 10));
+        assert_eq!(yielded_scheduling((0, -5)), (3, 10));
+        // Already that nice or nicer: left alone, never given a higher priority.
+        assert_eq!(yielded_scheduling((0, 10)), (0, 10));
+        assert_eq!(yielded_scheduling((0, 15)), (0, 15));
     }
 }

@@ -514,9 +514,8 @@ impl MongoStore {
         };
         let max_document_bytes = self.inner.opts.max_document_bytes;
         let assets = batch.assets;
-        let (ctx, prepared) = tokio::task::spawn_blocking(move || {
-            // Encoding a batch is CPU work: below the runtime, as in SQLite's store.
-            corral_core::yield_cpu_to_the_runtime();
+        // Encoding a batch is CPU work: below the runtime, as in SQLite's store.
+        let (ctx, prepared) = corral_core::spawn_yielding(move || {
             let prepared = prepare(&assets, &mut ctx, max_document_bytes);
             (ctx, prepared)
         })
