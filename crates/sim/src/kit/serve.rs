@@ -570,18 +570,13 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
         }
         Pagination::NextLink { link_path } => {
             if let Some(t) = next_token {
-                let url = format!(
-                    "{}{}?{}={limit}&skiptoken={}",
-                    origin(sim, headers),
-                    spec.list_path,
-                    spec.limit_param,
-                    percent_encode(&t)
-                );
+                let base = list_url(sim, spec, headers, &pairs, "skiptoken", limit as u64);
+                let url = format!("{base}&skiptoken={}", percent_encode(&t));
                 set_path(&mut body, link_path, Value::String(url));
             }
         }
         Pagination::LinkHeader { param } => {
-            let base = format!("{}{}?{}={limit}", origin(sim, headers), spec.list_path, spec.limit_param);
+            let base = list_url(sim, spec, headers, &pairs, param, limit as u64);
             let current = qget(&pairs, param).filter(|t| !t.is_empty());
             let this = match current {
                 Some(t) => format!("<{base}&{param}={}>; rel=\"self\"", percent_encode(t)),
@@ -613,6 +608,27 @@ fn list_page(sim: &Sim, headers: &HeaderMap, q: Option<&str>) -> Response {
     resp
 }
 
+/// The listing's URL for another page, as the vendors write their next
+/// links: the request's own parameters (filters, field and section choices)
+/// kept, the page size set to `limit`, and the position parameter `position`
+/// left for the caller to append.
+fn list_url(
+    sim: &Sim,
+    spec: &KitSpec,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    position: &str,
+    limit: u64,
+) -> String {
+    let mut kept: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k != position && *k != spec.limit_param)
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    kept.push(format!("{}={limit}", spec.limit_param));
+    format!("{}{}?{}", origin(sim, headers), spec.list_path, kept.join("&"))
+}
+
 /// ServiceNow's one `Link` header: `<url>;rel="first",<url>;rel="prev",<url>;rel="next",<url>;rel="last"`
 /// (no prev on the first page, no next on the last); each URL repeats the
 /// request's other parameters with its own offset.
@@ -626,13 +642,7 @@ fn offset_links(
     limit: u64,
 ) -> String {
     let size = sim.config.size as u64;
-    let mut kept: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k != offset_param && *k != spec.limit_param)
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect();
-    kept.push(format!("{}={limit}", spec.limit_param));
-    let base = format!("{}{}?{}", origin(sim, headers), spec.list_path, kept.join("&"));
+    let base = list_url(sim, spec, headers, pairs, offset_param, limit);
     let url = |offset: u64| format!("<{base}&{offset_param}={offset}>");
     let last = size.saturating_sub(1) / limit * limit;
     let mut links = vec![format!("{};rel=\"first\"", url(0))];

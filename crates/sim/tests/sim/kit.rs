@@ -202,6 +202,40 @@ async fn every_pagination_style_walks_to_exactly_the_generated_ids() {
     }
 }
 
+/// A next link carries the request's own parameters (a filter, a field
+/// choice), as Okta's `Link` headers and Graph's `@odata.nextLink` do: a
+/// client that follows links as sent keeps its filter on every page.
+#[tokio::test]
+async fn next_links_keep_the_requests_other_parameters() {
+    for (style, spec) in [
+        ("Link header", spec(Pagination::link_header("after")).records_at(&[])),
+        ("nextLink", spec(Pagination::next_link(&["@odata.nextLink"])).records_at(&["value"])),
+    ] {
+        let sim = start(spec.clone(), SimConfig::new(SEED, SIZE)).await;
+        let mut url = "/api/v1/devices?search=os%20eq%20%22mac%22&limit=10".to_string();
+        let mut pages = 0;
+        loop {
+            let (headers, page) = get(&sim, &url).await;
+            pages += 1;
+            let next = match style {
+                "Link header" => headers
+                    .get_all("link")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find(|l| l.contains("rel=\"next\""))
+                    .map(|l| l.trim_start_matches('<').split('>').next().unwrap_or_default().to_string()),
+                _ => page["@odata.nextLink"].as_str().map(str::to_string),
+            };
+            let Some(next) = next else { break };
+            assert!(next.contains("search=os%20eq%20%22mac%22"), "{style}: the filter is kept: {next}");
+            assert_eq!(next.matches("limit=10").count(), 1, "{style}: the page size once: {next}");
+            assert_eq!(next.matches("search=").count(), 1, "{style}: the filter once: {next}");
+            url = next;
+        }
+        assert_eq!(pages, 3, "{style}: 25 records in pages of 10");
+    }
+}
+
 #[tokio::test]
 async fn ids_then_details_finds_records_by_index_of_too() {
     let spec = spec(Pagination::ids_then_details("offset", "/api/v1/devices/details", "ids", 4))
