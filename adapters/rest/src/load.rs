@@ -42,6 +42,9 @@ impl SpecError {
 }
 
 /// Config fields every spec adapter has, besides its own.
+/// Requests in flight at once when a spec does not say (`rate_limit.max_in_flight`).
+const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+
 pub const BUILTIN_CONFIG: &[&str] = &["timeout_secs", "requests_per_minute", "max_in_flight", "keep_raw"];
 
 /// A config field as the spec declares it.
@@ -311,11 +314,11 @@ impl<'a> Cx<'a> {
             return Err(self.whole("rate_limit.max_in_flight and max_in_flight_limit must be at least 1"));
         }
         if let Some(limit) = r.max_in_flight_limit
-            && r.max_in_flight.unwrap_or(4) > limit
+            && r.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) > limit
         {
             return Err(self.whole(format!(
                 "rate_limit.max_in_flight ({}) is over max_in_flight_limit ({limit})",
-                r.max_in_flight.map_or("4, the default".to_string(), |n| n.to_string())
+                r.max_in_flight.map_or(format!("{DEFAULT_MAX_IN_FLIGHT}, the default"), |n| n.to_string())
             )));
         }
         if spec.streams.is_empty() {
@@ -376,7 +379,7 @@ impl<'a> Cx<'a> {
             check,
             auth,
             requests_per_minute: r.requests_per_minute.unwrap_or(0),
-            max_in_flight: r.max_in_flight.unwrap_or(4),
+            max_in_flight: r.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
             window_secs: r.window_secs.unwrap_or(60).max(1),
             adapt_to_headers: true,
             auth_statuses: spec.errors.auth.clone(),
