@@ -41,7 +41,9 @@ pub struct EngineConfig {
     pub raw_channel_capacity: usize,
     /// Pages being normalized at once, per connection (0: the pool's thread count).
     pub normalize_in_flight: usize,
-    /// Normalized pages waiting for the batcher, per connection.
+    /// Normalized pages waiting for the batcher, per connection. One is
+    /// enough: a page is usually several batches, and pages queued in front
+    /// of a store that is behind add memory, not speed.
     pub normalized_channel_capacity: usize,
     /// A load batch closes at this many records...
     pub batch_max_records: usize,
@@ -83,9 +85,9 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_connections: 16,
-            raw_channel_capacity: 4,
+            raw_channel_capacity: 2,
             normalize_in_flight: 0,
-            normalized_channel_capacity: 4,
+            normalized_channel_capacity: 1,
             batch_max_records: 1000,
             batch_max_bytes: 4 * 1024 * 1024,
             batch_max_wait_ms: 2000,
