@@ -68,9 +68,14 @@ impl Vendor for Aws {
         &[503]
     }
     async fn start_with_expiring_token(&self) -> Result<Box<dyn Env>, SetupError> {
-        // Sessions announced for an hour die after a second: EC2 refuses them
-        // (RequestExpired) and the adapter assumes the role again.
-        let faults = Faults { token_ttl: Some(Duration::from_secs(1)), token_ttl_hidden: true, ..Faults::default() };
+        // Sessions announced for an hour die after two seconds: EC2 refuses
+        // them (RequestExpired) and the adapter assumes the role again, once
+        // per refused request. The run lasts about five seconds, so sessions
+        // die during it. Not one second: at 5 requests/s a retry can wait
+        // most of a second for its turn, and on a loaded machine the session
+        // another region had just renewed was dead again by then (the real
+        // minimum is 15 minutes, so one renewal per request is enough there).
+        let faults = Faults { token_ttl: Some(Duration::from_secs(2)), token_ttl_hidden: true, ..Faults::default() };
         Ok(start(base().faults(faults).latency_ms(30), json!({"requests_per_second": 5})).await?.boxed())
     }
     async fn start_echoing_credentials(&self) -> Result<Box<dyn Env>, SetupError> {
