@@ -772,10 +772,12 @@ async fn interrupted_inner(vendor: &dyn Vendor, ctx: &mut Ctx, out: &mut Outcome
     ctx.keep(INTERRUPTED, &first, &store).await;
     store.set_delay(Duration::ZERO, false);
     if first.status == RunStatus::Success {
-        let after = if wait_for_checkpoint { " after its first checkpoint" } else { "" };
-        out.fail(format!(
-            "setup: the run finished before it could be interrupted{after} (give the environment more pages)"
-        ));
+        out.fail(if wait_for_checkpoint {
+            "the run finished before it could be interrupted after its first checkpoint: the adapter saved no \
+             checkpoint before its last page, or the environment has too few pages"
+        } else {
+            "setup: the run finished before it could be interrupted (give the environment more pages)"
+        });
         env.shutdown().await;
         return;
     }
