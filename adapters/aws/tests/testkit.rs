@@ -70,7 +70,7 @@ impl Vendor for Aws {
     async fn start_with_expiring_token(&self) -> Result<Box<dyn Env>, SetupError> {
         // Sessions announced for an hour die after two seconds: EC2 refuses
         // them (RequestExpired) and the adapter assumes the role again, once
-        // per refused request. The run lasts about five seconds, so sessions
+        // per refused request. The run lasts about four seconds, so sessions
         // die during it. Not one second: at 5 requests/s a retry can wait
         // most of a second for its turn, and on a loaded machine the session
         // another region had just renewed was dead again by then (the real

@@ -41,10 +41,10 @@ impl SpecError {
     }
 }
 
-/// Config fields every spec adapter has, besides its own.
 /// Requests in flight at once when a spec does not say (`rate_limit.max_in_flight`).
 const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 
+/// Config fields every spec adapter has, besides its own.
 pub const BUILTIN_CONFIG: &[&str] = &["timeout_secs", "requests_per_minute", "max_in_flight", "keep_raw"];
 
 /// A config field as the spec declares it.
