@@ -106,7 +106,7 @@ impl Store for FailingStore {
     async fn list_assets_after(
         &self,
         f: &AssetFilter,
-        after: Option<&corral_core::AssetKey>,
+        after: Option<&corral_core::AssetCursor>,
         limit: usize,
     ) -> Result<Vec<StoredAsset>, StoreError> {
         self.inner.list_assets_after(f, after, limit).await

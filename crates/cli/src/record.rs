@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use corral_core::store::AssetFilter;
-use corral_core::{AssetKey, EngineConfig, Store};
+use corral_core::{AssetCursor, EngineConfig, Store};
 use corral_http::cassette::{ASSETS_FILE, CassetteWriter, Meta, RecordedAsset};
 
 use crate::commands::{Output, build_connections, registry_for, sync};
@@ -113,12 +113,12 @@ pub async fn run(
 async fn write_assets(store: &dyn Store, connection: &str, path: &PathBuf) -> Result<u64> {
     let filter = AssetFilter { connection: Some(connection.to_string()), include_stale: true, ..Default::default() };
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("{}", path.display()))?);
-    let mut after: Option<AssetKey> = None;
+    let mut after: Option<AssetCursor> = None;
     let mut n = 0u64;
     loop {
         let page = store.list_assets_after(&filter, after.as_ref(), 1000).await.context("listing the stored assets")?;
         let Some(last) = page.last() else { break };
-        after = Some(AssetKey::of(last));
+        after = Some(AssetCursor::of(last));
         for a in &page {
             let line = serde_json::to_string(&RecordedAsset::of(a)).context("encoding an asset line")?;
             // Small blocking writes: let the runtime move its other tasks meanwhile.

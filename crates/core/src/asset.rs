@@ -1189,6 +1189,7 @@ mod tests {
             stale_since: None,
             fields: a.fields_json(),
             raw: a.raw.clone(),
+            position: Default::default(),
         };
         let back = stored.asset().expect("asset");
         assert_eq!(back, a);

@@ -35,7 +35,7 @@ pub use engine::{Connection, Engine, EngineConfig, spawn_yielding, yield_cpu_to_
 pub use engine::{thread_scheduling, yielded_scheduling};
 pub use redact::Redactor;
 pub use store::{
-    AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, RunCursor, RunQuery, StalePolicy, StaleScope, Store,
-    StoreError,
+    AssetCursor, AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, RunCursor, RunQuery, StalePolicy, StaleScope,
+    Store, StoreError,
 };
 pub use summary::{RunStatus, RunSummary};

@@ -278,10 +278,7 @@ impl AssetFilter {
     }
 }
 
-/// (connection, kind, source_id): what identifies a stored asset, and where
-/// a page of [`Store::list_assets_after`] ends and
-/// the next one starts. Assets are listed in key order: connection, kind,
-/// source id (byte order).
+/// (connection, kind, source_id): what identifies a stored asset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AssetKey {
     pub connection: String,
@@ -292,6 +289,42 @@ pub struct AssetKey {
 impl AssetKey {
     pub fn of(asset: &StoredAsset) -> AssetKey {
         AssetKey { connection: asset.connection.clone(), kind: asset.kind, source_id: asset.source_id.clone() }
+    }
+}
+
+/// Where a store keeps a listed asset in its listing order, when that order
+/// is not the key's: SQLite lists a connection's assets of one kind in the
+/// order they were first stored, and gives each listed asset its row id here
+/// so that a page can start after an asset deleted since it was listed.
+///
+/// Bookkeeping of one listing, not part of the asset: it is never
+/// serialized, and two [`StoredAsset`]s compare equal whatever their
+/// positions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListPosition(pub Option<i64>);
+
+impl PartialEq for ListPosition {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Where a page of [`Store::list_assets_after`] ended: the key of its last
+/// asset and, from stores that list in an order of their own, its
+/// [`ListPosition`]. Serialized as the key's fields plus `position`, so a
+/// bare key still reads as a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetCursor {
+    #[serde(flatten)]
+    pub key: AssetKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+}
+
+impl AssetCursor {
+    /// The cursor after `asset`, an asset of the last page.
+    pub fn of(asset: &StoredAsset) -> AssetCursor {
+        AssetCursor { key: AssetKey::of(asset), position: asset.position.0 }
     }
 }
 
@@ -341,6 +374,10 @@ pub struct StoredAsset {
     pub fields: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<serde_json::Value>,
+    /// Where the listing that returned this asset keeps it (see
+    /// [`ListPosition`]); the default everywhere else.
+    #[serde(skip)]
+    pub position: ListPosition,
 }
 
 impl StoredAsset {
@@ -518,18 +555,24 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError>;
 
-    /// The first `limit` assets matching `filter`, in key order.
+    /// The first `limit` assets matching `filter`, in the store's listing order.
     async fn list_assets(&self, filter: &AssetFilter, limit: usize) -> Result<Vec<StoredAsset>, StoreError> {
         self.list_assets_after(filter, None, limit).await
     }
 
-    /// At most `limit` assets matching `filter` whose key comes after `after`
-    /// (all of them from the start when `None`), in key order: a page of a
-    /// listing, the next one starting after the last key of this one.
+    /// At most `limit` assets matching `filter` that come after `after` (all
+    /// of them from the start when `None`) in the store's listing order: a
+    /// page of a listing, the next one starting after
+    /// [`AssetCursor::of`] this one's last asset. Every store orders by
+    /// connection, then kind; within those, MongoDB and the in-memory store
+    /// order by source id, SQLite by when the asset was first stored (its
+    /// row id: new keys are appended, not inserted into a key index). Pages
+    /// list every asset that is there throughout exactly once, also when
+    /// the asset a page ended at has been deleted since.
     async fn list_assets_after(
         &self,
         filter: &AssetFilter,
-        after: Option<&AssetKey>,
+        after: Option<&AssetCursor>,
         limit: usize,
     ) -> Result<Vec<StoredAsset>, StoreError>;
 }

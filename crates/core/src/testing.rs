@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use crate::adapter::Checkpoint;
 use crate::asset::AssetKind;
 use crate::store::{
-    AssetCount, AssetFilter, AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, RunQuery, StaleOutcome, StalePolicy,
-    StaleScope, Store, StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetCursor, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, RunQuery, StaleOutcome,
+    StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use crate::summary::RunSummary;
 
@@ -328,7 +328,7 @@ impl Store for MemoryStore {
     async fn list_assets_after(
         &self,
         filter: &AssetFilter,
-        after: Option<&AssetKey>,
+        after: Option<&AssetCursor>,
         limit: usize,
     ) -> Result<Vec<StoredAsset>, StoreError> {
         let assets = self.assets.lock().map_err(|_| Self::poisoned())?;
@@ -336,7 +336,10 @@ impl Store for MemoryStore {
             .values()
             .map(|(a, _)| a)
             .filter(|a| {
-                after.is_none_or(|k| (&a.connection, a.kind, &a.source_id) > (&k.connection, k.kind, &k.source_id))
+                after.is_none_or(|c| {
+                    let k = &c.key;
+                    (&a.connection, a.kind, &a.source_id) > (&k.connection, k.kind, &k.source_id)
+                })
             })
             .filter(|a| filter.matches(a))
             .cloned()
@@ -421,6 +424,7 @@ impl MemoryStore {
                         stale_since: None,
                         fields: a.fields_json(),
                         raw: a.raw.clone(),
+                        position: Default::default(),
                     };
                     assets.insert(key, (stored, hash));
                 }

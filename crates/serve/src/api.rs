@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use corral_core::store::{AssetFilter, AssetKey, RunCursor, RunQuery};
+use corral_core::store::{AssetCursor, AssetFilter, AssetKey, RunCursor, RunQuery};
 use corral_core::{AssetKind, Engine, RunStatus};
 use futures::StreamExt;
 use secrecy::ExposeSecret;
@@ -651,12 +651,12 @@ async fn assets(
     )?;
     let filter = asset_filter(&inner, &p, &wheres)?;
     let limit = limit_param(&p, 100)?;
-    let after: Option<AssetKey> = p.get("after").map(|c| decode_cursor("after", c)).transpose()?;
+    let after: Option<AssetCursor> = p.get("after").map(|c| decode_cursor("after", c)).transpose()?;
     let mut page =
         inner.store.list_assets_after(&filter, after.as_ref(), limit + 1).await.map_err(|e| store_error(&inner, e))?;
     let more = page.len() > limit;
     page.truncate(limit);
-    let next = if more { page.last().and_then(|a| encode_cursor(&AssetKey::of(a))) } else { None };
+    let next = if more { page.last().and_then(|a| encode_cursor(&AssetCursor::of(a))) } else { None };
     Ok(json(serde_json::json!({ "assets": page, "next": next })))
 }
 
@@ -735,10 +735,15 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_junk_names_the_parameter() {
         let key = AssetKey { connection: "c".into(), kind: AssetKind::User, source_id: "u/1?&=".into() };
-        let text = encode_cursor(&key).expect("encode");
+        let cursor = AssetCursor { key: key.clone(), position: Some(41) };
+        let text = encode_cursor(&cursor).expect("encode");
         assert!(text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{text}");
-        assert_eq!(decode_cursor::<AssetKey>("after", &text).expect("decode"), key);
-        let err = decode_cursor::<AssetKey>("after", "!!").expect_err("junk");
+        assert_eq!(decode_cursor::<AssetCursor>("after", &text).expect("decode"), cursor);
+        // A cursor of an earlier version (the key alone) still reads, without a position.
+        let old = encode_cursor(&key).expect("encode key");
+        let read = decode_cursor::<AssetCursor>("after", &old).expect("decode key");
+        assert_eq!(read, AssetCursor { key, position: None });
+        let err = decode_cursor::<AssetCursor>("after", "!!").expect_err("junk");
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert!(err.message.contains("`after`"), "{}", err.message);
     }

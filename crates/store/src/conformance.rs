@@ -29,8 +29,11 @@
 //!   references.
 //!   Counts come one per (connection, kind) that has matching assets, ordered
 //!   by connection then kind name (`cloud_resource` < `device` < `software` <
-//!   `user` < `vulnerability`, as `AssetKind`'s `Ord`); assets are ordered by
-//!   connection, kind, source_id (byte order).
+//!   `user` < `vulnerability`, as `AssetKind`'s `Ord`); assets are listed by
+//!   connection, then kind, then in the store's own order: source id (byte
+//!   order) in MongoDB and in memory, first stored in SQLite, whose batches
+//!   store their new assets in source id order. The suite lists assets that
+//!   were stored in source id order, and pages with [`AssetCursor::of`].
 //! - `limit` 0 returns nothing (note that MongoDB's `limit(0)` means "no limit").
 //! - `rejects(sync_id, ..)` returns them in the order they were saved; equal
 //!   rejects saved twice (in one call or two) are all kept.
@@ -57,8 +60,8 @@ use corral_core::asset::{
 use corral_core::metrics::RequestStats;
 use corral_core::schema::{DeclaredAttribute, parse_where};
 use corral_core::store::{
-    AssetCount, AssetFilter, AssetKey, LeaseGrant, LoadBatch, LoadOutcome, RunCursor, RunQuery, StaleOutcome,
-    StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetCursor, AssetFilter, AssetKey, LeaseGrant, LoadBatch, LoadOutcome, RunCursor, RunQuery,
+    StaleOutcome, StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::{RejectGroup, RunStatus, RunSummary, StageTimes, StreamSummary, TimelinePoint};
 use futures::FutureExt;
@@ -1568,10 +1571,11 @@ pub async fn rejected_records_stay_fresh(store: &dyn Store) {
     assert_eq!(get(store, "conn-a", D, "d2").await.last_seen, at(HOUR), "last_seen never moves back");
 }
 
-/// `list_assets_after` pages through a listing in key order, each page
-/// starting after the last key of the one before: every asset once, whatever
-/// the page size, with the filter applied; a key that is not stored (a
-/// deleted asset) is a valid place to start after.
+/// `list_assets_after` pages through a listing, each page starting after
+/// [`AssetCursor::of`] the last asset of the one before: every asset once,
+/// whatever the page size, with the filter applied. A page can start after
+/// an asset deleted since it was listed, and after a bare key (no
+/// position) of a stored asset.
 pub async fn assets_paged_by_key(store: &dyn Store) {
     let mut alpha: Vec<Asset> = (0..7).map(|i| device("devices", &format!("d{i}"), &format!("a-{i}"))).collect();
     alpha.extend((0..3).map(|i| user("users", &format!("u{i}"), &format!("u{i}@a.io"))));
@@ -1593,12 +1597,12 @@ pub async fn assets_paged_by_key(store: &dyn Store) {
 
     let pages = |filter: AssetFilter, size: usize| async move {
         let mut all = Vec::new();
-        let mut after: Option<AssetKey> = None;
+        let mut after: Option<AssetCursor> = None;
         for _ in 0..100 {
             let page = ok(store.list_assets_after(&filter, after.as_ref(), size).await, "list_assets_after");
             assert!(page.len() <= size, "a page holds at most `limit` assets");
             let Some(last) = page.last() else { break };
-            after = Some(AssetKey::of(last));
+            after = Some(AssetCursor::of(last));
             all.extend(keys(&page));
         }
         all
@@ -1606,7 +1610,7 @@ pub async fn assets_paged_by_key(store: &dyn Store) {
     let whole = keys(&ok(store.list_assets(&all_filter(), 1000).await, "list all"));
     assert_eq!(whole.len(), 15, "{whole:?}");
     for size in [1, 2, 3, 5, 15, 16] {
-        assert_eq!(pages(all_filter(), size).await, whole, "pages of {size} give every asset once, in key order");
+        assert_eq!(pages(all_filter(), size).await, whole, "pages of {size} give every asset once, in order");
     }
     let fresh_alpha_devices =
         AssetFilter { connection: Some("alpha".into()), kind: Some(D), include_stale: false, ..Default::default() };
@@ -1614,16 +1618,31 @@ pub async fn assets_paged_by_key(store: &dyn Store) {
     for size in [1, 2, 4] {
         assert_eq!(pages(fresh_alpha_devices.clone(), size).await, expected, "filtered pages of {size}");
     }
-    // Start after a key no asset has: the next one in order.
-    let after = AssetKey { connection: "alpha".into(), kind: D, source_id: "d25".into() };
-    let page = ok(store.list_assets_after(&all_filter(), Some(&after), 2).await, "after a missing key");
-    assert_eq!(keys(&page), vec![key("alpha", D, "d3"), key("alpha", D, "d4")], "after d25 come d3, d4");
-    let after = AssetKey { connection: "alpha".into(), kind: U, source_id: "u2".into() };
-    let page = ok(store.list_assets_after(&all_filter(), Some(&after), 2).await, "across connections");
+    let listed = ok(store.list_assets(&all_filter(), 1000).await, "list all");
+    let cursor = |k: (&str, AssetKind, &str)| {
+        let found = listed.iter().find(|a| key(&a.connection, a.kind, &a.source_id) == key(k.0, k.1, k.2));
+        AssetCursor::of(found.expect("listed"))
+    };
+    // A bare key of a stored asset (a cursor made by hand, or by a store
+    // that keeps no position) starts after that asset.
+    let bare =
+        AssetCursor { key: AssetKey { connection: "alpha".into(), kind: D, source_id: "d2".into() }, position: None };
+    let page = ok(store.list_assets_after(&all_filter(), Some(&bare), 2).await, "after a bare key");
+    assert_eq!(keys(&page), vec![key("alpha", D, "d3"), key("alpha", D, "d4")], "after d2 come d3, d4");
+    let page = ok(store.list_assets_after(&all_filter(), Some(&cursor(("alpha", U, "u2"))), 2).await, "across");
     assert_eq!(keys(&page), vec![key("beta", D, "d0"), key("beta", D, "d1")], "the next connection follows");
-    let after = AssetKey { connection: "beta".into(), kind: U, source_id: String::new() };
-    assert!(ok(store.list_assets_after(&all_filter(), Some(&after), 5).await, "past the end").is_empty());
+    let past = cursor(("beta", D, "d3"));
+    assert!(ok(store.list_assets_after(&all_filter(), Some(&past), 5).await, "past the end").is_empty());
     assert!(ok(store.list_assets_after(&all_filter(), None, 0).await, "limit 0").is_empty(), "limit 0");
+    // The asset a page ended at is deleted (alpha d3, stale): the next page
+    // starts where it was.
+    let after_d3 = cursor(("alpha", D, "d3"));
+    let gone = StalePolicy::Mark { delete_after: Some(Duration::from_secs(1)) };
+    let out =
+        ok(store.handle_stale(&scope_started("alpha", "devices", "alpha-2", at(HOUR), at(DAY)), gone).await, "delete");
+    assert_eq!(out.deleted, 1, "alpha d3 deleted");
+    let page = ok(store.list_assets_after(&all_filter(), Some(&after_d3), 2).await, "after a deleted asset");
+    assert_eq!(keys(&page), vec![key("alpha", D, "d4"), key("alpha", D, "d5")], "after the deleted d3 come d4, d5");
 }
 
 /// `list_runs` lists one connection's runs or all, most recent first, in

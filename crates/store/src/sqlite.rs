@@ -15,16 +15,36 @@
 //! - Timestamps are stored as fixed-width RFC 3339 UTC text with nanoseconds
 //!   (`2024-05-01T12:00:00.000000000Z`), so text order is time order.
 //! - The schema is created idempotently; `meta.schema_version` records its version.
-//! - An upsert is one transaction per batch, its assets sorted by key, and
-//!   cached multi-row `INSERT .. ON CONFLICT DO UPDATE .. RETURNING`
+//! - An upsert is one transaction per batch, its assets sorted by key: a
+//!   search of the batch's keys (statements of up to 256), then cached
+//!   multi-row `INSERT .. ON CONFLICT (id) DO UPDATE .. RETURNING`
 //!   statements of up to 256 assets: the conflict clause compares the stored
 //!   content hash and records in `assets.last_change` whether the row was
 //!   inserted, updated or unchanged.
 //! - Assets are keyed by an integer `id` (`INTEGER PRIMARY KEY`, stable:
-//!   `VACUUM` keeps it), with `(connection, kind, source_id)` a unique index.
-//!   New rows are appended to the table instead of landing at random places
-//!   of a clustered text key (vendor ids are random): a commit writes every
-//!   page it dirtied, so random placement cost a page per asset.
+//!   `VACUUM` keeps it). New rows are appended to the table (the next id)
+//!   instead of landing at random places of a clustered text key (vendor ids
+//!   are random): a commit writes every page it dirtied, so random placement
+//!   cost a page per asset. For the same reason there is no unique index on
+//!   `(connection, kind, source_id)` (schema version 4): at a million assets
+//!   it cost nearly a page per new key. An asset's row is found by a 64-bit
+//!   hash of its kind and source id (`asset_key_hash`) in two levels:
+//!   `asset_key_recent (h, id)`, the keys added since the last merge (a few
+//!   hundred pages, so a batch dirties few), and `asset_key (h, id)`, into
+//!   which they are merged in hash order once this process has added
+//!   [`SqliteOptions::key_recent_rows`] (each page of the large level is
+//!   then written at most once per merge). The store keeps keys unique: the
+//!   writer holds an `IMMEDIATE` transaction while it searches the batch's
+//!   keys in both levels (each candidate confirmed by the row's own
+//!   connection, kind and source id, so a colliding hash or another
+//!   connection's asset is never taken), gives each new key the next id,
+//!   once however often the batch repeats it, and upserts by id. Triggers
+//!   add a new row's key to the recent level and delete a deleted row's.
+//! - Assets are listed by connection, kind and id (the `(connection, kind)`
+//!   index, whose entries end with the id, and which new rows append to):
+//!   in the order they were first stored, a batch's new assets in key
+//!   order. Each listed asset carries its id as its `ListPosition`, so a
+//!   page can start after an asset deleted since.
 //! - Stale handling uses the `(connection, stream)` index, which upserts never
 //!   rewrite (see `upsert_sql`), and a partial index on `stale_since` for deletes.
 //! - Correlation keys and references are found through one lookup index,
@@ -42,16 +62,19 @@
 //!   bounded by the same setting).
 //! - Schema versions: 1 (assets, runs, checkpoints, rejects, leases), 2 (+
 //!   `asset_keys`, `asset_refs`), 3 (assets by integer id, the lookup index
-//!   and its log instead of version 2's tables). Opening an older database
-//!   for writing migrates it in place, in one transaction, deriving the
-//!   lookup hashes of every stored asset from its fields. A read-only open
-//!   leaves it as it is: everything but `--where` on a correlation key and
-//!   `--points-at` works on it, and those say to run a sync once.
+//!   and its log instead of version 2's tables), 4 (no unique key index;
+//!   the two key levels). Opening an older database for writing migrates it
+//!   in place, in one transaction: from version 3 the table is rebuilt
+//!   keeping every id, from 1 or 2 also deriving the lookup hashes of every
+//!   stored asset from its fields. A read-only open leaves it as it is and
+//!   lists it in key order: on version 1 or 2 everything but `--where` on a
+//!   correlation key and `--points-at` works, and those say to run a sync once.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,15 +82,15 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::{Asset, AssetKind};
 use corral_core::store::{
-    AssetCount, AssetFilter, AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, RunQuery, Scalar,
-    StaleOutcome, StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
+    AssetCount, AssetCursor, AssetFilter, AssetKey, Lease, LeaseGrant, ListPosition, LoadBatch, LoadOutcome, Predicate,
+    RunQuery, Scalar, StaleOutcome, StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for another connection's lock before failing
 /// with `SQLITE_BUSY` (reported as [`StoreError::Transient`]).
@@ -115,11 +138,13 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
-/// Version 3: assets keyed by an integer id (rows are appended, not inserted
-/// at random positions of a clustered text key), and one lookup index of
-/// 64-bit hashes for correlation keys and references, written through an
-/// append-mostly log (see the module docs).
-const SCHEMA_ASSETS: &str = "
+/// Version 4: assets keyed by an integer id, appended (rows are not inserted
+/// at random positions of a clustered text key), without a unique index on
+/// their key: `asset_key` and `asset_key_recent` find an asset's row by a
+/// 64-bit hash of its kind and source id (see the module docs), and the
+/// store's code keeps keys unique. One lookup index of 64-bit hashes for
+/// correlation keys and references, written through an append-mostly log.
+const SCHEMA_ASSET_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS assets (
     id           INTEGER PRIMARY KEY,
     connection   TEXT NOT NULL,
@@ -138,10 +163,22 @@ CREATE TABLE IF NOT EXISTS assets (
     -- The lookup hashes of the asset's correlation keys and references (a
     -- JSON array): what the triggers below index, and delete with it.
     lookup       TEXT NOT NULL DEFAULT '[]',
-    UNIQUE (connection, kind, source_id)
+    -- The hash of (kind, source_id) under which asset_key(_recent) find the row.
+    key_hash     INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS assets_kind ON assets (connection, kind);
 CREATE INDEX IF NOT EXISTS assets_stream ON assets (connection, stream);
 CREATE INDEX IF NOT EXISTS assets_stale_since ON assets (connection, stream, stale_since) WHERE stale_since IS NOT NULL;
+CREATE TABLE IF NOT EXISTS asset_key (
+    h  INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (h, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS asset_key_recent (
+    h  INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (h, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS asset_lookup (
     h     INTEGER NOT NULL,
     asset INTEGER NOT NULL,
@@ -152,6 +189,17 @@ CREATE TABLE IF NOT EXISTS asset_lookup_log (
     h     INTEGER NOT NULL,
     PRIMARY KEY (asset, h)
 ) WITHOUT ROWID;
+";
+
+/// What keeps the key levels and the lookup index in step with `assets`.
+const SCHEMA_ASSET_TRIGGERS: &str = "
+CREATE TRIGGER IF NOT EXISTS assets_key_insert AFTER INSERT ON assets BEGIN
+    INSERT INTO asset_key_recent (h, id) VALUES (new.key_hash, new.id);
+END;
+CREATE TRIGGER IF NOT EXISTS assets_key_delete AFTER DELETE ON assets BEGIN
+    DELETE FROM asset_key_recent WHERE h = old.key_hash AND id = old.id;
+    DELETE FROM asset_key WHERE h = old.key_hash AND id = old.id;
+END;
 CREATE TRIGGER IF NOT EXISTS assets_lookup_insert AFTER INSERT ON assets BEGIN
     INSERT OR IGNORE INTO asset_lookup_log (asset, h) SELECT new.id, value FROM json_each(new.lookup);
 END;
@@ -165,6 +213,13 @@ CREATE TRIGGER IF NOT EXISTS assets_lookup_delete AFTER DELETE ON assets BEGIN
     DELETE FROM asset_lookup WHERE asset = old.id AND h IN (SELECT value FROM json_each(old.lookup));
     DELETE FROM asset_lookup_log WHERE asset = old.id;
 END;
+";
+
+/// Move the recent keys into the key index, in hash order: every page of
+/// the index is written at most once per merge, however large it is.
+const MERGE_KEYS_SQL: &str = "
+INSERT OR IGNORE INTO asset_key (h, id) SELECT h, id FROM asset_key_recent ORDER BY h, id;
+DELETE FROM asset_key_recent;
 ";
 
 /// Move the log into the lookup index, in hash order: every page of the
@@ -186,11 +241,21 @@ pub struct SqliteOptions {
     pub lookup_log_rows: u64,
     /// WAL pages after which a commit checkpoints (`PRAGMA wal_autocheckpoint`).
     pub wal_autocheckpoint_pages: u32,
+    /// Keys `asset_key_recent` may hold before they are merged into
+    /// `asset_key` (counted by this process). A batch writes its new keys
+    /// into the recent level's pages, a merge rewrites the large level's:
+    /// about 30,000 balances the two (see docs/ARCHITECTURE.md).
+    pub key_recent_rows: u64,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { cache_mib: 32, lookup_log_rows: 500_000, wal_autocheckpoint_pages: 8192 }
+        SqliteOptions {
+            cache_mib: 32,
+            lookup_log_rows: 500_000,
+            wal_autocheckpoint_pages: 8192,
+            key_recent_rows: 30_000,
+        }
     }
 }
 
@@ -217,6 +282,14 @@ fn key_hash(key: &str, value: &str) -> i64 {
 
 fn ref_hash(connection: &str, kind: &str, source_id: &str) -> i64 {
     lookup_hash(&["ref", connection, kind, source_id])
+}
+
+/// The hash under which `asset_key` and `asset_key_recent` find an asset's
+/// row. Without the connection, so that a source id can be found whichever
+/// connection stored it; the row's own columns tell connections (and the
+/// rare colliding keys) apart.
+fn asset_key_hash(kind: &str, source_id: &str) -> i64 {
+    lookup_hash(&["asset", kind, source_id])
 }
 
 /// The `lookup` column of `asset` (its key and reference hashes, sorted,
@@ -257,6 +330,9 @@ struct Inner {
     /// Rows this process added to the lookup log since its last merge (an
     /// estimate: other processes writing the file keep their own counts).
     log_rows: AtomicU64,
+    /// Keys this process added to `asset_key_recent` since its last merge
+    /// (an estimate, as `log_rows`).
+    key_rows: AtomicU64,
     options: SqliteOptions,
     /// The WAL checkpoint thread of a file database ([`start_checkpointer`]).
     checkpointer: Option<std::thread::JoinHandle<()>>,
@@ -298,7 +374,7 @@ impl SqliteStore {
         let mut writer = Connection::open(&path)
             .map_err(|e| StoreError::Config(format!("cannot open SQLite database {shown}: {e}")))?;
         configure(&writer, true, options).ctx(&format!("configure {shown}"))?;
-        let log_rows = create_schema(&mut writer)?;
+        let (log_rows, key_rows) = create_schema(&mut writer)?;
         let checkpointer =
             start_checkpointer(&path, &mut writer, options).ctx(&format!("start the WAL checkpointer of {shown}"))?;
         let reader = Connection::open_with_flags(
@@ -314,6 +390,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 reader: Some(Mutex::new(reader)),
                 log_rows: AtomicU64::new(log_rows),
+                key_rows: AtomicU64::new(key_rows),
                 options,
                 checkpointer,
             }),
@@ -388,6 +465,7 @@ impl SqliteStore {
                 writer: Mutex::new(conn),
                 reader: None,
                 log_rows: AtomicU64::new(0),
+                key_rows: AtomicU64::new(0),
                 options: SqliteOptions::default(),
                 checkpointer: None,
             }),
@@ -404,7 +482,7 @@ impl SqliteStore {
         let mut writer = Connection::open_in_memory()
             .map_err(|e| StoreError::Config(format!("cannot open in-memory SQLite database: {e}")))?;
         configure(&writer, false, options).ctx("configure in-memory database")?;
-        let log_rows = create_schema(&mut writer)?;
+        let (log_rows, key_rows) = create_schema(&mut writer)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 describe: "sqlite::memory:".to_string(),
@@ -412,6 +490,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 reader: None,
                 log_rows: AtomicU64::new(log_rows),
+                key_rows: AtomicU64::new(key_rows),
                 options,
                 checkpointer: None,
             }),
@@ -554,8 +633,8 @@ fn start_checkpointer(
 }
 
 /// Create the schema, or migrate an older one in place, in one transaction.
-/// Returns the rows in the lookup log.
-fn create_schema(conn: &mut Connection) -> Result<u64, StoreError> {
+/// Returns the rows in the lookup log and in the recent key level.
+fn create_schema(conn: &mut Connection) -> Result<(u64, u64), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin schema transaction")?;
     tx.execute_batch(SCHEMA_BASE).ctx("create schema")?;
     let found: Option<String> = tx
@@ -572,10 +651,13 @@ fn create_schema(conn: &mut Connection) -> Result<u64, StoreError> {
             "database schema version {found} is newer than this corral supports ({SCHEMA_VERSION}); upgrade corral"
         )));
     }
-    if found < SCHEMA_VERSION {
-        migrate_to_v3(&tx)?;
-    } else {
-        tx.execute_batch(SCHEMA_ASSETS).ctx("create schema (assets)")?;
+    match found {
+        ..=2 => migrate_from_v2(&tx)?,
+        3 => migrate_from_v3(&tx)?,
+        _ => {
+            tx.execute_batch(SCHEMA_ASSET_TABLES).ctx("create schema (assets)")?;
+            tx.execute_batch(SCHEMA_ASSET_TRIGGERS).ctx("create schema (asset triggers)")?;
+        }
     }
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) \
@@ -588,15 +670,66 @@ fn create_schema(conn: &mut Connection) -> Result<u64, StoreError> {
     }
     let log_rows: i64 =
         tx.query_row("SELECT COUNT(*) FROM asset_lookup_log", [], |r| r.get(0)).ctx("count the lookup log")?;
+    let key_rows: i64 =
+        tx.query_row("SELECT COUNT(*) FROM asset_key_recent", [], |r| r.get(0)).ctx("count the recent keys")?;
     tx.commit().ctx("commit schema")?;
-    Ok(u64::try_from(log_rows).unwrap_or(0))
+    Ok((u64::try_from(log_rows).unwrap_or(0), u64::try_from(key_rows).unwrap_or(0)))
 }
 
-/// Version 1 or 2 -> 3 (inside the schema transaction): the assets table is
-/// rebuilt with an integer id, and the lookup index is derived from each
-/// stored asset's fields (version 1 had no keys; version 2's key and
-/// reference tables are replaced).
-fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+/// Version 3 -> 4 (inside the schema transaction): the assets table is
+/// rebuilt without its unique index, each row keeping its id (the lookup
+/// index refers to it) and gaining its key hash, and the key index is
+/// built from those hashes in one ordered pass.
+fn migrate_from_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "DROP TRIGGER IF EXISTS assets_lookup_insert;
+         DROP TRIGGER IF EXISTS assets_lookup_update;
+         DROP TRIGGER IF EXISTS assets_lookup_delete;
+         DROP INDEX IF EXISTS assets_stream;
+         DROP INDEX IF EXISTS assets_stale_since;
+         ALTER TABLE assets RENAME TO assets_before_v4;",
+    )
+    .ctx("migrate: set the version 3 assets table aside")?;
+    // No triggers yet: the lookup index already has these rows.
+    tx.execute_batch(SCHEMA_ASSET_TABLES).ctx("migrate: create the assets table")?;
+    let mut select = tx
+        .prepare("SELECT id, kind, source_id FROM assets_before_v4 ORDER BY id")
+        .ctx("migrate: prepare reading keys")?;
+    let mut copy = tx
+        .prepare(
+            "INSERT INTO assets (id, connection, kind, source_id, stream, fields, raw, content_hash, first_seen, \
+             last_seen, last_sync_id, stale_since, last_change, lookup, key_hash) \
+             SELECT id, connection, kind, source_id, stream, fields, raw, content_hash, first_seen, last_seen, \
+             last_sync_id, stale_since, last_change, lookup, ?2 FROM assets_before_v4 WHERE id = ?1",
+        )
+        .ctx("migrate: prepare copying assets")?;
+    let mut rows = select.query([]).ctx("migrate: read keys")?;
+    let mut migrated = 0_u64;
+    while let Some(row) = rows.next().ctx("migrate: read a key")? {
+        let id: i64 = row.get(0).ctx("migrate")?;
+        let kind: String = row.get(1).ctx("migrate")?;
+        let source_id: String = row.get(2).ctx("migrate")?;
+        copy.execute(params![id, asset_key_hash(&kind, &source_id)]).ctx("migrate: copy an asset")?;
+        migrated += 1;
+    }
+    drop(rows);
+    drop(select);
+    drop(copy);
+    tx.execute_batch(
+        "INSERT INTO asset_key (h, id) SELECT key_hash, id FROM assets ORDER BY key_hash, id;
+         DROP TABLE assets_before_v4;",
+    )
+    .ctx("migrate: build the key index")?;
+    tx.execute_batch(SCHEMA_ASSET_TRIGGERS).ctx("migrate: create the asset triggers")?;
+    tracing::debug!(assets = migrated, "rebuilt the assets table without its unique index, and its key index");
+    Ok(())
+}
+
+/// Version 1 or 2 -> 4 (inside the schema transaction): the assets table is
+/// rebuilt with an integer id, its key index, and the lookup index derived
+/// from each stored asset's fields (version 1 had no keys; version 2's key
+/// and reference tables are replaced).
+fn migrate_from_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     tx.execute_batch(
         "DROP TRIGGER IF EXISTS assets_delete_derived;
          DROP TABLE IF EXISTS asset_keys;
@@ -606,7 +739,8 @@ fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
          ALTER TABLE assets RENAME TO assets_before_v3;",
     )
     .ctx("migrate: set the old assets table aside")?;
-    tx.execute_batch(SCHEMA_ASSETS).ctx("migrate: create the assets table")?;
+    tx.execute_batch(SCHEMA_ASSET_TABLES).ctx("migrate: create the assets table")?;
+    tx.execute_batch(SCHEMA_ASSET_TRIGGERS).ctx("migrate: create the asset triggers")?;
     let mut select = tx
         .prepare(
             "SELECT connection, kind, source_id, stream, fields, raw, content_hash, first_seen, last_seen, \
@@ -616,8 +750,8 @@ fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     let mut insert = tx
         .prepare(
             "INSERT INTO assets (connection, kind, source_id, stream, fields, raw, content_hash, first_seen, \
-             last_seen, last_sync_id, stale_since, last_change, lookup) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             last_seen, last_sync_id, stale_since, last_change, lookup, key_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .ctx("migrate: prepare writing assets")?;
     let mut rows = select.query([]).ctx("migrate: read assets")?;
@@ -638,11 +772,13 @@ fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
             last_sync_id: String::new(),
             stale_since: None,
             raw: None,
+            position: ListPosition::default(),
         };
         let asset = stored
             .asset()
             .map_err(|e| StoreError::Corrupt(format!("migrate: {kind} {source_id} has undecodable fields: {e}")))?;
         let lookup = lookup_of(&connection, &asset);
+        let key = asset_key_hash(&kind, &source_id);
         insert
             .execute(params![
                 connection,
@@ -658,6 +794,7 @@ fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
                 row.get::<_, Option<String>>(10).ctx("migrate")?,
                 row.get::<_, i64>(11).ctx("migrate")?,
                 lookup,
+                key,
             ])
             .ctx("migrate: write an asset")?;
         migrated += 1;
@@ -667,6 +804,7 @@ fn migrate_to_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     drop(insert);
     tx.execute_batch("DROP TABLE assets_before_v3;").ctx("migrate: drop the old assets table")?;
     tx.execute_batch(MERGE_LOOKUP_SQL).ctx("migrate: build the lookup index")?;
+    tx.execute_batch(MERGE_KEYS_SQL).ctx("migrate: build the key index")?;
     tracing::debug!(assets = migrated, "rebuilt the assets table and its lookup index");
     Ok(())
 }
@@ -759,6 +897,7 @@ fn limit_param(limit: usize) -> i64 {
 struct PreparedAsset {
     kind: &'static str,
     source_id: String,
+    key_hash: i64,
     stream: String,
     fields: String,
     raw: Option<String>,
@@ -781,7 +920,8 @@ fn prepare(connection: &str, asset: &Asset) -> Result<PreparedAsset, Reject> {
     // The content hash from the bytes just serialized, not serialized again.
     let hash = asset.content_hash_of(&fields, raw.as_deref());
     let lookup = lookup_of(connection, asset);
-    Ok(PreparedAsset { kind, source_id, stream: asset.stream.clone(), fields, raw, hash, lookup })
+    let key_hash = asset_key_hash(kind, &source_id);
+    Ok(PreparedAsset { kind, source_id, key_hash, stream: asset.stream.clone(), fields, raw, hash, lookup })
 }
 
 /// What the last upsert did to a row, in `assets.last_change` (returned by the
@@ -792,21 +932,23 @@ const CHANGE_UNCHANGED: i64 = 2;
 const CHANGE_STREAM: i64 = 4;
 
 /// Insert, or update keeping `first_seen`, for `rows` assets in one
-/// statement. In the `DO UPDATE` clause bare column names are the existing
-/// row's values, so `last_change` records whether the content hash (and the
-/// stream) changed, and `RETURNING` hands it back: no separate lookup needed.
-/// The rows of one statement are applied in order, each seeing the ones
-/// before it (a key twice in a batch: the second updates the first), as if
-/// they were separate statements; what one statement saves is the work done
-/// per statement (starting it, a statement journal of the pages it touches,
-/// resetting it), done once per 256 assets instead of once per asset: with
-/// one row per statement, the journal and the resets were about a fifth of
-/// the writer's samples under `perf`.
+/// statement, each with the row id [`upsert_blocking`] found or assigned
+/// for its key. In the `DO UPDATE` clause bare column names are the
+/// existing row's values, so `last_change` records whether the content hash
+/// (and the stream) changed, and `RETURNING` hands it back: no separate
+/// read needed. The rows of one statement are applied in order, each seeing
+/// the ones before it (a key twice in a batch has one id: the second
+/// updates the first), as if they were separate statements; what one
+/// statement saves is the work done per statement (starting it, a statement
+/// journal of the pages it touches, resetting it), done once per 256 assets
+/// instead of once per asset: with one row per statement, the journal and
+/// the resets were about a fifth of the writer's samples under `perf`.
 ///
-/// Parameters: `?1` connection, `?2` seen at, `?3` sync id, then seven per
-/// row from `?4` (kind, source id, stream, fields, raw, content hash,
-/// lookup). `RETURNING` gives, in no promised order, the change, the key
-/// when the stream changed, and the number of lookup hashes logged.
+/// Parameters: `?1` connection, `?2` seen at, `?3` sync id, then nine per
+/// row from `?4` (id, kind, source id, key hash, stream, fields, raw,
+/// content hash, lookup). `RETURNING` gives, in no promised order, the
+/// change, the id when the stream changed, and the number of lookup hashes
+/// logged.
 ///
 /// `stream` is deliberately not in the `SET` list: SQLite rewrites the entries
 /// of every index on a column it sets, and the `(connection, stream)` index
@@ -814,7 +956,7 @@ const CHANGE_STREAM: i64 = 4;
 /// written by [`SET_STREAM_SQL`] instead.
 fn upsert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO assets (connection, kind, source_id, stream, fields, raw, content_hash, \
+        "INSERT INTO assets (id, connection, kind, source_id, key_hash, stream, fields, raw, content_hash, \
          first_seen, last_seen, last_sync_id, stale_since, last_change, lookup) VALUES ",
     );
     for row in 0..rows {
@@ -822,19 +964,14 @@ fn upsert_sql(rows: usize) -> String {
         if row > 0 {
             sql.push(',');
         }
+        let p: Vec<String> = (b..b + UPSERT_ROW_PARAMS).map(|n| format!("?{n}")).collect();
         sql.push_str(&format!(
-            "(?1,?{},?{},?{},?{},?{},?{},?2,?2,?3,NULL,0,?{})",
-            b,
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6
+            "({},?1,{},{},{},{},{},{},{},?2,?2,?3,NULL,0,{})",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
         ));
     }
     sql.push_str(
-        " ON CONFLICT (connection, kind, source_id) DO UPDATE SET \
+        " ON CONFLICT (id) DO UPDATE SET \
             last_change = CASE WHEN content_hash = excluded.content_hash THEN 2 ELSE 1 END \
                         + CASE WHEN stream = excluded.stream THEN 0 ELSE 4 END, \
             fields = excluded.fields, \
@@ -845,38 +982,111 @@ fn upsert_sql(rows: usize) -> String {
             stale_since = NULL, \
             lookup = excluded.lookup \
          RETURNING last_change, \
-            CASE WHEN last_change >= 4 THEN kind END, \
-            CASE WHEN last_change >= 4 THEN source_id END, \
+            CASE WHEN last_change >= 4 THEN id END, \
             CASE WHEN last_change & 3 = 2 THEN 0 ELSE json_array_length(lookup) END",
     );
     sql
 }
 
 const UPSERT_SHARED_PARAMS: usize = 3;
-const UPSERT_ROW_PARAMS: usize = 7;
+const UPSERT_ROW_PARAMS: usize = 9;
 
-/// The most rows of one upsert statement. A batch goes in statements of
-/// 256, then the powers of two its remainder is made of (1,000 assets:
-/// 256 × 3, 128, 64, 32, 8), so at most nine statements are ever prepared
-/// (and cached) for it.
-const UPSERT_ROWS_MAX: usize = 256;
+/// The most rows of one multi-row statement (an upsert, a key search). A
+/// batch goes in statements of 256, then the powers of two its remainder
+/// is made of (1,000 assets: 256 × 3, 128, 64, 32, 8), so at most nine
+/// statements of each sort are ever prepared (and cached) for it.
+const STATEMENT_ROWS_MAX: usize = 256;
 
-/// The upsert statements' texts for 1, 2, 4 … [`UPSERT_ROWS_MAX`] rows, built once.
-fn upsert_sql_for(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        std::iter::successors(Some(1_usize), |n| (*n < UPSERT_ROWS_MAX).then_some(n * 2)).map(upsert_sql).collect()
+/// How many of `rest` rows the next multi-row statement takes.
+fn statement_rows(rest: usize) -> usize {
+    if rest >= STATEMENT_ROWS_MAX { STATEMENT_ROWS_MAX } else { 1 << rest.ilog2() }
+}
+
+/// `build`'s texts for 1, 2, 4 … [`STATEMENT_ROWS_MAX`] rows, built once in `texts`.
+fn statement_for(texts: &'static OnceLock<Vec<String>>, build: fn(usize) -> String, rows: usize) -> &'static str {
+    let all = texts.get_or_init(|| {
+        std::iter::successors(Some(1_usize), |n| (*n < STATEMENT_ROWS_MAX).then_some(n * 2)).map(build).collect()
     });
-    // rows is a power of two no larger than UPSERT_ROWS_MAX (see upsert_blocking).
+    // rows is a power of two no larger than STATEMENT_ROWS_MAX (see statement_rows).
     &all[rows.trailing_zeros() as usize]
 }
 
-const SET_STREAM_SQL: &str = "UPDATE assets SET stream = ?4 WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
+static UPSERT_SQL: OnceLock<Vec<String>> = OnceLock::new();
+static FIND_IDS_SQL: OnceLock<Vec<String>> = OnceLock::new();
+
+/// The rows of `rows` keys of one connection, in both key levels: `?1` the
+/// connection, then three per key from `?2` (key hash, kind, source id).
+/// Returns (the key's place in the statement, its row's id). The hash finds
+/// candidates; the row's own columns confirm them, so another connection's
+/// asset of the same kind and id, or a colliding hash, is never taken.
+fn find_ids_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let b = 2 + row * 3;
+            format!("({row},?{b},?{},?{})", b + 1, b + 2)
+        })
+        .collect();
+    let level = |table: &str| {
+        format!(
+            "SELECT batch.n, assets.id FROM batch CROSS JOIN {table} AS k CROSS JOIN assets \
+             WHERE k.h = batch.h AND assets.id = k.id AND assets.connection = ?1 \
+             AND assets.kind = batch.kind AND assets.source_id = batch.source_id"
+        )
+    };
+    format!(
+        "WITH batch(n, h, kind, source_id) AS (VALUES {}) {} UNION ALL {}",
+        values.join(","),
+        level("asset_key_recent"),
+        level("asset_key")
+    )
+}
+
+/// The row id of each of `keys` (kind, source id, key hash) of
+/// `connection`, `None` for a key not stored.
+fn find_ids(conn: &Connection, connection: &str, keys: &[(&str, &str, i64)]) -> Result<Vec<Option<i64>>, StoreError> {
+    let mut found = vec![None; keys.len()];
+    let mut start = 0;
+    while start < keys.len() {
+        let rows = statement_rows(keys.len() - start);
+        let mut find =
+            conn.prepare_cached(statement_for(&FIND_IDS_SQL, find_ids_sql, rows)).ctx("prepare key search")?;
+        find.raw_bind_parameter(1, connection).ctx("bind key search")?;
+        for (row, (kind, source_id, h)) in keys[start..start + rows].iter().enumerate() {
+            let b = 2 + row * 3;
+            find.raw_bind_parameter(b, h).ctx("bind key search")?;
+            find.raw_bind_parameter(b + 1, kind).ctx("bind key search")?;
+            find.raw_bind_parameter(b + 2, source_id).ctx("bind key search")?;
+        }
+        let mut ids = find.raw_query();
+        while let Some(r) = ids.next().ctx("search keys")? {
+            let n: i64 = r.get(0).ctx("search keys")?;
+            let id: i64 = r.get(1).ctx("search keys")?;
+            let at = start + usize::try_from(n).unwrap_or(usize::MAX);
+            let (Some(slot), Some((kind, source_id, _))) = (found.get_mut(at), keys.get(at)) else {
+                return Err(StoreError::Corrupt(format!("a key search returned place {n} of {rows}")));
+            };
+            if let Some(other) = slot.replace(id) {
+                return Err(StoreError::Corrupt(format!(
+                    "{connection} {kind} {source_id} is stored twice (rows {other} and {id})"
+                )));
+            }
+        }
+        start += rows;
+    }
+    Ok(found)
+}
+
+const SET_STREAM_SQL: &str = "UPDATE assets SET stream = ?2 WHERE id = ?1";
 
 /// A rejected record's stored asset, seen again: `last_seen` only moves forward.
-const TOUCH_SQL: &str = "UPDATE assets SET last_seen = max(last_seen, ?4), last_sync_id = ?5, stale_since = NULL \
-     WHERE connection = ?1 AND kind = ?2 AND source_id = ?3";
+const TOUCH_SQL: &str =
+    "UPDATE assets SET last_seen = max(last_seen, ?2), last_sync_id = ?3, stale_since = NULL WHERE id = ?1";
 
+/// Write a batch in one transaction. Keys are unique because this is the
+/// only writer of `assets` rows and it runs inside an `IMMEDIATE`
+/// transaction: it finds the rows of the batch's keys in both key levels,
+/// gives each new key the next id (one id per key, however often the batch
+/// repeats it), and upserts by id.
 fn upsert_blocking(
     inner: &Inner,
     conn: &mut Connection,
@@ -890,33 +1100,51 @@ fn upsert_blocking(
     let mut logged = 0_u64;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin upsert")?;
     {
-        let mut rest = assets;
-        while !rest.is_empty() {
-            let rows = if rest.len() >= UPSERT_ROWS_MAX { UPSERT_ROWS_MAX } else { 1 << rest.len().ilog2() };
-            let (chunk, after) = rest.split_at(rows);
-            rest = after;
-            let mut upsert = tx.prepare_cached(upsert_sql_for(rows)).ctx("prepare upsert")?;
+        let keys: Vec<(&str, &str, i64)> = assets.iter().map(|a| (a.kind, a.source_id.as_str(), a.key_hash)).collect();
+        let found = find_ids(&tx, connection, &keys)?;
+        let mut next: i64 =
+            tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM assets", [], |r| r.get(0)).ctx("next asset id")?;
+        let mut new_ids: HashMap<(&str, &str), i64> = HashMap::new();
+        let ids: Vec<i64> = keys
+            .iter()
+            .zip(&found)
+            .map(|(&(kind, source_id, _), found)| match found {
+                Some(id) => *id,
+                None => *new_ids.entry((kind, source_id)).or_insert_with(|| {
+                    next += 1;
+                    next - 1
+                }),
+            })
+            .collect();
+        let mut start = 0;
+        while start < assets.len() {
+            let rows = statement_rows(assets.len() - start);
+            let (chunk, chunk_ids) = (&assets[start..start + rows], &ids[start..start + rows]);
+            start += rows;
+            let mut upsert = tx.prepare_cached(statement_for(&UPSERT_SQL, upsert_sql, rows)).ctx("prepare upsert")?;
             upsert.raw_bind_parameter(1, connection).ctx("bind upsert")?;
             upsert.raw_bind_parameter(2, seen).ctx("bind upsert")?;
             upsert.raw_bind_parameter(3, sync_id).ctx("bind upsert")?;
-            for (row, a) in chunk.iter().enumerate() {
+            for (row, (a, id)) in chunk.iter().zip(chunk_ids).enumerate() {
                 let b = UPSERT_SHARED_PARAMS + 1 + row * UPSERT_ROW_PARAMS;
-                upsert.raw_bind_parameter(b, a.kind).ctx("bind upsert")?;
-                upsert.raw_bind_parameter(b + 1, &a.source_id).ctx("bind upsert")?;
-                upsert.raw_bind_parameter(b + 2, &a.stream).ctx("bind upsert")?;
-                upsert.raw_bind_parameter(b + 3, &a.fields).ctx("bind upsert")?;
-                upsert.raw_bind_parameter(b + 4, &a.raw).ctx("bind upsert")?;
-                upsert.raw_bind_parameter(b + 5, &a.hash).ctx("bind upsert")?;
-                upsert.raw_bind_parameter(b + 6, &a.lookup).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b, id).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 1, a.kind).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 2, &a.source_id).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 3, a.key_hash).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 4, &a.stream).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 5, &a.fields).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 6, &a.raw).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 7, &a.hash).ctx("bind upsert")?;
+                upsert.raw_bind_parameter(b + 8, &a.lookup).ctx("bind upsert")?;
             }
-            let mut moved: Vec<(String, String)> = Vec::new();
+            let mut moved: Vec<i64> = Vec::new();
             let mut returned = 0_usize;
             let mut changes = upsert.raw_query();
             while let Some(r) = changes.next().ctx("upsert assets")? {
                 returned += 1;
                 let change: i64 = r.get(0).ctx("upsert assets")?;
                 if change & CHANGE_STREAM != 0 {
-                    moved.push((r.get(1).ctx("upsert assets")?, r.get(2).ctx("upsert assets")?));
+                    moved.push(r.get(1).ctx("upsert assets")?);
                 }
                 match change & !CHANGE_STREAM {
                     CHANGE_INSERTED => outcome.inserted += 1,
@@ -924,7 +1152,7 @@ fn upsert_blocking(
                     CHANGE_UNCHANGED => outcome.unchanged += 1,
                     other => return Err(StoreError::Corrupt(format!("assets.last_change: unexpected value {other}"))),
                 }
-                let lookups: i64 = r.get(3).ctx("upsert assets")?;
+                let lookups: i64 = r.get(2).ctx("upsert assets")?;
                 logged += lookups.max(0) as u64;
             }
             drop(changes);
@@ -932,35 +1160,43 @@ fn upsert_blocking(
                 return Err(StoreError::Corrupt(format!("an upsert of {rows} assets reported {returned}")));
             }
             // The stream a moved key ends in: its last record's in the chunk.
-            for (kind, source_id) in moved {
-                let Some(a) = chunk.iter().rev().find(|a| a.kind == kind && a.source_id == source_id) else {
-                    return Err(StoreError::Corrupt(format!(
-                        "the upsert reported {kind} {source_id}, not in the batch"
-                    )));
+            for id in moved {
+                let Some((a, _)) = chunk.iter().zip(chunk_ids).rev().find(|(_, i)| **i == id) else {
+                    return Err(StoreError::Corrupt(format!("the upsert reported row {id}, not in the batch")));
                 };
                 tx.prepare_cached(SET_STREAM_SQL)
                     .ctx("prepare upsert stream change")?
-                    .execute(params![connection, a.kind, a.source_id, a.stream])
+                    .execute(params![id, a.stream])
                     .ctx("upsert: change stream")?;
             }
         }
         // Rejected records the vendor still has: fresh, not stale, contents kept.
         if !still_there.is_empty() {
+            let keys: Vec<(&str, &str, i64)> = still_there
+                .iter()
+                .map(|(kind, source_id)| (kind.as_str(), source_id.as_str(), asset_key_hash(kind.as_str(), source_id)))
+                .collect();
             let mut touch = tx.prepare_cached(TOUCH_SQL).ctx("prepare touch")?;
-            for (kind, source_id) in still_there {
-                touch.execute(params![connection, kind.as_str(), source_id, seen, sync_id]).ctx("touch asset")?;
+            for id in find_ids(&tx, connection, &keys)?.into_iter().flatten() {
+                touch.execute(params![id, seen, sync_id]).ctx("touch asset")?;
             }
         }
     }
-    // The log holds what was written since the last merge; past its bound,
-    // it is merged in this same transaction.
+    // The lookup log and the recent keys hold what was written since their
+    // last merge; past its bound, each is merged in this same transaction.
     let pending = inner.log_rows.load(Ordering::Relaxed) + logged;
     let merged = pending >= inner.options.lookup_log_rows;
     if merged {
         tx.execute_batch(MERGE_LOOKUP_SQL).ctx("merge the lookup log")?;
     }
+    let recent = inner.key_rows.load(Ordering::Relaxed) + outcome.inserted;
+    let merged_keys = recent >= inner.options.key_recent_rows;
+    if merged_keys {
+        tx.execute_batch(MERGE_KEYS_SQL).ctx("merge the recent keys")?;
+    }
     tx.commit().ctx("commit upsert")?;
     inner.log_rows.store(if merged { 0 } else { pending }, Ordering::Relaxed);
+    inner.key_rows.store(if merged_keys { 0 } else { recent }, Ordering::Relaxed);
     Ok(outcome)
 }
 
@@ -1038,7 +1274,7 @@ fn read_lease(conn: &Connection, connection: &str) -> Result<Option<Lease>, Stor
 /// leaves stale assets in whatever `include_stale` says (counts take both).
 /// Correlation keys and references are looked up by their hash in the
 /// lookup index and its log ([`lookup_sql`]), joined on the assets' id.
-fn filter_sql(filter: &AssetFilter, stale: bool) -> (String, Vec<Value>) {
+fn filter_sql(filter: &AssetFilter, stale: bool, version: i64) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
     let bind = |params: &mut Vec<Value>, v: Value| {
@@ -1061,6 +1297,12 @@ fn filter_sql(filter: &AssetFilter, stale: bool) -> (String, Vec<Value>) {
         for (kind, predicate) in &condition.alternatives {
             let k = bind(&mut params, Value::Text(kind.as_str().to_string()));
             let test = match predicate {
+                Predicate::SourceId(id) if version >= 4 => {
+                    let h = bind(&mut params, Value::Integer(asset_key_hash(kind.as_str(), id)));
+                    let id = bind(&mut params, Value::Text(id.clone()));
+                    format!("{} AND source_id = {id}", key_sql(&h))
+                }
+                // Older versions have a unique index on the key.
                 Predicate::SourceId(id) => format!("source_id = {}", bind(&mut params, Value::Text(id.clone()))),
                 Predicate::Key { key, value } => {
                     let h = bind(&mut params, Value::Integer(key_hash(key.as_str(), value)));
@@ -1114,6 +1356,11 @@ fn lookup_sql(h: &str) -> String {
     )
 }
 
+/// The assets whose key hash is bound to `h`, in both key levels (seeks).
+fn key_sql(h: &str) -> String {
+    format!("id IN (SELECT id FROM asset_key WHERE h = {h} UNION ALL SELECT id FROM asset_key_recent WHERE h = {h})")
+}
+
 fn scalar(v: &Scalar) -> Value {
     match v {
         Scalar::Str(s) => Value::Text(s.clone()),
@@ -1124,16 +1371,47 @@ fn scalar(v: &Scalar) -> Value {
     }
 }
 
-/// Whether `filter` needs the lookup index of version 3.
+/// Whether `filter` needs the lookup index (version 3 and later).
 fn needs_lookup(filter: &AssetFilter) -> bool {
     filter.points_at.is_some()
         || filter.conditions.iter().any(|c| c.alternatives.iter().any(|(_, p)| matches!(p, Predicate::Key { .. })))
 }
 
-/// A page of assets: `filter`, keys after `after` (the primary key's order,
-/// so the primary key index serves both the seek and the order), `limit`.
-fn list_assets_sql(filter: &AssetFilter, after: Option<&AssetKey>, limit: usize) -> (String, Vec<Value>) {
-    let (mut where_sql, mut params) = filter_sql(filter, true);
+/// The columns a listing reads, in [`row_to_asset`]'s order.
+const LISTED_COLUMNS: &str =
+    "connection, kind, source_id, stream, first_seen, last_seen, last_sync_id, stale_since, fields, raw";
+
+/// A page of assets (version 4): `filter`, after the row `after` (its
+/// connection, kind and id), `limit`, in the order of the `(connection,
+/// kind)` index (whose entries end with the row id), which serves both the
+/// seek and the order.
+fn list_assets_sql(filter: &AssetFilter, after: Option<(&AssetKey, i64)>, limit: usize) -> (String, Vec<Value>) {
+    let (mut where_sql, mut params) = filter_sql(filter, true, SCHEMA_VERSION);
+    if let Some((k, id)) = after {
+        params.push(Value::Text(k.connection.clone()));
+        params.push(Value::Text(k.kind.as_str().to_string()));
+        params.push(Value::Integer(id));
+        let n = params.len();
+        let seek = format!("(connection, kind, id) > (?{}, ?{}, ?{n})", n - 2, n - 1);
+        where_sql = if where_sql.is_empty() { format!(" WHERE {seek}") } else { format!("{where_sql} AND {seek}") };
+    }
+    params.push(Value::Integer(limit_param(limit)));
+    let sql = format!(
+        "SELECT {LISTED_COLUMNS}, id FROM assets{where_sql} ORDER BY connection, kind, id LIMIT ?{}",
+        params.len()
+    );
+    (sql, params)
+}
+
+/// A page of assets of a database older than version 4 (opened read-only):
+/// in key order, which their unique key index serves.
+fn list_assets_by_key_sql(
+    filter: &AssetFilter,
+    after: Option<&AssetKey>,
+    limit: usize,
+    version: i64,
+) -> (String, Vec<Value>) {
+    let (mut where_sql, mut params) = filter_sql(filter, true, version);
     if let Some(k) = after {
         params.push(Value::Text(k.connection.clone()));
         params.push(Value::Text(k.kind.as_str().to_string()));
@@ -1144,8 +1422,7 @@ fn list_assets_sql(filter: &AssetFilter, after: Option<&AssetKey>, limit: usize)
     }
     params.push(Value::Integer(limit_param(limit)));
     let sql = format!(
-        "SELECT connection, kind, source_id, stream, first_seen, last_seen, last_sync_id, stale_since, fields, raw \
-         FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT ?{}",
+        "SELECT {LISTED_COLUMNS}, NULL FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT ?{}",
         params.len()
     );
     (sql, params)
@@ -1184,6 +1461,7 @@ fn row_to_asset(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawAssetRow> {
         stale_since: row.get(7)?,
         fields: row.get(8)?,
         raw: row.get(9)?,
+        id: row.get(10)?,
     })
 }
 
@@ -1198,6 +1476,8 @@ struct RawAssetRow {
     stale_since: Option<String>,
     fields: String,
     raw: Option<String>,
+    /// The row id, for version 4's listing order; `None` from older versions.
+    id: Option<i64>,
 }
 
 impl RawAssetRow {
@@ -1213,6 +1493,7 @@ impl RawAssetRow {
             source_id: self.source_id,
             stream: self.stream,
             last_sync_id: self.last_sync_id,
+            position: ListPosition(self.id),
         })
     }
 }
@@ -1463,7 +1744,7 @@ impl Store for SqliteStore {
 
     async fn count_assets(&self, filter: &AssetFilter) -> Result<Vec<AssetCount>, StoreError> {
         self.check_version(filter)?;
-        let (where_sql, params) = filter_sql(filter, false);
+        let (where_sql, params) = filter_sql(filter, false, self.inner.version);
         let sql = format!(
             "SELECT connection, kind, COUNT(*), COALESCE(SUM(stale_since IS NOT NULL), 0) FROM assets{where_sql} \
              GROUP BY connection, kind ORDER BY connection, kind"
@@ -1496,13 +1777,37 @@ impl Store for SqliteStore {
     async fn list_assets_after(
         &self,
         filter: &AssetFilter,
-        after: Option<&AssetKey>,
+        after: Option<&AssetCursor>,
         limit: usize,
     ) -> Result<Vec<StoredAsset>, StoreError> {
         self.check_version(filter)?;
-        let (sql, params) = list_assets_sql(filter, after, limit);
+        let version = self.inner.version;
+        let (filter, after) = (filter.clone(), after.cloned());
         let rows = self
             .read(move |conn| {
+                let (sql, params) = if version < 4 {
+                    list_assets_by_key_sql(&filter, after.as_ref().map(|c| &c.key), limit, version)
+                } else {
+                    let after = match after {
+                        None => None,
+                        Some(AssetCursor { key, position: Some(id) }) => Some((key, id)),
+                        // A cursor without a position (made by hand, or by
+                        // another store): the position of its asset.
+                        Some(AssetCursor { key, position: None }) => {
+                            let h = asset_key_hash(key.kind.as_str(), &key.source_id);
+                            let found = find_ids(conn, &key.connection, &[(key.kind.as_str(), &key.source_id, h)])?;
+                            let Some(Some(id)) = found.first().copied() else {
+                                return Err(StoreError::Config(format!(
+                                    "cannot list after {} {} {}: it is not stored, and the cursor does not say \
+                                     where it was; list from the start",
+                                    key.connection, key.kind, key.source_id
+                                )));
+                            };
+                            Some((key, id))
+                        }
+                    };
+                    list_assets_sql(&filter, after.as_ref().map(|(k, id)| (k, *id)), limit)
+                };
                 let mut stmt = conn.prepare_cached(&sql).ctx("prepare list assets")?;
                 let rows =
                     stmt.query_map(rusqlite::params_from_iter(params.iter()), row_to_asset).ctx("list assets")?;
@@ -1521,7 +1826,8 @@ impl SqliteStore {
     }
 
     fn check_version(&self, filter: &AssetFilter) -> Result<(), StoreError> {
-        if self.inner.version < SCHEMA_VERSION && needs_lookup(filter) {
+        // The lookup index came with version 3.
+        if self.inner.version < 3 && needs_lookup(filter) {
             return Err(StoreError::Config(format!(
                 "{} has schema version {}, which has no lookup index of correlation keys and references yet; \
                  run `corral sync` once to upgrade it",
@@ -1636,18 +1942,35 @@ mod tests {
         let plan = query_plan(&conn, DELETE_STALE_SQL);
         assert!(plan.contains("USING INDEX"), "delete stale: {plan}");
         let plan = query_plan(&conn, SET_STREAM_SQL);
-        assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1"), "set stream: {plan}");
-        let (where_sql, _) = filter_sql(&AssetFilter { connection: Some("c".into()), ..Default::default() }, true);
-        let plan = query_plan(
-            &conn,
-            &format!("SELECT source_id FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT 10"),
-        );
-        assert!(plan.contains("USING INDEX") && !plan.contains("TEMP B-TREE"), "list assets: {plan}");
+        assert!(plan.contains("INTEGER PRIMARY KEY (rowid=?)"), "set stream: {plan}");
+        let plan = query_plan(&conn, TOUCH_SQL);
+        assert!(plan.contains("INTEGER PRIMARY KEY (rowid=?)"), "touch: {plan}");
+        // The key search seeks both key levels, then each row by id.
+        let plan = query_plan(&conn, &find_ids_sql(4));
+        assert!(plan.contains("SEARCH k USING PRIMARY KEY (h=?)"), "key search: {plan}");
+        assert!(plan.contains("SEARCH assets USING INTEGER PRIMARY KEY (rowid=?)"), "key search: {plan}");
+        assert!(!plan.contains("SCAN k") && !plan.contains("SCAN assets"), "key search: {plan}");
+        // The key triggers delete by key, never by scan.
+        for level in ["asset_key", "asset_key_recent"] {
+            let plan = query_plan(&conn, &format!("DELETE FROM {level} WHERE h = ?1 AND id = ?2"));
+            assert!(plan.contains("USING PRIMARY KEY (h=? AND id=?)"), "{level}: {plan}");
+        }
+        let by_id = AssetFilter {
+            conditions: vec![
+                corral_core::schema::parse_where("source_id=x", Some(AssetKind::Device), &[]).expect("parse"),
+            ],
+            ..Default::default()
+        };
+        let (where_sql, _) = filter_sql(&by_id, true, SCHEMA_VERSION);
+        let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
+        assert!(plan.contains("SEARCH asset_key USING PRIMARY KEY (h=?)"), "--where source_id: {plan}");
+        assert!(plan.contains("SEARCH asset_key_recent USING PRIMARY KEY (h=?)"), "--where source_id: {plan}");
+        assert!(!plan.contains("SCAN assets"), "--where source_id: {plan}");
         let by_key = AssetFilter {
             conditions: vec![corral_core::schema::parse_where("serial_number=x", None, &[]).expect("parse")],
             ..Default::default()
         };
-        let (where_sql, _) = filter_sql(&by_key, true);
+        let (where_sql, _) = filter_sql(&by_key, true, SCHEMA_VERSION);
         let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
         assert!(plan.contains("SEARCH asset_lookup USING PRIMARY KEY (h=?)"), "--where on a key: {plan}");
         assert!(plan.contains("SCAN asset_lookup_log"), "--where on a key reads the log: {plan}");
@@ -1660,7 +1983,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let (where_sql, _) = filter_sql(&points, true);
+        let (where_sql, _) = filter_sql(&points, true, SCHEMA_VERSION);
         let plan = query_plan(&conn, &format!("SELECT source_id FROM assets{where_sql}"));
         assert!(plan.contains("SEARCH asset_lookup USING PRIMARY KEY (h=?)"), "points_at: {plan}");
         // What the triggers run to delete an asset's lookup rows seeks, never scans.
@@ -1682,9 +2005,11 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let (sql, _) = list_assets_sql(&filter, Some(&key), 10);
-            let plan = query_plan(&conn, &sql);
-            assert!(plan.contains("USING INDEX sqlite_autoindex_assets_1") && !plan.contains("TEMP B-TREE"), "{plan}");
+            for after in [None, Some((&key, 7))] {
+                let (sql, _) = list_assets_sql(&filter, after, 10);
+                let plan = query_plan(&conn, &sql);
+                assert!(plan.contains("USING INDEX assets_kind") && !plan.contains("TEMP B-TREE"), "{plan}");
+            }
         }
         let cursor = corral_core::RunCursor { started_at: Utc::now(), sync_id: "s".into() };
         let (sql, _) = runs_sql(&RunQuery { connection: Some("c".into()), before: Some(cursor.clone()) }, 5);

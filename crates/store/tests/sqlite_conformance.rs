@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use corral_core::asset::{Asset, AssetKind};
 use corral_core::store::{AssetFilter, LoadOutcome, StalePolicy, Store};
 use corral_store::conformance::{self, at, batch, device, run_summary, scope, user};
-use corral_store::sqlite::{SqliteOptions, SqliteStore};
+use corral_store::sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore};
 
 fn memory_store() -> Arc<dyn Store> {
     Arc::new(SqliteStore::open_in_memory().expect("open in-memory SQLite store"))
@@ -36,10 +36,12 @@ async fn conformance_file_backed() {
     conformance_file_backed_with(SqliteOptions::default()).await;
 }
 
-/// The suite again with the lookup log merged into its index by every batch.
+/// The suite again with the lookup log and the recent keys merged into
+/// their indexes by every batch: keys are then found in the large level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_file_backed_merging_every_batch() {
-    conformance_file_backed_with(SqliteOptions { lookup_log_rows: 1, ..SqliteOptions::default() }).await;
+    let options = SqliteOptions { lookup_log_rows: 1, key_recent_rows: 1, ..SqliteOptions::default() };
+    conformance_file_backed_with(options).await;
 }
 
 /// The suite again with the WAL checkpointed (on the checkpoint thread, while
@@ -172,7 +174,7 @@ async fn conformance_catches_a_broken_store() {
         async fn list_assets_after(
             &self,
             f: &AssetFilter,
-            a: Option<&corral_core::AssetKey>,
+            a: Option<&corral_core::AssetCursor>,
             l: usize,
         ) -> Result<Vec<corral_core::store::StoredAsset>, corral_core::StoreError> {
             self.0.list_assets_after(f, a, l).await
@@ -418,7 +420,7 @@ async fn a_version_1_database_is_migrated_in_place() {
 
     // Writable: migrated in place.
     let store = SqliteStore::open(&path).expect("open and migrate");
-    assert_eq!(store.schema_version(), 3);
+    assert_eq!(store.schema_version(), SCHEMA_VERSION);
     let listed = store.list_assets(&filter("serial_number=5cg1234xyz", false), 10).await.expect("by serial");
     assert_eq!(ids(listed), ["device dev-1"], "keys derived from the stored fields");
     let listed = store.list_assets(&filter("mac_addresses=AA:BB:CC:DD:EE:01", false), 10).await.expect("by mac");
@@ -433,12 +435,12 @@ async fn a_version_1_database_is_migrated_in_place() {
     let out = store.upsert(batch("cmdb", "s3", at(7200), vec![asset])).await.expect("re-sync");
     assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 1));
     drop(store);
-    // Reopening does not migrate again; read-only sees version 3.
+    // Reopening does not migrate again; read-only sees the new version.
     let store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.schema_version(), 3);
+    assert_eq!(store.schema_version(), SCHEMA_VERSION);
     drop(store);
     let ro = SqliteStore::open_read_only(&path).expect("read-only again");
-    assert_eq!(ro.schema_version(), 3);
+    assert_eq!(ro.schema_version(), SCHEMA_VERSION);
     let listed = ro.list_assets(&filter("fqdn=web-01.corp.example.com", false), 10).await.expect("by fqdn");
     assert_eq!(ids(listed), ["device dev-1"]);
 }
@@ -566,7 +568,7 @@ async fn a_version_2_database_is_migrated_in_place() {
     drop(ro);
 
     let store = SqliteStore::open(&path).expect("open and migrate");
-    assert_eq!(store.schema_version(), 3);
+    assert_eq!(store.schema_version(), SCHEMA_VERSION);
     let after = store.list_assets(&everything, 100).await.expect("list");
     assert_eq!(after, before, "every asset, field and timestamp kept");
     assert_eq!(store.runs(10).await.expect("runs").len(), 1);
@@ -598,4 +600,84 @@ async fn a_version_2_database_is_migrated_in_place() {
     let assets: Vec<Asset> = after.iter().map(|a| a.asset().expect("decode")).collect();
     let out = store.upsert(batch("conn-a", "s9", at(9000), assets)).await.expect("re-sync");
     assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 5));
+}
+
+/// A database of schema version 3 (`tests/fixtures/corral-v3.db`: the
+/// version 2 fixture as version 3 migrated it, the five kinds, the device
+/// stale, a run; its assets have a unique key index and no key hashes) is
+/// read as it is read-only, and migrated in place when opened for writing:
+/// the same rows under the same ids, found by source id, correlation key
+/// and reference; a re-sync unchanged, and a new asset stored once however
+/// often it comes.
+#[tokio::test]
+async fn a_version_3_database_is_migrated_in_place() {
+    use corral_core::schema::parse_where;
+    use corral_core::store::AssetCursor;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("corral.db");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corral-v3.db"), &path).expect("copy fixture");
+    let everything = AssetFilter { include_stale: true, ..Default::default() };
+    let by = |text: &str| AssetFilter {
+        include_stale: true,
+        conditions: vec![parse_where(text, None, &[]).expect("parse")],
+        ..Default::default()
+    };
+    let ids = |assets: Vec<corral_core::store::StoredAsset>| -> Vec<String> {
+        assets.into_iter().map(|a| format!("{} {}", a.kind, a.source_id)).collect()
+    };
+    let ro = SqliteStore::open_read_only(&path).expect("open read-only");
+    assert_eq!(ro.schema_version(), 3);
+    let before = ro.list_assets(&everything, 100).await.expect("list");
+    assert_eq!(before.len(), 5);
+    let dev = before.iter().find(|a| a.kind == AssetKind::Device).expect("the device").clone();
+    let by_id = format!("source_id={}", dev.source_id);
+    assert_eq!(ids(ro.list_assets(&by(&by_id), 10).await.expect("by id, read-only")).len(), 1);
+    assert_eq!(ids(ro.list_assets(&by("hostname=web-01"), 10).await.expect("by key, read-only")).len(), 1);
+    // Pages of a version 3 database follow the key order.
+    let first = ro.list_assets(&everything, 2).await.expect("first page");
+    let rest = ro.list_assets_after(&everything, Some(&AssetCursor::of(&first[1])), 10).await.expect("rest");
+    assert_eq!(first.into_iter().chain(rest).collect::<Vec<_>>(), before, "paged read-only");
+    let ids_before: Vec<i64> = {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        let mut stmt = conn.prepare("SELECT id FROM assets ORDER BY connection, kind, source_id").expect("prepare");
+        stmt.query_map([], |r| r.get(0)).expect("ids").collect::<Result<_, _>>().expect("read ids")
+    };
+    drop(ro);
+
+    let store = SqliteStore::open(&path).expect("open and migrate");
+    assert_eq!(store.schema_version(), SCHEMA_VERSION);
+    let after = store.list_assets(&everything, 100).await.expect("list");
+    let mut sorted = after.clone();
+    sorted.sort_by(|a, b| (&a.connection, a.kind, &a.source_id).cmp(&(&b.connection, b.kind, &b.source_id)));
+    assert_eq!(sorted, before, "every asset, field and timestamp kept");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        let mut stmt = conn.prepare("SELECT id FROM assets ORDER BY connection, kind, source_id").expect("prepare");
+        let ids_after: Vec<i64> =
+            stmt.query_map([], |r| r.get(0)).expect("ids").collect::<Result<_, _>>().expect("read ids");
+        assert_eq!(ids_after, ids_before, "every row keeps its id (the lookup index refers to it)");
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect("count") };
+        assert_eq!(count("SELECT COUNT(*) FROM asset_key"), 5, "the key index holds every asset");
+        assert_eq!(count("SELECT COUNT(*) FROM asset_key_recent"), 0, "built in one pass");
+        assert_eq!(count("SELECT COUNT(*) FROM sqlite_master WHERE name = 'assets_before_v4'"), 0, "old table gone");
+    }
+    assert_eq!(ids(store.list_assets(&by(&by_id), 10).await.expect("by id")), [format!("device {}", dev.source_id)]);
+    assert_eq!(ids(store.list_assets(&by("hostname=web-01"), 10).await.expect("by key")), ["device dev-1"]);
+    let pointing = AssetFilter {
+        include_stale: true,
+        points_at: Some(corral_core::store::AssetKey::of(&dev)),
+        ..Default::default()
+    };
+    let mut pointing = ids(store.list_assets(&pointing, 10).await.expect("points at"));
+    pointing.sort();
+    assert_eq!(pointing, ["software sw-1", "vulnerability vuln-1"]);
+    // A re-sync of what version 3 stored is unchanged; a new device, twice
+    // in its batch, is stored once.
+    let assets: Vec<Asset> = after.iter().map(|a| a.asset().expect("decode")).collect();
+    let out = store.upsert(batch(&dev.connection, "s9", at(9000), assets)).await.expect("re-sync");
+    assert_eq!((out.inserted, out.updated, out.unchanged), (0, 0, 5));
+    let new = vec![device("hosts", "dev-new", "new-1"), device("hosts", "dev-new", "new-2")];
+    let out = store.upsert(batch(&after[0].connection, "s10", at(9100), new)).await.expect("new device");
+    assert_eq!((out.inserted, out.updated, out.unchanged), (1, 1, 0));
+    assert_eq!(store.list_assets(&everything, 100).await.expect("list").len(), 6, "one row for the new device");
 }

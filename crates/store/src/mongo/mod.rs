@@ -72,7 +72,7 @@ use chrono::{DateTime, Utc};
 use corral_core::adapter::{Checkpoint, Reject};
 use corral_core::asset::AssetKind;
 use corral_core::store::{
-    AssetCount, AssetFilter, AssetKey, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, RunCursor, RunQuery,
+    AssetCount, AssetCursor, AssetFilter, Lease, LeaseGrant, LoadBatch, LoadOutcome, Predicate, RunCursor, RunQuery,
     Scalar, StaleOutcome, StalePolicy, StaleScope, Store, StoreError, StoredAsset, StoredReject,
 };
 use corral_core::summary::RunSummary;
@@ -455,6 +455,7 @@ impl AssetDoc {
             last_sync_id: self.last_sync_id,
             fields: self.fields,
             raw: self.raw,
+            position: Default::default(),
         })
     }
 }
@@ -1472,7 +1473,7 @@ impl Store for MongoStore {
     async fn list_assets_after(
         &self,
         filter: &AssetFilter,
-        after: Option<&AssetKey>,
+        after: Option<&AssetCursor>,
         limit: usize,
     ) -> Result<Vec<StoredAsset>, StoreError> {
         if limit == 0 {
@@ -1480,7 +1481,7 @@ impl Store for MongoStore {
         }
         let coll = self.inner.assets.clone_with_type::<AssetDoc>();
         let mut q = Self::asset_filter(filter, true);
-        if let Some(k) = after {
+        if let Some(AssetCursor { key: k, .. }) = after {
             // After the key, in the order of the `asset_key` index.
             let kind = k.kind.as_str();
             let seek = doc! { "$or": [
