@@ -1381,48 +1381,40 @@ fn needs_lookup(filter: &AssetFilter) -> bool {
 const LISTED_COLUMNS: &str =
     "connection, kind, source_id, stream, first_seen, last_seen, last_sync_id, stale_since, fields, raw";
 
-/// A page of assets (version 4): `filter`, after the row `after` (its
-/// connection, kind and id), `limit`, in the order of the `(connection,
-/// kind)` index (whose entries end with the row id), which serves both the
-/// seek and the order.
-fn list_assets_sql(filter: &AssetFilter, after: Option<(&AssetKey, i64)>, limit: usize) -> (String, Vec<Value>) {
-    let (mut where_sql, mut params) = filter_sql(filter, true, SCHEMA_VERSION);
-    if let Some((k, id)) = after {
-        params.push(Value::Text(k.connection.clone()));
-        params.push(Value::Text(k.kind.as_str().to_string()));
-        params.push(Value::Integer(id));
-        let n = params.len();
-        let seek = format!("(connection, kind, id) > (?{}, ?{}, ?{n})", n - 2, n - 1);
-        where_sql = if where_sql.is_empty() { format!(" WHERE {seek}") } else { format!("{where_sql} AND {seek}") };
-    }
-    params.push(Value::Integer(limit_param(limit)));
-    let sql = format!(
-        "SELECT {LISTED_COLUMNS}, id FROM assets{where_sql} ORDER BY connection, kind, id LIMIT ?{}",
-        params.len()
-    );
-    (sql, params)
+/// Where a page of assets starts: after this connection, kind and, last,
+/// row id (version 4) or source id (older versions).
+enum ListSeek<'a> {
+    Id(&'a AssetKey, i64),
+    Key(&'a AssetKey),
 }
 
-/// A page of assets of a database older than version 4 (opened read-only):
-/// in key order, which their unique key index serves.
-fn list_assets_by_key_sql(
+/// A page of assets: `filter`, after `after`, `limit`. Version 4 orders by
+/// connection, kind and id: the `(connection, kind)` index, whose entries
+/// end with the row id, serves both the seek and the order. Older versions
+/// (opened read-only) order by key, which their unique key index serves.
+fn list_assets_sql(
     filter: &AssetFilter,
-    after: Option<&AssetKey>,
+    after: Option<ListSeek<'_>>,
     limit: usize,
     version: i64,
 ) -> (String, Vec<Value>) {
     let (mut where_sql, mut params) = filter_sql(filter, true, version);
-    if let Some(k) = after {
+    let (last, position) = if version >= 4 { ("id", "id") } else { ("source_id", "NULL") };
+    if let Some(seek) = after {
+        let (k, value) = match seek {
+            ListSeek::Id(k, id) => (k, Value::Integer(id)),
+            ListSeek::Key(k) => (k, Value::Text(k.source_id.clone())),
+        };
         params.push(Value::Text(k.connection.clone()));
         params.push(Value::Text(k.kind.as_str().to_string()));
-        params.push(Value::Text(k.source_id.clone()));
+        params.push(value);
         let n = params.len();
-        let seek = format!("(connection, kind, source_id) > (?{}, ?{}, ?{n})", n - 2, n - 1);
+        let seek = format!("(connection, kind, {last}) > (?{}, ?{}, ?{n})", n - 2, n - 1);
         where_sql = if where_sql.is_empty() { format!(" WHERE {seek}") } else { format!("{where_sql} AND {seek}") };
     }
     params.push(Value::Integer(limit_param(limit)));
     let sql = format!(
-        "SELECT {LISTED_COLUMNS}, NULL FROM assets{where_sql} ORDER BY connection, kind, source_id LIMIT ?{}",
+        "SELECT {LISTED_COLUMNS}, {position} FROM assets{where_sql} ORDER BY connection, kind, {last} LIMIT ?{}",
         params.len()
     );
     (sql, params)
@@ -1785,29 +1777,26 @@ impl Store for SqliteStore {
         let (filter, after) = (filter.clone(), after.cloned());
         let rows = self
             .read(move |conn| {
-                let (sql, params) = if version < 4 {
-                    list_assets_by_key_sql(&filter, after.as_ref().map(|c| &c.key), limit, version)
-                } else {
-                    let after = match after {
-                        None => None,
-                        Some(AssetCursor { key, position: Some(id) }) => Some((key, id)),
-                        // A cursor without a position (made by hand, or by
-                        // another store): the position of its asset.
-                        Some(AssetCursor { key, position: None }) => {
-                            let h = asset_key_hash(key.kind.as_str(), &key.source_id);
-                            let found = find_ids(conn, &key.connection, &[(key.kind.as_str(), &key.source_id, h)])?;
-                            let Some(Some(id)) = found.first().copied() else {
-                                return Err(StoreError::Config(format!(
-                                    "cannot list after {} {} {}: it is not stored, and the cursor does not say \
-                                     where it was; list from the start",
-                                    key.connection, key.kind, key.source_id
-                                )));
-                            };
-                            Some((key, id))
-                        }
-                    };
-                    list_assets_sql(&filter, after.as_ref().map(|(k, id)| (k, *id)), limit)
+                let seek = match &after {
+                    None => None,
+                    Some(AssetCursor { key, .. }) if version < 4 => Some(ListSeek::Key(key)),
+                    Some(AssetCursor { key, position: Some(id) }) => Some(ListSeek::Id(key, *id)),
+                    // A cursor without a position (made by hand, or by
+                    // another store): the position of its asset.
+                    Some(AssetCursor { key, position: None }) => {
+                        let h = asset_key_hash(key.kind.as_str(), &key.source_id);
+                        let found = find_ids(conn, &key.connection, &[(key.kind.as_str(), &key.source_id, h)])?;
+                        let Some(Some(id)) = found.first().copied() else {
+                            return Err(StoreError::Config(format!(
+                                "cannot list after {} {} {}: it is not stored, and the cursor does not say \
+                                 where it was; list from the start",
+                                key.connection, key.kind, key.source_id
+                            )));
+                        };
+                        Some(ListSeek::Id(key, id))
+                    }
                 };
+                let (sql, params) = list_assets_sql(&filter, seek, limit, version);
                 let mut stmt = conn.prepare_cached(&sql).ctx("prepare list assets")?;
                 let rows =
                     stmt.query_map(rusqlite::params_from_iter(params.iter()), row_to_asset).ctx("list assets")?;
@@ -2005,8 +1994,8 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            for after in [None, Some((&key, 7))] {
-                let (sql, _) = list_assets_sql(&filter, after, 10);
+            for after in [None, Some(ListSeek::Id(&key, 7))] {
+                let (sql, _) = list_assets_sql(&filter, after, 10, SCHEMA_VERSION);
                 let plan = query_plan(&conn, &sql);
                 assert!(plan.contains("USING INDEX assets_kind") && !plan.contains("TEMP B-TREE"), "{plan}");
             }

@@ -546,19 +546,9 @@ async fn a_changed_key_is_found_under_its_new_value_only() {
 /// through the new lookup index, and a re-sync of them unchanged.
 #[tokio::test]
 async fn a_version_2_database_is_migrated_in_place() {
-    use corral_core::schema::parse_where;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("corral.db");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corral-v2.db"), &path).expect("copy fixture");
+    let (_dir, path) = fixture("corral-v2.db");
     let everything = AssetFilter { include_stale: true, ..Default::default() };
-    let by = |text: &str| AssetFilter {
-        include_stale: true,
-        conditions: vec![parse_where(text, None, &[]).expect("parse")],
-        ..Default::default()
-    };
-    let ids = |assets: Vec<corral_core::store::StoredAsset>| -> Vec<String> {
-        assets.into_iter().map(|a| format!("{} {}", a.kind, a.source_id)).collect()
-    };
+    let (by, ids) = (where_filter, kinds_and_ids);
     let ro = SqliteStore::open_read_only(&path).expect("open read-only");
     assert_eq!(ro.schema_version(), 2);
     let before = ro.list_assets(&everything, 100).await.expect("list");
@@ -611,20 +601,10 @@ async fn a_version_2_database_is_migrated_in_place() {
 /// often it comes.
 #[tokio::test]
 async fn a_version_3_database_is_migrated_in_place() {
-    use corral_core::schema::parse_where;
     use corral_core::store::AssetCursor;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("corral.db");
-    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corral-v3.db"), &path).expect("copy fixture");
+    let (_dir, path) = fixture("corral-v3.db");
     let everything = AssetFilter { include_stale: true, ..Default::default() };
-    let by = |text: &str| AssetFilter {
-        include_stale: true,
-        conditions: vec![parse_where(text, None, &[]).expect("parse")],
-        ..Default::default()
-    };
-    let ids = |assets: Vec<corral_core::store::StoredAsset>| -> Vec<String> {
-        assets.into_iter().map(|a| format!("{} {}", a.kind, a.source_id)).collect()
-    };
+    let (by, ids) = (where_filter, kinds_and_ids);
     let ro = SqliteStore::open_read_only(&path).expect("open read-only");
     assert_eq!(ro.schema_version(), 3);
     let before = ro.list_assets(&everything, 100).await.expect("list");
@@ -680,4 +660,27 @@ async fn a_version_3_database_is_migrated_in_place() {
     let out = store.upsert(batch(&after[0].connection, "s10", at(9100), new)).await.expect("new device");
     assert_eq!((out.inserted, out.updated, out.unchanged), (1, 1, 0));
     assert_eq!(store.list_assets(&everything, 100).await.expect("list").len(), 6, "one row for the new device");
+}
+
+/// A copy of `tests/fixtures/{name}` in a new temporary directory (kept while the `TempDir` lives).
+fn fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("corral.db");
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::copy(&from, &path).expect("copy fixture");
+    (dir, path)
+}
+
+/// Every asset, stale too, matching one `--where` text.
+fn where_filter(text: &str) -> AssetFilter {
+    AssetFilter {
+        include_stale: true,
+        conditions: vec![corral_core::schema::parse_where(text, None, &[]).expect("parse")],
+        ..Default::default()
+    }
+}
+
+/// "KIND SOURCE_ID" of each asset.
+fn kinds_and_ids(assets: Vec<corral_core::store::StoredAsset>) -> Vec<String> {
+    assets.into_iter().map(|a| format!("{} {}", a.kind, a.source_id)).collect()
 }
