@@ -1389,35 +1389,73 @@ enum ListSeek<'a> {
 }
 
 /// A page of assets: `filter`, after `after`, `limit`. Version 4 orders by
-/// connection, kind and id: the `(connection, kind)` index, whose entries
-/// end with the row id, serves both the seek and the order. Older versions
-/// (opened read-only) order by key, which their unique key index serves.
+/// connection, kind and id, the order of the `(connection, kind)` index,
+/// whose entries end with the row id. SQLite seeks a row value only on
+/// declared index columns, so `(connection, kind, id) > (..)` would seek
+/// to the start of the cursor's connection and kind and scan all of it up
+/// to the cursor: a page late in a million-asset connection read a million
+/// entries. A page after a cursor is therefore three seeks, merged in
+/// order (a `UNION ALL` with `ORDER BY`, which stops at the limit): the rest
+/// of the cursor's kind by id, the connection's later kinds, later
+/// connections. Older versions (opened read-only) order by key, which their
+/// unique key index seeks as a whole.
 fn list_assets_sql(
     filter: &AssetFilter,
     after: Option<ListSeek<'_>>,
     limit: usize,
     version: i64,
 ) -> (String, Vec<Value>) {
-    let (mut where_sql, mut params) = filter_sql(filter, true, version);
-    let (last, position) = if version >= 4 { ("id", "id") } else { ("source_id", "NULL") };
-    if let Some(seek) = after {
-        let (k, value) = match seek {
-            ListSeek::Id(k, id) => (k, Value::Integer(id)),
-            ListSeek::Key(k) => (k, Value::Text(k.source_id.clone())),
-        };
-        params.push(Value::Text(k.connection.clone()));
-        params.push(Value::Text(k.kind.as_str().to_string()));
-        params.push(value);
-        let n = params.len();
-        let seek = format!("(connection, kind, {last}) > (?{}, ?{}, ?{n})", n - 2, n - 1);
-        where_sql = if where_sql.is_empty() { format!(" WHERE {seek}") } else { format!("{where_sql} AND {seek}") };
-    }
-    params.push(Value::Integer(limit_param(limit)));
-    let sql = format!(
-        "SELECT {LISTED_COLUMNS}, {position} FROM assets{where_sql} ORDER BY connection, kind, {last} LIMIT ?{}",
-        params.len()
-    );
-    (sql, params)
+    let (where_sql, mut params) = filter_sql(filter, true, version);
+    let with = |extra: &str| {
+        if where_sql.is_empty() { format!(" WHERE {extra}") } else { format!("{where_sql} AND {extra}") }
+    };
+    let mut bind = |v: Value| {
+        params.push(v);
+        format!("?{}", params.len())
+    };
+    let (select, order) = if version >= 4 {
+        (format!("SELECT {LISTED_COLUMNS}, id FROM assets"), "connection, kind, id")
+    } else {
+        (format!("SELECT {LISTED_COLUMNS}, NULL FROM assets"), "connection, kind, source_id")
+    };
+    let body = match after {
+        None => format!("{select}{where_sql}"),
+        Some(ListSeek::Key(k)) => {
+            let (c, kind, id) = (
+                bind(Value::Text(k.connection.clone())),
+                bind(Value::Text(k.kind.as_str().to_string())),
+                bind(Value::Text(k.source_id.clone())),
+            );
+            format!("{select}{}", with(&format!("(connection, kind, source_id) > ({c}, {kind}, {id})")))
+        }
+        Some(ListSeek::Id(k, id)) => {
+            let (c, kind, id) = (
+                bind(Value::Text(k.connection.clone())),
+                bind(Value::Text(k.kind.as_str().to_string())),
+                bind(Value::Integer(id)),
+            );
+            // Only the parts the filter's own connection and kind leave
+            // anything in: a part that cannot match would still read every
+            // entry its seek lands on.
+            let connection_is =
+                |f: fn(&str, &str) -> bool| filter.connection.as_deref().is_none_or(|fc| f(fc, &k.connection));
+            let kind_is = |f: fn(&str, &str) -> bool| filter.kind.is_none_or(|fk| f(fk.as_str(), k.kind.as_str()));
+            let parts: Vec<String> = [
+                (connection_is(|a, b| a == b) && kind_is(|a, b| a == b))
+                    .then(|| format!("connection = {c} AND kind = {kind} AND id > {id}")),
+                (connection_is(|a, b| a == b) && kind_is(|a, b| a > b))
+                    .then(|| format!("connection = {c} AND kind > {kind}")),
+                connection_is(|a, b| a > b).then(|| format!("connection > {c}")),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|part| format!("{select}{}", with(&part)))
+            .collect();
+            if parts.is_empty() { format!("{select} WHERE 0") } else { parts.join(" UNION ALL ") }
+        }
+    };
+    let limit = bind(Value::Integer(limit_param(limit)));
+    (format!("{body} ORDER BY {order} LIMIT {limit}"), params)
 }
 
 /// A page of runs, most recent first: `query`'s connection, runs after its cursor.
@@ -1984,22 +2022,30 @@ mod tests {
         let plan = query_plan(&conn, "SELECT summary FROM runs ORDER BY started_at DESC, sync_id DESC LIMIT 5");
         assert!(plan.contains("USING INDEX runs_started_at"), "runs: {plan}");
         // Pages of assets and runs seek with an index and never sort the table.
-        let key = AssetKey { connection: "c".into(), kind: AssetKind::Device, source_id: "s".into() };
-        for filter in [
-            AssetFilter::default(),
-            AssetFilter {
-                connection: Some("c".into()),
-                kind: Some(AssetKind::User),
-                include_stale: true,
-                ..Default::default()
-            },
-        ] {
-            for after in [None, Some(ListSeek::Id(&key, 7))] {
-                let (sql, _) = list_assets_sql(&filter, after, 10, SCHEMA_VERSION);
-                let plan = query_plan(&conn, &sql);
-                assert!(plan.contains("USING INDEX assets_kind") && !plan.contains("TEMP B-TREE"), "{plan}");
-            }
-        }
+        let seeks = |filter: &AssetFilter, after: Option<ListSeek<'_>>| {
+            let (sql, _) = list_assets_sql(filter, after, 10, SCHEMA_VERSION);
+            let plan = query_plan(&conn, &sql);
+            assert!(plan.contains("USING INDEX assets_kind") && !plan.contains("TEMP B-TREE"), "{plan}");
+            plan
+        };
+        let device = AssetKey { connection: "c".into(), kind: AssetKind::Device, source_id: "s".into() };
+        let user = AssetKey { kind: AssetKind::User, ..device.clone() };
+        let c_users = AssetFilter { connection: Some("c".into()), kind: Some(AssetKind::User), ..Default::default() };
+        seeks(&AssetFilter::default(), None);
+        seeks(&c_users, None);
+        // After a cursor: seeks to it (the rest of its kind by id), never a
+        // scan of its connection and kind up to it; then the later kinds and
+        // connections, each by a seek.
+        let plan = seeks(&AssetFilter::default(), Some(ListSeek::Id(&device, 7)));
+        assert!(plan.contains("assets_kind (connection=? AND kind=? AND rowid>?)"), "{plan}");
+        assert!(plan.contains("assets_kind (connection=? AND kind>?)"), "{plan}");
+        assert!(plan.contains("assets_kind (connection>?)") && !plan.contains("SCAN"), "{plan}");
+        // With the filter's connection and kind, only the rest of that kind.
+        let plan = seeks(&c_users, Some(ListSeek::Id(&user, 7)));
+        assert_eq!(plan, "SEARCH assets USING INDEX assets_kind (connection=? AND kind=? AND rowid>?)");
+        // A cursor of an earlier kind: the filter's kind from its start.
+        let plan = seeks(&c_users, Some(ListSeek::Id(&device, 7)));
+        assert_eq!(plan, "SEARCH assets USING INDEX assets_kind (connection=? AND kind=?)");
         let cursor = corral_core::RunCursor { started_at: Utc::now(), sync_id: "s".into() };
         let (sql, _) = runs_sql(&RunQuery { connection: Some("c".into()), before: Some(cursor.clone()) }, 5);
         let plan = query_plan(&conn, &sql);
