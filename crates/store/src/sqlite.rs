@@ -224,10 +224,52 @@ DELETE FROM asset_key_recent;
 
 /// Move the log into the lookup index, in hash order: every page of the
 /// index is written at most once per merge, however large the table is.
+/// What a migration runs, on a log of any size (SQLite's sorter spills to
+/// temporary storage); a load's merges use [`merge_lookup_log`].
 const MERGE_LOOKUP_SQL: &str = "
 INSERT OR IGNORE INTO asset_lookup (h, asset) SELECT h, asset FROM asset_lookup_log ORDER BY h, asset;
 DELETE FROM asset_lookup_log;
 ";
+
+/// `rows` rows of the lookup index in one statement: `?1`, `?2` the first
+/// row's hash and asset, and so on.
+fn lookup_insert_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows).map(|row| format!("(?{},?{})", 2 * row + 1, 2 * row + 2)).collect();
+    format!("INSERT OR IGNORE INTO asset_lookup (h, asset) VALUES {}", values.join(","))
+}
+
+static LOOKUP_INSERT_SQL: OnceLock<Vec<String>> = OnceLock::new();
+
+/// [`MERGE_LOOKUP_SQL`], with the log sorted here rather than by SQLite: its
+/// sorter took about 2.4 µs a row (1.2 s for a log of 500,000, six times
+/// in a million-device load), a sort of the rows read out of the log a
+/// fraction of that. The log's rows are held in memory for the merge, 16
+/// bytes each: 8 MB at the default [`SqliteOptions::lookup_log_rows`].
+fn merge_lookup_log(tx: &Connection) -> Result<(), StoreError> {
+    let mut rows: Vec<(i64, i64)> = Vec::new();
+    {
+        let mut read = tx.prepare_cached("SELECT h, asset FROM asset_lookup_log").ctx("read the lookup log")?;
+        let mut log = read.raw_query();
+        while let Some(r) = log.next().ctx("read the lookup log")? {
+            rows.push((r.get(0).ctx("read the lookup log")?, r.get(1).ctx("read the lookup log")?));
+        }
+    }
+    rows.sort_unstable();
+    let mut start = 0;
+    while start < rows.len() {
+        let n = statement_rows(rows.len() - start);
+        let mut insert =
+            tx.prepare_cached(statement_for(&LOOKUP_INSERT_SQL, lookup_insert_sql, n)).ctx("prepare lookup merge")?;
+        for (i, (h, asset)) in rows[start..start + n].iter().enumerate() {
+            insert.raw_bind_parameter(2 * i + 1, h).ctx("bind lookup merge")?;
+            insert.raw_bind_parameter(2 * i + 2, asset).ctx("bind lookup merge")?;
+        }
+        insert.raw_execute().ctx("merge the lookup log")?;
+        start += n;
+    }
+    tx.execute("DELETE FROM asset_lookup_log", []).ctx("empty the lookup log")?;
+    Ok(())
+}
 
 /// Tuning of the SQLite store; [`SqliteOptions::default`] suits most machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +279,8 @@ pub struct SqliteOptions {
     pub cache_mib: u32,
     /// Rows the lookup log may hold before they are merged into the lookup
     /// index (counted by this process). Larger: fewer merges (less written
-    /// per asset on large tables), longer scans of the log by key lookups.
+    /// per asset on large tables), longer scans of the log by key lookups,
+    /// and more memory while a merge sorts the log (16 bytes a row).
     pub lookup_log_rows: u64,
     /// WAL pages after which a commit checkpoints (`PRAGMA wal_autocheckpoint`).
     pub wal_autocheckpoint_pages: u32,
@@ -1194,7 +1237,7 @@ fn upsert_blocking(
     let pending = inner.log_rows.load(Ordering::Relaxed) + logged;
     let merged = pending >= inner.options.lookup_log_rows;
     if merged {
-        tx.execute_batch(MERGE_LOOKUP_SQL).ctx("merge the lookup log")?;
+        merge_lookup_log(&tx)?;
     }
     let recent = inner.key_rows.load(Ordering::Relaxed) + outcome.inserted;
     let merged_keys = recent >= inner.options.key_recent_rows;

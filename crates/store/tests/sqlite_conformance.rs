@@ -586,6 +586,33 @@ async fn a_changed_key_is_found_under_its_new_value_only() {
     }
 }
 
+/// A merge larger than one statement of the lookup index (256 rows) moves
+/// every row of the log: each device is found by each of its correlation
+/// keys afterwards, and the log is empty.
+#[tokio::test]
+async fn a_large_merge_moves_every_lookup_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("corral.db");
+    let options = SqliteOptions { lookup_log_rows: 1_000, ..SqliteOptions::default() };
+    let store = SqliteStore::open_with(&path, options).expect("open");
+    let devices: Vec<Asset> = (0..700).map(|i| device("hosts", &format!("d{i}"), &format!("h{i}"))).collect();
+    let rows: usize = devices.iter().map(|d| d.correlation_keys().len()).sum();
+    assert!(rows > 1_000 && rows % 256 != 0, "{rows} rows: more than the bound, not whole statements");
+    let probes: Vec<(String, Vec<_>)> = [0, 1, 127, 128, 255, 256, 511, 512, 699]
+        .iter()
+        .map(|&i: &usize| (format!("device d{i}"), devices[i].correlation_keys()))
+        .collect();
+    store.upsert(batch("c", "s1", at(0), devices)).await.expect("upsert");
+    assert_eq!(lookup_rows(&path), (rows as i64, 0), "all in the index, none left in the log");
+    for (want, keys) in probes {
+        assert!(keys.len() >= 2, "{want}: {keys:?}");
+        for (key, value) in keys {
+            let found = store.list_assets(&by_key(AssetKind::Device, key, &value), 10).await.expect("list");
+            assert_eq!(kinds_and_ids(found), vec![want.clone()], "{value}");
+        }
+    }
+}
+
 /// A database written by the previous release (schema version 2, with the
 /// `asset_keys` and `asset_refs` tables: `tests/fixtures/corral-v2.db`, the
 /// five kinds of the model, the device stale, a run) is read as it is
