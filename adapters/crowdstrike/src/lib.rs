@@ -240,9 +240,11 @@ impl Adapter for CrowdStrike {
     /// The details calls in flight, the scroll (ids) call beside them, and
     /// the token endpoint; the spill file of listed ids is anonymous and
     /// opened only when the ids outrun the details, so it is counted with them
-    /// (the scroll's connection is idle while it is written).
+    /// (the scroll's connection is idle while it is written); and one more
+    /// while a finished call's connection returns to the pool
+    /// ([`Adapter::max_open_files`]).
     fn max_open_files(&self) -> usize {
-        self.settings.details_concurrency + 2
+        self.settings.details_concurrency + 3
     }
 }
 
@@ -276,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn open_files_are_the_details_calls_the_ids_call_and_the_token_endpoint() {
+    fn open_files_are_the_details_calls_the_ids_call_the_token_endpoint_and_one_returning() {
         let build = |extra: serde_json::Value| {
             let mut cfg = serde_json::json!({"client_id": "cid", "client_secret": "hunter2-secret"});
             if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
@@ -284,9 +286,9 @@ mod tests {
             }
             CrowdStrike::from_config("c", cfg).expect("builds").max_open_files()
         };
-        assert_eq!(build(serde_json::json!({})), 4 + 1 + 1);
-        assert_eq!(build(serde_json::json!({"details_concurrency": 16})), 16 + 1 + 1);
-        assert_eq!(build(serde_json::json!({"details_concurrency": 1})), 3);
+        assert_eq!(build(serde_json::json!({})), 4 + 1 + 1 + 1);
+        assert_eq!(build(serde_json::json!({"details_concurrency": 16})), 16 + 1 + 1 + 1);
+        assert_eq!(build(serde_json::json!({"details_concurrency": 1})), 4);
     }
 
     #[test]

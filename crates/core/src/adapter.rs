@@ -724,6 +724,11 @@ pub trait Adapter: Send + Sync + 'static {
     /// so many connections at once never run the process out of descriptors.
     /// An adapter whose concurrency is configurable must report the
     /// configured figure.
+    ///
+    /// Count one connection more than the requests in flight for each HTTP
+    /// client: a request's in-flight slot is freed when its answer has been
+    /// read, and the connection goes back to the client's pool a moment
+    /// later, so a request that starts in that moment opens another one.
     fn max_open_files(&self) -> usize {
         2
     }

@@ -129,6 +129,9 @@ impl Default for Timeouts {
 pub struct RateConfig {
     /// `None`: no fixed quota (headers and 429s still slow the client down).
     pub quota: Option<Quota>,
+    /// Requests sent and not yet answered, at most. The client may hold one
+    /// connection more for a moment: a request's slot is freed once its
+    /// answer is read, before its connection is back in the pool.
     pub max_in_flight: usize,
     pub adapt_to_headers: bool,
     /// Window assumed when a vendor reports limit/remaining without a reset
