@@ -597,7 +597,7 @@ async fn a_large_merge_moves_every_lookup_row() {
     let store = SqliteStore::open_with(&path, options).expect("open");
     let devices: Vec<Asset> = (0..700).map(|i| device("hosts", &format!("d{i}"), &format!("h{i}"))).collect();
     let rows: usize = devices.iter().map(|d| d.correlation_keys().len()).sum();
-    assert!(rows > 1_000 && rows % 256 != 0, "{rows} rows: more than the bound, not whole statements");
+    assert!(rows > 1_000 && !rows.is_multiple_of(256), "{rows} rows: more than the bound, not whole statements");
     let probes: Vec<(String, Vec<_>)> = [0, 1, 127, 128, 255, 256, 511, 512, 699]
         .iter()
         .map(|&i: &usize| (format!("device d{i}"), devices[i].correlation_keys()))
