@@ -222,15 +222,6 @@ INSERT OR IGNORE INTO asset_key (h, id) SELECT h, id FROM asset_key_recent ORDER
 DELETE FROM asset_key_recent;
 ";
 
-/// Move the log into the lookup index, in hash order: every page of the
-/// index is written at most once per merge, however large the table is.
-/// What a migration runs, on a log of any size (SQLite's sorter spills to
-/// temporary storage); a load's merges use [`merge_lookup_log`].
-const MERGE_LOOKUP_SQL: &str = "
-INSERT OR IGNORE INTO asset_lookup (h, asset) SELECT h, asset FROM asset_lookup_log ORDER BY h, asset;
-DELETE FROM asset_lookup_log;
-";
-
 /// `rows` rows of the lookup index in one statement: `?1`, `?2` the first
 /// row's hash and asset, and so on.
 fn lookup_insert_sql(rows: usize) -> String {
@@ -240,11 +231,16 @@ fn lookup_insert_sql(rows: usize) -> String {
 
 static LOOKUP_INSERT_SQL: OnceLock<Vec<String>> = OnceLock::new();
 
-/// [`MERGE_LOOKUP_SQL`], with the log sorted here rather than by SQLite: its
-/// sorter took about 2.4 µs a row (1.2 s for a log of 500,000, six times
-/// in a million-device load), a sort of the rows read out of the log a
-/// fraction of that. The log's rows are held in memory for the merge, 16
-/// bytes each: 8 MB at the default [`SqliteOptions::lookup_log_rows`].
+/// Move the log into the lookup index, in hash order: every page of the
+/// index is written at most once per merge, however large the table is.
+/// The log is sorted here rather than by SQLite (`INSERT .. SELECT ..
+/// ORDER BY h`): its sorter took about 2.4 µs a row (1.2 s for a log of
+/// 500,000, six times in a million-device load), a sort of the rows read
+/// out of the log a fraction of that. The log's rows are held in memory for
+/// the merge, 16 bytes each: 8 MB at the default
+/// [`SqliteOptions::lookup_log_rows`]; a migration's log holds every stored
+/// asset's hashes (SQLite's sorter would hold them in memory too, the store
+/// keeping temporary storage there, and in more bytes a row).
 fn merge_lookup_log(tx: &Connection) -> Result<(), StoreError> {
     let mut rows: Vec<(i64, i64)> = Vec::new();
     {
@@ -853,7 +849,7 @@ fn migrate_from_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     drop(select);
     drop(insert);
     tx.execute_batch("DROP TABLE assets_before_v3;").ctx("migrate: drop the old assets table")?;
-    tx.execute_batch(MERGE_LOOKUP_SQL).ctx("migrate: build the lookup index")?;
+    merge_lookup_log(tx)?;
     tx.execute_batch(MERGE_KEYS_SQL).ctx("migrate: build the key index")?;
     tracing::debug!(assets = migrated, "rebuilt the assets table and its lookup index");
     Ok(())
