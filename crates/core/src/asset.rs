@@ -582,20 +582,51 @@ impl KeyType {
     /// from what a user typed (`corral assets --where`): `None` when it is
     /// not a valid value of this key.
     pub fn normalize(self, value: &str) -> Option<String> {
+        let mut out = String::new();
+        self.normalize_into(value, &mut out).then_some(out)
+    }
+
+    /// [`KeyType::normalize`] into `out`, which is cleared first: false
+    /// (and `out` empty) when `value` is not a valid value of this key.
+    /// Reusing `out` saves an allocation per key where every asset's keys
+    /// are derived.
+    pub fn normalize_into(self, value: &str, out: &mut String) -> bool {
+        out.clear();
         let v = value.trim();
         if v.is_empty() {
-            return None;
+            return false;
         }
         match self {
-            KeyType::SerialNumber => Some(v.to_uppercase()),
-            KeyType::MacAddress => v.parse::<MacAddr>().ok().map(|m| m.to_string()),
-            KeyType::Hostname | KeyType::Fqdn | KeyType::EntraDeviceId | KeyType::Email | KeyType::Username => {
-                Some(v.to_lowercase())
-            }
-            KeyType::CloudId => Some(v.to_string()),
-            KeyType::Cve => crate::fields::cve(v),
-            KeyType::Cpe => Some(v.to_lowercase()),
+            KeyType::SerialNumber => push_cased(out, v, str::make_ascii_uppercase, str::to_uppercase),
+            KeyType::MacAddress => match v.parse::<MacAddr>() {
+                Ok(m) => m.push_to(out),
+                Err(_) => return false,
+            },
+            KeyType::Hostname
+            | KeyType::Fqdn
+            | KeyType::EntraDeviceId
+            | KeyType::Email
+            | KeyType::Username
+            | KeyType::Cpe => push_cased(out, v, str::make_ascii_lowercase, str::to_lowercase),
+            KeyType::CloudId => out.push_str(v),
+            KeyType::Cve => match crate::fields::cve(v) {
+                Some(c) => out.push_str(&c),
+                None => return false,
+            },
         }
+        true
+    }
+}
+
+/// Append `v` to `out` in one case: in place when it is ASCII (the usual
+/// case, and then the same as the full Unicode mapping), else by `unicode`.
+fn push_cased(out: &mut String, v: &str, ascii: fn(&mut str), unicode: fn(&str) -> String) {
+    if v.is_ascii() {
+        let start = out.len();
+        out.push_str(v);
+        ascii(&mut out[start..]);
+    } else {
+        out.push_str(&unicode(v));
     }
 }
 
@@ -718,79 +749,99 @@ impl Asset {
     /// the same machine, person or CVE is found across products.
     pub fn correlation_keys(&self) -> Vec<(KeyType, String)> {
         let mut out: Vec<(KeyType, String)> = Vec::new();
-        let mut push = |k: KeyType, v: &str| {
-            if let Some(v) = k.normalize(v) {
-                crate::fields::push_unique(&mut out, (k, v));
+        self.for_each_correlation_key(|k, v| {
+            if !out.iter().any(|(ok, ov)| *ok == k && ov == v) {
+                out.push((k, v.to_string()));
             }
-        };
+        });
+        out
+    }
+
+    /// Call `f` with each of [`Asset::correlation_keys`], in the same order,
+    /// but without collecting them: a key may come more than once, and no
+    /// key is allocated (the values are normalized into one reused buffer).
+    pub fn for_each_correlation_key(&self, mut f: impl FnMut(KeyType, &str)) {
+        fn key(f: &mut impl FnMut(KeyType, &str), buf: &mut String, k: KeyType, v: &str) {
+            if k.normalize_into(v, buf) {
+                f(k, buf);
+            }
+        }
+        let mut buf = String::new();
         match &self.body {
             AssetBody::Device(d) => {
                 if let Some(s) = &d.serial_number {
-                    push(KeyType::SerialNumber, s);
+                    key(&mut f, &mut buf, KeyType::SerialNumber, s);
                 }
                 for m in &d.mac_addresses {
-                    push(KeyType::MacAddress, &m.to_string());
+                    // The canonical form is the normalized one: no parsing it again.
+                    buf.clear();
+                    m.push_to(&mut buf);
+                    f(KeyType::MacAddress, &buf);
                 }
                 if let Some(h) = &d.hostname {
-                    push(KeyType::Hostname, h);
+                    key(&mut f, &mut buf, KeyType::Hostname, h);
                     if let Some(dom) = &d.domain {
-                        push(KeyType::Fqdn, &format!("{h}.{dom}"));
+                        let fqdn = [h.as_str(), ".", dom.as_str()].concat();
+                        key(&mut f, &mut buf, KeyType::Fqdn, &fqdn);
                     }
                 }
                 if let Some(c) = &d.cloud_instance_id {
-                    push(KeyType::CloudId, c);
+                    key(&mut f, &mut buf, KeyType::CloudId, c);
                 }
                 if let Some(e) = &d.entra_device_id {
-                    push(KeyType::EntraDeviceId, e);
+                    key(&mut f, &mut buf, KeyType::EntraDeviceId, e);
                 }
             }
             AssetBody::User(u) => {
                 if let Some(e) = &u.email {
-                    push(KeyType::Email, e);
+                    key(&mut f, &mut buf, KeyType::Email, e);
                 }
                 if let Some(n) = &u.username {
-                    push(KeyType::Username, n);
+                    key(&mut f, &mut buf, KeyType::Username, n);
                 }
             }
             AssetBody::Vulnerability(v) => {
                 for c in &v.cves {
-                    push(KeyType::Cve, c);
+                    key(&mut f, &mut buf, KeyType::Cve, c);
                 }
             }
             AssetBody::Software(s) => {
                 if let Some(c) = &s.cpe {
-                    push(KeyType::Cpe, c);
+                    key(&mut f, &mut buf, KeyType::Cpe, c);
                 }
             }
             AssetBody::CloudResource(c) => {
                 if let Some(id) = &c.resource_id {
-                    push(KeyType::CloudId, id);
+                    key(&mut f, &mut buf, KeyType::CloudId, id);
                 }
                 if let Some(arn) = &c.arn {
-                    push(KeyType::CloudId, arn);
+                    key(&mut f, &mut buf, KeyType::CloudId, arn);
                 }
             }
         }
-        out
     }
 
     /// The asset's fields (without stream and raw; with `attributes` when it
     /// has any) as JSON text: what stores persist.
     pub fn fields_string(&self) -> Result<String, serde_json::Error> {
-        let mut s = match &self.body {
-            AssetBody::Device(d) => serde_json::to_string(d),
-            AssetBody::User(u) => serde_json::to_string(u),
-            AssetBody::Vulnerability(v) => serde_json::to_string(v),
-            AssetBody::Software(x) => serde_json::to_string(x),
-            AssetBody::CloudResource(c) => serde_json::to_string(c),
+        // Sized from the estimate (which errs on the large side), so the
+        // text is written once instead of grown and copied several times.
+        let mut out = Vec::with_capacity(self.approx_size());
+        match &self.body {
+            AssetBody::Device(d) => serde_json::to_writer(&mut out, d),
+            AssetBody::User(u) => serde_json::to_writer(&mut out, u),
+            AssetBody::Vulnerability(v) => serde_json::to_writer(&mut out, v),
+            AssetBody::Software(x) => serde_json::to_writer(&mut out, x),
+            AssetBody::CloudResource(c) => serde_json::to_writer(&mut out, c),
         }?;
-        if !self.attributes.is_empty() && s.ends_with('}') {
-            s.pop();
-            s.push_str(",\"attributes\":");
-            s.push_str(&serde_json::to_string(&self.attributes)?);
-            s.push('}');
+        if !self.attributes.is_empty() && out.last() == Some(&b'}') {
+            out.pop();
+            out.extend_from_slice(b",\"attributes\":");
+            serde_json::to_writer(&mut out, &self.attributes)?;
+            out.push(b'}');
         }
-        Ok(s)
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.utf8_error()))
     }
 
     /// The asset's fields as a JSON object (the same as [`Asset::fields_string`]).
@@ -1160,6 +1211,70 @@ mod tests {
             Asset::user("u", User { source_id: "u".into(), username: Some("Ann@X.io".into()), ..Default::default() });
         assert_eq!(u.correlation_keys(), [(KeyType::Username, "ann@x.io".to_string())]);
         assert!(u.references().is_empty());
+    }
+
+    /// `normalize_into` writes into a reused buffer; what it writes must be
+    /// what the key's definition says (full Unicode case mapping, trimmed,
+    /// canonical MACs), whatever the buffer held before: the stores'
+    /// lookup hashes are taken over these texts.
+    #[test]
+    fn normalized_keys_do_not_depend_on_the_buffer() {
+        let cases: [(KeyType, &str, Option<&str>); 12] = [
+            (KeyType::SerialNumber, " 5cg123 ", Some("5CG123")),
+            (KeyType::SerialNumber, "straße", Some("STRASSE")),
+            (KeyType::Hostname, "WEB-01", Some("web-01")),
+            (KeyType::Hostname, "ÉCOLE-PC", Some("école-pc")),
+            // Final sigma: the full mapping looks at the word, not the character.
+            (KeyType::Username, "ΟΔΟΣ", Some("οδος")),
+            (KeyType::Email, "   ", None),
+            (KeyType::MacAddress, "AA-BB-CC-DD-EE-0F", Some("aa:bb:cc:dd:ee:0f")),
+            (KeyType::MacAddress, "not a mac", None),
+            (KeyType::CloudId, " i-0ABC ", Some("i-0ABC")),
+            (KeyType::Cve, "cve-2024-3094", Some("CVE-2024-3094")),
+            (KeyType::Cve, "CVE-24-1", None),
+            (KeyType::Cpe, "CPE:2.3:A:Vendor", Some("cpe:2.3:a:vendor")),
+        ];
+        let mut buf = String::from("left over from the key before");
+        for (k, v, want) in cases {
+            assert_eq!(k.normalize(v).as_deref(), want, "{k} {v:?}");
+            assert_eq!(k.normalize_into(v, &mut buf), want.is_some(), "{k} {v:?}");
+            assert_eq!(buf, want.unwrap_or(""), "{k} {v:?}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_visited_and_the_list_has_no_repeats() {
+        let d = Asset::device(
+            "hosts",
+            Device {
+                source_id: "d".into(),
+                hostname: Some("Web-01".into()),
+                domain: Some("Corp.Example.com".into()),
+                mac_addresses: crate::fields::macs(["AA-BB-CC-DD-EE-01", "aa:bb:cc:dd:ee:02"]),
+                cloud_instance_id: Some("i-1".into()),
+                ..Default::default()
+            },
+        );
+        let mut seen = Vec::new();
+        d.for_each_correlation_key(|k, v| seen.push((k, v.to_string())));
+        assert_eq!(seen, d.correlation_keys());
+        assert!(seen.contains(&(KeyType::Fqdn, "web-01.corp.example.com".to_string())), "{seen:?}");
+        let mut c = Asset::new(
+            "r",
+            AssetBody::CloudResource(CloudResource {
+                source_id: "r".into(),
+                resource_id: Some("arn:aws:s3:::b".into()),
+                arn: Some("arn:aws:s3:::b".into()),
+                ..Default::default()
+            }),
+        );
+        let mut visits = 0;
+        c.for_each_correlation_key(|_, _| visits += 1);
+        assert_eq!((visits, c.correlation_keys().len()), (2, 1));
+        if let AssetBody::CloudResource(r) = &mut c.body {
+            r.arn = None;
+        }
+        assert_eq!(c.correlation_keys(), [(KeyType::CloudId, "arn:aws:s3:::b".to_string())]);
     }
 
     #[test]

@@ -54,10 +54,27 @@ impl MacAddr {
     }
 }
 
+impl MacAddr {
+    /// Append the canonical form (`aa:bb:cc:dd:ee:ff`) to `out`: what
+    /// [`fmt::Display`] writes, without a formatter (stores derive a
+    /// correlation key from every address of every device).
+    pub fn push_to(self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in self.0.into_iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+}
+
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        let mut s = String::with_capacity(17);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 
@@ -105,7 +122,9 @@ impl TryFrom<&str> for MacAddr {
 
 impl From<MacAddr> for String {
     fn from(m: MacAddr) -> String {
-        m.to_string()
+        let mut s = String::with_capacity(17);
+        m.push_to(&mut s);
+        s
     }
 }
 
