@@ -332,24 +332,26 @@ fn asset_key_hash(kind: &str, source_id: &str) -> i64 {
 }
 
 /// The `lookup` column of `asset` (its key and reference hashes, sorted,
-/// without repeats, as a JSON array).
-fn lookup_of(connection: &str, asset: &Asset) -> String {
-    let mut hashes: Vec<i64> = asset.correlation_keys().iter().map(|(k, v)| key_hash(k.as_str(), v)).collect();
+/// without repeats, as a JSON array), and how many hashes it lists.
+fn lookup_of(connection: &str, asset: &Asset) -> (String, u64) {
+    let mut hashes: Vec<i64> = Vec::with_capacity(8);
+    asset.for_each_correlation_key(|k, v| hashes.push(key_hash(k.as_str(), v)));
     hashes.extend(
         asset.references().iter().map(|(_, r)| ref_hash(r.connection_or(connection), r.kind.as_str(), &r.source_id)),
     );
     hashes.sort_unstable();
     hashes.dedup();
     let mut out = String::with_capacity(2 + hashes.len() * 21);
+    let mut number = itoa::Buffer::new();
     out.push('[');
     for (i, h) in hashes.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&h.to_string());
+        out.push_str(number.format(*h));
     }
     out.push(']');
-    out
+    (out, hashes.len() as u64)
 }
 
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
@@ -823,7 +825,7 @@ fn migrate_from_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         let asset = stored
             .asset()
             .map_err(|e| StoreError::Corrupt(format!("migrate: {kind} {source_id} has undecodable fields: {e}")))?;
-        let lookup = lookup_of(&connection, &asset);
+        let (lookup, _) = lookup_of(&connection, &asset);
         let key = asset_key_hash(&kind, &source_id);
         insert
             .execute(params![
@@ -949,6 +951,8 @@ struct PreparedAsset {
     raw: Option<String>,
     hash: String,
     lookup: String,
+    /// How many hashes `lookup` lists.
+    lookup_rows: u64,
 }
 
 fn prepare(connection: &str, asset: &Asset) -> Result<PreparedAsset, Reject> {
@@ -965,9 +969,19 @@ fn prepare(connection: &str, asset: &Asset) -> Result<PreparedAsset, Reject> {
     };
     // The content hash from the bytes just serialized, not serialized again.
     let hash = asset.content_hash_of(&fields, raw.as_deref());
-    let lookup = lookup_of(connection, asset);
+    let (lookup, lookup_rows) = lookup_of(connection, asset);
     let key_hash = asset_key_hash(kind, &source_id);
-    Ok(PreparedAsset { kind, source_id, key_hash, stream: asset.stream.clone(), fields, raw, hash, lookup })
+    Ok(PreparedAsset {
+        kind,
+        source_id,
+        key_hash,
+        stream: asset.stream.clone(),
+        fields,
+        raw,
+        hash,
+        lookup,
+        lookup_rows,
+    })
 }
 
 /// What the last upsert did to a row, in `assets.last_change` (returned by the
@@ -992,9 +1006,9 @@ const CHANGE_STREAM: i64 = 4;
 ///
 /// Parameters: `?1` connection, `?2` seen at, `?3` sync id, then nine per
 /// row from `?4` (id, kind, source id, key hash, stream, fields, raw,
-/// content hash, lookup). `RETURNING` gives, in no promised order, the
-/// change, the id when the stream changed, and the number of lookup hashes
-/// logged.
+/// content hash, lookup). `RETURNING` gives, in no promised order, each
+/// row's change and id. (How many lookup hashes a changed row logged is
+/// counted in Rust: `json_array_length` parsed every row's lookup again.)
 ///
 /// `stream` is deliberately not in the `SET` list: SQLite rewrites the entries
 /// of every index on a column it sets, and the `(connection, stream)` index
@@ -1027,9 +1041,7 @@ fn upsert_sql(rows: usize) -> String {
             last_sync_id = excluded.last_sync_id, \
             stale_since = NULL, \
             lookup = excluded.lookup \
-         RETURNING last_change, \
-            CASE WHEN last_change >= 4 THEN id END, \
-            CASE WHEN last_change & 3 = 2 THEN 0 ELSE json_array_length(lookup) END",
+         RETURNING last_change, id",
     );
     sql
 }
@@ -1185,21 +1197,31 @@ fn upsert_blocking(
             }
             let mut moved: Vec<i64> = Vec::new();
             let mut returned = 0_usize;
+            // Each id's lookup hashes (a key twice in the chunk: its last row's).
+            let mut lookup_rows: Vec<(i64, u64)> =
+                chunk_ids.iter().copied().zip(chunk.iter().map(|a| a.lookup_rows)).collect();
+            lookup_rows.sort_by_key(|(id, _)| *id);
             let mut changes = upsert.raw_query();
             while let Some(r) = changes.next().ctx("upsert assets")? {
                 returned += 1;
                 let change: i64 = r.get(0).ctx("upsert assets")?;
+                let id: i64 = r.get(1).ctx("upsert assets")?;
                 if change & CHANGE_STREAM != 0 {
-                    moved.push(r.get(1).ctx("upsert assets")?);
+                    moved.push(id);
                 }
                 match change & !CHANGE_STREAM {
                     CHANGE_INSERTED => outcome.inserted += 1,
                     CHANGE_UPDATED => outcome.updated += 1,
-                    CHANGE_UNCHANGED => outcome.unchanged += 1,
+                    CHANGE_UNCHANGED => {
+                        outcome.unchanged += 1;
+                        continue;
+                    }
                     other => return Err(StoreError::Corrupt(format!("assets.last_change: unexpected value {other}"))),
                 }
-                let lookups: i64 = r.get(2).ctx("upsert assets")?;
-                logged += lookups.max(0) as u64;
+                // Inserted or updated: its lookup hashes were logged (an
+                // estimate: an update that kept them logged none).
+                let at = lookup_rows.partition_point(|(i, _)| *i <= id);
+                logged += at.checked_sub(1).map(|at| lookup_rows[at]).filter(|(i, _)| *i == id).map_or(0, |(_, n)| n);
             }
             drop(changes);
             if returned != rows {
