@@ -1,8 +1,11 @@
 //! Decoding a details page (`POST /devices/entities/devices/v2`) into devices.
 //!
-//! The envelope is `{"meta":{..},"resources":[host, ..],"errors":[..]}`. It is
-//! decoded in two steps so one bad record never costs the page: the envelope
-//! with each resource kept as raw JSON, then each resource on its own. Host
+//! The envelope is `{"meta":{..},"resources":[host, ..],"errors":[..]}`. The
+//! usual page (no vendor errors, every resource a host with a `device_id`,
+//! raw records not kept) is decoded in one pass. Any other page is decoded
+//! in two steps so one bad record never costs the page: the envelope with
+//! each resource kept as raw JSON, then each resource on its own, so a
+//! rejected record is named and kept as it came. Host
 //! fields are read leniently (a number where a string was expected is taken as
 //! text; an object or array there is ignored), so only a record that is not an
 //! object at all, or has no `device_id`, is rejected.
@@ -87,6 +90,100 @@ struct Host<'a> {
 
 /// Normalize one details page. Never panics.
 pub fn page(page: &RawPage, keep_raw: bool) -> NormalizedPage {
+    if !keep_raw && let Some(out) = page_in_one_pass(page) {
+        return out;
+    }
+    page_record_by_record(page, keep_raw)
+}
+
+/// The usual page in one pass over its bytes (the two-step decoding reads
+/// every record twice), each host made an asset as soon as it is read.
+/// `None` when the page is anything but the usual: not a host envelope, a
+/// resource that is not a host object, a host without a `device_id`, any
+/// entry in `errors`. The two-step decoding then reports it, naming the
+/// record and keeping it.
+fn page_in_one_pass(page: &RawPage) -> Option<NormalizedPage> {
+    let mut de = serde_json::Deserializer::from_slice(&page.body);
+    let assets = de::DeserializeSeed::deserialize(OnePass(&page.stream), &mut de).ok()?;
+    de.end().ok()?;
+    Some(NormalizedPage { assets, ..NormalizedPage::default() })
+}
+
+/// The envelope's fields, for [`OnePass`].
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum EnvelopeField {
+    Resources,
+    Errors,
+    #[serde(other)]
+    Other,
+}
+
+/// Decodes a details envelope into the assets of its hosts (of the stream
+/// it holds), failing on anything [`page_in_one_pass`] declines.
+struct OnePass<'p>(&'p str);
+
+impl<'de> de::DeserializeSeed<'de> for OnePass<'_> {
+    type Value = Vec<Asset>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OnePass<'_> {
+    type Value = Vec<Asset>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a details envelope")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut assets = None;
+        while let Some(field) = map.next_key()? {
+            match field {
+                EnvelopeField::Resources if assets.is_some() => return Err(de::Error::duplicate_field("resources")),
+                EnvelopeField::Resources => assets = Some(map.next_value_seed(Hosts(self.0))?),
+                EnvelopeField::Errors => {
+                    let errors: Option<Vec<IgnoredAny>> = map.next_value()?;
+                    if errors.is_some_and(|e| !e.is_empty()) {
+                        return Err(de::Error::custom("the vendor reported errors"));
+                    }
+                }
+                EnvelopeField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        assets.ok_or_else(|| de::Error::missing_field("resources"))
+    }
+}
+
+/// The `resources` array, each host made an asset of stream `.0`.
+struct Hosts<'p>(&'p str);
+
+impl<'de> de::DeserializeSeed<'de> for Hosts<'_> {
+    type Value = Vec<Asset>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Hosts<'_> {
+    type Value = Vec<Asset>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of hosts")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut assets = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(host) = seq.next_element::<Host>()? {
+            let d = device(&host).ok_or_else(|| de::Error::custom("a host without device_id"))?;
+            assets.push(with_attributes(Asset::device(self.0, d), &host));
+        }
+        Ok(assets)
+    }
+}
+
+/// Normalize one details page record by record: the envelope with each
+/// resource as raw JSON, then each resource on its own.
+fn page_record_by_record(page: &RawPage, keep_raw: bool) -> NormalizedPage {
     let env: Envelope = match serde_json::from_slice(&page.body) {
         Ok(e) => e,
         Err(e) => return NormalizedPage::page_failed(describe_json_error(&e, &page.body)),
@@ -332,6 +429,65 @@ impl<'de: 'a, 'a> Deserialize<'de> for TextList<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FIXTURE: &str = include_str!("../tests/fixtures/hosts_page.json");
+
+    fn page_of(v: &serde_json::Value) -> RawPage {
+        RawPage::new("hosts", bytes::Bytes::from(v.to_string()), "details batch 0")
+    }
+
+    /// The fixture's hosts that carry a `device_id`, without vendor errors:
+    /// a page the one-pass decoding takes.
+    fn usual_page() -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture");
+        let resources = v["resources"].as_array().expect("resources").clone();
+        let usable: Vec<serde_json::Value> =
+            resources.into_iter().filter(|r| r["device_id"].as_str().is_some_and(|id| !id.trim().is_empty())).collect();
+        assert!(usable.len() >= 5, "the fixture has hosts to decode");
+        v["resources"] = serde_json::Value::Array(usable);
+        v["errors"] = serde_json::json!([]);
+        v
+    }
+
+    /// Both decodings give the same assets for the usual page; the one-pass
+    /// decoding declines every other page, so the two-step one names and
+    /// keeps its bad records.
+    #[test]
+    fn the_one_pass_decoding_agrees_with_the_record_by_record_one() {
+        let usual = page_of(&usual_page());
+        let fast = page_in_one_pass(&usual).expect("the usual page is decoded in one pass");
+        let slow = page_record_by_record(&usual, false);
+        assert!(slow.rejects.is_empty() && slow.page_error.is_none(), "{slow:?}");
+        assert_eq!(fast.assets, slow.assets);
+        assert!(fast.rejects.is_empty() && fast.page_error.is_none());
+        assert_eq!(page(&usual, false).assets, slow.assets);
+
+        let mut without_id = usual_page();
+        without_id["resources"][1]["device_id"] = serde_json::Value::Null;
+        let mut not_an_object = usual_page();
+        not_an_object["resources"][2] = serde_json::json!("not a host");
+        let mut vendor_error = usual_page();
+        vendor_error["errors"] = serde_json::json!([{"code": 500, "id": "abc", "message": "internal"}]);
+        let mut no_resources = usual_page();
+        no_resources["resources"] = serde_json::Value::Null;
+        for (what, v, rejects) in [
+            ("a host without device_id", &without_id, 1),
+            ("a resource that is not an object", &not_an_object, 1),
+            ("a vendor error", &vendor_error, 1),
+            ("no resources", &no_resources, 0),
+        ] {
+            let p = page_of(v);
+            assert!(page_in_one_pass(&p).is_none(), "{what}: declined");
+            let out = page(&p, false);
+            assert_eq!(out.rejects.len(), rejects, "{what}: {out:?}");
+            assert!(out.rejects.iter().all(|r| r.raw.is_some()), "{what}: the record is kept");
+        }
+        assert!(page(&page_of(&no_resources), false).page_error.is_some());
+        // Raw records kept: always the two-step decoding, each asset with its record.
+        let kept = page(&usual, true);
+        assert_eq!(kept.assets.len(), slow.assets.len());
+        assert!(kept.assets.iter().all(|a| a.raw.is_some()));
+    }
 
     #[test]
     fn text_reads_scalars_and_skips_structures() {
