@@ -47,9 +47,10 @@ impl std::fmt::Display for RunStatus {
 pub struct StageTimes {
     /// From the first fetch call until the last stream finished fetching.
     pub fetch_ms: u64,
-    /// Time the pool's threads spent in normalize, summed over the threads
-    /// (measured on each thread as elapsed time, so when other work shares the
-    /// cores it reads higher than the CPU time normalize used).
+    /// CPU time the pool's threads spent in normalize, summed over the
+    /// threads. Read from Linux's per-thread accounting; elsewhere it is the
+    /// time that passed on each thread, which reads higher than the CPU time
+    /// when other work shares the cores.
     pub normalize_cpu_ms: u64,
     /// Time the store took to acknowledge batches, summed over batches.
     pub load_ms: u64,

@@ -329,6 +329,42 @@ pub fn thread_scheduling() -> Option<(i64, i64)> {
     Some((field(41)?, field(19)?))
 }
 
+/// CPU time the calling thread has used so far: the first field of
+/// /proc/thread-self/schedstat (nanoseconds on a CPU). `None` where it
+/// cannot be read (not Linux, no /proc).
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        stat.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Times a piece of work on one thread: its CPU time where
+/// [`thread_cpu_time`] can be read, else the time that passed (which reads
+/// higher when other threads share the cores).
+pub(crate) struct ThreadTimer {
+    cpu: Option<Duration>,
+    started: std::time::Instant,
+}
+
+impl ThreadTimer {
+    pub(crate) fn start() -> Self {
+        ThreadTimer { cpu: thread_cpu_time(), started: std::time::Instant::now() }
+    }
+
+    pub(crate) fn took(&self) -> Duration {
+        match (self.cpu, thread_cpu_time()) {
+            (Some(before), Some(now)) => now.saturating_sub(before),
+            _ => self.started.elapsed(),
+        }
+    }
+}
+
 impl Engine {
     /// Build an engine. Must be called inside a tokio runtime (it starts the lag monitor).
     pub fn new(config: EngineConfig, store: Arc<dyn Store>) -> Result<Self, EngineError> {
@@ -484,6 +520,24 @@ mod tests {
         let blocking = spawn_yielding(scheduling).await.expect("a blocking-pool thread");
         assert_eq!(blocking, yielded_scheduling(inherited), "spawn_yielding's thread");
         assert_eq!(scheduling(), inherited, "the runtime's own thread is left as it was");
+    }
+
+    /// The normalize stage's time is CPU time: waiting (here, sleeping; in a
+    /// run, for a core the writer or the runtime holds) does not count.
+    #[test]
+    fn the_thread_timer_counts_cpu_time_not_waiting() {
+        assert!(thread_cpu_time().is_some(), "/proc/thread-self/schedstat is readable");
+        let timer = ThreadTimer::start();
+        std::thread::sleep(Duration::from_millis(300));
+        let slept = timer.took();
+        assert!(slept < Duration::from_millis(150), "sleeping 300 ms counted {slept:?}");
+        let timer = ThreadTimer::start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut spins = 0_u64;
+        while timer.took() < Duration::from_millis(30) && std::time::Instant::now() < deadline {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+        assert!(timer.took() >= Duration::from_millis(30), "30 ms of computing counted {:?}", timer.took());
     }
 
     #[test]

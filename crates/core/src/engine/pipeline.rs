@@ -476,7 +476,7 @@ fn dispatch(
         if tx.is_closed() {
             return; // the run was cancelled: skip the work
         }
-        let started = Instant::now();
+        let timer = super::ThreadTimer::start();
         let out = std::panic::catch_unwind(AssertUnwindSafe(|| adapter.normalize(&page)))
             .unwrap_or_else(|p| NormalizedPage::page_failed(format!("normalize panicked: {}", panic_message(&p))));
         let mut rejects = std::mem::take(&mut page.rejects);
@@ -539,7 +539,7 @@ fn dispatch(
             lost,
             checkpoint: page.checkpoint,
             records,
-            cpu: started.elapsed(),
+            cpu: timer.took(),
         });
     });
     async move {
