@@ -139,8 +139,15 @@ impl Synthetic {
         if let Ok(mut names) = self.normalize_threads.lock() {
             names.insert(std::thread::current().name().unwrap_or("(unnamed)").to_string());
         }
+        // Burn `cpu_per_page` of this thread's CPU time (what the engine
+        // counts as normalize time), not of the clock: on a busy machine a
+        // thread spinning for 120 ms of the clock may get less of the CPU.
         let started = std::time::Instant::now();
-        while started.elapsed() < self.cpu_per_page {
+        let cpu0 = thread_cpu_time();
+        while match (cpu0, thread_cpu_time()) {
+            (Some(before), Some(now)) => now.saturating_sub(before) < self.cpu_per_page,
+            _ => started.elapsed() < self.cpu_per_page,
+        } {
             std::hint::spin_loop();
         }
         let mut out = NormalizedPage::default();
@@ -191,4 +198,10 @@ pub fn small_config() -> EngineConfig {
         max_page_records: 100,
         ..Default::default()
     }
+}
+
+/// The calling thread's CPU time (Linux: /proc/thread-self/schedstat, in ns).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
 }
