@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use corral_core::asset::{Asset, AssetKind};
 use corral_core::store::{AssetFilter, LoadOutcome, StalePolicy, Store};
 use corral_store::conformance::{self, at, batch, device, run_summary, scope, user};
-use corral_store::sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore};
+use corral_store::sqlite::{PAGE_SIZE, SCHEMA_VERSION, SqliteOptions, SqliteStore};
 
 fn memory_store() -> Arc<dyn Store> {
     Arc::new(SqliteStore::open_in_memory().expect("open in-memory SQLite store"))
@@ -74,8 +74,8 @@ async fn the_wal_stays_bounded_while_a_load_goes_on() {
     // 20,000 devices are about 10 MB: without checkpoints they would all sit in the WAL.
     assert!(db_bytes > 8 << 20, "the database file holds the checkpointed pages: {db_bytes} bytes");
     // The writer appends while the thread checkpoints; at four times the
-    // bound it checkpoints everything itself: one batch (~30 pages) over that.
-    let page = 4096 + 24;
+    // bound it checkpoints everything itself: one batch (~15 pages) over that.
+    let page = u64::from(PAGE_SIZE) + 24;
     assert!(largest_wal < (4 * bound_pages + 128) * page, "the WAL grew to {largest_wal} bytes (database {db_bytes})");
     let total: u64 = store.count_assets(&AssetFilter::default()).await.expect("count").iter().map(|c| c.count).sum();
     assert_eq!(total, 20_000);
@@ -83,6 +83,31 @@ async fn the_wal_stays_bounded_while_a_load_goes_on() {
     let reopened = SqliteStore::open_read_only(&path).expect("reopen");
     let total: u64 = reopened.count_assets(&AssetFilter::default()).await.expect("count").iter().map(|c| c.count).sum();
     assert_eq!(total, 20_000, "everything is in the database after the store closed");
+}
+
+/// A database the store creates has its page size; one created before
+/// (with SQLite's 4 KiB) keeps its own, and the store works on it.
+#[tokio::test]
+async fn new_databases_get_the_store_page_size_and_old_ones_keep_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let page_size = |path: &std::path::Path| -> u32 {
+        rusqlite::Connection::open(path).and_then(|c| c.query_row("PRAGMA page_size", [], |r| r.get(0))).expect("read")
+    };
+    let new = dir.path().join("new.db");
+    let store = SqliteStore::open(&new).expect("open");
+    store.upsert(batch("c", "s1", at(0), vec![device("hosts", "d1", "web-1")])).await.expect("upsert");
+    drop(store);
+    assert_eq!(page_size(&new), PAGE_SIZE);
+    assert_ne!(PAGE_SIZE, 4096, "the check below needs another size");
+    let old = dir.path().join("old.db");
+    rusqlite::Connection::open(&old)
+        .and_then(|c| c.execute_batch("PRAGMA page_size = 4096; CREATE TABLE before (x); DROP TABLE before;"))
+        .expect("an older database");
+    let store = SqliteStore::open(&old).expect("open");
+    let out = store.upsert(batch("c", "s1", at(0), vec![device("hosts", "d1", "web-1")])).await.expect("upsert");
+    assert_eq!(out.inserted, 1);
+    drop(store);
+    assert_eq!(page_size(&old), 4096);
 }
 
 /// The suite must be able to fail: a store that forgets `first_seen` is caught.
