@@ -139,12 +139,14 @@ impl<'de> Visitor<'de> for OnePass<'_> {
         f.write_str("a details envelope")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut assets = None;
+        let (mut assets, mut errors_seen) = (None, false);
         while let Some(field) = map.next_key()? {
             match field {
                 EnvelopeField::Resources if assets.is_some() => return Err(de::Error::duplicate_field("resources")),
                 EnvelopeField::Resources => assets = Some(map.next_value_seed(Hosts(self.0))?),
+                EnvelopeField::Errors if errors_seen => return Err(de::Error::duplicate_field("errors")),
                 EnvelopeField::Errors => {
+                    errors_seen = true;
                     let errors: Option<Vec<IgnoredAny>> = map.next_value()?;
                     if errors.is_some_and(|e| !e.is_empty()) {
                         return Err(de::Error::custom("the vendor reported errors"));
@@ -486,6 +488,13 @@ mod tests {
             assert!(out.rejects.iter().all(|r| r.raw.is_some()), "{what}: the record is kept");
         }
         assert!(page(&page_of(&no_resources), false).page_error.is_some());
+        for twice in ["resources", "errors"] {
+            let text = String::from_utf8(usual.body.to_vec()).expect("UTF-8");
+            let body = format!("{{\"{twice}\":[],{}", &text[1..]);
+            let p = RawPage::new("hosts", bytes::Bytes::from(body), "details batch 0");
+            assert!(page_in_one_pass(&p).is_none(), "`{twice}` twice: declined");
+            assert!(page(&p, false).page_error.is_some(), "`{twice}` twice: the page fails, as before");
+        }
         let mut not_utf8 = usual.body.to_vec();
         let at = not_utf8.windows(12).position(|w| w == b"\"hostname\":\"").expect("a host name") + 12;
         not_utf8[at] = 0xff;

@@ -52,9 +52,7 @@ impl MacAddr {
     pub fn is_multicast(self) -> bool {
         self.0[0] & 0x01 != 0
     }
-}
 
-impl MacAddr {
     /// Append the canonical form (`aa:bb:cc:dd:ee:ff`) to `out`: what
     /// [`fmt::Display`] writes, without a formatter (stores derive a
     /// correlation key from every address of every device).
