@@ -13,8 +13,8 @@ use super::{push_unique, split_list};
 /// [`mac`] does but keeps placeholders (all-zero, broadcast, Android's privacy
 /// address), so a stored value always round-trips; use [`mac`] to normalize
 /// vendor input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
@@ -57,22 +57,35 @@ impl MacAddr {
     /// [`fmt::Display`] writes, without a formatter (stores derive a
     /// correlation key from every address of every device).
     pub fn push_to(self, out: &mut String) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, b) in self.0.into_iter().enumerate() {
-            if i > 0 {
-                out.push(':');
-            }
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        for b in self.canonical() {
+            out.push(char::from(b));
         }
+    }
+
+    /// The canonical form's 17 ASCII bytes.
+    fn canonical(self) -> [u8; 17] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b':'; 17];
+        for (i, b) in self.0.into_iter().enumerate() {
+            text[3 * i] = HEX[usize::from(b >> 4)];
+            text[3 * i + 1] = HEX[usize::from(b & 0x0f)];
+        }
+        text
     }
 }
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::with_capacity(17);
-        self.push_to(&mut s);
-        f.write_str(&s)
+        f.write_str(std::str::from_utf8(&self.canonical()).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// The canonical form as a string, written without allocating one (every
+/// stored device's addresses are serialized on the load path).
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.canonical();
+        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 }
 
