@@ -601,11 +601,9 @@ fn configure(conn: &Connection, wal: bool, options: SqliteOptions) -> rusqlite::
     // test checks.
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     if wal {
-        // Takes effect only on a database not created yet; an existing one
-        // keeps its page size.
+        // The page size takes effect only on a database not created yet; an
+        // existing one keeps its own.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
-    }
-    if wal {
         // Returns the resulting mode as a row; WAL is unavailable only on odd filesystems.
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     }

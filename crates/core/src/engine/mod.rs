@@ -331,8 +331,9 @@ pub fn thread_scheduling() -> Option<(i64, i64)> {
 
 /// CPU time the calling thread has used so far: the first field of
 /// /proc/thread-self/schedstat (nanoseconds on a CPU). `None` where it
-/// cannot be read (not Linux, no /proc).
-pub(crate) fn thread_cpu_time() -> Option<Duration> {
+/// cannot be read (not Linux, no /proc). What the normalize stage's time
+/// is measured in (and what tests that burn CPU for it should read).
+pub fn thread_cpu_time() -> Option<Duration> {
     #[cfg(target_os = "linux")]
     {
         let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;

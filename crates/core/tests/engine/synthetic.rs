@@ -143,8 +143,8 @@ impl Synthetic {
         // counts as normalize time), not of the clock: on a busy machine a
         // thread spinning for 120 ms of the clock may get less of the CPU.
         let started = std::time::Instant::now();
-        let cpu0 = thread_cpu_time();
-        while match (cpu0, thread_cpu_time()) {
+        let cpu0 = corral_core::thread_cpu_time();
+        while match (cpu0, corral_core::thread_cpu_time()) {
             (Some(before), Some(now)) => now.saturating_sub(before) < self.cpu_per_page,
             _ => started.elapsed() < self.cpu_per_page,
         } {
@@ -198,10 +198,4 @@ pub fn small_config() -> EngineConfig {
         max_page_records: 100,
         ..Default::default()
     }
-}
-
-/// The calling thread's CPU time (Linux: /proc/thread-self/schedstat, in ns).
-fn thread_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
 }
