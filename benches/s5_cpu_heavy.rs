@@ -5,7 +5,9 @@
 //!
 //! `cargo bench -p corral-workspace --bench s5_cpu_heavy`
 //! (CORRAL_BENCH_ASSETS, default 200,000; CORRAL_BENCH_RUNS, default 3;
-//! CORRAL_BENCH_IDLE_MS, how long the idle lag is measured, default 5,000).
+//! CORRAL_BENCH_IDLE_MS, how long the idle lag is measured, default 5,000;
+//! CORRAL_BENCH_NORMALIZE_THREADS, the engine's normalize pool, default the
+//! engine's: one thread a core).
 //!
 //! The pages are built in memory up front and fetch only hands them over, so
 //! the run is normalize-bound by design; assets load into the embedded
@@ -181,6 +183,8 @@ fn main() {
     let assets = env("CORRAL_BENCH_ASSETS", 200_000, 3_000);
     let runs = env("CORRAL_BENCH_RUNS", 3, 1).max(1);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    // The engine's normalize pool (0: the engine's default); the reference keeps one thread a core.
+    let engine_threads = env("CORRAL_BENCH_NORMALIZE_THREADS", 0, 0);
     let pages = Arc::new(pages(assets));
     let mb = pages.iter().map(Bytes::len).sum::<usize>() as f64 / 1e6;
     println!("S5 cpu-heavy normalize: {assets} Tenable-shaped assets, {mb:.1} MB of JSON, {threads} normalize threads");
@@ -217,7 +221,8 @@ fn main() {
         let summary = runtime.block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Arc::new(SqliteStore::open(dir.path().join("s5.db")).expect("store"));
-            let engine = Engine::new(EngineConfig::default(), store).expect("engine");
+            let config = EngineConfig { normalize_threads: engine_threads, ..EngineConfig::default() };
+            let engine = Engine::new(config, store).expect("engine");
             let adapter = TenableShaped {
                 info: AdapterInfo {
                     name: "tenable-shaped".into(),
