@@ -135,9 +135,9 @@ pub struct Device {
     pub manufacturer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub first_seen: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub last_seen: Option<DateTime<Utc>>,
     /// The user the vendor associates with the device (login, UPN or email).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,9 +173,9 @@ pub struct User {
     pub active: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub created: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub last_login: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -271,9 +271,9 @@ pub struct Vulnerability {
     pub vendor_score: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<FindingState>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub first_found: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub last_found: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -300,9 +300,9 @@ pub struct Software {
     /// CPE 2.3 formatted string, where the vendor gives one ([`crate::fields::cpe`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpe: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub first_seen: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub last_seen: Option<DateTime<Utc>>,
 }
 
@@ -345,7 +345,7 @@ pub struct CloudResource {
     pub public_ips: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub private_ips: Vec<IpAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "timestamp::serialize")]
     pub created: Option<DateTime<Utc>>,
 }
 
@@ -1043,6 +1043,35 @@ impl Fnv {
     }
 }
 
+/// How the asset bodies write their timestamps: the same text as chrono's
+/// own `Serialize` (RFC 3339 in UTC with `Z`, fractional seconds only when
+/// there are some, in 3, 6 or 9 digits), so stored fields and content hashes
+/// do not change. chrono hands the serializer a `Display` that writes one
+/// character at a time, and serde_json escapes each piece separately: about
+/// 2,000 instructions a timestamp, a third of `fields_string` for a
+/// CrowdStrike host. Here chrono writes the text into a string once
+/// ([`DateTime::to_rfc3339_opts`], the function its `Serialize` calls) and
+/// the serializer takes it whole.
+mod timestamp {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Serialize, Serializer};
+
+    struct Rfc3339<'a>(&'a DateTime<Utc>);
+
+    impl Serialize for Rfc3339<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(t) => s.serialize_some(&Rfc3339(t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1362,6 +1391,69 @@ mod tests {
             let fields = a.fields_string().expect("fields");
             let raw = a.raw.as_ref().map(|r| serde_json::to_string(r).expect("raw"));
             assert_eq!(a.content_hash_of(&fields, raw.as_deref()), a.content_hash(), "{a:?}");
+        }
+    }
+
+    /// Every timestamp field writes exactly what chrono's `Serialize` writes
+    /// (stored fields and content hashes must not change): whole seconds,
+    /// milli-, micro- and nanoseconds, a leap second, years at and beyond the
+    /// four-digit range, and a spread of ordinary instants.
+    #[test]
+    fn timestamps_serialize_as_chrono_does() {
+        use chrono::{NaiveDate, TimeZone};
+        let day = |y: i32, m: u32, d: u32| NaiveDate::from_ymd_opt(y, m, d).expect("valid date");
+        let mut instants: Vec<DateTime<Utc>> = vec![
+            Utc.timestamp_opt(0, 0).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 120_000_000).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 1).unwrap(),
+            day(2016, 12, 31).and_hms_nano_opt(23, 59, 59, 1_000_000_000).expect("leap second").and_utc(),
+            day(2016, 12, 31).and_hms_nano_opt(23, 59, 59, 1_500_000_000).expect("leap second").and_utc(),
+            day(1, 1, 1).and_hms_opt(0, 0, 0).expect("time").and_utc(),
+            day(9999, 12, 31).and_hms_nano_opt(23, 59, 59, 999_999_999).expect("time").and_utc(),
+            day(10_000, 1, 1).and_hms_opt(0, 0, 0).expect("time").and_utc(),
+            day(-1, 6, 15).and_hms_milli_opt(12, 0, 0, 5).expect("time").and_utc(),
+        ];
+        // Ordinary instants from 1970 to 2100, with every kind of fraction.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..500 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let secs = (x >> 33) as i64 % 4_102_444_800;
+            let nanos = match x % 4 {
+                0 => 0,
+                1 => (x >> 7) as u32 % 1000 * 1_000_000,
+                2 => (x >> 7) as u32 % 1_000_000 * 1000,
+                _ => (x >> 7) as u32 % 1_000_000_000,
+            };
+            instants.push(Utc.timestamp_opt(secs, nanos).unwrap());
+        }
+        for t in instants {
+            let want = serde_json::to_value(t).expect("chrono serializes");
+            let t = Some(t);
+            let device = Device { first_seen: t, last_seen: t, ..Default::default() };
+            let user = User { created: t, last_login: t, ..Default::default() };
+            let finding = Vulnerability { first_found: t, last_found: t, ..Default::default() };
+            let software = Software { first_seen: t, last_seen: t, ..Default::default() };
+            let cloud = CloudResource { created: t, ..Default::default() };
+            let written = [
+                (serde_json::to_value(&device), ["first_seen", "last_seen"].as_slice()),
+                (serde_json::to_value(&user), &["created", "last_login"]),
+                (serde_json::to_value(&finding), &["first_found", "last_found"]),
+                (serde_json::to_value(&software), &["first_seen", "last_seen"]),
+                (serde_json::to_value(&cloud), &["created"]),
+            ];
+            for (json, names) in written {
+                let json = json.expect("serializes");
+                for name in names {
+                    assert_eq!(json[name], want, "{name} of {json}");
+                }
+            }
+            // And they read back as the same instant.
+            let back: Device =
+                serde_json::from_value(serde_json::to_value(&device).expect("serializes")).expect("reads");
+            assert_eq!(back.first_seen, t);
         }
     }
 
