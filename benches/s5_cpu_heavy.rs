@@ -187,7 +187,11 @@ fn main() {
     let engine_threads = env("CORRAL_BENCH_NORMALIZE_THREADS", 0, 0);
     let pages = Arc::new(pages(assets));
     let mb = pages.iter().map(Bytes::len).sum::<usize>() as f64 / 1e6;
-    println!("S5 cpu-heavy normalize: {assets} Tenable-shaped assets, {mb:.1} MB of JSON, {threads} normalize threads");
+    let engine_pool = if engine_threads > 0 { engine_threads } else { threads };
+    println!(
+        "S5 cpu-heavy normalize: {assets} Tenable-shaped assets, {mb:.1} MB of JSON, {engine_pool} normalize \
+         threads (reference: {threads})"
+    );
 
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");

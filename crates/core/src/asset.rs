@@ -1050,8 +1050,8 @@ impl Fnv {
 /// character at a time, and serde_json escapes each piece separately: about
 /// 2,000 instructions a timestamp, a third of `fields_string` for a
 /// CrowdStrike host. Here chrono writes the text into a string once
-/// ([`DateTime::to_rfc3339_opts`], the function its `Serialize` calls) and
-/// the serializer takes it whole.
+/// ([`DateTime::to_rfc3339_opts`], which runs the formatter its `Serialize`
+/// runs, with the same options) and the serializer takes it whole.
 mod timestamp {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Serialize, Serializer};
