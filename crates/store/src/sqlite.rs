@@ -1,9 +1,12 @@
 //! SQLite store: the embedded default (`./corral.db`), no server needed.
 //!
 //! - One writer connection and (for file databases) one read-only reader
-//!   connection, each behind a `std::sync::Mutex`. Every call runs on tokio's
-//!   blocking pool, never on the runtime's worker threads, on a thread that
-//!   gives way to the runtime (`corral_core::spawn_yielding`: niceness 10,
+//!   connection, each behind a `std::sync::Mutex`. Nothing runs on the
+//!   runtime's worker threads: the writer's work runs on the store's own
+//!   writer thread (`WriterThread`, so SQLite's memory stays in one thread's
+//!   heap), a batch's rows are prepared and the reader's queries run on
+//!   tokio's blocking pool, and every one of these threads gives way to the
+//!   runtime (`corral_core::yield_cpu_to_the_runtime`: niceness 10,
 //!   `SCHED_BATCH`).
 //!   In WAL mode the reader sees the last committed state, so `runs`,
 //!   `assets` and `load_checkpoint` never wait behind a long load.
@@ -371,7 +374,80 @@ fn lookup_of(connection: &str, asset: &Asset) -> (String, u64) {
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Declared before `inner`: when the last clone is dropped, the writer
+    /// thread finishes its queued work and ends before the connections close.
+    writer_thread: Arc<WriterThread>,
     inner: Arc<Inner>,
+}
+
+/// The one thread that runs the writer connection's work.
+///
+/// Not tokio's blocking pool: there each write could land on another
+/// thread, and SQLite's memory (its page cache, its statements) ended up
+/// spread over the heaps of every thread that had ever held the writer,
+/// each keeping partly used pages. S1 at 1,000,000 hosts peaked about 35 MB
+/// higher that way (docs/ARCHITECTURE.md, "Where RSS at 1M went"). The
+/// thread gives way to the runtime as the blocking pool's store threads do
+/// ([`corral_core::yield_cpu_to_the_runtime`]).
+struct WriterThread {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl WriterThread {
+    fn start(describe: &str) -> Result<Arc<Self>, StoreError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("corral-sqlite".to_string())
+            .spawn(move || {
+                corral_core::yield_cpu_to_the_runtime();
+                for job in queue {
+                    job();
+                }
+            })
+            .map_err(|e| StoreError::Config(format!("cannot start the writer thread of {describe}: {e}")))?;
+        Ok(Arc::new(WriterThread { jobs: Some(jobs), thread: Some(thread) }))
+    }
+
+    /// Run `f` on the thread, after the work queued before it. A panic in
+    /// `f` is an error of this call; the thread goes on with the next job.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        let stopped = || StoreError::Transient("the SQLite writer thread has stopped".to_string());
+        self.jobs.as_ref().and_then(|jobs| jobs.send(job).ok()).ok_or_else(stopped)?;
+        match rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(StoreError::Permanent(format!("SQLite task panicked: {}", panic_message(&*panic)))),
+            Err(_) => Err(stopped()),
+        }
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once the queued jobs are done.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 struct Inner {
@@ -391,6 +467,23 @@ struct Inner {
     options: SqliteOptions,
     /// The WAL checkpoint thread of a file database ([`start_checkpointer`]).
     checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Inner {
+    /// The writer connection, outside any transaction. A write that panicked
+    /// left the lock poisoned and may have left a transaction open (one a
+    /// `rusqlite::Transaction` did not guard, which would have rolled back
+    /// as it was dropped): it is rolled back here, since nothing of it was
+    /// acknowledged, and the connection goes on serving.
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Connection> {
+        let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "could not roll back the transaction a failed write left open");
+        }
+        conn
+    }
 }
 
 impl Drop for Inner {
@@ -439,6 +532,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::Config(format!("cannot open SQLite database {shown} for reading: {e}")))?;
         configure(&reader, false, options).ctx(&format!("configure reader {shown}"))?;
         Ok(SqliteStore {
+            writer_thread: WriterThread::start(&shown)?,
             inner: Arc::new(Inner {
                 describe: format!("sqlite:{shown}"),
                 version: SCHEMA_VERSION,
@@ -514,6 +608,7 @@ impl SqliteStore {
             Err(_) => return Err(StoreError::Corrupt(format!("meta.schema_version is not a number: {version:?}"))),
         };
         Ok(SqliteStore {
+            writer_thread: WriterThread::start(&shown)?,
             inner: Arc::new(Inner {
                 describe: format!("sqlite:{shown}"),
                 version,
@@ -539,6 +634,7 @@ impl SqliteStore {
         configure(&writer, false, options).ctx("configure in-memory database")?;
         let (log_rows, key_rows) = create_schema(&mut writer)?;
         Ok(SqliteStore {
+            writer_thread: WriterThread::start("sqlite::memory:")?,
             inner: Arc::new(Inner {
                 describe: "sqlite::memory:".to_string(),
                 version: SCHEMA_VERSION,
@@ -552,29 +648,31 @@ impl SqliteStore {
         })
     }
 
-    /// Run `f` on the writer connection on the blocking pool.
+    /// Run `f` on the writer connection, on the writer thread.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        corral_core::spawn_yielding(move || {
-            // A panic while holding the lock leaves the connection usable: any
-            // open transaction was rolled back when it was dropped.
-            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(join_error)?
+        self.writer_thread
+            .run(move || {
+                let mut conn = inner.lock_writer();
+                f(&mut conn)
+            })
+            .await
     }
 
-    /// Run `f` on the reader connection (the writer in memory) on the blocking pool.
+    /// Run `f` on the reader connection on the blocking pool (in memory, on
+    /// the writer connection and its thread).
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.inner.reader.is_none() {
+            return self.write(move |conn| f(conn)).await;
+        }
         let inner = Arc::clone(&self.inner);
         corral_core::spawn_yielding(move || {
             let lock = inner.reader.as_ref().unwrap_or(&inner.writer);
@@ -1623,10 +1721,10 @@ impl Store for SqliteStore {
         if batch.assets.is_empty() && batch.seen.is_empty() {
             return Ok(LoadOutcome::default());
         }
-        let inner = Arc::clone(&self.inner);
-        corral_core::spawn_yielding(move || {
+        // Serialized on the blocking pool, before the writer thread takes
+        // the batch, so that concurrent batches overlap their CPU work.
+        let (prepared, rejected, rest) = corral_core::spawn_yielding(move || {
             let LoadBatch { sync_id, connection, seen_at, assets, seen: still_there } = batch;
-            // Serialize before taking the lock so concurrent batches overlap their CPU work.
             let mut rejected = Vec::new();
             let mut prepared = Vec::with_capacity(assets.len());
             for asset in assets.iter() {
@@ -1635,21 +1733,26 @@ impl Store for SqliteStore {
                     Err(r) => rejected.push(r),
                 }
             }
+            // The assets are freed here, not on the writer thread.
+            drop(assets);
             // In key order, so that the batch's inserts into the key index
             // go in one pass (stable: the later record of a key still wins).
             prepared.sort_by(|a, b| (a.kind, &a.source_id).cmp(&(b.kind, &b.source_id)));
-            let seen = ts(&seen_at);
-            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let written = upsert_blocking(&inner, &mut conn, &connection, &sync_id, &seen, &prepared, &still_there);
-            // The assets are freed after the lock is released.
-            drop(conn);
-            drop(prepared);
-            let mut outcome = written?;
-            outcome.rejected = rejected;
-            Ok(outcome)
+            (prepared, rejected, (connection, sync_id, ts(&seen_at), still_there))
         })
         .await
-        .map_err(join_error)?
+        .map_err(join_error)?;
+        let inner = Arc::clone(&self.inner);
+        let mut outcome = self
+            .writer_thread
+            .run(move || {
+                let (connection, sync_id, seen, still_there) = rest;
+                let mut conn = inner.lock_writer();
+                upsert_blocking(&inner, &mut conn, &connection, &sync_id, &seen, &prepared, &still_there)
+            })
+            .await?;
+        outcome.rejected = rejected;
+        Ok(outcome)
     }
 
     async fn handle_stale(&self, scope: &StaleScope, policy: StalePolicy) -> Result<StaleOutcome, StoreError> {
@@ -1988,6 +2091,52 @@ mod tests {
         assert_eq!(writer, Some(expected), "the writer's thread");
         assert_eq!(reader, Some(expected), "the reader's thread");
         assert_eq!(corral_core::thread_scheduling(), Some(inherited), "the runtime's thread");
+    }
+
+    /// Every write runs on the store's one writer thread; a panic in one is
+    /// that call's error, and the thread and its connection go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_run_on_one_thread_that_survives_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("corral.db")).expect("open");
+        let thread = || Ok(std::thread::current().id());
+        let other = store.clone();
+        let (a, b) = tokio::join!(store.write(move |_| thread()), other.write(move |_| thread()));
+        let first = a.expect("write");
+        assert_eq!(first, b.expect("write"), "two concurrent writes ran on different threads");
+        let err = store
+            .write(|conn| -> Result<(), StoreError> {
+                conn.execute_batch("BEGIN IMMEDIATE; CREATE TABLE half_done (x)")
+                    .map_err(|e| StoreError::Permanent(e.to_string()))?;
+                panic!("boom in the writer");
+            })
+            .await
+            .expect_err("a panic is an error");
+        assert!(
+            matches!(&err, StoreError::Permanent(m) if m.contains("panicked") && m.contains("boom in the writer")),
+            "{err}"
+        );
+        assert_eq!(store.write(move |_| thread()).await.expect("the writer goes on"), first);
+        // The transaction the panic left open is not committed by later work.
+        let device = corral_core::Device { source_id: "a1".into(), ..Default::default() };
+        let batch = LoadBatch {
+            sync_id: "s1".into(),
+            connection: "c".into(),
+            seen_at: Utc::now(),
+            assets: vec![Asset::device("hosts", device)].into(),
+            seen: vec![],
+        };
+        assert_eq!(store.upsert(batch).await.expect("upsert after the panic").inserted, 1);
+        drop(store);
+        let reopened = SqliteStore::open(dir.path().join("corral.db")).expect("reopen");
+        let tables: i64 = reopened
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'", [], |r| r.get(0))
+                    .map_err(|e| StoreError::Permanent(e.to_string()))
+            })
+            .await
+            .expect("read");
+        assert_eq!(tables, 0, "the panicked write's transaction was committed");
     }
 
     #[tokio::test]
