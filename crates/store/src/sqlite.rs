@@ -243,9 +243,12 @@ static LOOKUP_INSERT_SQL: OnceLock<Vec<String>> = OnceLock::new();
 /// the merge, 16 bytes each: 8 MB at the default
 /// [`SqliteOptions::lookup_log_rows`]; a migration's log holds every stored
 /// asset's hashes (SQLite's sorter would hold them in memory too, the store
-/// keeping temporary storage there, and in more bytes a row).
-fn merge_lookup_log(tx: &Connection) -> Result<(), StoreError> {
-    let mut rows: Vec<(i64, i64)> = Vec::new();
+/// keeping temporary storage there, and in more bytes a row). `expected` is
+/// the number of rows this process logged since its last merge: the rows'
+/// memory is taken at once rather than doubled as they are read (a doubling
+/// vector holds up to one and a half times the log while it grows).
+fn merge_lookup_log(tx: &Connection, expected: usize) -> Result<(), StoreError> {
+    let mut rows: Vec<(i64, i64)> = Vec::with_capacity(expected);
     {
         let mut read = tx.prepare_cached("SELECT h, asset FROM asset_lookup_log").ctx("read the lookup log")?;
         let mut log = read.raw_query();
@@ -966,7 +969,7 @@ fn migrate_from_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     drop(select);
     drop(insert);
     tx.execute_batch("DROP TABLE assets_before_v3;").ctx("migrate: drop the old assets table")?;
-    merge_lookup_log(tx)?;
+    merge_lookup_log(tx, 0)?;
     tx.execute_batch(MERGE_KEYS_SQL).ctx("migrate: build the key index")?;
     tracing::debug!(assets = migrated, "rebuilt the assets table and its lookup index");
     Ok(())
@@ -1370,7 +1373,7 @@ fn upsert_blocking(
     let pending = inner.log_rows.load(Ordering::Relaxed) + logged;
     let merged = pending >= inner.options.lookup_log_rows;
     if merged {
-        merge_lookup_log(&tx)?;
+        merge_lookup_log(&tx, usize::try_from(pending).unwrap_or(0))?;
     }
     let recent = inner.key_rows.load(Ordering::Relaxed) + outcome.inserted;
     let merged_keys = recent >= inner.options.key_recent_rows;
