@@ -30,7 +30,9 @@ pub use asset::{
     Asset, AssetBody, AssetKind, AssetRef, AttrType, AttrValue, CloudResource, CloudTag, Device, FindingState, KeyType,
     Os, Severity, Software, User, Vulnerability,
 };
-pub use engine::{Connection, Engine, EngineConfig, spawn_yielding, thread_cpu_time, yield_cpu_to_the_runtime};
+pub use engine::{
+    Connection, Engine, EngineConfig, panic_message, spawn_yielding, thread_cpu_time, yield_cpu_to_the_runtime,
+};
 #[cfg(target_os = "linux")]
 pub use engine::{thread_scheduling, yielded_scheduling};
 pub use redact::Redactor;

@@ -146,14 +146,7 @@ pub async fn run_case(case: &Case, store: &dyn Store) -> Result<(), String> {
             eprintln!("conformance: {} ok on {} ({:?})", case.name, store.describe(), started.elapsed());
             Ok(())
         }
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "(non-string panic)".to_string());
-            Err(format!("  {} on {}: {msg}", case.name, store.describe()))
-        }
+        Err(panic) => Err(format!("  {} on {}: {}", case.name, store.describe(), corral_core::panic_message(&panic))),
     }
 }
 

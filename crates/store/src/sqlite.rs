@@ -288,8 +288,9 @@ pub struct SqliteOptions {
     /// store's memory, whatever the size of the database. The default, 8,
     /// holds the small key level and the pages a batch dirties; the large
     /// levels are read through the operating system's cache (a million-host
-    /// load took the same CPU with 8 as with 32, and 30 MB less RSS; see
-    /// docs/ARCHITECTURE.md, "The page cache").
+    /// load took about the same CPU with 8 as with 32, its last tenth a
+    /// little slower, and 30 MB less RSS; see docs/ARCHITECTURE.md, "Where
+    /// RSS at 1M went").
     pub cache_mib: u32,
     /// Rows the lookup log may hold before they are merged into the lookup
     /// index (counted by this process). Larger: fewer merges (less written
@@ -388,7 +389,7 @@ pub struct SqliteStore {
 /// Not tokio's blocking pool: there each write could land on another
 /// thread, and SQLite's memory (its page cache, its statements) ended up
 /// spread over the heaps of every thread that had ever held the writer,
-/// each keeping partly used pages. S1 at 1,000,000 hosts peaked about 35 MB
+/// each keeping partly used pages. S1 at 1,000,000 hosts peaked about 20 MB
 /// higher that way (docs/ARCHITECTURE.md, "Where RSS at 1M went"). The
 /// thread gives way to the runtime as the blocking pool's store threads do
 /// ([`corral_core::yield_cpu_to_the_runtime`]).
@@ -429,7 +430,9 @@ impl WriterThread {
         self.jobs.as_ref().and_then(|jobs| jobs.send(job).ok()).ok_or_else(stopped)?;
         match rx.await {
             Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(StoreError::Permanent(format!("SQLite task panicked: {}", panic_message(&*panic)))),
+            Ok(Err(panic)) => {
+                Err(StoreError::Permanent(format!("SQLite task panicked: {}", corral_core::panic_message(&panic))))
+            }
             Err(_) => Err(stopped()),
         }
     }
@@ -443,14 +446,6 @@ impl Drop for WriterThread {
             let _ = thread.join();
         }
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 struct Inner {

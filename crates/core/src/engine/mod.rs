@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 pub use lag::{LagMonitor, LagRecorder, Staged};
-pub use pipeline::MALFORMED_PAGE;
+pub use pipeline::{MALFORMED_PAGE, panic_message};
 
 use crate::adapter::Adapter;
 use crate::metrics::PipelineGauges;

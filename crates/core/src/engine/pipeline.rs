@@ -411,7 +411,10 @@ async fn fetch_stream(
     sink.end_stream(stream, result).await;
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+/// The message of a caught panic (`std::panic::catch_unwind`'s error), for
+/// an error that names it: its text when it was given one, or
+/// "unknown panic".
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
