@@ -2097,10 +2097,12 @@ mod tests {
     async fn writes_run_on_one_thread_that_survives_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path().join("corral.db")).expect("open");
-        let thread = || Ok(std::thread::current().id());
+        let thread = || Ok((std::thread::current().id(), std::thread::current().name().map(str::to_string)));
         let other = store.clone();
         let (a, b) = tokio::join!(store.write(move |_| thread()), other.write(move |_| thread()));
+        drop(other);
         let first = a.expect("write");
+        assert_eq!(first.1.as_deref(), Some("corral-sqlite"), "a write ran off the store's writer thread");
         assert_eq!(first, b.expect("write"), "two concurrent writes ran on different threads");
         let err = store
             .write(|conn| -> Result<(), StoreError> {
