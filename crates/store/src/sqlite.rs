@@ -53,10 +53,14 @@
 //! - Correlation keys and references are found through one lookup index,
 //!   `asset_lookup (h, asset)`: `h` a 64-bit hash of the key (type and
 //!   value) or of the asset referred to ([`lookup_hash`]). Each asset's
-//!   hashes are in its `lookup` column; triggers keep the index in step when
-//!   an asset is inserted, changes them, or is deleted (stale deletes).
-//!   Inserts go first to `asset_lookup_log (asset, h)`, which grows in
-//!   asset order (appends); once this process has logged
+//!   hashes are in its `lookup` column. New rows go first to
+//!   `asset_lookup_log (asset, h)`, which grows in asset order (appends):
+//!   the writer logs a new asset's hashes itself, with multi-row inserts
+//!   after each upsert statement (a trigger doing it from the `lookup`
+//!   column, as version 4 did, cost about a tenth of the writer's CPU:
+//!   parsing the JSON back and running a trigger program per asset);
+//!   triggers replace an asset's rows when its `lookup` column changes and
+//!   delete them when it is deleted (stale deletes). Once this process has logged
 //!   [`SqliteOptions::lookup_log_rows`] rows, the log is merged into the index
 //!   in hash order, in the transaction of the batch that crossed the bound.
 //!   Writing each new key at its random place in a large index would again
@@ -66,8 +70,9 @@
 //! - Schema versions: 1 (assets, runs, checkpoints, rejects, leases), 2 (+
 //!   `asset_keys`, `asset_refs`), 3 (assets by integer id, the lookup index
 //!   and its log instead of version 2's tables), 4 (no unique key index;
-//!   the two key levels). Opening an older database for writing migrates it
-//!   in place, in one transaction: from version 3 the table is rebuilt
+//!   the two key levels), 5 (no insert trigger on the lookup log). Opening
+//!   an older database for writing migrates it in place, in one
+//!   transaction: from version 4 the trigger is dropped, from version 3 the table is rebuilt
 //!   keeping every id, from 1 or 2 also deriving the lookup hashes of every
 //!   stored asset from its fields. A read-only open leaves it as it is and
 //!   lists it in key order: on version 1 or 2 everything but `--where` on a
@@ -93,7 +98,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How long a statement waits for another connection's lock before failing
 /// with `SQLITE_BUSY` (reported as [`StoreError::Transient`]).
@@ -141,7 +146,7 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
-/// Version 4: assets keyed by an integer id, appended (rows are not inserted
+/// Since version 4: assets keyed by an integer id, appended (rows are not inserted
 /// at random positions of a clustered text key), without a unique index on
 /// their key: `asset_key` and `asset_key_recent` find an asset's row by a
 /// 64-bit hash of its kind and source id (see the module docs), and the
@@ -164,7 +169,8 @@ CREATE TABLE IF NOT EXISTS assets (
     -- What the last upsert did: 0 inserted, 1 updated, 2 unchanged; +4 stream changed.
     last_change  INTEGER NOT NULL DEFAULT 0,
     -- The lookup hashes of the asset's correlation keys and references (a
-    -- JSON array): what the triggers below index, and delete with it.
+    -- JSON array): what the writer logs for a new asset, and what the
+    -- triggers below replace when it changes and delete with the asset.
     lookup       TEXT NOT NULL DEFAULT '[]',
     -- The hash of (kind, source_id) under which asset_key(_recent) find the row.
     key_hash     INTEGER NOT NULL
@@ -203,9 +209,6 @@ CREATE TRIGGER IF NOT EXISTS assets_key_delete AFTER DELETE ON assets BEGIN
     DELETE FROM asset_key_recent WHERE h = old.key_hash AND id = old.id;
     DELETE FROM asset_key WHERE h = old.key_hash AND id = old.id;
 END;
-CREATE TRIGGER IF NOT EXISTS assets_lookup_insert AFTER INSERT ON assets BEGIN
-    INSERT OR IGNORE INTO asset_lookup_log (asset, h) SELECT new.id, value FROM json_each(new.lookup);
-END;
 CREATE TRIGGER IF NOT EXISTS assets_lookup_update AFTER UPDATE OF lookup ON assets
 WHEN old.lookup IS NOT new.lookup BEGIN
     DELETE FROM asset_lookup WHERE asset = old.id AND h IN (SELECT value FROM json_each(old.lookup));
@@ -228,11 +231,46 @@ DELETE FROM asset_key_recent;
 /// `rows` rows of the lookup index in one statement: `?1`, `?2` the first
 /// row's hash and asset, and so on.
 fn lookup_insert_sql(rows: usize) -> String {
+    format!("INSERT OR IGNORE INTO asset_lookup (h, asset) VALUES {}", pair_values(rows))
+}
+
+/// `rows` rows of the lookup log in one statement: `?1`, `?2` the first
+/// row's asset and hash, and so on.
+fn log_insert_sql(rows: usize) -> String {
+    format!("INSERT OR IGNORE INTO asset_lookup_log (asset, h) VALUES {}", pair_values(rows))
+}
+
+/// `(?1,?2),(?3,?4)…` for `rows` rows.
+fn pair_values(rows: usize) -> String {
     let values: Vec<String> = (0..rows).map(|row| format!("(?{},?{})", 2 * row + 1, 2 * row + 2)).collect();
-    format!("INSERT OR IGNORE INTO asset_lookup (h, asset) VALUES {}", values.join(","))
+    values.join(",")
 }
 
 static LOOKUP_INSERT_SQL: OnceLock<Vec<String>> = OnceLock::new();
+static LOG_INSERT_SQL: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Insert `rows` (pairs of integers) with `build`'s multi-row statements,
+/// up to [`STATEMENT_ROWS_MAX`] rows each.
+fn insert_pairs(
+    tx: &Connection,
+    texts: &'static OnceLock<Vec<String>>,
+    build: fn(usize) -> String,
+    rows: &[(i64, i64)],
+    what: &str,
+) -> Result<(), StoreError> {
+    let mut start = 0;
+    while start < rows.len() {
+        let n = statement_rows(rows.len() - start);
+        let mut insert = tx.prepare_cached(statement_for(texts, build, n)).ctx(what)?;
+        for (i, (a, b)) in rows[start..start + n].iter().enumerate() {
+            insert.raw_bind_parameter(2 * i + 1, a).ctx(what)?;
+            insert.raw_bind_parameter(2 * i + 2, b).ctx(what)?;
+        }
+        insert.raw_execute().ctx(what)?;
+        start += n;
+    }
+    Ok(())
+}
 
 /// Move the log into the lookup index, in hash order: every page of the
 /// index is written at most once per merge, however large the table is.
@@ -257,18 +295,7 @@ fn merge_lookup_log(tx: &Connection, expected: usize) -> Result<(), StoreError> 
         }
     }
     rows.sort_unstable();
-    let mut start = 0;
-    while start < rows.len() {
-        let n = statement_rows(rows.len() - start);
-        let mut insert =
-            tx.prepare_cached(statement_for(&LOOKUP_INSERT_SQL, lookup_insert_sql, n)).ctx("prepare lookup merge")?;
-        for (i, (h, asset)) in rows[start..start + n].iter().enumerate() {
-            insert.raw_bind_parameter(2 * i + 1, h).ctx("bind lookup merge")?;
-            insert.raw_bind_parameter(2 * i + 2, asset).ctx("bind lookup merge")?;
-        }
-        insert.raw_execute().ctx("merge the lookup log")?;
-        start += n;
-    }
+    insert_pairs(tx, &LOOKUP_INSERT_SQL, lookup_insert_sql, &rows, "merge the lookup log")?;
     tx.execute("DELETE FROM asset_lookup_log", []).ctx("empty the lookup log")?;
     Ok(())
 }
@@ -354,7 +381,7 @@ fn asset_key_hash(kind: &str, source_id: &str) -> i64 {
 
 /// The `lookup` column of `asset` (its key and reference hashes, sorted,
 /// without repeats, as a JSON array), and how many hashes it lists.
-fn lookup_of(connection: &str, asset: &Asset) -> (String, u64) {
+fn lookup_of(connection: &str, asset: &Asset) -> (String, Vec<i64>) {
     let mut hashes: Vec<i64> = Vec::with_capacity(8);
     asset.for_each_correlation_key(|k, v| hashes.push(key_hash(k.as_str(), v)));
     hashes.extend(
@@ -372,7 +399,7 @@ fn lookup_of(connection: &str, asset: &Asset) -> (String, u64) {
         out.push_str(number.format(*h));
     }
     out.push(']');
-    (out, hashes.len() as u64)
+    (out, hashes)
 }
 
 /// The SQLite implementation of [`Store`]. Cheap to clone (shares the connections).
@@ -816,6 +843,9 @@ fn create_schema(conn: &mut Connection) -> Result<(u64, u64), StoreError> {
         ..=2 => migrate_from_v2(&tx)?,
         3 => migrate_from_v3(&tx)?,
         _ => {
+            // Version 4 logged a new asset's lookup hashes by a trigger;
+            // the writer now logs them itself.
+            tx.execute_batch("DROP TRIGGER IF EXISTS assets_lookup_insert;").ctx("migrate: drop the lookup trigger")?;
             tx.execute_batch(SCHEMA_ASSET_TABLES).ctx("create schema (assets)")?;
             tx.execute_batch(SCHEMA_ASSET_TRIGGERS).ctx("create schema (asset triggers)")?;
         }
@@ -837,7 +867,7 @@ fn create_schema(conn: &mut Connection) -> Result<(u64, u64), StoreError> {
     Ok((u64::try_from(log_rows).unwrap_or(0), u64::try_from(key_rows).unwrap_or(0)))
 }
 
-/// Version 3 -> 4 (inside the schema transaction): the assets table is
+/// Version 3 -> 5 (inside the schema transaction): the assets table is
 /// rebuilt without its unique index, each row keeping its id (the lookup
 /// index refers to it) and gaining its key hash, and the key index is
 /// built from those hashes in one ordered pass.
@@ -886,7 +916,7 @@ fn migrate_from_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Version 1 or 2 -> 4 (inside the schema transaction): the assets table is
+/// Version 1 or 2 -> 5 (inside the schema transaction): the assets table is
 /// rebuilt with an integer id, its key index, and the lookup index derived
 /// from each stored asset's fields (version 1 had no keys; version 2's key
 /// and reference tables are replaced).
@@ -915,8 +945,12 @@ fn migrate_from_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .ctx("migrate: prepare writing assets")?;
+    let mut log = tx
+        .prepare("INSERT OR IGNORE INTO asset_lookup_log (asset, h) VALUES (?1, ?2)")
+        .ctx("migrate: prepare logging lookup hashes")?;
     let mut rows = select.query([]).ctx("migrate: read assets")?;
     let mut migrated = 0_u64;
+    let mut logged = 0_usize;
     while let Some(row) = rows.next().ctx("migrate: read an asset")? {
         let connection: String = row.get(0).ctx("migrate")?;
         let kind: String = row.get(1).ctx("migrate")?;
@@ -938,7 +972,7 @@ fn migrate_from_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         let asset = stored
             .asset()
             .map_err(|e| StoreError::Corrupt(format!("migrate: {kind} {source_id} has undecodable fields: {e}")))?;
-        let (lookup, _) = lookup_of(&connection, &asset);
+        let (lookup, hashes) = lookup_of(&connection, &asset);
         let key = asset_key_hash(&kind, &source_id);
         insert
             .execute(params![
@@ -958,13 +992,19 @@ fn migrate_from_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
                 key,
             ])
             .ctx("migrate: write an asset")?;
+        let id = tx.last_insert_rowid();
+        for h in &hashes {
+            log.execute(params![id, h]).ctx("migrate: log a lookup hash")?;
+        }
+        logged += hashes.len();
         migrated += 1;
     }
     drop(rows);
     drop(select);
     drop(insert);
+    drop(log);
     tx.execute_batch("DROP TABLE assets_before_v3;").ctx("migrate: drop the old assets table")?;
-    merge_lookup_log(tx, 0)?;
+    merge_lookup_log(tx, logged)?;
     tx.execute_batch(MERGE_KEYS_SQL).ctx("migrate: build the key index")?;
     tracing::debug!(assets = migrated, "rebuilt the assets table and its lookup index");
     Ok(())
@@ -1064,8 +1104,8 @@ struct PreparedAsset {
     raw: Option<String>,
     hash: String,
     lookup: String,
-    /// How many hashes `lookup` lists.
-    lookup_rows: u64,
+    /// The hashes `lookup` lists.
+    hashes: Vec<i64>,
 }
 
 fn prepare(connection: &str, asset: &Asset) -> Result<PreparedAsset, Reject> {
@@ -1082,19 +1122,9 @@ fn prepare(connection: &str, asset: &Asset) -> Result<PreparedAsset, Reject> {
     };
     // The content hash from the bytes just serialized, not serialized again.
     let hash = asset.content_hash_of(&fields, raw.as_deref());
-    let (lookup, lookup_rows) = lookup_of(connection, asset);
+    let (lookup, hashes) = lookup_of(connection, asset);
     let key_hash = asset_key_hash(kind, &source_id);
-    Ok(PreparedAsset {
-        kind,
-        source_id,
-        key_hash,
-        stream: asset.stream.clone(),
-        fields,
-        raw,
-        hash,
-        lookup,
-        lookup_rows,
-    })
+    Ok(PreparedAsset { kind, source_id, key_hash, stream: asset.stream.clone(), fields, raw, hash, lookup, hashes })
 }
 
 /// What the last upsert did to a row, in `assets.last_change` (returned by the
@@ -1269,6 +1299,8 @@ fn upsert_blocking(
 ) -> Result<LoadOutcome, StoreError> {
     let mut outcome = LoadOutcome::default();
     let mut logged = 0_u64;
+    // The lookup log rows of a statement's new assets.
+    let mut log: Vec<(i64, i64)> = Vec::new();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("begin upsert")?;
     {
         let keys: Vec<(&str, &str, i64)> = assets.iter().map(|a| (a.kind, a.source_id.as_str(), a.key_hash)).collect();
@@ -1311,8 +1343,8 @@ fn upsert_blocking(
             let mut moved: Vec<i64> = Vec::new();
             let mut returned = 0_usize;
             // Each id's lookup hashes (a key twice in the chunk: its last row's).
-            let mut lookup_rows: Vec<(i64, u64)> =
-                chunk_ids.iter().copied().zip(chunk.iter().map(|a| a.lookup_rows)).collect();
+            let mut lookup_rows: Vec<(i64, &[i64])> =
+                chunk_ids.iter().copied().zip(chunk.iter().map(|a| a.hashes.as_slice())).collect();
             lookup_rows.sort_by_key(|(id, _)| *id);
             let mut changes = upsert.raw_query();
             while let Some(r) = changes.next().ctx("upsert assets")? {
@@ -1331,15 +1363,28 @@ fn upsert_blocking(
                     }
                     other => return Err(StoreError::Corrupt(format!("assets.last_change: unexpected value {other}"))),
                 }
-                // Inserted or updated: its lookup hashes were logged (an
-                // estimate: an update that kept them logged none).
+                // Inserted or updated: its lookup hashes are logged (an
+                // estimate: an update that kept them logged none). A new
+                // asset's are logged here, a changed one's by the update
+                // trigger.
                 let at = lookup_rows.partition_point(|(i, _)| *i <= id);
-                logged += at.checked_sub(1).map(|at| lookup_rows[at]).filter(|(i, _)| *i == id).map_or(0, |(_, n)| n);
+                let hashes =
+                    at.checked_sub(1).map(|at| lookup_rows[at]).filter(|(i, _)| *i == id).map_or(&[][..], |(_, h)| h);
+                logged += hashes.len() as u64;
+                if change & !CHANGE_STREAM == CHANGE_INSERTED {
+                    log.extend(hashes.iter().map(|h| (id, *h)));
+                }
             }
             drop(changes);
             if returned != rows {
                 return Err(StoreError::Corrupt(format!("an upsert of {rows} assets reported {returned}")));
             }
+            // Logged before the next statement: if that one updates an
+            // asset inserted here (a key twice in the batch), the update
+            // trigger replaces these rows with the new record's.
+            log.sort_unstable();
+            insert_pairs(&tx, &LOG_INSERT_SQL, log_insert_sql, &log, "log lookup hashes")?;
+            log.clear();
             // The stream a moved key ends in: its last record's in the chunk.
             for id in moved {
                 let Some((a, _)) = chunk.iter().zip(chunk_ids).rev().find(|(_, i)| **i == id) else {

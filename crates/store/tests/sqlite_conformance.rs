@@ -611,6 +611,45 @@ async fn a_changed_key_is_found_under_its_new_value_only() {
     }
 }
 
+/// A key twice in one batch, its two records in two upsert statements (the
+/// batch is sorted by key and a statement takes 256 assets): the asset is
+/// found under the later record's correlation keys only, before and after
+/// the log is merged, and once it is deleted nothing finds it.
+#[tokio::test]
+async fn a_key_twice_across_two_statements_keeps_only_its_last_keys() {
+    for lookup_log_rows in [1_000_000, 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("corral.db");
+        let store =
+            SqliteStore::open_with(&path, SqliteOptions { lookup_log_rows, ..SqliteOptions::default() }).expect("open");
+        let mut devices: Vec<Asset> =
+            (0..300).map(|i| device("hosts", &format!("d{i:03}"), &format!("h{i:03}"))).collect();
+        // Sorted by source id, d255's two records are the 256th and 257th.
+        devices.push(device("hosts", "d255", "renamed"));
+        let out = store.upsert(batch("c", "s1", at(0), devices)).await.expect("upsert");
+        assert_eq!((out.inserted, out.updated), (300, 1), "log rows {lookup_log_rows}");
+        let host = |name: &str| by_key(AssetKind::Device, corral_core::asset::KeyType::Hostname, name);
+        let found = |name: &'static str| {
+            let store = store.clone();
+            async move { kinds_and_ids(store.list_assets(&host(name), 10).await.expect("list")) }
+        };
+        assert_eq!(found("renamed").await, ["device d255"], "log rows {lookup_log_rows}");
+        assert!(found("h255").await.is_empty(), "the first record's hostname, log rows {lookup_log_rows}");
+        assert_eq!(found("h256").await, ["device d256"]);
+        // Every lookup row is one of a stored asset's current hashes.
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM (SELECT asset, h FROM asset_lookup UNION ALL SELECT asset, h FROM asset_lookup_log) AS l \
+                 WHERE NOT EXISTS (SELECT 1 FROM assets, json_each(assets.lookup) AS j WHERE assets.id = l.asset AND j.value = l.h)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(orphans, 0, "log rows {lookup_log_rows}");
+    }
+}
+
 /// A merge larger than one statement of the lookup index (256 rows) moves
 /// every row of the log: each device is found by each of its correlation
 /// keys afterwards, and the log is empty.
@@ -760,6 +799,55 @@ async fn a_version_3_database_is_migrated_in_place() {
     let out = store.upsert(batch(&after[0].connection, "s10", at(9100), new)).await.expect("new device");
     assert_eq!((out.inserted, out.updated, out.unchanged), (1, 1, 0));
     assert_eq!(store.list_assets(&everything, 100).await.expect("list").len(), 6, "one row for the new device");
+}
+
+/// A database of schema version 4 (`tests/fixtures/corral-v4.db`: the
+/// version 3 fixture as version 4 migrated it, plus a device whose lookup
+/// hashes are still in the log, logged by version 4's insert trigger) is
+/// read as it is read-only; opened for writing, the trigger is dropped (the
+/// writer logs a new asset's hashes itself), every key is still found
+/// whether it was in the log or the index, and a new device's hashes are
+/// logged once each.
+#[tokio::test]
+async fn a_version_4_database_is_migrated_in_place() {
+    let (_dir, path) = fixture("corral-v4.db");
+    let (by, ids) = (where_filter, kinds_and_ids);
+    let ro = SqliteStore::open_read_only(&path).expect("open read-only");
+    assert_eq!(ro.schema_version(), 4);
+    assert_eq!(ids(ro.list_assets(&by("hostname=logged-1"), 10).await.expect("in the log")), ["device dev-logged"]);
+    assert_eq!(ids(ro.list_assets(&by("hostname=web-01"), 10).await.expect("in the index")), ["device dev-1"]);
+    drop(ro);
+    let trigger = |path: &std::path::Path| -> i64 {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'assets_lookup_insert'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count")
+    };
+    assert_eq!(trigger(&path), 1, "the fixture is version 4's");
+
+    let store = SqliteStore::open(&path).expect("open and migrate");
+    assert_eq!(store.schema_version(), SCHEMA_VERSION);
+    assert_eq!(trigger(&path), 0, "dropped");
+    assert_eq!(ids(store.list_assets(&by("hostname=logged-1"), 10).await.expect("in the log")), ["device dev-logged"]);
+    assert_eq!(ids(store.list_assets(&by("hostname=web-01"), 10).await.expect("in the index")), ["device dev-1"]);
+    let connection = store.list_assets(&by("hostname=web-01"), 10).await.expect("list")[0].connection.clone();
+    let new = device("hosts", "dev-new", "new-1");
+    let hashes = new.correlation_keys().len();
+    let out = store.upsert(batch(&connection, "s9", at(9000), vec![new])).await.expect("new device");
+    assert_eq!(out.inserted, 1);
+    assert_eq!(ids(store.list_assets(&by("hostname=new-1"), 10).await.expect("new")), ["device dev-new"]);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let logged: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM asset_lookup_log WHERE asset = (SELECT id FROM assets WHERE source_id = 'dev-new')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(logged, i64::try_from(hashes).expect("small"), "each of the new device's hashes logged once");
 }
 
 /// A copy of `tests/fixtures/{name}` in a new temporary directory (kept while the `TempDir` lives).
