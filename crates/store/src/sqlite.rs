@@ -380,7 +380,7 @@ fn asset_key_hash(kind: &str, source_id: &str) -> i64 {
 }
 
 /// The `lookup` column of `asset` (its key and reference hashes, sorted,
-/// without repeats, as a JSON array), and how many hashes it lists.
+/// without repeats, as a JSON array), and those hashes.
 fn lookup_of(connection: &str, asset: &Asset) -> (String, Vec<i64>) {
     let mut hashes: Vec<i64> = Vec::with_capacity(8);
     asset.for_each_correlation_key(|k, v| hashes.push(key_hash(k.as_str(), v)));
@@ -1368,8 +1368,9 @@ fn upsert_blocking(
                 // asset's are logged here, a changed one's by the update
                 // trigger.
                 let at = lookup_rows.partition_point(|(i, _)| *i <= id);
-                let hashes =
-                    at.checked_sub(1).map(|at| lookup_rows[at]).filter(|(i, _)| *i == id).map_or(&[][..], |(_, h)| h);
+                let Some((_, hashes)) = at.checked_sub(1).map(|at| lookup_rows[at]).filter(|(i, _)| *i == id) else {
+                    return Err(StoreError::Corrupt(format!("the upsert reported row {id}, not in the batch")));
+                };
                 logged += hashes.len() as u64;
                 if change & !CHANGE_STREAM == CHANGE_INSERTED {
                     log.extend(hashes.iter().map(|h| (id, *h)));
