@@ -637,16 +637,30 @@ async fn a_key_twice_across_two_statements_keeps_only_its_last_keys() {
         assert!(found("h255").await.is_empty(), "the first record's hostname, log rows {lookup_log_rows}");
         assert_eq!(found("h256").await, ["device d256"]);
         // Every lookup row is one of a stored asset's current hashes.
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        let orphans: i64 = conn
-            .query_row(
+        let orphans = || -> i64 {
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            conn.query_row(
                 "SELECT COUNT(*) FROM (SELECT asset, h FROM asset_lookup UNION ALL SELECT asset, h FROM asset_lookup_log) AS l \
                  WHERE NOT EXISTS (SELECT 1 FROM assets, json_each(assets.lookup) AS j WHERE assets.id = l.asset AND j.value = l.h)",
                 [],
                 |r| r.get(0),
             )
-            .expect("count");
-        assert_eq!(orphans, 0, "log rows {lookup_log_rows}");
+            .expect("count")
+        };
+        assert_eq!(orphans(), 0, "log rows {lookup_log_rows}");
+        // The next sync no longer has d255: stale, then deleted, with its rows.
+        let rest: Vec<Asset> =
+            (0..300).filter(|i| *i != 255).map(|i| device("hosts", &format!("d{i:03}"), &format!("h{i:03}"))).collect();
+        let keys: usize = rest.iter().map(|d| d.correlation_keys().len()).sum();
+        store.upsert(batch("c", "s2", at(3600), rest)).await.expect("second sync");
+        let delete = StalePolicy::Mark { delete_after: Some(Duration::from_secs(1)) };
+        store.handle_stale(&scope("c", "hosts", "s2", at(3600)), delete).await.expect("mark");
+        let gone = store.handle_stale(&scope("c", "hosts", "s3", at(3700)), delete).await.expect("delete");
+        assert_eq!(gone.deleted, 1, "log rows {lookup_log_rows}");
+        assert!(found("renamed").await.is_empty(), "deleted, log rows {lookup_log_rows}");
+        assert_eq!(orphans(), 0, "after the delete, log rows {lookup_log_rows}");
+        let (index, log) = lookup_rows(&path);
+        assert_eq!(index + log, keys as i64, "the other devices' rows only, log rows {lookup_log_rows}");
     }
 }
 
