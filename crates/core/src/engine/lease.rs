@@ -68,7 +68,25 @@ fn holder_is_gone(lease: &Lease) -> bool {
     std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The holders (sync ids) of the leases this process's runs hold now.
+/// `holder` in [`live`] until dropped, unless `keep` (the lease was taken,
+/// and its [`LeaseGuard`] removes it).
+struct Registered<'a> {
+    holder: &'a str,
+    keep: bool,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Ok(mut l) = live().lock()
+        {
+            l.remove(self.holder);
+        }
+    }
+}
+
+/// The holders (sync ids) of the leases this process's runs hold now, or
+/// are asking the store for.
 fn live() -> &'static std::sync::Mutex<std::collections::HashSet<String>> {
     static LIVE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = std::sync::OnceLock::new();
     LIVE.get_or_init(Default::default)
@@ -86,6 +104,14 @@ pub(super) async fn acquire(
     on_lost: CancellationToken,
 ) -> Result<LeaseGuard, Refused> {
     let owner = owner();
+    // Live from before the lease is asked for: another run of this process
+    // that finds the lease held by `holder` between the store granting it
+    // and this function returning must not take it over as a run that is
+    // gone (it once did, on a loaded machine, and both runs went on).
+    if let Ok(mut l) = live().lock() {
+        l.insert(holder.to_string());
+    }
+    let mut registered = Registered { holder, keep: false };
     let mut told = None::<Instant>;
     let mut released = None::<String>;
     loop {
@@ -122,9 +148,8 @@ pub(super) async fn acquire(
             () = tokio::time::sleep(poll) => {}
         }
     }
-    if let Ok(mut l) = live().lock() {
-        l.insert(holder.to_string());
-    }
+    // From here the guard below takes `holder` out of `live` when the run ends.
+    registered.keep = true;
     let lost = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
     let renewer = tokio::spawn(renew(
